@@ -1,0 +1,29 @@
+"""Stage registry: name -> stage class, discovered through the ``curator.stages`` entry points."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+
+from curator.errors import RecipeError
+from curator.stage import Stage
+
+
+@cache
+def _entry_points() -> dict[str, object]:
+    return {ep.name: ep for ep in entry_points(group="curator.stages")}
+
+
+def stage_names() -> list[str]:
+    return sorted(_entry_points())
+
+
+def get_stage(name: str, where: str = "stage") -> type[Stage]:
+    """The stage class registered as ``name``; a clear error lists the known names otherwise."""
+    eps = _entry_points()
+    if name not in eps:
+        raise RecipeError(f"{where}: unknown stage '{name}'; known stages are {stage_names()}")
+    cls = eps[name].load()
+    if not (isinstance(cls, type) and issubclass(cls, Stage)) or cls.name != name:
+        raise RecipeError(f"{where}: entry point '{name}' does not name a curator Stage class")
+    return cls

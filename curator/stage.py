@@ -1,0 +1,225 @@
+"""Stage protocol: kinds, typed params, resources and the per-worker context.
+
+A stage is a class with a registry ``name``, a ``version`` (bump it when its output would
+change), a frozen dataclass ``Params``, declared ``requires`` / ``provides`` columns and a
+``kind``:
+
+- ``score``:   ``process_batch(batch) -> pa.Table`` with ``sample_id`` + new columns; drops nothing.
+- ``decide``:  ``process_batch(batch) -> pa.Table`` of ledger rows
+               (``sample_id, status, stage, reason, rule``) for the rows it has a verdict on.
+- ``augment``: ``process_batch(batch) -> pa.Table`` of new samples with provenance columns
+               (``parent_id, generator, template_id, seed``); ``scope = "global"`` stages see the
+               whole data set once, after every shard.
+
+``setup()`` runs once per worker (load models there) and ``teardown()`` at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+
+from curator.errors import RecipeError
+
+StageKind = Literal["score", "decide", "augment"]
+LEDGER_STATUSES = ("kept", "dropped", "flagged", "quarantined")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage needs; executors map this onto processes or Ray actors."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    batch_size: int = 4096
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage may know about the run it is part of (no global state)."""
+
+    run_dir: Path
+    cache_dir: Path  # RUN_DIR/cache/<stage fingerprint>, private to this stage
+    model: str = "default"  # recipe `model:` (registry "default" or a local HF directory)
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """Params of a stage that takes none."""
+
+
+class Stage:
+    """Base class of every stage; subclasses set the class attributes and ``process_batch``."""
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    kind: ClassVar[StageKind] = "score"
+    scope: ClassVar[Literal["shard", "global"]] = "shard"
+    Params: ClassVar[type] = NoParams
+    requires: ClassVar[tuple[str, ...]] = ("sample_id",)
+    provides: ClassVar[tuple[str, ...]] = ()
+    uses_model: ClassVar[bool] = False
+
+    def __init__(self, params: Any, context: StageContext):
+        self.params = params
+        self.context = context
+
+    # -- overridable -------------------------------------------------------------------------
+    def resources(self) -> Resources:
+        batch = getattr(self.params, "batch_size", None)
+        return Resources(batch_size=batch) if isinstance(batch, int) else Resources()
+
+    def provided_columns(self) -> tuple[str, ...]:
+        """Columns this instance adds (may depend on params); defaults to ``provides``."""
+        return self.provides
+
+    def required_columns(self) -> tuple[str, ...]:
+        """Columns this instance needs (may depend on params); defaults to ``requires``."""
+        return self.requires
+
+    def fingerprint_inputs(self) -> dict[str, Any]:
+        """Extra content that determines the output (model/direction hashes); cheap to compute."""
+        return {}
+
+    def check_inputs(self, schema: pa.Schema) -> None:
+        """Raise ``RecipeError`` if the columns this stage needs are missing (before models load)."""
+        missing = [c for c in self.required_columns() if c not in schema.names]
+        if missing:
+            raise RecipeError(
+                f"stage '{self.name}' needs column(s) {missing} but the data has {schema.names}; "
+                "add the stage that provides them earlier in the recipe"
+            )
+
+    def setup(self) -> None:
+        """Load models and other heavy state once per worker."""
+
+    def process_batch(self, batch: pa.RecordBatch) -> pa.Table:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Free what ``setup`` loaded."""
+
+
+# -- typed params ------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (lists become tuples)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise RecipeError(f"{where}: expected one of {_type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if tp is type(None):
+        if value is None:
+            return None
+        raise RecipeError(f"{where}: expected null, got {value!r}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise RecipeError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build_params(params_cls: type, raw: dict[str, Any] | None, where: str) -> Any:
+    """Validate ``raw`` (a recipe ``with:`` mapping) into the frozen dataclass ``params_cls``.
+
+    Unknown keys, wrong types and missing required keys are ``RecipeError``s naming the key.
+    """
+    raw = dict(raw or {})
+    hints = typing.get_type_hints(params_cls)
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise RecipeError(
+            f"{where}.{unknown[0]}: unknown parameter; valid parameters are {sorted(fields) or 'none'}"
+        )
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{where}.{name}: required parameter is missing")
+    params = params_cls(**values)
+    check = getattr(params, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as exc:
+            raise RecipeError(f"{where}: {exc}") from None
+    return params
+
+
+def describe_params(params_cls: type) -> list[tuple[str, str, str]]:
+    """(name, type, default) for every parameter; used by ``curator stages``."""
+    hints = typing.get_type_hints(params_cls)
+    rows = []
+    for f in dataclasses.fields(params_cls):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((f.name, _type_name(hints[f.name]), default))
+    return rows
+
+
+def params_to_dict(params: Any) -> dict[str, Any]:
+    """JSON-ready dict of a params dataclass (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(params).items()}
