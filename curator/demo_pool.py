@@ -44,7 +44,7 @@ def _rng(seed: int, family: str) -> random.Random:
 
 
 def _stdlib_entries() -> list[tuple[str, str, str, list[str]]]:
-    """(qualified name, kind, signature, docstring paragraphs) for public documented stdlib callables."""
+    """(qualified name, kind, signature, docstring paragraphs, call) for public documented stdlib callables."""
     entries = []
     for mod_name in _MODULES:
         mod = importlib.import_module(mod_name)
@@ -62,13 +62,24 @@ def _stdlib_entries() -> list[tuple[str, str, str, list[str]]]:
             paragraphs = [" ".join(p.split()) for p in doc.split("\n\n") if p.strip()]
             if not paragraphs or len(paragraphs[0]) < 30:
                 continue
-            try:
-                sig = str(inspect.signature(obj))
-            except (TypeError, ValueError):
-                sig = "(...)"
+            sig, call = _signature(obj)
             kind = "class" if inspect.isclass(obj) else "function"
-            entries.append((f"{mod_name}.{name}", kind, sig, paragraphs[:3]))
+            entries.append((f"{mod_name}.{name}", kind, sig, paragraphs[:3], call))
     return entries
+
+
+def _signature(obj: object) -> tuple[str, str]:
+    """(signature text without memory addresses, example call naming the required parameters)."""
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return "(...)", "(...)"
+    text = re.sub(r"<(?:built-in )?(?:function|class) '?([\w.]+)'?(?: at 0x[0-9a-f]+)?>", r"\1", str(sig))
+    if re.search(r"0x[0-9a-f]{6,}", text):
+        text = "(...)"
+    required = [p.name for p in sig.parameters.values() if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return text, f"({', '.join(required)})"
 
 
 def _sentences(text: str) -> list[str]:
@@ -76,7 +87,7 @@ def _sentences(text: str) -> list[str]:
 
 
 def _stdlib_row(rng: random.Random, entries: list) -> Row:
-    qual, kind, sig, paras = rng.choice(entries)
+    qual, kind, sig, paras, call = rng.choice(entries)
     mod, name = qual.rsplit(".", 1)
     style = rng.randrange(3)
     if style == 0:
@@ -93,7 +104,7 @@ def _stdlib_row(rng: random.Random, entries: list) -> Row:
     prompt = rng.choice([f"Which standard-library module provides `{name}`, and how do I use it?",
                          f"Where does `{name}` live in Python's standard library?"])
     first = _sentences(paras[0])[0]
-    usage = f"import {mod}\n{mod}.{name}{sig if sig != '(...)' else '(...)'}"
+    usage = f"import {mod}\n{mod}.{name}{call}"
     return prompt, f"`{name}` is provided by the `{mod}` module. {first}\n\n```python\n{usage}\n```", "prose"
 
 
@@ -349,7 +360,7 @@ def _rewrite_row(rng: random.Random, entries: list) -> Row:
         if kind == 1:
             return f"Rewrite this sentence as a bulleted list: \"{sentence}\"", f"For {event}:\n\n{bullets}", "list"
         return (f"Turn this list into one sentence that starts with \"For {event}\":\n\n{bullets}", sentence, "prose")
-    qual, _kind, _sig, paras = rng.choice([e for e in entries if len(e[3]) >= 2])
+    qual, _kind, _sig, paras, _call = rng.choice([e for e in entries if len(e[3]) >= 2])
     summary = _sentences(paras[0])[0]
     body = " ".join(paras[1:])
     return (f"Summarise this description of Python's `{qual}` in one line:\n\n{paras[0]} {body}",
