@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from curator.errors import RecipeError
 
-StageKind = Literal["score", "decide", "augment"]
+StageKind = Literal["ingest", "score", "decide", "augment"]
 LEDGER_STATUSES = ("kept", "dropped", "flagged", "quarantined")
 
 

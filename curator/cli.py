@@ -1,0 +1,139 @@
+"""``curator`` command line (thin: parse, call the library, print).
+
+Exit codes: 0 ok, 1 run or gate failure, 2 usage / recipe / input error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from curator.errors import CuratorError
+
+
+def friendly(fn):
+    """Turn a ``CuratorError`` into a one-paragraph message and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CuratorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="curator")
+def main() -> None:
+    """Score, decide and rebalance LLM training data for safety (see README.md)."""
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--run-dir", "-o", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: runs/<recipe name>).")
+@click.option("--input", "inputs", multiple=True, type=click.Path(), help="Replace the recipe's inputs.")
+@click.option("--workers", type=int, default=None, help="Override executor.workers.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None, help="Override executor.kind.")
+@click.option("--wait", type=float, default=0.0, help="Seconds to wait if another run holds the run directory.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the summary JSON.")
+@friendly
+def run(recipe, run_dir, inputs, workers, executor, wait, quiet):
+    """Run RECIPE (resumes whatever is already finished in the run directory)."""
+    from curator.pipeline import run as run_recipe
+    from curator.recipe import load_recipe
+
+    rec = load_recipe(recipe)
+    out = Path(run_dir or Path("runs") / rec.name)
+    result = run_recipe(rec, out, inputs=list(inputs) or None, workers=workers, executor=executor,
+                        quiet=quiet, wait=wait)
+    click.echo(json.dumps({"run_dir": str(result.run_dir), "digest": result.digest, **result.counts}))
+
+
+@main.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@friendly
+def validate(recipes):
+    """Check RECIPES and report every problem with its location."""
+    from curator.errors import RecipeError
+    from curator.recipe import load_recipe
+
+    bad = 0
+    for path in recipes:
+        try:
+            rec = load_recipe(path)
+            rec.input_paths()
+            click.echo(f"ok: {path} ({len(rec.stages)} stages, sha256 {rec.sha256()[:12]})")
+        except RecipeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            bad += 1
+    if bad:
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@friendly
+def status(run_dir):
+    """Show what has finished in RUN_DIR (reads only its files)."""
+    from curator.status import run_status
+
+    click.echo(json.dumps(run_status(Path(run_dir)), indent=2))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@friendly
+def verify(run_dir):
+    """Re-hash every output of RUN_DIR and re-check the accounting against the manifest."""
+    from curator.manifest import verify as verify_run
+
+    problems = verify_run(Path(run_dir))
+    for p in problems:
+        click.echo(f"mismatch: {p}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"ok: {run_dir} matches its manifest")
+
+
+@main.command()
+@friendly
+def stages():
+    """List every registered stage with its parameters, types and defaults."""
+    from curator.registry import get_stage, stage_names
+    from curator.stage import describe_params
+
+    for name in stage_names():
+        cls = get_stage(name)
+        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        click.echo(f"{name}  (kind={cls.kind}, scope={cls.scope}, version={cls.version})")
+        if doc:
+            click.echo(f"    {doc[0]}")
+        for pname, ptype, default in describe_params(cls.Params):
+            click.echo(f"    {pname}: {ptype} = {default}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
+@friendly
+def query(run_dirs, sql, fmt, out):
+    """Run SQL over RUN_DIRS (views: samples, scores, ledger, quarantine, added, rollouts, verdicts, dataset)."""
+    from curator.query import run_query
+    from curator.tables import render_table
+
+    table = run_query(list(run_dirs), sql)
+    render_table(table, fmt, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""End of a run: ledger and added shards, the cleaned dataset, stats, the invariant, the manifest.
+
+Dataset order: kept/flagged input rows by shard then input position, then added samples in
+the order their stages emitted them (so a rebalanced mix keeps its interleave).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curator.errors import RunError
+from curator.faults import fault_point
+from curator.io import read_parquet, sha256_path, write_json, write_parquet
+from curator.ledger import LEDGER_SCHEMA, added_rows, counts, final_statuses
+from curator.manifest import build_manifest, write_manifest
+from curator.plan import Plan
+from curator.rundir import RunDir, shard_name
+
+
+def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: str, started: float,
+             timings: dict[str, float], quiet: bool):
+    from curator.pipeline import RunResult
+
+    shards, kept_parts, added_parts = [], [], []
+    decide = [ps for ps in plan.stages if ps.kind == "decide"]
+    augment = [ps for ps in plan.stages if ps.kind == "augment"]
+    score = [ps for ps in plan.stages if ps.kind == "score"]
+    for shard in range(plan.recipe.shards):
+        files = {}
+        samples = read_parquet(rundir.input_shard(shard)) if rundir.input_shard(shard).exists() else None
+        verdicts = [(ps.id, read_parquet(rundir.scores(ps.id, shard))) for ps in decide
+                    if rundir.scores(ps.id, shard).exists()]
+        parts = [read_parquet(rundir.ingest_ledger(shard))]
+        if samples is not None:
+            status = final_statuses(samples, verdicts)
+            parts.append(status)
+            keep = pc.is_in(status.column("status"), value_set=pa.array(["kept", "flagged"]))
+            kept_parts.append(samples.filter(keep))
+        added = [read_parquet(rundir.scores(ps.id, shard)) for ps in augment if rundir.scores(ps.id, shard).exists()]
+        if added:
+            added_table = pa.concat_tables(added, promote_options="permissive")
+            files[f"added/{shard_name(shard)}.parquet"] = write_parquet(added_table, rundir.added(shard))
+            parts.append(added_rows(added_table, added_table.column("added_by")))
+            added_parts.append(added_table)
+        ledger = pa.concat_tables(parts).cast(LEDGER_SCHEMA)
+        files[f"ledger/{shard_name(shard)}.parquet"] = write_parquet(ledger, rundir.ledger(shard))
+        for rel in (f"input/{shard_name(shard)}.parquet", f"quarantine/{shard_name(shard)}.parquet",
+                    *(f"scores/{ps.id}/{shard_name(shard)}.parquet" for ps in (*score, *decide, *augment))):
+            if (rundir.root / rel).exists():
+                files[rel] = sha256_path(rundir.root / rel)
+        c = counts(ledger)
+        expected = ingest_info["shards"][str(shard)]["rows_in"]
+        got = c["kept"] + c["dropped"] + c["flagged"] + c["quarantined"]
+        if got != expected:
+            raise RunError(f"accounting invariant broken on {shard_name(shard)}: {expected} input rows but "
+                           f"{got} ledger rows (kept+dropped+flagged+quarantined)")
+        shards.append({"shard": shard, "rows_in": expected, **c, "files": dict(sorted(files.items()))})
+    dataset = _dataset_table(kept_parts, added_parts, plan)
+    fault_point("before_publish")
+    digest, dataset_files = publish_dataset(dataset, rundir.dataset, plan.final_fingerprint)
+    stats = _stats(rundir, shards, plan)
+    write_json(stats, rundir.stats)
+    manifest = build_manifest(plan, rundir, ingest_info, shards, executor, started, timings,
+                              {"path": "dataset", "rows": dataset.num_rows, "digest": digest, "files": dataset_files})
+    totals = manifest["totals"]
+    if dataset.num_rows != totals["kept"] + totals["flagged"] + totals["added"]:
+        raise RunError(f"dataset has {dataset.num_rows} rows; the ledger says kept+flagged+added = "
+                       f"{totals['kept'] + totals['flagged'] + totals['added']}")
+    fault_point("before_manifest")
+    write_manifest(manifest, rundir.manifest)
+    return RunResult(rundir.root, manifest, digest)
+
+
+def _dataset_table(kept: list[pa.Table], added: list[pa.Table], plan: Plan) -> pa.Table:
+    tables = []
+    if kept:
+        tables.append(pa.concat_tables(kept, promote_options="permissive"))
+    if added:
+        order = {ps.id: ps.index for ps in plan.stages}
+        extra = pa.concat_tables(added, promote_options="permissive")
+        rank = pa.array([order[s] for s in extra.column("added_by").to_pylist()], pa.int64())
+        extra = extra.append_column("_stage_rank", rank)
+        extra = extra.take(pc.sort_indices(extra, [("_stage_rank", "ascending"), ("_order", "ascending")]))
+        tables.append(extra)
+    if not tables:
+        return pa.table({"sample_id": pa.array([], pa.string())})
+    table = pa.concat_tables(tables, promote_options="permissive")
+    return table.drop_columns([c for c in table.column_names if c.startswith("_")])
+
+
+def publish_dataset(table: pa.Table, dest: Path, fingerprint: str) -> tuple[str, dict[str, str]]:
+    """Write a ``datasets.load_from_disk``-compatible directory atomically; return (digest, file hashes)."""
+    import datasets
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    datasets.disable_progress_bars()
+
+    tmp = Path(tempfile.mkdtemp(prefix=".dataset.", dir=dest.parent))
+    try:
+        Dataset(InMemoryTable(table), fingerprint=fingerprint).save_to_disk(str(tmp / "d"))
+        staged = tmp / "d"
+        if dest.exists():
+            old = tmp / "old"
+            os.replace(dest, old)
+        os.replace(staged, dest)
+    except OSError as exc:
+        raise RunError(f"could not publish {dest}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    files = {p.name: sha256_path(p) for p in sorted(dest.iterdir()) if p.is_file()}
+    return sha256_path(dest), files
+
+
+def _stats(rundir: RunDir, shards: list[dict], plan: Plan) -> dict:
+    reasons: Counter = Counter()
+    for shard in range(plan.recipe.shards):
+        ledger = read_parquet(rundir.ledger(shard))
+        ledger = ledger.filter(pc.is_in(ledger.column("status"), value_set=pa.array(["dropped", "flagged", "quarantined"])))
+        for st, stage, why in zip(*(ledger.column(c).to_pylist() for c in ("status", "stage", "reason"))):
+            reasons[f"{st}|{stage}|{why}"] += 1
+    return {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "totals": {k: sum(s[k] for s in shards) for k in ("rows_in", "kept", "dropped", "flagged", "quarantined", "added")},
+        "reasons": [{"status": k.split("|")[0], "stage": k.split("|")[1], "reason": k.split("|")[2], "rows": v}
+                    for k, v in sorted(reasons.items())],
+    }

@@ -1,0 +1,63 @@
+"""Per-sample decisions: one ledger row per input row and per added sample.
+
+Final status of a canonical input row: the first decide stage (in recipe order) that drops it
+wins; otherwise the first that flags it; otherwise ``kept``. Quarantined rows and later
+duplicates come from ingest; added samples are ``kept`` with reason ``added``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+LEDGER_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("status", pa.string()), ("stage", pa.string()),
+    ("reason", pa.string()), ("rule", pa.string()), ("input_idx", pa.int32()), ("input_row", pa.int64()),
+])
+VERDICT_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("rule", pa.string()),
+])
+
+
+def final_statuses(samples: pa.Table, verdicts: list[tuple[str, pa.Table]]) -> pa.Table:
+    """Ledger rows for the canonical samples given each decide stage's (stage id, verdicts)."""
+    n = samples.num_rows
+    ids = samples.column("sample_id").to_pylist()
+    status = ["kept"] * n
+    stage: list[str | None] = [None] * n
+    reason: list[str | None] = [None] * n
+    rule: list[str | None] = [None] * n
+    position = {sid: i for i, sid in enumerate(ids)}
+    for wanted in ("dropped", "flagged"):
+        for stage_id, table in verdicts:
+            for sid, st, why, r in zip(*(table.column(c).to_pylist() for c in ("sample_id", "status", "reason", "rule"))):
+                i = position.get(sid)
+                if i is None or st != wanted or status[i] in ("dropped", "flagged"):
+                    continue
+                status[i], stage[i], reason[i], rule[i] = st, stage_id, why, r
+    return pa.table({
+        "sample_id": samples.column("sample_id"), "status": pa.array(status, pa.string()),
+        "stage": pa.array(stage, pa.string()), "reason": pa.array(reason, pa.string()),
+        "rule": pa.array(rule, pa.string()), "input_idx": samples.column("_input_idx").cast(pa.int32()),
+        "input_row": samples.column("_input_row").cast(pa.int64()),
+    }, schema=LEDGER_SCHEMA)
+
+
+def added_rows(added: pa.Table, stage_ids: pa.Array | list[str]) -> pa.Table:
+    n = added.num_rows
+    return pa.table({
+        "sample_id": added.column("sample_id"), "status": pa.array(["kept"] * n, pa.string()),
+        "stage": pa.array(stage_ids, pa.string()), "reason": pa.array(["added"] * n, pa.string()),
+        "rule": pa.nulls(n, pa.string()), "input_idx": pa.nulls(n, pa.int32()), "input_row": pa.nulls(n, pa.int64()),
+    }, schema=LEDGER_SCHEMA)
+
+
+def counts(ledger: pa.Table) -> dict[str, int]:
+    """Rows per status, plus ``added`` (kept rows that came from an augment stage)."""
+    out = {s: 0 for s in ("kept", "dropped", "flagged", "quarantined")}
+    for item in pc.value_counts(ledger.column("status")).to_pylist():
+        out[item["values"]] = item["counts"]
+    added = pc.sum(pc.equal(pc.fill_null(ledger.column("reason"), ""), "added")).as_py() or 0
+    out["kept"] -= added
+    out["added"] = added
+    return out

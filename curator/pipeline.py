@@ -1,0 +1,218 @@
+"""Run a recipe: ingest -> shard phases / global stages -> ledger -> dataset -> manifest.
+
+Every (stage, shard) unit writes its output atomically and then a ``done`` marker; a rerun
+skips finished units, so a killed run resumes and ends byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curator.errors import CuratorError, RunError
+from curator.faults import fault_point
+from curator.finalize import finalize
+from curator.ingest import ingest
+from curator.io import atomic_path, sha256_path, write_parquet
+from curator.plan import Plan, build_plan, check_columns, shard_view
+from curator.recipe import Recipe, load_recipe
+from curator.rundir import RunDir, RunLock
+from curator.samples import sample_ids, shard_indices
+
+_STAGE_CACHE: dict[str, Any] = {}  # per worker process: stage fingerprint -> set-up stage
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    manifest: dict
+    digest: str
+
+    @property
+    def counts(self) -> dict:
+        return self.manifest["totals"]
+
+
+def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list[str] | None = None,
+        workers: int | None = None, executor: str | None = None, quiet: bool = False, wait: float = 0.0) -> RunResult:
+    """Run ``recipe`` into ``run_dir`` (resuming whatever is already finished there)."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    rundir = RunDir(Path(run_dir).resolve())
+    rundir.root.mkdir(parents=True, exist_ok=True)
+    extra_roots = tuple(Path(p).resolve().parent for p in inputs or ())
+    if inputs:
+        from dataclasses import replace
+
+        from curator.recipe import InputSpec
+
+        fmt = recipe.inputs[0].format if len(recipe.inputs) == 1 else "auto"
+        recipe = replace(recipe, inputs=tuple(InputSpec(path=str(Path(p).resolve()), format=fmt) for p in inputs))
+    paths = recipe.input_paths(extra_roots)
+    with RunLock(rundir.root, wait):
+        started = time.time()
+        with atomic_path(rundir.recipe) as tmp:
+            tmp.write_text(recipe.text, encoding="utf-8")
+        input_hashes = [sha256_path(p) for p in paths]
+        plan = build_plan(recipe, rundir, input_hashes, quiet)
+        exe = _executor(recipe, executor, workers, quiet)
+        ingest_info = _ingest(plan, rundir, paths)
+        check_columns(plan, ingest_info["schema_obj"])
+        timings: dict[str, float] = {}
+        for scope, stages in plan.phases():
+            t0 = time.time()
+            if scope == "global":
+                _run_global(plan, rundir, stages[0])
+            else:
+                jobs = [(recipe, str(rundir.root), [ps.index for ps in stages], shard, input_hashes, quiet)
+                        for shard in range(recipe.shards)
+                        if not all(rundir.is_done(ps.fingerprint, f"shard-{shard:05d}") for ps in stages)]
+                exe.map(run_shard_unit, jobs, f"stages {', '.join(ps.id for ps in stages)}")
+            for ps in stages:
+                timings[ps.id] = round(time.time() - t0, 3)
+        _raise_failed(rundir)
+        return finalize(plan, rundir, ingest_info, exe.name, started, timings, quiet)
+
+
+def _executor(recipe: Recipe, override: str | None, workers: int | None, quiet: bool):
+    kind = override or recipe.executor.kind
+    n = workers or recipe.executor.workers
+    if kind == "ray":
+        from curator.executors.ray import RayExecutor
+
+        return RayExecutor(address=recipe.executor.address, workers=n, retries=recipe.executor.retries, quiet=quiet)
+    from curator.executors.local import LocalExecutor
+
+    return LocalExecutor(n, quiet)
+
+
+def _ingest(plan: Plan, rundir: RunDir, paths: list[Path]) -> dict:
+    fp, unit = plan.ingest_fingerprint, "ingest"
+    recipe = plan.recipe
+    if not rundir.is_done(fp, unit):
+        specs = [(p, i.format, i.source or p.stem) for p, i in zip(paths, recipe.inputs)]
+        t0 = time.time()
+        info = ingest(specs, recipe.shards, rundir, plan.normalizer)
+        schema = info.pop("schema")
+        info["schema"] = schema.serialize().to_pybytes().hex() if schema is not None else None
+        info["seconds"] = round(time.time() - t0, 3)
+        rundir.mark_done(fp, unit, info)
+        fault_point("unit_done")
+    info = rundir.read_done(fp, unit)
+    info["schema_obj"] = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(info["schema"]))) if info["schema"] else None
+    return info
+
+
+def _get_stage(ps) -> Any:
+    stage = _STAGE_CACHE.get(ps.fingerprint)
+    if stage is None:
+        stage = ps.stage
+        stage.setup()
+        _STAGE_CACHE[ps.fingerprint] = stage
+    return stage
+
+
+def run_shard_unit(job: tuple) -> dict:
+    """Run one shard through consecutive shard-scope stages (a worker's unit of work)."""
+    recipe, root, indices, shard, input_hashes, quiet = job
+    rundir = RunDir(Path(root))
+    plan = build_plan(recipe, rundir, input_hashes, quiet)
+    unit = f"shard-{shard:05d}"
+    out = {}
+    for ps in (p for p in plan.stages if p.index in indices):
+        if rundir.is_done(ps.fingerprint, unit):
+            continue
+        t0 = time.time()
+        try:
+            view = shard_view(rundir, plan, ps.index, shard)
+            result = _apply(_get_stage(ps), view) if view is not None else None
+            info = {"rows_in": 0 if view is None else view.num_rows, "seconds": 0.0}
+            if result is not None:
+                dest = rundir.scores(ps.id, shard)  # augment output too; finalize builds added/
+                if ps.kind == "augment":
+                    result = _prepare_added(result, ps.id, shard)
+                info["sha256"] = write_parquet(result, dest)
+                info["rows_out"] = result.num_rows
+            info["seconds"] = round(time.time() - t0, 3)
+            rundir.mark_done(ps.fingerprint, unit, info)
+            out[ps.id] = info
+        except Exception as exc:  # recorded as a failed marker; the run reports it
+            rundir.mark_failed(ps.fingerprint, unit, {"stage": ps.id, "error": f"{type(exc).__name__}: {exc}",
+                                                      "traceback": traceback.format_exc()})
+            if isinstance(exc, CuratorError):
+                raise
+            raise RunError(f"stage '{ps.id}' failed on {unit}: {type(exc).__name__}: {exc} "
+                           f"(traceback in {rundir.marker(ps.fingerprint, unit, 'failed')})") from exc
+        fault_point("unit_done")
+    return out
+
+
+def _apply(stage, view: pa.Table) -> pa.Table:
+    """Feed ``view`` to ``stage`` in batches of ``resources().batch_size``; concatenate results."""
+    size = max(1, stage.resources().batch_size)
+    parts = [stage.process_batch(b) for b in view.to_batches(max_chunksize=size)] if view.num_rows else []
+    if not parts:
+        parts = [stage.process_batch(pa.RecordBatch.from_pylist([], schema=view.schema))]
+    parts = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in parts]
+    result = pa.concat_tables(parts, promote_options="permissive")
+    if stage.kind == "score":
+        missing = [c for c in ("sample_id", *stage.provided_columns()) if c not in result.column_names]
+        if missing or result.num_rows != view.num_rows:
+            raise RunError(f"stage '{stage.name}' returned columns {result.column_names} and {result.num_rows} "
+                           f"rows; expected {['sample_id', *stage.provided_columns()]} for {view.num_rows} rows")
+    return result
+
+
+def _prepare_added(added: pa.Table, stage_id: str, shard: int | None) -> pa.Table:
+    """Give augment output its ``sample_id``, ``added_by`` and emission order ``_order``."""
+    for col in ("prompt", "response", "messages"):
+        if col not in added.column_names:
+            from curator.samples import MESSAGE_TYPE
+
+            added = added.append_column(col, pa.nulls(added.num_rows, MESSAGE_TYPE if col == "messages" else pa.string()))
+    if "sample_id" in added.column_names:
+        added = added.drop_columns(["sample_id"])
+    added = pa.table({"sample_id": sample_ids(added), **{c: added.column(c) for c in added.column_names}})
+    added = added.append_column("added_by", pa.array([stage_id] * added.num_rows, pa.string()))
+    return added.append_column("_order", pa.array(range(added.num_rows), pa.int64()))
+
+
+def _run_global(plan: Plan, rundir: RunDir, ps) -> None:
+    """A global stage sees every shard's view at once; its output is split back by shard."""
+    if rundir.is_done(ps.fingerprint, "global"):
+        return
+    t0 = time.time()
+    views = [v for s in range(plan.recipe.shards) if (v := shard_view(rundir, plan, ps.index, s)) is not None]
+    whole = pa.concat_tables(views, promote_options="permissive") if views else None
+    try:
+        stage = _get_stage(ps)
+        result = _apply(stage, whole) if whole is not None else None
+    except Exception as exc:
+        rundir.mark_failed(ps.fingerprint, "global", {"stage": ps.id, "error": str(exc),
+                                                      "traceback": traceback.format_exc()})
+        if isinstance(exc, CuratorError):
+            raise
+        raise RunError(f"stage '{ps.id}' failed: {type(exc).__name__}: {exc}") from exc
+    hashes = {}
+    if result is not None and ps.kind == "augment":
+        result = _prepare_added(result, ps.id, None)
+    for shard in range(plan.recipe.shards):
+        if result is None:
+            break
+        part = result.filter(pc.equal(shard_indices(result.column("sample_id"), plan.recipe.shards), shard))
+        hashes[shard] = write_parquet(part, rundir.scores(ps.id, shard))
+    rundir.mark_done(ps.fingerprint, "global", {"seconds": round(time.time() - t0, 3), "sha256": hashes,
+                                                "rows_out": 0 if result is None else result.num_rows})
+    fault_point("unit_done")
+
+
+def _raise_failed(rundir: RunDir) -> None:
+    failed = [p for p in rundir.failed_markers() if not p.with_suffix(".done").exists()]
+    if failed:
+        raise RunError(f"{len(failed)} unit(s) failed; see {failed[0]}")

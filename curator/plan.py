@@ -1,0 +1,152 @@
+"""Execution plan: stage instances, chained fingerprints, phases, and per-shard views.
+
+Fingerprint chain: ``fp_0 = H(inputs sha256, shards, normalize params)`` and
+``fp_i = H(fp_{i-1}, name, version, params, stage.fingerprint_inputs())``: changing one stage
+changes its fingerprint and every later one, and nothing earlier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curator.errors import RecipeError
+from curator.io import read_parquet
+from curator.recipe import Recipe, StageSpec, canonical_json
+from curator.registry import get_stage
+from curator.rundir import RunDir
+from curator.stage import Stage, StageContext, params_to_dict
+
+INGEST_STAGE = "normalize"
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:24]
+
+
+@dataclass
+class PlannedStage:
+    index: int
+    spec: StageSpec
+    stage: Stage  # constructed, not set up
+    fingerprint: str
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def kind(self) -> str:
+        return self.stage.kind
+
+    @property
+    def scope(self) -> str:
+        return self.stage.scope
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    normalizer: Stage
+    ingest_fingerprint: str
+    stages: list[PlannedStage]
+
+    def phases(self) -> list[tuple[str, list[PlannedStage]]]:
+        """Consecutive shard-scope stages form one phase; each global stage is its own phase."""
+        out: list[tuple[str, list[PlannedStage]]] = []
+        for ps in self.stages:
+            if ps.scope == "global":
+                out.append(("global", [ps]))
+            elif out and out[-1][0] == "shard":
+                out[-1][1].append(ps)
+            else:
+                out.append(("shard", [ps]))
+        return out
+
+    @property
+    def final_fingerprint(self) -> str:
+        return self.stages[-1].fingerprint if self.stages else self.ingest_fingerprint
+
+
+def make_context(recipe: Recipe, rundir: RunDir, fp: str, quiet: bool) -> StageContext:
+    return StageContext(run_dir=rundir.root, cache_dir=rundir.cache(fp), model=recipe.model, device=recipe.device,
+                        dtype=recipe.dtype, seed=recipe.seed, quiet=quiet)
+
+
+def build_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: bool = False) -> Plan:
+    specs = list(recipe.stages)
+    if specs and specs[0].use == INGEST_STAGE:
+        norm_spec, specs = specs[0], specs[1:]
+    elif any(s.use == INGEST_STAGE for s in specs):
+        raise RecipeError("stages: `normalize` must be the first stage (it runs at ingest)")
+    else:
+        cls = get_stage(INGEST_STAGE)
+        norm_spec = StageSpec(use=INGEST_STAGE, id=INGEST_STAGE, params=cls.Params())
+    norm_cls = get_stage(INGEST_STAGE)
+    fp = fingerprint("ingest", input_hashes, [(i.format, i.source) for i in recipe.inputs], recipe.shards,
+                     norm_cls.version, params_to_dict(norm_spec.params))
+    normalizer = norm_cls(norm_spec.params, make_context(recipe, rundir, fp, quiet))
+    ingest_fp = fp
+    planned = []
+    for k, spec in enumerate(specs, start=1):
+        cls = get_stage(spec.use, f"stages[{k}].use")
+        if getattr(cls, "kind", None) == "ingest":
+            raise RecipeError(f"stages[{k}]: `{spec.use}` runs at ingest and must be the first stage")
+        probe = cls(spec.params, make_context(recipe, rundir, fp, quiet))
+        fp = fingerprint(fp, spec.use, cls.version, params_to_dict(spec.params), probe.fingerprint_inputs())
+        planned.append(PlannedStage(k, spec, cls(spec.params, make_context(recipe, rundir, fp, quiet)), fp))
+    return Plan(recipe, normalizer, ingest_fp, planned)
+
+
+def check_columns(plan: Plan, schema: pa.Schema | None) -> None:
+    """Every stage's required columns exist by the time it runs (checked before models load)."""
+    names = list(schema.names) if schema is not None else ["sample_id", "prompt", "response", "messages", "source"]
+    for ps in plan.stages:
+        try:
+            ps.stage.check_inputs(pa.schema([(n, pa.null()) for n in names]))
+        except RecipeError as exc:
+            raise RecipeError(f"stages[{ps.index}] ({ps.id}): {exc}") from None
+        if ps.kind == "score":
+            names += [c for c in ps.stage.provided_columns() if c not in names]
+
+
+def attach(view: pa.Table, sidecar: pa.Table) -> pa.Table:
+    """Append a score sidecar's columns to ``view`` by ``sample_id`` (order of ``view`` kept)."""
+    cols = [c for c in sidecar.column_names if c != "sample_id" and c not in view.column_names]
+    if sidecar.num_rows == view.num_rows and sidecar.column("sample_id").equals(view.column("sample_id")):
+        for c in cols:
+            view = view.append_column(c, sidecar.column(c))
+        return view
+    index = pc.index_in(view.column("sample_id"), value_set=sidecar.column("sample_id"))
+    for c in cols:
+        view = view.append_column(c, pc.take(sidecar.column(c), index))
+    return view
+
+
+def shard_view(rundir: RunDir, plan: Plan, upto: int, shard: int) -> pa.Table | None:
+    """Samples of ``shard`` as seen by stage ``upto``: earlier scores joined, earlier drops removed."""
+    path = rundir.input_shard(shard)
+    if not path.exists():
+        return None
+    view = read_parquet(path)
+    for ps in plan.stages:
+        if ps.index >= upto:
+            break
+        side_path = rundir.scores(ps.id, shard)
+        if ps.kind not in ("score", "decide") or not side_path.exists():
+            continue
+        side = read_parquet(side_path)
+        if ps.kind == "score":
+            view = attach(view, side)
+        else:
+            dropped = side.filter(pc.equal(side.column("status"), "dropped")).column("sample_id")
+            view = view.filter(pc.invert(pc.is_in(view.column("sample_id"), value_set=dropped)))
+    return view
+
+
+def stage_dirs(root: Path, plan: Plan) -> dict[str, str]:
+    return {ps.id: ps.kind for ps in plan.stages}

@@ -1,0 +1,20 @@
+"""Progress bars (rich) for long steps; silent with ``quiet`` or when stderr is not a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+@contextmanager
+def progress_bar(desc: str, total: int, quiet: bool = False) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n=1)``; shows a bar on stderr unless quiet."""
+    if quiet or total == 0:
+        yield lambda n=1: None
+        return
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+    with progress:
+        task = progress.add_task(desc, total=total)
+        yield lambda n=1: progress.advance(task, n)

@@ -1,0 +1,124 @@
+"""DuckDB views over run directories: ``samples``, ``scores``, ``ledger``, ``quarantine``,
+``added``, ``rollouts``, ``verdicts``, ``dataset``, ``manifest_stages``, ``manifest_inputs``.
+
+``connect(run_dir)`` returns a connection with those views; ``connect([a, b])`` unions
+several runs and adds a ``run_id`` column (the directory name) to every view.
+``scores`` joins every score stage's columns on ``sample_id`` (one row per canonical sample).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from curator.errors import RecipeError
+
+EXAMPLES = {
+    "riskiest samples per source": (
+        "SELECT source, sample_id, risk_sqsd FROM (SELECT s.source, s.sample_id, sc.risk_sqsd, "
+        "row_number() OVER (PARTITION BY s.source ORDER BY sc.risk_sqsd DESC) AS r FROM samples s "
+        "JOIN scores sc USING (sample_id)) WHERE r <= 3 ORDER BY source, risk_sqsd DESC"),
+    "hardness histogram": (
+        "SELECT round(hardness, 1) AS bucket, count(*) AS prompts FROM scores "
+        "WHERE hardness IS NOT NULL GROUP BY bucket ORDER BY bucket"),
+    "drop reasons": (
+        "SELECT stage, reason, count(*) AS rows FROM ledger WHERE status <> 'kept' "
+        "GROUP BY stage, reason ORDER BY rows DESC"),
+    "risk vs length": (
+        "SELECT corr(risk_sqsd, char_len) AS pearson, count(*) AS n FROM scores"),
+}
+
+
+def _parquet_glob(root: Path, pattern: str) -> str | None:
+    return str(root / pattern) if any(root.glob(pattern)) else None
+
+
+def _score_stages(root: Path) -> list[str]:
+    """Score-stage ids from the manifest (or, for an unfinished run, every scores/ folder)."""
+    manifest = root / "manifest.json"
+    if manifest.exists():
+        stages = json.loads(manifest.read_text())["stages"]
+        return [s["id"] for s in stages if s["kind"] == "score" and (root / "scores" / s["id"]).exists()]
+    return sorted(p.name for p in (root / "scores").glob("*") if p.is_dir()) if (root / "scores").exists() else []
+
+
+def _views(root: Path) -> dict[str, str]:
+    """SQL per view for one run directory (views that have no files are left out)."""
+    views = {}
+    for name, pattern in (("samples", "input/*.parquet"), ("ledger", "ledger/shard-*.parquet"),
+                          ("quarantine", "quarantine/*.parquet"), ("added", "added/*.parquet"),
+                          ("rollouts", "cache/rollouts/*.parquet"), ("verdicts", "cache/verdicts/*.parquet")):
+        glob = _parquet_glob(root, pattern)
+        if glob:
+            views[name] = f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
+    if "samples" in views:
+        sql = "SELECT sample_id FROM read_parquet('{}', union_by_name=true)".format(root / "input/*.parquet")
+        seen: set[str] = {"sample_id"}
+        for k, stage in enumerate(_score_stages(root)):
+            glob = str(root / "scores" / stage / "*.parquet")
+            cols = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{glob}', union_by_name=true)").fetchall()
+            new = [c[0] for c in cols if c[0] not in seen]
+            seen.update(new)
+            if new:
+                sel = ", ".join(f's{k}."{c}"' for c in new)
+                sql = (f"SELECT base.*, {sel} FROM ({sql}) base LEFT JOIN read_parquet('{glob}', union_by_name=true) "
+                       f"s{k} USING (sample_id)")
+        views["scores"] = sql
+    return views
+
+
+def _dataset_table(root: Path) -> pa.Table | None:
+    state = root / "dataset" / "state.json"
+    if not state.exists():
+        return None
+    files = [root / "dataset" / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+    return pa.concat_tables([ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files])
+
+
+def _manifest_tables(root: Path) -> dict[str, pa.Table]:
+    path = root / "manifest.json"
+    if not path.exists():
+        return {}
+    m = json.loads(path.read_text())
+    stages = [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in s.items()} for s in m["stages"]]
+    shards = [{k: v for k, v in s.items() if k != "files"} for s in m["shards"]]
+    return {"manifest_stages": pa.Table.from_pylist(stages), "manifest_inputs": pa.Table.from_pylist(m["inputs"]),
+            "manifest_shards": pa.Table.from_pylist(shards)}
+
+
+def connect(run_dirs: str | Path | list[str | Path]) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the views above over one run directory or several."""
+    dirs = [Path(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
+    for d in dirs:
+        if not (d / "input").exists() and not (d / "manifest.json").exists():
+            raise RecipeError(f"{d}: not a curator run directory (no input/ or manifest.json)")
+    con = duckdb.connect()
+    multi = len(dirs) > 1
+    per_view: dict[str, list[str]] = {}
+    for i, d in enumerate(dirs):
+        tag = f"'{d.name}' AS run_id, " if multi else ""
+        for name, sql in _views(d.resolve()).items():
+            per_view.setdefault(name, []).append(f"SELECT {tag}* FROM ({sql})")
+        tables = _manifest_tables(d)
+        ds = _dataset_table(d)
+        if ds is not None:
+            tables["dataset"] = ds
+        for name, table in tables.items():
+            con.register(f"_t{i}_{name}", table)
+            per_view.setdefault(name, []).append(f"SELECT {tag}* FROM _t{i}_{name}")
+    for name, parts in per_view.items():
+        con.execute(f"CREATE VIEW {name} AS " + " UNION ALL BY NAME ".join(parts))
+    return con
+
+
+def run_query(run_dirs: list[str | Path], sql: str) -> pa.Table:
+    con = connect(run_dirs if len(run_dirs) > 1 else run_dirs[0])
+    try:
+        return con.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+        raise RecipeError(f"query failed: {str(exc).splitlines()[0]}. Views available: {sorted(views)}") from None

@@ -1,0 +1,124 @@
+"""Run-directory layout (DESIGN §5), completion markers and the run lock.
+
+Executors coordinate only through these files, so ``status``, ``query``, ``gate`` and
+``verify`` work the same whichever executor produced a run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from curator.errors import RunError
+from curator.io import write_json
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    # -- layout ----------------------------------------------------------------------------------
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.json"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+    def input_shard(self, shard: int) -> Path:
+        return self.root / "input" / f"{shard_name(shard)}.parquet"
+
+    def scores(self, stage_id: str, shard: int) -> Path:
+        return self.root / "scores" / stage_id / f"{shard_name(shard)}.parquet"
+
+    def ledger(self, shard: int) -> Path:
+        return self.root / "ledger" / f"{shard_name(shard)}.parquet"
+
+    def ingest_ledger(self, shard: int) -> Path:
+        """Ledger rows decided at ingest (duplicates, quarantined rows) for one shard."""
+        return self.root / "ledger" / "ingest" / f"{shard_name(shard)}.parquet"
+
+    def added(self, shard: int) -> Path:
+        return self.root / "added" / f"{shard_name(shard)}.parquet"
+
+    def quarantine(self, shard: int) -> Path:
+        return self.root / "quarantine" / f"{shard_name(shard)}.parquet"
+
+    def cache(self, key: str) -> Path:
+        return self.root / "cache" / key
+
+    def marker(self, fingerprint: str, unit: str, state: str = "done") -> Path:
+        return self.root / "markers" / fingerprint / f"{unit}.{state}"
+
+    # -- markers ---------------------------------------------------------------------------------
+    def is_done(self, fingerprint: str, unit: str) -> bool:
+        return self.marker(fingerprint, unit).exists()
+
+    def read_done(self, fingerprint: str, unit: str) -> dict:
+        return json.loads(self.marker(fingerprint, unit).read_text())
+
+    def mark_done(self, fingerprint: str, unit: str, info: dict) -> None:
+        write_json(info, self.marker(fingerprint, unit))
+        self.marker(fingerprint, unit, "failed").unlink(missing_ok=True)
+
+    def mark_failed(self, fingerprint: str, unit: str, info: dict) -> None:
+        write_json(info, self.marker(fingerprint, unit, "failed"))
+
+    def failed_markers(self) -> list[Path]:
+        return sorted((self.root / "markers").glob("*/*.failed"))
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN_DIR/.lock``: a second run on the same directory gets a
+    clear error, or waits up to ``wait_seconds``."""
+
+    def __init__(self, root: Path, wait_seconds: float = 0.0):
+        self.path = root / ".lock"
+        self.wait_seconds = wait_seconds
+        self._fh = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a+")
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._fh.seek(0)
+                    owner = self._fh.read().strip() or "another process"
+                    self._fh.close()
+                    raise RunError(
+                        f"{self.path.parent}: run directory is in use by {owner}; wait for it to finish, "
+                        "use another run directory, or pass --wait SECONDS"
+                    ) from None
+                time.sleep(0.2)
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"pid {os.getpid()}")
+        self._fh.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()

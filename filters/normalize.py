@@ -1,0 +1,80 @@
+"""``normalize``: canonicalise text and reject rows that cannot be trained on (runs at ingest).
+
+Text is Unicode NFC with C0 control characters (except tab, newline, carriage return) removed.
+A row is bad (quarantined, or the run fails with ``on_bad_row: fail``) when its response is
+null/empty, its prompt is empty (for layouts with a prompt), its messages are malformed, or
+its text exceeds ``max_chars``. Exact duplicates are dropped after the first (by the engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curator.errors import InputError
+from curator.stage import Stage
+
+CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+
+@dataclass(frozen=True)
+class NormalizeParams:
+    max_chars: int = 200_000
+    on_bad_row: Literal["quarantine", "fail"] = "quarantine"
+    dedupe: bool = True
+    unicode_form: Literal["NFC", "NFKC", "none"] = "NFC"
+    strip_control: bool = True
+
+    def validate(self) -> None:
+        if self.max_chars < 1:
+            raise ValueError("max_chars: must be >= 1")
+
+
+def _clean(arr: pa.Array, params: NormalizeParams) -> pa.Array:
+    if params.unicode_form != "none":
+        arr = pc.utf8_normalize(arr, params.unicode_form)
+    if params.strip_control:
+        arr = pc.replace_substring_regex(arr, CONTROL_CHARS, "")
+    return arr
+
+
+def _first_reason(current: pa.Array, mask: pa.Array, reason: str) -> pa.Array:
+    """Keep an existing reason; set ``reason`` where ``mask`` is true and none is set yet."""
+    return pc.if_else(pc.and_(pc.is_null(current), pc.fill_null(mask, False)), pa.scalar(reason), current)
+
+
+class NormalizeStage(Stage):
+    name = "normalize"
+    kind = "ingest"  # type: ignore[assignment]
+    version = 1
+    Params = NormalizeParams
+    requires = ("prompt", "response", "messages", "source")
+    provides = ()
+
+    def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        p: NormalizeParams = self.params
+        prompt = _clean(table.column("prompt").combine_chunks(), p)
+        response = _clean(table.column("response").combine_chunks(), p)
+        reason = table.column("_bad_reason").combine_chunks()
+        has_msgs = pc.is_valid(table.column("messages"))
+        reason = _first_reason(reason, pc.or_(pc.is_null(response), pc.equal(pc.utf8_trim_whitespace(
+            pc.fill_null(response, "")), "")), "empty response")
+        empty_prompt = pc.and_(pc.is_valid(prompt), pc.equal(pc.utf8_trim_whitespace(pc.fill_null(prompt, "")), ""))
+        reason = _first_reason(reason, empty_prompt, "empty prompt")
+        size = pc.add(pc.fill_null(pc.utf8_length(prompt), 0), pc.fill_null(pc.utf8_length(response), 0))
+        if pc.any(has_msgs).as_py():
+            msg_len = pa.array([sum(len(t["content"]) for t in m) if m else 0
+                                for m in table.column("messages").to_pylist()], pa.int64())
+            size = pc.if_else(has_msgs, msg_len, size)
+        reason = _first_reason(reason, pc.greater(size, p.max_chars), f"too large: over max_chars={p.max_chars}")
+        if p.on_bad_row == "fail" and pc.any(pc.is_valid(reason)).as_py():
+            first = pc.index(pc.is_valid(reason), True).as_py()
+            raise InputError(f"row {first}: {reason[first].as_py()} (normalize.on_bad_row is 'fail'; "
+                             "set it to 'quarantine' to set such rows aside and continue)")
+        table = table.set_column(table.column_names.index("prompt"), "prompt", prompt)
+        table = table.set_column(table.column_names.index("response"), "response", response)
+        return table.set_column(table.column_names.index("_bad_reason"), "_bad_reason", reason)
