@@ -193,95 +193,89 @@ def _unit_row(rng: random.Random) -> Row:
 
 # ----------------------------------------------------------------------------- tips and how-tos
 
-_TIPS = {
-    "keeping houseplants healthy": "Water when the top few centimetres of soil feel dry, not on a fixed schedule|"
-    "Use pots with drainage holes so roots never sit in water|Turn each pot a quarter turn every week for even growth|"
-    "Wipe dust off broad leaves so they can take in light|Feed lightly in spring and summer and rarely in winter|"
-    "Check the undersides of leaves for pests when you water|Group humidity-loving plants together",
-    "studying for an exam": "Split the syllabus into small daily goals|Test yourself instead of rereading notes|"
-    "Space reviews of a topic over several days|Explain a concept aloud as if teaching a friend|"
-    "Work through past papers under timed conditions|Sleep well the night before; tired recall is weaker|"
-    "Keep a list of mistakes and revisit it",
-    "writing clear emails": "Put the request or key point in the first two sentences|Use a subject line that says what "
-    "the email is about|Keep paragraphs to two or three sentences|Use bullet points for several questions|"
-    "State any deadline explicitly|Read it once more before sending and cut what is not needed",
-    "saving money on groceries": "Plan the week's meals before shopping|Shop with a list and stick to it|"
-    "Compare unit prices rather than package prices|Buy seasonal fruit and vegetables|Cook larger batches and freeze "
-    "portions|Check what is already in the cupboard first|Try store brands for staples",
-    "running your first 5 km": "Start with run-walk intervals and lengthen the running parts each week|"
-    "Run at a pace where you could still hold a conversation|Add no more than a little distance each week|"
-    "Rest at least one day between runs at first|Get shoes that fit well rather than the fanciest pair|"
-    "Warm up with five minutes of brisk walking",
-    "organising a small home office": "Keep only daily-use items on the desk|Give every cable a labelled place|"
-    "Put the monitor top roughly at eye level|Use one inbox tray for loose paper and clear it weekly|"
-    "Place the desk near natural light if you can|Store rarely used supplies out of sight",
-    "writing readable Python code": "Choose names that say what a value is|Keep functions short and focused on one job|"
-    "Write a docstring that states what a function returns|Prefer returning values to mutating arguments|"
-    "Run a formatter and a linter automatically|Add a small test for each bug you fix|Avoid deep nesting by "
-    "returning early",
-    "getting better sleep": "Go to bed and get up at the same times every day|Keep the bedroom cool, dark and quiet|"
-    "Avoid caffeine in the late afternoon and evening|Dim screens and lights in the hour before bed|"
-    "Get some daylight in the morning|Keep naps short and early",
-    "planning a weekend hike": "Check the weather forecast the evening before and again in the morning|"
-    "Tell someone your route and expected return time|Carry more water than you think you need|Pack a light "
+_TIPS = {  # topic: tips separated by |
+    "keeping houseplants healthy": "Water when the top few centimetres of soil feel dry, not on a fixed "
+    "schedule|Use pots with drainage holes so roots never sit in water|Turn each pot a quarter turn every "
+    "week for even growth|Wipe dust off broad leaves so they can take in light|Feed lightly in spring and "
+    "summer and rarely in winter|Check the undersides of leaves for pests when you water|Group "
+    "humidity-loving plants together",
+    "studying for an exam": "Split the syllabus into small daily goals|Test yourself instead of rereading "
+    "notes|Space reviews of a topic over several days|Explain a concept aloud as if teaching a friend|Work "
+    "through past papers under timed conditions|Sleep well the night before; tired recall is weaker|Keep a "
+    "list of mistakes and revisit it",
+    "writing clear emails": "Put the request or key point in the first two sentences|Use a subject line "
+    "that says what the email is about|Keep paragraphs to two or three sentences|Use bullet points for "
+    "several questions|State any deadline explicitly|Read it once more before sending and cut what is not "
+    "needed",
+    "saving money on groceries": "Plan the week's meals before shopping|Shop with a list and stick to "
+    "it|Compare unit prices rather than package prices|Buy seasonal fruit and vegetables|Cook larger "
+    "batches and freeze portions|Check what is already in the cupboard first|Try store brands for staples",
+    "running your first 5 km": "Start with run-walk intervals and lengthen the running parts each week|Run "
+    "at a pace where you could still hold a conversation|Add no more than a little distance each week|Rest "
+    "at least one day between runs at first|Get shoes that fit well rather than the fanciest pair|Warm up "
+    "with five minutes of brisk walking",
+    "organising a small home office": "Keep only daily-use items on the desk|Give every cable a labelled "
+    "place|Put the monitor top roughly at eye level|Use one inbox tray for loose paper and clear it "
+    "weekly|Place the desk near natural light if you can|Store rarely used supplies out of sight",
+    "writing readable Python code": "Choose names that say what a value is|Keep functions short and focused "
+    "on one job|Write a docstring that states what a function returns|Prefer returning values to mutating "
+    "arguments|Run a formatter and a linter automatically|Add a small test for each bug you fix|Avoid deep "
+    "nesting by returning early",
+    "getting better sleep": "Go to bed and get up at the same times every day|Keep the bedroom cool, dark "
+    "and quiet|Avoid caffeine in the late afternoon and evening|Dim screens and lights in the hour before "
+    "bed|Get some daylight in the morning|Keep naps short and early",
+    "planning a weekend hike": "Check the weather forecast the evening before and again in the morning|Tell "
+    "someone your route and expected return time|Carry more water than you think you need|Pack a light "
     "waterproof layer|Download an offline map of the area|Start early to leave daylight in reserve",
-    "learning a new language": "Practise a little every day rather than a lot once a week|Learn the most frequent "
-    "words first|Listen to slow podcasts or radio in the language|Speak from the first week, even imperfectly|"
-    "Keep a notebook of useful phrases|Label objects around your home",
-    "running a productive meeting": "Share a short agenda beforehand|Invite only the people who need to decide|"
-    "Start and end on time|Write decisions and owners down during the meeting|Leave the last minutes for next steps|"
-    "Send a brief summary afterwards",
-    "reducing food waste at home": "Store leftovers in clear containers so you see them|Freeze bread you will not eat "
-    "within two days|Use the oldest items in the fridge first|Turn vegetable scraps into stock|Learn the difference "
-    "between best-before and use-by dates|Buy loose produce in the amounts you need",
-    "taking better phone photos": "Clean the lens before shooting|Tap the subject to set focus and exposure|"
-    "Use soft light from a window rather than the flash|Turn on grid lines and use the rule of thirds|"
-    "Hold the phone with both hands and breathe out as you shoot|Take a few shots and keep the best",
-    "keeping a bicycle in good shape": "Check tyre pressure every week|Clean and lubricate the chain regularly|"
-    "Test both brakes before every ride|Listen for new noises and check them early|Keep the bike indoors or under "
-    "cover|Tighten loose bolts with the right tool",
-    "managing personal time": "Write tomorrow's three priorities before finishing today|Block time in the calendar for "
-    "focused work|Batch small tasks such as replies and errands|Say no to requests that do not fit your goals|"
-    "Review the week every Friday|Turn off non-essential notifications",
-    "cooking rice on the stove": "Rinse the rice until the water runs mostly clear|Measure water by ratio for your "
-    "variety|Bring to a boil, then simmer with the lid on|Do not lift the lid while it simmers|Let it rest off the heat "
-    "for ten minutes|Fluff with a fork before serving",
+    "learning a new language": "Practise a little every day rather than a lot once a week|Learn the most "
+    "frequent words first|Listen to slow podcasts or radio in the language|Speak from the first week, even "
+    "imperfectly|Keep a notebook of useful phrases|Label objects around your home",
+    "running a productive meeting": "Share a short agenda beforehand|Invite only the people who need to "
+    "decide|Start and end on time|Write decisions and owners down during the meeting|Leave the last minutes "
+    "for next steps|Send a brief summary afterwards",
+    "reducing food waste at home": "Store leftovers in clear containers so you see them|Freeze bread you "
+    "will not eat within two days|Use the oldest items in the fridge first|Turn vegetable scraps into "
+    "stock|Learn the difference between best-before and use-by dates|Buy loose produce in the amounts you "
+    "need",
+    "taking better phone photos": "Clean the lens before shooting|Tap the subject to set focus and "
+    "exposure|Use soft light from a window rather than the flash|Turn on grid lines and use the rule of "
+    "thirds|Hold the phone with both hands and breathe out as you shoot|Take a few shots and keep the best",
+    "keeping a bicycle in good shape": "Check tyre pressure every week|Clean and lubricate the chain "
+    "regularly|Test both brakes before every ride|Listen for new noises and check them early|Keep the bike "
+    "indoors or under cover|Tighten loose bolts with the right tool",
+    "managing personal time": "Write tomorrow's three priorities before finishing today|Block time in the "
+    "calendar for focused work|Batch small tasks such as replies and errands|Say no to requests that do not "
+    "fit your goals|Review the week every Friday|Turn off non-essential notifications",
+    "cooking rice on the stove": "Rinse the rice until the water runs mostly clear|Measure water by ratio "
+    "for your variety|Bring to a boil, then simmer with the lid on|Do not lift the lid while it simmers|Let "
+    "it rest off the heat for ten minutes|Fluff with a fork before serving",
 }
-_HOWTOS = {
-    "back up the photos on my laptop": ["Plug in an external drive with enough free space",
-                                        "Create a folder named with today's date", "Copy the photo library into it",
-                                        "Open a few files from the copy to check they work",
-                                        "Store the drive somewhere other than next to the laptop",
-                                        "Repeat monthly or set up automatic backups"],
-    "make a simple weekly budget": ["List your income for the week", "Write down fixed costs such as rent and travel",
-                                    "Estimate flexible costs like food and fun", "Subtract all costs from income",
-                                    "Decide where any surplus goes, for example savings",
-                                    "Track actual spending and adjust next week"],
-    "brew pour-over coffee": ["Heat water to just off the boil", "Rinse the paper filter with hot water",
-                              "Add medium-fine ground coffee to the filter",
-                              "Pour a little water to let the grounds bloom for 30 seconds",
-                              "Pour the rest slowly in circles", "Serve once the water has drained through"],
-    "create a Python virtual environment": ["Open a terminal in your project folder",
-                                            "Run `python -m venv .venv`",
-                                            "Activate it with `source .venv/bin/activate` (or `.venv\\Scripts\\activate` "
-                                            "on Windows)", "Install packages with `pip install <name>`",
-                                            "Record them with `pip freeze > requirements.txt`",
-                                            "Deactivate with `deactivate` when done"],
-    "repot a plant": ["Water the plant a day before", "Choose a pot slightly larger than the old one",
-                      "Add a layer of fresh potting mix", "Ease the plant out and loosen circling roots",
-                      "Set it at the same depth and fill around it with mix", "Water thoroughly and keep out of harsh sun "
-                      "for a few days"],
-    "prepare for a job interview": ["Reread the job description and note the key skills",
-                                    "Research the organisation's work and recent news",
-                                    "Prepare short stories that show each key skill",
-                                    "Practise answers aloud", "Write two or three questions to ask them",
-                                    "Plan your route and arrive a little early"],
-    "clean a laptop keyboard": ["Shut down the laptop and unplug it", "Turn it upside down and tap gently",
-                                "Use a soft brush between the keys", "Wipe keys with a barely damp microfibre cloth",
-                                "Let it dry completely before switching on"],
-    "start a vegetable patch": ["Pick a spot with at least six hours of sun", "Clear weeds and loosen the soil",
-                                "Mix in compost", "Choose a few easy crops such as lettuce and beans",
-                                "Sow or plant at the spacing on the packet", "Water regularly and mulch to keep moisture"],
+_HOWTOS = {  # task: steps separated by |
+    "back up the photos on my laptop": "Plug in an external drive with enough free space|Create a folder "
+    "named with today's date|Copy the photo library into it|Open a few files from the copy to check they "
+    "work|Store the drive somewhere other than next to the laptop|Repeat monthly or set up automatic backups",
+    "make a simple weekly budget": "List your income for the week|Write down fixed costs such as rent and "
+    "travel|Estimate flexible costs like food and fun|Subtract all costs from income|Decide where any "
+    "surplus goes, for example savings|Track actual spending and adjust next week",
+    "brew pour-over coffee": "Heat water to just off the boil|Rinse the paper filter with hot water|Add "
+    "medium-fine ground coffee to the filter|Pour a little water to let the grounds bloom for 30 "
+    "seconds|Pour the rest slowly in circles|Serve once the water has drained through",
+    "create a Python virtual environment": "Open a terminal in your project folder|Run `python -m venv "
+    ".venv`|Activate it with `source .venv/bin/activate` (or `.venv\\Scripts\\activate` on Windows)|Install "
+    "packages with `pip install <name>`|Record them with `pip freeze > requirements.txt`|Deactivate with "
+    "`deactivate` when done",
+    "repot a plant": "Water the plant a day before|Choose a pot slightly larger than the old one|Add a "
+    "layer of fresh potting mix|Ease the plant out and loosen circling roots|Set it at the same depth and "
+    "fill around it with mix|Water thoroughly and keep out of harsh sun for a few days",
+    "prepare for a job interview": "Reread the job description and note the key skills|Research the "
+    "organisation's work and recent news|Prepare short stories that show each key skill|Practise answers "
+    "aloud|Write two or three questions to ask them|Plan your route and arrive a little early",
+    "clean a laptop keyboard": "Shut down the laptop and unplug it|Turn it upside down and tap gently|Use a "
+    "soft brush between the keys|Wipe keys with a barely damp microfibre cloth|Let it dry completely before "
+    "switching on",
+    "start a vegetable patch": "Pick a spot with at least six hours of sun|Clear weeds and loosen the "
+    "soil|Mix in compost|Choose a few easy crops such as lettuce and beans|Sow or plant at the spacing on "
+    "the packet|Water regularly and mulch to keep moisture",
 }
 _TIP_ASKS = ["Give me {k} tips for {t}.", "What are {k} practical tips for {t}?", "List {k} quick tips on {t}.",
              "I'd like some advice on {t}. Can you give me {k} pointers as a bulleted list?"]
@@ -298,7 +292,7 @@ def _tips_row(rng: random.Random) -> Row:
         intro = rng.choice([f"Here are {k} tips for {topic}:", f"{k} practical tips:", "Try these:"])
         return rng.choice(_TIP_ASKS).format(k=k, t=topic), intro + "\n\n" + "\n".join(f"- {p}." for p in picks), "list"
     task = rng.choice(sorted(_HOWTOS))
-    steps = _HOWTOS[task]
+    steps = _HOWTOS[task].split("|")
     lines = "\n".join(f"{i}. {s}." for i, s in enumerate(steps, 1))
     outro = rng.choice(["", "\n\nThat's it.", f"\n\nIn short: {steps[0].lower()}, then work through the rest in order."])
     return rng.choice(_HOW_ASKS).format(t=task), f"Here is how to {task}:\n\n{lines}{outro}", "steps"
