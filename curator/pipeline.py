@@ -156,6 +156,7 @@ def run_shard_unit(job: tuple) -> dict:
 def _apply(stage, view: pa.Table) -> pa.Table:
     """Feed ``view`` to ``stage`` in batches of ``resources().batch_size``; concatenate results."""
     size = max(1, stage.resources().batch_size)
+    view = view.combine_chunks()  # batches are cut by size only, never by how the table was read
     parts = [stage.process_batch(b) for b in view.to_batches(max_chunksize=size)] if view.num_rows else []
     if not parts:
         parts = [stage.process_batch(pa.RecordBatch.from_pylist([], schema=view.schema))]

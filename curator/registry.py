@@ -1,4 +1,5 @@
-"""Stage registry: name -> stage class, discovered through the ``curator.stages`` entry points."""
+"""Stage registry: name -> stage class, from the ``curator.stages`` entry points plus stages
+registered in-process with ``register`` (for library users and tests)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,28 @@ from importlib.metadata import entry_points
 from curator.errors import RecipeError
 from curator.stage import Stage
 
+_LOCAL: dict[str, type[Stage]] = {}
+
 
 @cache
 def _entry_points() -> dict[str, object]:
     return {ep.name: ep for ep in entry_points(group="curator.stages")}
 
 
+def register(cls: type[Stage]) -> type[Stage]:
+    """Register a stage class under ``cls.name`` for this process (usable as a decorator)."""
+    _LOCAL[cls.name] = cls
+    return cls
+
+
 def stage_names() -> list[str]:
-    return sorted(_entry_points())
+    return sorted({*_entry_points(), *_LOCAL})
 
 
 def get_stage(name: str, where: str = "stage") -> type[Stage]:
     """The stage class registered as ``name``; a clear error lists the known names otherwise."""
+    if name in _LOCAL:
+        return _LOCAL[name]
     eps = _entry_points()
     if name not in eps:
         raise RecipeError(f"{where}: unknown stage '{name}'; known stages are {stage_names()}")
