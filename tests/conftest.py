@@ -1,0 +1,28 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+from curator.testing import save_tiny_model, tiny_model
+
+
+# --- models (curator.models / chat / lora / gradients) ---------------------------------------------
+@pytest.fixture
+def curator_home(tmp_path, monkeypatch):
+    """A private, empty CURATOR_HOME for one test."""
+    home = tmp_path / "curator-home"
+    monkeypatch.setenv("CURATOR_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def tiny():
+    """A fresh random 2-layer Llama and its in-code ChatML tokenizer: ``(model, tokenizer)``."""
+    return tiny_model()
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    """A loadable HF directory holding ``tiny_model()``."""
+    return save_tiny_model(tmp_path / "tiny-model")
