@@ -84,6 +84,10 @@ def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage) -> tupl
     else:
         canon = None
     quarantined.sort()
+    if quarantined and getattr(normalizer.params, "on_bad_row", "quarantine") == "fail":
+        row, _, why = quarantined[0]
+        raise InputError(f"{path}: row {row} (0-based): {why} ({len(quarantined)} bad row(s); normalize.on_bad_row is 'fail': "
+                         "fix the data or set it to 'quarantine' to set such rows aside and continue)")
     info = InputInfo(uri=str(path), format=fmt, sha256=sha256_path(path), rows=n_rows)
     return canon, _quarantine_rows(idx, quarantined), info
 

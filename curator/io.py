@@ -74,8 +74,10 @@ def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
 def _read_jsonl(path: Path) -> tuple[pa.Table, list[BadRow]]:
     if path.stat().st_size == 0:
         return pa.table({}), []
-    try:  # fast path: a well-formed file with consistent types
-        return pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 26)), []
+    try:  # fast path: a well-formed file with consistent types and valid UTF-8
+        table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 26))
+        table.validate(full=True)
+        return table, []
     except pa.ArrowInvalid:
         pass
     rows, bad = [], []

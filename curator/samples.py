@@ -118,6 +118,8 @@ def _messages(table: pa.Table, col: str, sharegpt: bool) -> tuple[pa.Array, pa.A
 
 
 def _parse_turns(raw: object, sharegpt: bool) -> list[dict[str, str]]:
+    if isinstance(raw, str) and raw.startswith(MIXED_TAG):  # a list kept as JSON by the reader
+        raw = json.loads(raw.split(":", 2)[2])
     if not isinstance(raw, list) or not raw:
         raise ValueError("expected a non-empty list of turns")
     turns = []

@@ -1,7 +1,8 @@
 """``normalize``: canonicalise text and reject rows that cannot be trained on (runs at ingest).
 
 Text is Unicode NFC with C0 control characters (except tab, newline, carriage return) removed.
-A row is bad (quarantined, or the run fails with ``on_bad_row: fail``) when its response is
+A row is bad (quarantined, or the run fails with ``on_bad_row: fail``, enforced by the
+ingest for reader errors too) when its response is
 null/empty, its prompt is empty (for layouts with a prompt), its messages are malformed, or
 its text exceeds ``max_chars``. Exact duplicates are dropped after the first (by the engine).
 """
@@ -14,7 +15,6 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator.errors import InputError
 from curator.stage import Stage
 
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
@@ -71,10 +71,6 @@ class NormalizeStage(Stage):
                                 for m in table.column("messages").to_pylist()], pa.int64())
             size = pc.if_else(has_msgs, msg_len, size)
         reason = _first_reason(reason, pc.greater(size, p.max_chars), f"too large: over max_chars={p.max_chars}")
-        if p.on_bad_row == "fail" and pc.any(pc.is_valid(reason)).as_py():
-            first = pc.index(pc.is_valid(reason), True).as_py()
-            raise InputError(f"row {first}: {reason[first].as_py()} (normalize.on_bad_row is 'fail'; "
-                             "set it to 'quarantine' to set such rows aside and continue)")
         table = table.set_column(table.column_names.index("prompt"), "prompt", prompt)
         table = table.set_column(table.column_names.index("response"), "response", response)
         return table.set_column(table.column_names.index("_bad_reason"), "_bad_reason", reason)

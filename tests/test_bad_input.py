@@ -1,0 +1,98 @@
+"""Malformed files give a clear error or quarantined rows; never a bare traceback or a lost row."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import write_recipe
+
+from curator.errors import InputError
+from curator.pipeline import run
+
+BAD = Path(__file__).parent / "data" / "bad"
+
+
+def _run(tmp_path, name, fmt="auto", **normalize):
+    shutil.copy(BAD / name, tmp_path / name)
+    stages = [{"use": "normalize", "with": normalize} if normalize else {"use": "normalize"}, {"use": "quality"}]
+    recipe = write_recipe(tmp_path, [name], stages, shards=2)
+    if fmt != "auto":
+        text = recipe.read_text().replace(f"path: {name}", f"path: {name}\n  format: {fmt}")
+        recipe.write_text(text)
+    return run(recipe, tmp_path / "run", quiet=True)
+
+
+def _quarantine(tmp_path):
+    return pq.read_table(str(tmp_path / "run" / "quarantine")).to_pylist()
+
+
+def test_broken_json_lines_and_wrong_types_are_quarantined(tmp_path):
+    res = _run(tmp_path, "broken_lines.jsonl")
+    assert res.counts["rows_in"] == 6
+    assert res.counts["kept"] == 2 and res.counts["quarantined"] == 4
+    reasons = {q["input_row"]: q["reason"] for q in _quarantine(tmp_path)}
+    assert reasons[1].startswith("invalid JSON")
+    assert reasons[2] == "column 'prompt' has a int value, expected a string"
+    assert reasons[3] == "empty response"
+    assert "expected an object" in reasons[4]
+
+
+def test_invalid_utf8_line_is_quarantined(tmp_path):
+    res = _run(tmp_path, "invalid_utf8.jsonl")
+    assert res.counts == {**res.counts, "kept": 1, "quarantined": 1}
+    assert _quarantine(tmp_path)[0]["reason"].startswith("invalid UTF-8")
+
+
+def test_empty_file_gives_an_empty_but_valid_run(tmp_path):
+    res = _run(tmp_path, "empty.jsonl", fmt="prompt_response")
+    assert res.counts["rows_in"] == 0 and res.manifest["dataset"]["rows"] == 0
+
+
+def test_messages_rows_checked_turn_by_turn(tmp_path):
+    res = _run(tmp_path, "messages_mixed.jsonl")
+    assert res.counts["kept"] == 1 and res.counts["quarantined"] == 3
+    reasons = sorted(q["reason"] for q in _quarantine(tmp_path))
+    assert any("unknown role 'wizard'" in r for r in reasons)
+    assert any("last turn must be the assistant" in r for r in reasons)
+    assert any("non-empty list" in r for r in reasons)
+
+
+def test_csv_with_quotes_newlines_and_empty_prompt(tmp_path):
+    res = _run(tmp_path, "sample.csv")
+    assert res.counts["kept"] == 2 and res.counts["quarantined"] == 1
+    assert _quarantine(tmp_path)[0]["reason"] == "empty prompt"
+
+
+def test_on_bad_row_fail_names_file_and_row(tmp_path):
+    with pytest.raises(InputError, match=r"broken_lines.jsonl: row 1 \(0-based\): invalid JSON.*on_bad_row"):
+        _run(tmp_path, "broken_lines.jsonl", on_bad_row="fail")
+
+
+def test_oversized_row_is_quarantined_with_reason(tmp_path):
+    big = tmp_path / "big.jsonl"
+    big.write_text(json.dumps({"prompt": "p", "response": "x" * 5000}) + "\n" + json.dumps({"prompt": "p", "response": "ok"}) + "\n")
+    recipe = write_recipe(tmp_path, ["big.jsonl"], [{"use": "normalize", "with": {"max_chars": 1000}}], shards=1)
+    res = run(recipe, tmp_path / "run", quiet=True)
+    assert res.counts["quarantined"] == 1
+    q = _quarantine(tmp_path)[0]
+    assert "max_chars=1000" in q["reason"] and "x" * 100 in q["raw"]
+
+
+def test_unknown_layout_is_a_usage_error_on_the_cli(tmp_path):
+    shutil.copy(BAD / "unknown_columns.jsonl", tmp_path / "u.jsonl")
+    recipe = write_recipe(tmp_path, ["u.jsonl"], [{"use": "normalize"}], shards=1)
+    res = subprocess.run([sys.executable, "-m", "curator.cli", "run", str(recipe), "-o", str(tmp_path / "r"), "-q"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "u.jsonl" in res.stderr and "['answer', 'question']" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_missing_input_is_a_usage_error(tmp_path):
+    recipe = write_recipe(tmp_path, ["nope.jsonl"], [{"use": "normalize"}], shards=1)
+    res = subprocess.run([sys.executable, "-m", "curator.cli", "run", str(recipe), "-o", str(tmp_path / "r"), "-q"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2 and "nope.jsonl: input not found" in res.stderr
