@@ -22,6 +22,7 @@ near 0.5); ``refusal = p_refusal >= 0.5``. Empty responses abstain. Weights live
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -80,6 +81,12 @@ class Embedder:
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
         return out
+
+
+@functools.cache
+def get_embedder(model_dir: str | None = None) -> Embedder:
+    """One shared :class:`Embedder` per model directory per process (loading takes seconds)."""
+    return Embedder(model_dir)
 
 
 def training_rows() -> list[tuple[str, str, int | None, int]]:
@@ -158,14 +165,15 @@ class ClassifierJudge:
     # --- training / storage -------------------------------------------------------------------------
 
     @classmethod
-    def train(cls, embedder: Embedder | None = None, seed: int = 0, test_frac: float = 0.2,
-              C: float = 1.0) -> ClassifierJudge:
-        """Fit both heads on the seeded training groups; metadata records held-out metrics per head."""
+    def train(cls, embedder: Embedder | None = None, seed: int = 0, test_frac: float = 0.2, C: float = 1.0,
+              rows: Sequence[tuple[str, str, int | None, int]] | None = None) -> ClassifierJudge:
+        """Fit both heads on the seeded training groups of ``rows`` (default :func:`training_rows`);
+        metadata records held-out metrics per head."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import roc_auc_score
 
-        embedder = embedder or Embedder()
-        rows = training_rows()
+        embedder = embedder or get_embedder()
+        rows = list(rows) if rows is not None else training_rows()
         test_groups = split_groups([r[0] for r in rows], seed, test_frac)
         x = embedder.encode([r[1] for r in rows])
         test = np.array([r[0] in test_groups for r in rows])
@@ -222,7 +230,7 @@ class ClassifierJudge:
             raise InputError(f"classifier judge: threshold must be in (0, 1), got {threshold}")
         directory = Path(home or curator_home()) / "judges"
         path = directory / f"{CLASSIFIER_VERSION}.safetensors"
-        embedder = Embedder(model_dir)
+        embedder = get_embedder(str(model_dir) if model_dir else None)
         if path.exists() and path.with_suffix(".json").exists() and not retrain:
             meta = json.loads(path.with_suffix(".json").read_text("utf-8"))
             if (meta.get("training_data_sha256") == data_sha256(training_rows())
