@@ -75,6 +75,10 @@ def expand(sql: str) -> str:
     """Replace helper calls (``frac(...)``, ``n_quarantined()``, ...) with plain DuckDB SQL."""
     out, pos = [], 0
     while m := _CALL.search(sql, pos):
+        if sql[:m.start()].count("'") % 2:  # inside a string literal: leave it alone
+            out.append(sql[pos:m.end()])
+            pos = m.end()
+            continue
         spans, end = _scan(sql, m.end())
         args = [expand(sql[a:b]).strip() for a, b in spans]
         args = [] if args == [""] else args
