@@ -203,10 +203,11 @@ def _run_global(plan: Plan, rundir: RunDir, ps) -> None:
     hashes = {}
     if result is not None and ps.kind == "augment":
         result = _prepare_added(result, ps.id, None)
+    shard_of_row = shard_indices(result.column("sample_id"), plan.recipe.shards) if result is not None else None
     for shard in range(plan.recipe.shards):
         if result is None:
             break
-        part = result.filter(pc.equal(shard_indices(result.column("sample_id"), plan.recipe.shards), shard))
+        part = result.filter(pc.equal(shard_of_row, shard))
         hashes[shard] = write_parquet(part, rundir.scores(ps.id, shard))
     rundir.mark_done(ps.fingerprint, "global", {"seconds": round(time.time() - t0, 3), "sha256": hashes,
                                                 "rows_out": 0 if result is None else result.num_rows})

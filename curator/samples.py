@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -197,14 +196,40 @@ def _id_of(prompt: str | None, response: str | None, messages: list | None) -> s
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
+_OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+
+
+def _json_literals(arr: pa.Array) -> pa.Array:
+    """``json.dumps(value, ensure_ascii=False)`` for each string of ``arr`` (rows with other
+    control characters are handled by the caller)."""
+    for old, new in _JSON_ESCAPES:
+        arr = pc.replace_substring(arr, old, new)
+    return pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null")
+
+
 def sample_ids(table: pa.Table) -> pa.Array:
-    """sha256 of the canonical JSON of (prompt, response, messages) per row, hex."""
-    prompts = table.column("prompt").to_pylist()
-    responses = table.column("response").to_pylist()
-    if table.column("messages").null_count == table.num_rows:
-        return pa.array([_id_of(p, r, None) for p, r in zip(prompts, responses)], pa.string())
-    msgs = table.column("messages").to_pylist()
-    return pa.array([_id_of(p, r, m) for p, r, m in zip(prompts, responses, msgs)], pa.string())
+    """sha256 of the canonical JSON of (prompt, response, messages) per row, hex.
+
+    Canonical JSON = ``json.dumps({"messages", "prompt", "response"}, sort_keys=True,
+    ensure_ascii=False, separators=(",", ":"))``; built with Arrow kernels for speed and
+    checked against that definition in the tests.
+    """
+    prompt = table.column("prompt").combine_chunks()
+    response = table.column("response").combine_chunks()
+    messages = table.column("messages")
+    slow = pc.or_(pc.is_valid(messages.combine_chunks()),
+                  pc.or_(pc.fill_null(pc.match_substring_regex(prompt, _OTHER_CONTROL), False),
+                         pc.fill_null(pc.match_substring_regex(response, _OTHER_CONTROL), False)))
+    payload = pc.binary_join_element_wise('{"messages":null,"prompt":', _json_literals(prompt), ',"response":',
+                                          _json_literals(response), "}", "")
+    digests = [hashlib.sha256(b).hexdigest() for b in payload.cast(pa.binary()).to_pylist()]
+    if pc.any(slow).as_py():
+        rows = pc.indices_nonzero(slow).to_pylist()
+        p, r, m = (col.take(rows).to_pylist() for col in (prompt, response, messages.combine_chunks()))
+        for i, row in enumerate(rows):
+            digests[row] = _id_of(p[i], r[i], m[i])
+    return pa.array(digests, pa.string())
 
 
 def shard_of(sample_id: str, n_shards: int) -> int:
@@ -212,7 +237,6 @@ def shard_of(sample_id: str, n_shards: int) -> int:
     return int(sample_id[:8], 16) % n_shards
 
 
-def shard_indices(ids: pa.Array, n_shards: int) -> pa.Array:
-    """Vectorised ``shard_of`` over a string array of hex ids."""
-    to_int: Callable[[str], int] = lambda s: int(s[:8], 16) % n_shards  # noqa: E731
-    return pa.array([to_int(s) for s in ids.to_pylist()], pa.int32())
+def shard_indices(ids: pa.Array | pa.ChunkedArray, n_shards: int) -> pa.Array:
+    """``shard_of`` over a string array of hex ids."""
+    return pa.array([int(s[:8], 16) % n_shards for s in ids.to_pylist()], pa.int32())

@@ -34,9 +34,12 @@ class NormalizeParams:
 
 
 def _clean(arr: pa.Array, params: NormalizeParams) -> pa.Array:
+    """Normalise and strip; kernels run only on the rows that can change (ASCII is NFC already)."""
     if params.unicode_form != "none":
-        arr = pc.utf8_normalize(arr, params.unicode_form)
-    if params.strip_control:
+        non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
+        if pc.any(non_ascii).as_py():
+            arr = pc.if_else(non_ascii, pc.utf8_normalize(arr, params.unicode_form), arr)
+    if params.strip_control and pc.any(pc.fill_null(pc.match_substring_regex(arr, CONTROL_CHARS), False)).as_py():
         arr = pc.replace_substring_regex(arr, CONTROL_CHARS, "")
     return arr
 

@@ -44,14 +44,15 @@ class QualityStage(Stage):
         response = pc.fill_null(batch.column("response"), "")
         text = pc.binary_join_element_wise(prompt, response, "\n")
         p_len, r_len = pc.utf8_length(prompt), pc.utf8_length(response)
-        norm = pc.utf8_lower(pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " ")))
+        words = pc.utf8_split_whitespace(text)
+        norm = pc.utf8_lower(pc.binary_join(words, " "))
         hashes = [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest()[:16] for t in norm.to_pylist()]
         return pa.table({
             "sample_id": batch.column("sample_id"),
             "char_len": pc.add(p_len, r_len).cast(pa.int64()),
             "prompt_chars": p_len.cast(pa.int64()),
             "response_chars": r_len.cast(pa.int64()),
-            "word_count": pc.list_value_length(pc.utf8_split_whitespace(text)).cast(pa.int64()),
+            "word_count": pc.list_value_length(words).cast(pa.int64()),
             "line_count": pc.add(pc.count_substring(response, "\n"), 1).cast(pa.int64()),
             "has_list": pc.match_substring_regex(response, LIST_LINE),
             "has_code": pc.match_substring(response, "```"),

@@ -61,3 +61,15 @@ def test_sharegpt_and_bad_messages():
 def test_shard_of_depends_only_on_id():
     sid = "00000010" + "f" * 56
     assert shard_of(sid, 16) == 0 and shard_of(sid, 7) == 16 % 7
+
+
+def test_fast_sample_ids_equal_the_canonical_json_definition():
+    from curator.samples import _id_of
+
+    texts = ['plain', 'quote " and \\ backslash', "tab\tnew\nline\rcr", "ünïcödé ✓ 中文", "ctrl \x01 \x1f",
+             "", "emoji 🙂 and \u2028 sep", None]
+    prompts = [t for t in texts for _ in texts]
+    responses = [t for _ in texts for t in texts]
+    canon = adapt(pa.table({"prompt": pa.array(prompts, pa.string()), "response": pa.array(responses, pa.string())}),
+                  "prompt_response", "s", "t")
+    assert sample_ids(canon).to_pylist() == [_id_of(p, r, None) for p, r in zip(prompts, responses)]
