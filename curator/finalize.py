@@ -22,6 +22,7 @@ from curator.io import read_parquet, sha256_path, write_json, write_parquet
 from curator.ledger import LEDGER_SCHEMA, added_rows, counts, final_statuses
 from curator.manifest import build_manifest, write_manifest
 from curator.plan import Plan
+from curator.stage import FLAG_COLUMN
 from curator.rundir import RunDir, shard_name
 
 
@@ -36,8 +37,8 @@ def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: str, start
     for shard in range(plan.recipe.shards):
         files = {}
         samples = read_parquet(rundir.input_shard(shard)) if rundir.input_shard(shard).exists() else None
-        verdicts = [(ps.id, read_parquet(rundir.scores(ps.id, shard))) for ps in decide
-                    if rundir.scores(ps.id, shard).exists()]
+        verdicts = [(ps.id, _verdicts(ps, read_parquet(rundir.scores(ps.id, shard))))
+                    for ps in plan.stages if ps.kind in ("score", "decide") and rundir.scores(ps.id, shard).exists()]
         parts = [read_parquet(rundir.ingest_ledger(shard))]
         if samples is not None:
             status = final_statuses(samples, verdicts)
@@ -77,6 +78,20 @@ def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: str, start
     fault_point("before_manifest")
     write_manifest(manifest, rundir.manifest)
     return RunResult(rundir.root, manifest, digest)
+
+
+def _verdicts(ps, table: pa.Table) -> pa.Table:
+    """A decide stage's verdicts, or a score stage's ``flag_reason`` rows as ``flagged`` verdicts
+    (a model stage that could not score a row flags it instead of failing the run)."""
+    if ps.kind == "decide":
+        return table
+    if FLAG_COLUMN not in table.column_names:
+        return pa.table({"sample_id": pa.array([], pa.string()), "status": pa.array([], pa.string()),
+                         "reason": pa.array([], pa.string()), "rule": pa.array([], pa.string())})
+    flagged = table.filter(pc.is_valid(table.column(FLAG_COLUMN)))
+    n = flagged.num_rows
+    return pa.table({"sample_id": flagged.column("sample_id"), "status": pa.array(["flagged"] * n, pa.string()),
+                     "reason": flagged.column(FLAG_COLUMN).cast(pa.string()), "rule": pa.nulls(n, pa.string())})
 
 
 def _dataset_table(kept: list[pa.Table], added: list[pa.Table], plan: Plan) -> pa.Table:

@@ -5,6 +5,8 @@ change), a frozen dataclass ``Params``, declared ``requires`` / ``provides`` col
 ``kind``:
 
 - ``score``:   ``process_batch(batch) -> pa.Table`` with ``sample_id`` + new columns; drops nothing.
+               A row it cannot score (NaN/inf, OOM after splitting) gets null scores and a
+               ``flag_reason``; the engine records it as ``flagged`` with that reason.
 - ``decide``:  ``process_batch(batch) -> pa.Table`` of ledger rows
                (``sample_id, status, stage, reason, rule``) for the rows it has a verdict on.
 - ``augment``: ``process_batch(batch) -> pa.Table`` of new samples with provenance columns
@@ -29,6 +31,7 @@ from curator.errors import RecipeError
 
 StageKind = Literal["ingest", "score", "decide", "augment"]
 LEDGER_STATUSES = ("kept", "dropped", "flagged", "quarantined")
+FLAG_COLUMN = "flag_reason"  # a score stage sets it (string) on rows it could not score: they are flagged
 
 
 @dataclass(frozen=True)

@@ -105,3 +105,38 @@ def test_verify_catches_tampering(recipe, tmp_path):
     res = subprocess.run([sys.executable, "-m", "curator.cli", "verify", str(tmp_path / "run")],
                          capture_output=True, text=True)
     assert res.returncode == 1 and "mismatch" in res.stderr
+
+
+def test_score_stage_flag_reason_becomes_a_flagged_ledger_row(tmp_path):
+    from dataclasses import dataclass
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from curator.registry import register
+    from curator.stage import Stage
+
+    @dataclass(frozen=True)
+    class P:
+        pass
+
+    @register
+    class OddScorer(Stage):
+        name = "test.odd"
+        Params = P
+        provides = ("odd_score",)
+
+        def process_batch(self, batch):
+            n = pc.utf8_length(batch.column("response"))
+            odd = pc.equal(pc.bit_wise_and(n, 1), 1)
+            return pa.table({"sample_id": batch.column("sample_id"),
+                             "odd_score": pc.if_else(odd, pa.scalar(None, pa.float64()), pc.cast(n, pa.float64())),
+                             "flag_reason": pc.if_else(odd, pa.scalar("non-finite score"), pa.scalar(None, pa.string()))})
+
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "response": "x" * i} for i in range(1, 11)])
+    recipe = write_recipe(tmp_path, ["d.jsonl"], [{"use": "normalize"}, {"use": "test.odd"}], shards=2)
+    res = run(recipe, tmp_path / "run", quiet=True)
+    assert res.counts["flagged"] == 5 and res.counts["kept"] == 5
+    ledger = pq.read_table(str(tmp_path / "run" / "ledger")).to_pylist()
+    assert {(r["status"], r["stage"], r["reason"]) for r in ledger if r["status"] == "flagged"} == {
+        ("flagged", "test.odd", "non-finite score")}
