@@ -135,5 +135,10 @@ def query(run_dirs, sql, fmt, out):
     render_table(table, fmt, out)
 
 
+from curator.cli_gate import gate, report  # noqa: E402
+
+main.add_command(gate)
+main.add_command(report)
+
 if __name__ == "__main__":
     main()

@@ -22,8 +22,8 @@ from curator.io import read_parquet, sha256_path, write_json, write_parquet
 from curator.ledger import LEDGER_SCHEMA, added_rows, counts, final_statuses
 from curator.manifest import build_manifest, write_manifest
 from curator.plan import Plan
-from curator.stage import FLAG_COLUMN
 from curator.rundir import RunDir, shard_name
+from curator.stage import FLAG_COLUMN
 
 
 def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: str, started: float,

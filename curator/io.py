@@ -199,6 +199,9 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; published files get normal permissions
     try:
         yield tmp_path
         with open(tmp_path, "rb") as fh:

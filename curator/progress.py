@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -14,7 +15,8 @@ def progress_bar(desc: str, total: int, quiet: bool = False) -> Iterator[Callabl
     if quiet or total == 0:
         yield lambda n=1: None
         return
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=False)
     with progress:
         task = progress.add_task(desc, total=total)
         yield lambda n=1: progress.advance(task, n)

@@ -20,14 +20,14 @@ from curator.errors import RecipeError
 EXAMPLES = {
     "riskiest samples per source": (
         "SELECT source, sample_id, risk_sqsd FROM (SELECT s.source, s.sample_id, sc.risk_sqsd, "
-        "row_number() OVER (PARTITION BY s.source ORDER BY sc.risk_sqsd DESC) AS r FROM samples s "
+        "row_number() OVER (PARTITION BY s.source ORDER BY sc.risk_sqsd DESC, s.sample_id) AS r FROM samples s "
         "JOIN scores sc USING (sample_id)) WHERE r <= 3 ORDER BY source, risk_sqsd DESC"),
     "hardness histogram": (
         "SELECT round(hardness, 1) AS bucket, count(*) AS prompts FROM scores "
         "WHERE hardness IS NOT NULL GROUP BY bucket ORDER BY bucket"),
     "drop reasons": (
-        "SELECT stage, reason, count(*) AS rows FROM ledger WHERE status <> 'kept' "
-        "GROUP BY stage, reason ORDER BY rows DESC"),
+        "SELECT status, stage, reason, count(*) AS rows FROM ledger WHERE status <> 'kept' "
+        "GROUP BY status, stage, reason ORDER BY rows DESC, status, stage, reason"),
     "risk vs length": (
         "SELECT corr(risk_sqsd, char_len) AS pearson, count(*) AS n FROM scores"),
 }
@@ -76,6 +76,8 @@ def _dataset_table(root: Path) -> pa.Table | None:
     if not state.exists():
         return None
     files = [root / "dataset" / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+    if not files:
+        return None
     return pa.concat_tables([ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files])
 
 
@@ -120,5 +122,6 @@ def run_query(run_dirs: list[str | Path], sql: str) -> pa.Table:
     try:
         return con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
-        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+                 if not r[0].startswith("_")]
         raise RecipeError(f"query failed: {str(exc).splitlines()[0]}. Views available: {sorted(views)}") from None

@@ -53,7 +53,7 @@ class RunDir:
 
     def ingest_ledger(self, shard: int) -> Path:
         """Ledger rows decided at ingest (duplicates, quarantined rows) for one shard."""
-        return self.root / "ledger" / "ingest" / f"{shard_name(shard)}.parquet"
+        return self.root / "cache" / "ingest-ledger" / f"{shard_name(shard)}.parquet"
 
     def added(self, shard: int) -> Path:
         return self.root / "added" / f"{shard_name(shard)}.parquet"

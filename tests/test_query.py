@@ -107,8 +107,8 @@ def test_example_hardness_histogram(toy):
 def test_example_drop_reasons(toy):
     got = run_query([toy.run_dir], EXAMPLES["drop reasons"]).to_pylist()
     ledger = [r for f in sorted((toy.run_dir / "ledger").glob("shard-*.parquet")) for r in pq.read_table(f).to_pylist()]
-    want = Counter((r["stage"], r["reason"]) for r in ledger if r["status"] != "kept")
-    assert {(r["stage"], r["reason"]): r["rows"] for r in got} == dict(want)
+    want = Counter((r["status"], r["stage"], r["reason"]) for r in ledger if r["status"] != "kept")
+    assert {(r["status"], r["stage"], r["reason"]): r["rows"] for r in got} == dict(want)
     assert [r["rows"] for r in got] == sorted((r["rows"] for r in got), reverse=True)
     assert sum(want.values()) == toy.counts["dropped"] + toy.counts["flagged"] + toy.counts["quarantined"]
 

@@ -57,7 +57,7 @@ def _ingest_drops(run_dir: Path) -> int:
     import pyarrow.parquet as pq
 
     return sum(pq.read_table(p).to_pydict()["status"].count("dropped")
-               for p in (run_dir / "ledger" / "ingest").glob("*.parquet"))
+               for p in (run_dir / "cache" / "ingest-ledger").glob("*.parquet"))
 
 
 def test_figures_are_embedded_pngs_and_nothing_external(toy_report):
