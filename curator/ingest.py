@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from curator.errors import InputError
 from curator.io import read_table, sha256_path, write_parquet
 from curator.ledger import LEDGER_SCHEMA
+from curator.parallel import map_chunks
 from curator.rundir import RunDir
 from curator.samples import adapt, sample_ids, shard_indices
 from curator.stage import Stage
@@ -66,7 +67,12 @@ def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage) -> tupl
         if not table.column_names:
             raise InputError(f"{path}: no columns")
         canon = adapt(table, fmt, source, str(path))
-        canon = normalizer.process_batch(canon)
+
+        def normalize_and_id(chunk: pa.Table) -> pa.Table:
+            chunk = normalizer.process_batch(chunk)
+            return pa.table({"sample_id": sample_ids(chunk), **{n: chunk.column(n) for n in chunk.column_names}})
+
+        canon = map_chunks(normalize_and_id, canon)
         canon = canon.append_column("_input_idx", pa.array([idx] * canon.num_rows, pa.int32()))
         canon = canon.append_column("_input_row", file_rows.cast(pa.int64()))
         bad_mask = pc.is_valid(canon.column("_bad_reason"))
@@ -80,7 +86,6 @@ def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage) -> tupl
             ]
             canon = canon.filter(pc.invert(bad_mask))
         canon = canon.drop_columns(["_bad_reason"])
-        canon = pa.table({"sample_id": sample_ids(canon), **{n: canon.column(n) for n in canon.column_names}})
     else:
         canon = None
     quarantined.sort()

@@ -202,9 +202,13 @@ _OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 
 def _json_literals(arr: pa.Array) -> pa.Array:
     """``json.dumps(value, ensure_ascii=False)`` for each string of ``arr`` (rows with other
-    control characters are handled by the caller)."""
-    for old, new in _JSON_ESCAPES:
-        arr = pc.replace_substring(arr, old, new)
+    control characters are handled by the caller). Escapes run only on rows that need them."""
+    needs = pc.fill_null(pc.match_substring_regex(arr, r'[\\"\n\r\t]'), False)
+    if pc.any(needs).as_py():
+        sub = arr.filter(needs)
+        for old, new in _JSON_ESCAPES:
+            sub = pc.replace_substring(sub, old, new)
+        arr = pc.replace_with_mask(arr, needs, sub)
     return pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null")
 
 

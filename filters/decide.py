@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curator.errors import RecipeError
 from curator.ledger import VERDICT_SCHEMA
@@ -71,19 +72,15 @@ class DecideStage(Stage):
         rules = self._rules()
         con = duckdb.connect()
         con.register("samples", table)
-        checks = ", ".join(f"coalesce(({expand_macros(r)}), false) AS r{i}" for i, (_, r) in enumerate(rules))
+        cases = " ".join(f"WHEN coalesce(({expand_macros(r)}), false) THEN {i}" for i, (_, r) in enumerate(rules))
         try:
-            fired = con.sql(f"SELECT sample_id, {checks} FROM samples").to_arrow_table()
+            fired = con.sql(f"SELECT sample_id, CASE {cases} END AS hit FROM samples").to_arrow_table()
         except duckdb.Error as exc:
             raise RecipeError(f"decide: a rule failed on the data: {str(exc).splitlines()[0]}") from None
-        ids, status, reason, rule = [], [], [], []
-        flags = [fired.column(f"r{i}").to_pylist() for i in range(len(rules))]
-        for row, sid in enumerate(fired.column("sample_id").to_pylist()):
-            hit = next((i for i in range(len(rules)) if flags[i][row]), None)
-            if hit is None:
-                continue
-            ids.append(sid)
-            status.append(rules[hit][0])
-            rule.append(rules[hit][1])
-            reason.append(self.params.reason or rules[hit][1])
-        return pa.table({"sample_id": ids, "status": status, "reason": reason, "rule": rule}, schema=VERDICT_SCHEMA)
+        fired = fired.filter(pc.is_valid(fired.column("hit")))
+        hit = fired.column("hit")
+        rule_text = pa.array([r for _, r in rules], pa.string())
+        reasons = pa.array([self.params.reason or r for _, r in rules], pa.string())
+        return pa.table({"sample_id": fired.column("sample_id"),
+                         "status": pc.take(pa.array([st for st, _ in rules], pa.string()), hit),
+                         "reason": pc.take(reasons, hit), "rule": pc.take(rule_text, hit)}, schema=VERDICT_SCHEMA)

@@ -38,9 +38,11 @@ def _clean(arr: pa.Array, params: NormalizeParams) -> pa.Array:
     if params.unicode_form != "none":
         non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
         if pc.any(non_ascii).as_py():
-            arr = pc.if_else(non_ascii, pc.utf8_normalize(arr, params.unicode_form), arr)
-    if params.strip_control and pc.any(pc.fill_null(pc.match_substring_regex(arr, CONTROL_CHARS), False)).as_py():
-        arr = pc.replace_substring_regex(arr, CONTROL_CHARS, "")
+            arr = pc.replace_with_mask(arr, non_ascii, pc.utf8_normalize(arr.filter(non_ascii), params.unicode_form))
+    if params.strip_control:
+        has = pc.fill_null(pc.match_substring_regex(arr, CONTROL_CHARS), False)
+        if pc.any(has).as_py():
+            arr = pc.replace_with_mask(arr, has, pc.replace_substring_regex(arr.filter(has), CONTROL_CHARS, ""))
     return arr
 
 
