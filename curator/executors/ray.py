@@ -1,0 +1,241 @@
+"""Ray executor: shard × stage units as Ray tasks, model stages on a pool of long-lived actors.
+
+Same contract as ``LocalExecutor.map(fn, jobs, desc)``: units coordinate only through the run
+directory (markers, atomic writes), so the result and its digest do not depend on the executor.
+Each unit asks Ray for its stages' ``Resources`` (max cpus / gpus over the phase). A phase with a
+``uses_model`` stage runs on ``workers`` actors that call ``fn`` repeatedly, so the pipeline's
+per-process stage cache loads each model once per actor. A unit that raises or whose process
+dies is retried ``retries`` times; then it keeps (or the driver writes) a ``failed`` marker.
+This is the only module that imports ``ray``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from curator.errors import CuratorError, InputError, RecipeError, RunError
+from curator.progress import progress_bar
+
+INSTALL_HINT = "pip install 'curator[ray]'"
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise RecipeError(f"executor 'ray' needs Ray, which is not installed ({exc}); install it with "
+                          f"`{INSTALL_HINT}`, or use `executor: {{kind: local}}`") from None
+    return ray
+
+
+# -- worker side --------------------------------------------------------------------------------
+def _register(stages: dict[str, type]) -> None:
+    """Make the driver's stage classes (including in-process ``register`` calls) known here."""
+    from curator.registry import register
+
+    for cls in stages.values():
+        register(cls)
+
+
+def _run_unit(fn: Callable[[Any], dict], job: Any, stages: dict[str, type]) -> dict:
+    _register(stages)
+    return fn(job)
+
+
+class _UnitActor:
+    """Runs units one after another in one process, keeping set-up (model) stages between them."""
+
+    def __init__(self, stages: dict[str, type]):
+        _register(stages)
+
+    def run(self, fn: Callable[[Any], dict], job: Any) -> dict:
+        return fn(job)
+
+
+# -- driver side --------------------------------------------------------------------------------
+def _plan(job: tuple):
+    from curator.plan import build_plan
+    from curator.rundir import RunDir
+
+    recipe, root, indices, _shard, input_hashes, quiet = job
+    plan = build_plan(recipe, RunDir(Path(root)), input_hashes, quiet)
+    return plan, [ps for ps in plan.stages if ps.index in indices]
+
+
+def _stage_classes(recipe) -> dict[str, type]:
+    from curator.plan import INGEST_STAGE
+    from curator.registry import get_stage
+
+    return {name: get_stage(name) for name in {INGEST_STAGE, *(s.use for s in recipe.stages)}}
+
+
+def _driver_pythonpath() -> str:
+    """The driver's own import roots (not the interpreter's), like ``multiprocessing`` spawn passes."""
+    prefixes = {str(Path(p).resolve()) for p in (sys.prefix, sys.base_prefix)}
+    paths = []
+    for entry in sys.path:
+        p = Path(entry or os.getcwd()).resolve()
+        if p.is_dir() and not any(str(p).startswith(pre) for pre in prefixes) and str(p) not in paths:
+            paths.append(str(p))
+    return os.pathsep.join(paths)
+
+
+class _Slots:
+    """``size`` execution slots: plain task submissions, or one actor per slot for model stages."""
+
+    def __init__(self, ray, size: int, cpus: float, gpus: float, actors: bool, stages: dict[str, type]):
+        self.ray, self.actors, self.opts = ray, actors, {"num_cpus": cpus, "num_gpus": gpus}
+        if actors:
+            self._actor = ray.remote(_UnitActor)
+            self._stages = stages
+            self.free = [self._new_actor() for _ in range(size)]
+        else:
+            self._task = ray.remote(_run_unit)
+            self._stages = ray.put(stages)
+            self.free = list(range(size))
+
+    def _new_actor(self):
+        return self._actor.options(**self.opts, max_restarts=0).remote(self._stages)
+
+    def submit(self, slot, fn, job):
+        if self.actors:
+            return slot.run.remote(fn, job)
+        return self._task.options(**self.opts, max_retries=0).remote(fn, job, self._stages)
+
+    def replace(self, slot):
+        """A slot whose process died: actors are replaced, task slots are reused as they are."""
+        if not self.actors:
+            return slot
+        self.ray.kill(slot, no_restart=True)
+        return self._new_actor()
+
+    def close(self, inflight: dict) -> None:
+        for ref in inflight:
+            self.ray.cancel(ref, force=not self.actors)
+        if self.actors:
+            for actor in [*self.free, *(slot for _, slot in inflight.values())]:
+                self.ray.kill(actor, no_restart=True)
+
+
+class RayExecutor:
+    """Run units on Ray: ``address`` is ``auto`` (a running cluster, else a local one), ``local``,
+    or a cluster address (``ray://host:10001`` or ``host:6379``); ``workers`` caps units in flight."""
+
+    name = "ray"
+
+    def __init__(self, address: str = "auto", workers: int = 1, retries: int = 2, quiet: bool = False):
+        self.ray = _import_ray()
+        self.address, self.workers, self.retries, self.quiet = address or "auto", max(1, workers), retries, quiet
+        self.owns_cluster = False
+        self._connect()
+
+    def _connect(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        common = {"log_to_driver": not self.quiet, "logging_level": logging.ERROR if self.quiet else logging.WARNING}
+        if self.address not in ("auto", "local"):
+            ray.init(address=self.address, **common)
+            return
+        if self.address == "auto":
+            try:
+                ray.init(address="auto", **common)
+                return
+            except ConnectionError:
+                pass  # no running cluster: start a private local one
+        ray.init(address="local", num_cpus=max(self.workers, os.cpu_count() or 1), include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": _driver_pythonpath()}}, **common)
+        self.owns_cluster = True
+
+    def close(self) -> None:
+        """Shut down the local Ray instance this executor started (a cluster it joined stays up)."""
+        if self.owns_cluster and self.ray.is_initialized():
+            self.ray.shutdown()
+        self.owns_cluster = False
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def map(self, fn: Callable[[Any], dict], jobs: Sequence[tuple], desc: str) -> list[dict]:
+        """Run ``fn`` on every job; results in job order. Failures do not stop other units; after
+        all units settle, the first failed job's error is raised."""
+        if not jobs:
+            return []
+        ray = self.ray
+        _, stages = _plan(jobs[0])  # every job of a call runs the same stages on another shard
+        res = [ps.stage.resources() for ps in stages]
+        cpus, gpus = max(r.cpus for r in res), max(r.gpus for r in res)
+        self._check_feasible(cpus, gpus, stages)
+        slots = _Slots(ray, min(self.workers, len(jobs)), cpus, gpus, any(ps.stage.uses_model for ps in stages),
+                       _stage_classes(jobs[0][0]))
+        results: list[dict | None] = [None] * len(jobs)
+        errors: dict[int, Exception] = {}
+        attempts = [0] * len(jobs)
+        pending, inflight = deque(range(len(jobs))), {}
+        with progress_bar(desc, len(jobs), self.quiet) as advance:
+            try:
+                while pending or inflight:
+                    while pending and slots.free:
+                        i = pending.popleft()
+                        slot = slots.free.pop()
+                        inflight[slots.submit(slot, fn, jobs[i])] = (i, slot)
+                    [ref], _ = ray.wait(list(inflight), num_returns=1)
+                    i, slot = inflight.pop(ref)
+                    try:
+                        results[i] = ray.get(ref)
+                        slots.free.append(slot)
+                        advance()
+                        continue
+                    except ray.exceptions.RayTaskError as exc:  # fn raised; its process is fine
+                        err, died = exc.cause if isinstance(exc.cause, Exception) else exc, False
+                    except ray.exceptions.RayError as exc:  # the process died (killed, OOM, node lost)
+                        err, died = exc, True
+                    slots.free.append(slots.replace(slot) if died else slot)
+                    attempts[i] += 1
+                    if attempts[i] <= self.retries and not isinstance(err, (RecipeError, InputError)):
+                        pending.append(i)
+                        continue
+                    errors[i] = self._failure(jobs[i], err, died, attempts[i])
+                    advance()
+            finally:
+                slots.close(inflight)
+        if errors:
+            raise errors[min(errors)]
+        return results  # type: ignore[return-value]
+
+    def _check_feasible(self, cpus: float, gpus: float, stages) -> None:
+        """On a local instance nothing will ever add resources: fail now instead of waiting forever."""
+        if not self.owns_cluster:
+            return  # an autoscaling cluster may still add nodes
+        have = self.ray.cluster_resources()
+        if cpus > have.get("CPU", 0) or gpus > have.get("GPU", 0):
+            raise RecipeError(f"stages {[ps.id for ps in stages]} need {cpus:g} CPU and {gpus:g} GPU per worker; "
+                              f"the local Ray instance has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU "
+                              "(connect to a cluster with `executor: {kind: ray, address: ...}`)")
+
+    def _failure(self, job: tuple, err: Exception, died: bool, attempts: int) -> Exception:
+        """The error to report for a job that failed ``attempts`` times; writes the ``failed`` marker
+        for a dead process (a raising stage wrote its own)."""
+        unit = f"shard-{job[3]:05d}"
+        if not died:
+            return err if isinstance(err, CuratorError) else RunError(f"{unit}: {type(err).__name__}: {err}")
+        plan, stages = _plan(job)
+        from curator.rundir import RunDir
+
+        rundir = RunDir(Path(job[1]))
+        ps = next((p for p in stages if not rundir.is_done(p.fingerprint, unit)), stages[-1])
+        marker = rundir.marker(ps.fingerprint, unit, "failed")
+        rundir.mark_failed(ps.fingerprint, unit, {
+            "stage": ps.id, "error": f"worker process died ({type(err).__name__}) on each of {attempts} attempt(s)",
+            "traceback": str(err), "executor": "ray"})
+        return RunError(f"stage '{ps.id}' failed on {unit}: its worker process died {attempts} time(s) "
+                        f"({type(err).__name__}); rerun to resume (details in {marker})")
