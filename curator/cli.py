@@ -135,6 +135,30 @@ def query(run_dirs, sql, fmt, out):
     render_table(table, fmt, out)
 
 
+@main.group()
+def directions() -> None:
+    """Reference objects of the risk stages (directions, anchor features)."""
+
+
+@directions.command("build")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Rebuild even if a cached artifact exists.")
+@click.option("--quiet", "-q", is_flag=True)
+@friendly
+def directions_build(recipe, force, quiet):
+    """Build (or find cached) every artifact the stages of RECIPE need; print their paths."""
+    from curator.plan import build_plan
+    from curator.recipe import load_recipe
+    from curator.rundir import RunDir
+
+    rec = load_recipe(recipe)
+    plan = build_plan(rec, RunDir(Path(".")), ["directions"], quiet)
+    built = {ps.id: ps.stage.build_artifacts(force=force) for ps in plan.stages if hasattr(ps.stage, "build_artifacts")}
+    if not built:
+        click.echo("no stage in this recipe has reference artifacts", err=True)
+    click.echo(json.dumps(built, indent=2))
+
+
 from curator.cli_gate import gate, report  # noqa: E402
 
 main.add_command(gate)

@@ -49,7 +49,11 @@ def detect_kind(path: Path) -> str:
 
 
 def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
-    """Read one input file or dataset directory."""
+    """Read one input file, dataset directory or ``builtin:<name>`` input."""
+    from curator.builtin_inputs import is_builtin, load_builtin
+
+    if is_builtin(path):
+        return load_builtin(path), []
     if not path.exists():
         raise InputError(f"{path}: input not found")
     kind = detect_kind(path)
@@ -183,7 +187,12 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of the sorted (relative name, file sha256) list of a directory."""
+    """sha256 of a file, of the sorted (relative name, file sha256) list of a directory, or of
+    a ``builtin:<name>`` input's content."""
+    from curator.builtin_inputs import builtin_sha256, is_builtin
+
+    if is_builtin(path):
+        return builtin_sha256(path)
     if path.is_file():
         return sha256_file(path)
     h = hashlib.sha256()

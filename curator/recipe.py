@@ -246,6 +246,13 @@ def allowed_roots(base_dir: Path, extra: tuple[Path, ...] = ()) -> list[Path]:
 
 def resolve_input(path: str, base_dir: Path, extra_roots: tuple[Path, ...], where: str) -> Path:
     """Resolve an input path (symlinks followed) and check it stays inside an allowed root."""
+    from curator.builtin_inputs import PREFIX, builtin_names, is_builtin
+
+    if is_builtin(path):
+        if path.removeprefix(PREFIX) not in builtin_names():
+            raise RecipeError(f"{where}: unknown built-in input '{path}'; available: "
+                              f"{[PREFIX + n for n in builtin_names()]}")
+        return Path(path)
     if path.startswith(BUNDLED_PREFIX):
         from importlib.resources import files
 

@@ -27,6 +27,7 @@ class NormalizeParams:
     dedupe: bool = True
     unicode_form: Literal["NFC", "NFKC", "none"] = "NFC"
     strip_control: bool = True
+    require_response: bool = True  # false for prompt-only sets (safety prompts for hardness)
 
     def validate(self) -> None:
         if self.max_chars < 1:
@@ -66,8 +67,12 @@ class NormalizeStage(Stage):
         response = _clean(table.column("response").combine_chunks(), p)
         reason = table.column("_bad_reason").combine_chunks()
         has_msgs = pc.is_valid(table.column("messages"))
-        reason = _first_reason(reason, pc.or_(pc.is_null(response), pc.equal(pc.utf8_trim_whitespace(
-            pc.fill_null(response, "")), "")), "empty response")
+        if p.require_response:
+            reason = _first_reason(reason, pc.or_(pc.is_null(response), pc.equal(pc.utf8_trim_whitespace(
+                pc.fill_null(response, "")), "")), "empty response")
+        else:
+            no_text = pc.and_(pc.is_null(prompt), pc.is_null(response))
+            reason = _first_reason(reason, no_text, "no prompt and no response")
         empty_prompt = pc.and_(pc.is_valid(prompt), pc.equal(pc.utf8_trim_whitespace(pc.fill_null(prompt, "")), ""))
         reason = _first_reason(reason, empty_prompt, "empty prompt")
         size = pc.add(pc.fill_null(pc.utf8_length(prompt), 0), pc.fill_null(pc.utf8_length(response), 0))
