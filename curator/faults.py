@@ -1,5 +1,7 @@
 """Fault injection for tests: ``CURATOR_FAULT=<point>:<n>`` SIGKILLs this process at the
-n-th time it reaches ``<point>`` (points: ``unit_done``, ``before_publish``, ``before_manifest``)."""
+n-th time it reaches ``<point>``. Points: ``unit_done``, ``before_publish``, ``before_manifest``,
+``write:<kind>`` just before an atomic rename (kinds: scores, markers, ledger, input, quarantine,
+added, cache, manifest, stats, dataset, dataset-swap)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ def fault_point(point: str) -> None:
     spec = os.environ.get("CURATOR_FAULT")
     if not spec:
         return
-    name, _, count = spec.partition(":")
+    name, _, count = spec.rpartition(":")
     if name != point:
         return
     _hits[point] = _hits.get(point, 0) + 1

@@ -123,9 +123,10 @@ def publish_dataset(table: pa.Table, dest: Path, fingerprint: str) -> tuple[str,
     try:
         Dataset(InMemoryTable(table), fingerprint=fingerprint).save_to_disk(str(tmp / "d"))
         staged = tmp / "d"
+        fault_point("write:dataset")
         if dest.exists():
-            old = tmp / "old"
-            os.replace(dest, old)
+            os.replace(dest, tmp / "old")
+        fault_point("write:dataset-swap")
         os.replace(staged, dest)
     except OSError as exc:
         raise RunError(f"could not publish {dest}: {exc}") from exc

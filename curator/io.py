@@ -24,6 +24,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from curator.errors import InputError, RunError
+from curator.faults import fault_point
 
 READ_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow", "hf")
 
@@ -201,6 +202,15 @@ def sha256_path(path: Path) -> str:
     return h.hexdigest()
 
 
+def _kind(dest: Path) -> str:
+    """What a file is, for fault injection: scores, markers, ledger, manifest, ..."""
+    parts = dest.parts
+    for kind in ("scores", "markers", "ledger", "input", "quarantine", "added", "cache"):
+        if kind in parts:
+            return kind
+    return dest.stem
+
+
 @contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success fsync and rename it onto ``dest``."""
@@ -215,6 +225,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        fault_point(f"write:{_kind(dest)}")
         os.replace(tmp_path, dest)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)

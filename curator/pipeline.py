@@ -57,6 +57,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
     paths = recipe.input_paths(extra_roots)
     with RunLock(rundir.root, wait):
         started = time.time()
+        _remove_stale_temporaries(rundir.root)
         with atomic_path(rundir.recipe) as tmp:
             tmp.write_text(recipe.text, encoding="utf-8")
         input_hashes = [sha256_path(p) for p in paths]
@@ -78,6 +79,16 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
                 timings[ps.id] = round(time.time() - t0, 3)
         _raise_failed(rundir)
         return finalize(plan, rundir, ingest_info, exe.name, started, timings, quiet)
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """Temporary files and dataset staging dirs left by a killed run (we hold the lock)."""
+    import shutil
+
+    for tmp in root.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for staging in root.glob(".dataset.*"):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _executor(recipe: Recipe, override: str | None, workers: int | None, quiet: bool):
