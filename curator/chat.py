@@ -67,8 +67,10 @@ def end_of_turn_id(tokenizer) -> int:
         elif tokenizer.eos_token_id is not None:
             _EOT_CACHE[key] = tokenizer.eos_token_id
         else:
-            raise InputError("Cannot derive the end-of-turn token: the chat template ends assistant turns "
-                             f"with {suffix[:20]!r} and the tokenizer has no eos_token.")
+            raise InputError(
+                "Cannot derive the end-of-turn token: the chat template ends assistant turns "
+                f"with {suffix[:20]!r} and the tokenizer has no eos_token."
+            )
     return _EOT_CACHE[key]
 
 

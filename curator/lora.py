@@ -96,7 +96,10 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def attach_lora(
-    model: nn.Module, cfg: LoRAConfig, seed: int = 0, init: Literal["default", "zeros_B", "random"] = "default"
+    model: nn.Module,
+    cfg: LoRAConfig,
+    seed: int = 0,
+    init: Literal["default", "zeros_B", "random"] = "default",
 ) -> dict[str, LoRALinear]:
     """Freeze every model parameter and wrap the target Linears. ``default`` (alias ``zeros_B``) is the
     standard init: A ~ U(±1/√n) (Kaiming, a=√5), B = 0; ``random`` also draws B ~ U(±0.01)."""
@@ -104,8 +107,10 @@ def attach_lora(
         raise InputError("attach_lora: the model already has LoRA modules; call detach_lora first.")
     names = _targets(model, cfg)
     if not names:
-        raise InputError(f"attach_lora: no Linear layer matches target_modules={cfg.target_modules!r} "
-                         f"and layers={cfg.layers!r}.")
+        raise InputError(
+            f"attach_lora: no Linear layer matches target_modules={cfg.target_modules!r} "
+            f"and layers={cfg.layers!r}."
+        )
     model._curator_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
@@ -160,8 +165,10 @@ def set_factors(model: nn.Module, factors: Factors, scaling: float | None = None
         for name, (a, b) in factors.items():
             m = modules[name]
             if a.shape != m.lora_A.shape or b.shape != m.lora_B.shape:
-                raise InputError(f"set_factors: {name} has A{tuple(a.shape)} B{tuple(b.shape)}, expected "
-                                 f"A{tuple(m.lora_A.shape)} B{tuple(m.lora_B.shape)}.")
+                raise InputError(
+                    f"set_factors: {name} has A{tuple(a.shape)} B{tuple(b.shape)}, expected "
+                    f"A{tuple(m.lora_A.shape)} B{tuple(m.lora_B.shape)}."
+                )
             m.lora_A.copy_(a)
             m.lora_B.copy_(b)
             if scaling is not None:
@@ -198,8 +205,10 @@ def load_factors(path: str | Path) -> tuple[Factors, dict[str, str]]:
     except (OSError, SafetensorError) as exc:
         raise InputError(f"Cannot read LoRA factors file {path}: {exc}") from exc
     if metadata.get(HASH_KEY) != tensors_sha256(tensors):
-        raise InputError(f"LoRA factors file {path} fails its integrity check (sha256 of the tensors does not "
-                         "match its metadata); it was modified or truncated. Rebuild it.")
+        raise InputError(
+            f"LoRA factors file {path} fails its integrity check (sha256 of the tensors does not "
+            "match its metadata); it was modified or truncated. Rebuild it."
+        )
     names = sorted({k.rsplit(".", 1)[0] for k in tensors})
     try:
         factors = {n: (tensors[f"{n}.lora_A"], tensors[f"{n}.lora_B"]) for n in names}

@@ -188,15 +188,21 @@ def load_model(
     key = (spec.fingerprint, device, dtype)
     if cached and key in _CACHE:
         return _CACHE[key]
-    model = AutoModelForCausalLM.from_pretrained(
-        spec.path,
-        dtype=getattr(torch, dtype),
-        local_files_only=True,
-        trust_remote_code=False,
-        attn_implementation="sdpa",
-    ).to(device)
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(spec.path, local_files_only=True, trust_remote_code=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.path, local_files_only=True, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.path,
+            dtype=getattr(torch, dtype),
+            local_files_only=True,
+            trust_remote_code=False,
+            attn_implementation="sdpa",
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"Cannot load model directory {spec.path}: {exc}. It must hold config.json, tokenizer files "
+            "and weights for an architecture built into transformers."
+        ) from exc
+    model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     loaded = LoadedModel(model, tokenizer, spec, device, dtype)

@@ -38,28 +38,36 @@ def test_end_of_turn_is_derived_from_template(tok):
     assert s.input_ids[-1] == tok.convert_tokens_to_ids("<|eot_id|>")
 
 
-@pytest.mark.parametrize("prompt,response", [("hello world, how are you?", "fine, thanks!"),
-                                             ("bake bread?", " mix flour\nand water.")])
+@pytest.mark.parametrize(
+    "prompt,response",
+    [("hello world, how are you?", "fine, thanks!"), ("bake bread?", " mix flour\nand water.")],
+)
 def test_tokens_match_rendered_template(tok, prompt, response):
     s = encode_sample(tok, prompt, response)
-    full = _rendered_ids(tok, [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}])
+    full = _rendered_ids(
+        tok, [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    )
     assert full[: len(s.input_ids)] == s.input_ids
-    assert tok.decode(full[len(s.input_ids):]).strip() == ""  # only the template's trailing newline remains
+    assert tok.decode(full[len(s.input_ids) :]).strip() == ""  # only the template's trailing newline remains
     assert s.labels[: s.prompt_len] == [IGNORE] * s.prompt_len
-    assert s.labels[s.prompt_len:] == s.input_ids[s.prompt_len:]
+    assert s.labels[s.prompt_len :] == s.input_ids[s.prompt_len :]
     assert s.input_ids[-1] == tok.convert_tokens_to_ids("<|im_end|>")
-    assert tok.decode(s.input_ids[s.prompt_len:-1]) == response
+    assert tok.decode(s.input_ids[s.prompt_len : -1]) == response
     assert s.input_ids[: s.prompt_len] == render_generation_prompt(tok, prompt)
     assert not s.truncated and s.prompt_len + s.response_len == len(s.input_ids)
 
 
 def test_messages_final_assistant_is_response(tok):
-    msgs = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "hello"}, {"role": "user", "content": "why?"},
-            {"role": "assistant", "content": "because"}]
+    msgs = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "why?"},
+        {"role": "assistant", "content": "because"},
+    ]
     s = encode_sample(tok, "ignored", None, messages=msgs)
     assert s.input_ids[: s.prompt_len] == render_generation_prompt(tok, msgs[:-1])
-    assert tok.decode(s.input_ids[s.prompt_len:]) == "because<|im_end|>"
+    assert tok.decode(s.input_ids[s.prompt_len :]) == "because<|im_end|>"
     assert _rendered_ids(tok, msgs)[: len(s.input_ids)] == s.input_ids
     open_ended = encode_sample(tok, None, None, messages=msgs[:-1])
     assert open_ended.response_len == 0 and set(open_ended.labels) == {IGNORE}
@@ -103,12 +111,17 @@ def test_collate_padding_keeps_end_of_turn_label_when_pad_equals_eos(tok):
 
 def test_per_sample_loss_is_each_samples_own_token_mean(tiny):
     model, tok = tiny
-    samples = [encode_sample(tok, "hi", "yo"), encode_sample(tok, "hello", "a much longer answer, really long"),
-               encode_sample(tok, None, "just text")]
+    samples = [
+        encode_sample(tok, "hi", "yo"),
+        encode_sample(tok, "hello", "a much longer answer, really long"),
+        encode_sample(tok, None, "just text"),
+    ]
     batch = collate(samples, tok.pad_token_id)
     with torch.no_grad():
-        losses = per_sample_loss(model(input_ids=batch["input_ids"],
-                                       attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        losses = per_sample_loss(
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+            batch["labels"],
+        )
         for i, s in enumerate(samples):
             logits = model(input_ids=torch.tensor([s.input_ids])).logits[0, :-1]
             target = torch.tensor(s.labels[1:])

@@ -32,8 +32,11 @@ def test_bad_model_refs_are_clear_input_errors(tmp_path, tiny_model_dir, curator
 
 def test_default_without_package_names_the_install_command(monkeypatch, curator_home):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == models.DEFAULT_PACKAGE else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == models.DEFAULT_PACKAGE else real(name, *a),
+    )
     with pytest.raises(InputError) as err:
         resolve_model("default")
     assert INSTALL_HINT in str(err.value) == str(err.value)
@@ -85,16 +88,28 @@ def test_default_template_round_trip_and_loss_masking(default_home):
     assert tok.convert_ids_to_tokens(end_of_turn_id(tok)) == "<|im_end|>"
     prompt, response = "What is the capital of France?", "The capital of France is Paris."
     s = encode_sample(tok, prompt, response)
-    text = tok.apply_chat_template([{"role": "user", "content": prompt},
-                                    {"role": "assistant", "content": response}], tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False
+    )
     full = tok.encode(text, add_special_tokens=False)
-    assert full[: len(s.input_ids)] == s.input_ids and tok.decode(full[len(s.input_ids):]).strip() == ""
-    assert tok.decode(s.input_ids[s.prompt_len:]) == response + "<|im_end|>"
+    assert full[: len(s.input_ids)] == s.input_ids and tok.decode(full[len(s.input_ids) :]).strip() == ""
+    assert tok.decode(s.input_ids[s.prompt_len :]) == response + "<|im_end|>"
     assert s.labels[: s.prompt_len] == [IGNORE] * s.prompt_len
     with torch.no_grad():  # dequantised weights are sane: the right answer is far likelier than a wrong one
         good = model_per_sample_loss(lm.model, collate([s], tok.pad_token_id))
-        bad = model_per_sample_loss(lm.model, collate([encode_sample(tok, prompt, "The capital of France is "
-                                                                     "Tokyo.")], tok.pad_token_id))
-        out = lm.model.generate(torch.tensor([s.input_ids[: s.prompt_len]]), max_new_tokens=12, do_sample=False)
+        bad = model_per_sample_loss(
+            lm.model,
+            collate([encode_sample(tok, prompt, "The capital of France is Tokyo.")], tok.pad_token_id),
+        )
+        out = lm.model.generate(
+            torch.tensor([s.input_ids[: s.prompt_len]]), max_new_tokens=12, do_sample=False
+        )
     assert good.item() < 1.0 < bad.item()
-    assert "Paris" in tok.decode(out[0, s.prompt_len:])
+    assert "Paris" in tok.decode(out[0, s.prompt_len :])
+
+
+def test_unloadable_directory_is_an_input_error(tiny_model_dir, curator_home):
+    (tiny_model_dir / "tokenizer.json").unlink()
+    (tiny_model_dir / "tokenizer_config.json").unlink()
+    with pytest.raises(InputError, match="Cannot load model directory"):
+        load_model(str(tiny_model_dir), device="cpu")

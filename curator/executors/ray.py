@@ -124,8 +124,9 @@ class _Slots:
 
 
 class RayExecutor:
-    """Run units on Ray: ``address`` is ``auto`` (a running cluster, else a local one), ``local``,
-    or a cluster address (``ray://host:10001`` or ``host:6379``); ``workers`` caps units in flight."""
+    """Run units on Ray: ``address`` is ``auto`` (``$RAY_ADDRESS``, else a running cluster, else a
+    local one), ``local``, or a cluster address (``ray://host:10001`` or ``host:6379``);
+    ``workers`` caps the units in flight (and sizes the actor pool of model stages)."""
 
     name = "ray"
 
@@ -142,6 +143,9 @@ class RayExecutor:
         common = {"log_to_driver": not self.quiet, "logging_level": logging.ERROR if self.quiet else logging.WARNING}
         if self.address not in ("auto", "local"):
             ray.init(address=self.address, **common)
+            return
+        if self.address == "auto" and os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], **common)  # set but unreachable: an error, no fallback
             return
         if self.address == "auto":
             try:
@@ -228,9 +232,9 @@ class RayExecutor:
         unit = f"shard-{job[3]:05d}"
         if not died:
             return err if isinstance(err, CuratorError) else RunError(f"{unit}: {type(err).__name__}: {err}")
-        plan, stages = _plan(job)
         from curator.rundir import RunDir
 
+        _, stages = _plan(job)
         rundir = RunDir(Path(job[1]))
         ps = next((p for p in stages if not rundir.is_done(p.fingerprint, unit)), stages[-1])
         marker = rundir.marker(ps.fingerprint, unit, "failed")

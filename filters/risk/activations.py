@@ -233,14 +233,16 @@ class ForwardScoreStage(Stage):
         chunks = [order[k : k + self.params.batch_size] for k in range(0, len(order), self.params.batch_size)]
         todo = [c for c in chunks if not all(ids[i] in cache.rows for i in c)]
         pending: list[dict] = []
-        with progress_bar(self.name, len(todo), self.context.quiet or len(todo) < 2) as advance:
-            for n, chunk in enumerate(todo, start=1):
-                pending += self._score_rows([ids[i] for i in chunk], [encoded[i] for i in chunk], loaded)
-                advance()
-                if n % FLUSH_EVERY == 0:
-                    cache.add(pending)
-                    pending = []
-        cache.add(pending)
+        try:
+            with progress_bar(self.name, len(todo), self.context.quiet or len(todo) < 2) as advance:
+                for n, chunk in enumerate(todo, start=1):
+                    pending += self._score_rows([ids[i] for i in chunk], [encoded[i] for i in chunk], loaded)
+                    advance()
+                    if n % FLUSH_EVERY == 0:
+                        cache.add(pending)
+                        pending = []
+        finally:  # also on interruption: finished chunks are kept for the resumed run
+            cache.add(pending)
         rows = []
         for sid, enc in zip(ids, encoded):
             if isinstance(enc, str):

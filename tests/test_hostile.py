@@ -13,7 +13,7 @@ from helpers import write_recipe
 from curator.errors import InputError
 from curator.pipeline import run
 
-BAD = Path(__file__).parent / "data" / "bad"
+BAD = Path(__file__).parent / "data" / "hostile"
 
 
 def _run(tmp_path, name, fmt="auto", **normalize):
@@ -96,3 +96,59 @@ def test_missing_input_is_a_usage_error(tmp_path):
     res = subprocess.run([sys.executable, "-m", "curator.cli", "run", str(recipe), "-o", str(tmp_path / "r"), "-q"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 2 and "nope.jsonl: input not found" in res.stderr
+
+
+def test_control_characters_are_stripped_and_the_row_kept(tmp_path):
+    res = _run(tmp_path, "control_chars.jsonl")
+    assert res.counts["kept"] == 1
+    row = pq.read_table(str(tmp_path / "run" / "input")).to_pylist()[0]
+    assert row["prompt"] == "bell and nul and esc[31m" and row["response"] == "tab\tnew\nline ok"
+
+
+def test_extra_columns_pass_through_to_the_dataset(tmp_path):
+    import datasets
+
+    _run(tmp_path, "extra_columns.jsonl")
+    ds = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
+    rows = sorted(ds.to_list(), key=lambda r: r["prompt"])
+    assert [r["meta"] for r in rows] == [{"k": [1, 2]}, {"k": []}] and [r["score"] for r in rows] == [0.5, 1.5]
+
+
+def test_duplicate_rows_are_dropped_with_their_positions(tmp_path):
+    res = _run(tmp_path, "duplicates.jsonl")
+    assert res.counts["rows_in"] == 4 and res.counts["kept"] == 2 and res.counts["dropped"] == 2
+    ledger = pq.read_table(str(tmp_path / "run" / "ledger")).to_pylist()
+    assert sorted(r["input_row"] for r in ledger if r["reason"] == "duplicate") == [2, 3]
+
+
+def test_ten_megabyte_prompt_is_quarantined_not_loaded_into_the_pipeline(tmp_path):
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps({"prompt": "A" * 10_000_000, "response": "r"}) + "\n"
+                    + json.dumps({"prompt": "small", "response": "r"}) + "\n")
+    recipe = write_recipe(tmp_path, ["huge.jsonl"], [{"use": "normalize"}, {"use": "quality"}], shards=1)
+    res = run(recipe, tmp_path / "run", quiet=True)
+    assert res.counts == {**res.counts, "kept": 1, "quarantined": 1}
+    q = _quarantine(tmp_path)[0]
+    assert "too large" in q["reason"] and q["raw_truncated"] and len(q["raw"]) == 65536
+
+
+@pytest.mark.parametrize("recipe_file,expected", [
+    ("alias_bomb.yaml", "YAML aliases"),
+    ("unknown_tag.yaml", "not valid YAML"),
+    ("escape_path.yaml", "outside the allowed roots"),
+    ("import_path.yaml", "unknown stage 'os.system'"),
+])
+def test_hostile_recipes_are_refused_with_exit_2(tmp_path, recipe_file, expected):
+    shutil.copy(BAD / recipe_file, tmp_path / recipe_file)
+    (tmp_path / "data.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    res = subprocess.run([sys.executable, "-m", "curator.cli", "run", recipe_file, "-o", "r", "-q"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2 and expected in res.stderr and "Traceback" not in res.stderr
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_model_directory_asking_for_remote_code_is_refused(tmp_path):
+    from curator.models import resolve_model
+
+    with pytest.raises(InputError, match="remote code"):
+        resolve_model(str(BAD / "remote_code_model"))
