@@ -34,6 +34,7 @@ def write_recipe(dir_: Path, inputs: list[str], stages: list[dict], **top) -> Pa
 
 ENGINE_STAGES = [
     {"use": "normalize"},
+    {"use": "patterns", "with": {"batch_size": 50}},
     {"use": "quality"},
     {"use": "decide", "with": {"drop_if": ["is_duplicate", "char_len > 900"],
                                "flag_if": ["response_chars > quantile(response_chars, 0.8)"]}},
