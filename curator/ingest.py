@@ -54,12 +54,19 @@ def _quarantine_rows(idx: int, rows: list[tuple[int, str, str]]) -> pa.Table:
     }, schema=QUARANTINE_SCHEMA)
 
 
-def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage) -> tuple[pa.Table, pa.Table, InputInfo]:
-    """One input -> (canonical good rows with ``sample_id``, quarantine rows, input info)."""
+def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage, limit: int | None = None
+               ) -> tuple[pa.Table, pa.Table, InputInfo]:
+    """One input -> (canonical good rows with ``sample_id``, quarantine rows, input info).
+
+    ``limit`` keeps only the file's first ``limit`` rows (bad rows count as rows)."""
     table, bad = read_table(path)
-    n_rows = table.num_rows + len(bad)
     file_rows = table.column("_file_row") if "_file_row" in table.column_names else pa.array(
         range(table.num_rows), pa.int64())
+    if limit is not None:
+        keep = pc.less(file_rows, limit)
+        table, file_rows = table.filter(keep), file_rows.filter(keep)
+        bad = [b for b in bad if b.row < limit]
+    n_rows = table.num_rows + len(bad)
     if "_file_row" in table.column_names:
         table = table.drop_columns(["_file_row"])
     quarantined = [(b.row, b.raw, b.reason) for b in bad]
@@ -106,10 +113,10 @@ def _concat(tables: list[pa.Table], where: str) -> pa.Table:
 
 
 def ingest(inputs: list[tuple], n_shards: int, rundir: RunDir, normalizer: Stage) -> dict:
-    """Run the ingest; ``inputs`` are (path, format, source). Returns per-shard and per-input counts."""
+    """Run the ingest; ``inputs`` are (path, format, source, limit). Returns per-shard and per-input counts."""
     goods, quars, infos = [], [], []
-    for idx, (path, fmt, source) in enumerate(inputs):
-        good, quar, info = read_input(idx, path, fmt, source, normalizer)
+    for idx, (path, fmt, source, limit) in enumerate(inputs):
+        good, quar, info = read_input(idx, path, fmt, source, normalizer, limit)
         if good is not None:
             goods.append(good)
         quars.append(quar)

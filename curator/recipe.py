@@ -32,6 +32,15 @@ class InputSpec:
     path: str
     format: str = "auto"
     source: str | None = None
+    limit: int | None = None  # only the first `limit` rows of this input
+
+    def validate(self) -> None:
+        from curator.samples import FORMAT_NAMES
+
+        if self.format not in FORMAT_NAMES:
+            raise ValueError(f"format: expected one of {list(FORMAT_NAMES)}, got {self.format!r}")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError("limit: must be >= 0")
 
 
 @dataclass(frozen=True)

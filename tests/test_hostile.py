@@ -152,3 +152,11 @@ def test_model_directory_asking_for_remote_code_is_refused(tmp_path):
 
     with pytest.raises(InputError, match="remote code"):
         resolve_model(str(BAD / "remote_code_model"))
+
+
+def test_input_limit_keeps_the_first_rows_counting_bad_ones(tmp_path):
+    shutil.copy(BAD / "broken_lines.jsonl", tmp_path / "b.jsonl")
+    recipe = write_recipe(tmp_path, ["b.jsonl"], [{"use": "normalize"}], shards=1)
+    recipe.write_text(recipe.read_text().replace("path: b.jsonl", "path: b.jsonl\n  limit: 3"))
+    res = run(recipe, tmp_path / "run", quiet=True)
+    assert res.counts["rows_in"] == 3 and res.counts["kept"] == 1 and res.counts["quarantined"] == 2
