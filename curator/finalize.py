@@ -26,7 +26,7 @@ from curator.rundir import RunDir, shard_name
 from curator.stage import FLAG_COLUMN
 
 
-def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: str, started: float,
+def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: dict, started: float,
              timings: dict[str, float], quiet: bool):
     from curator.pipeline import RunResult
 

@@ -52,7 +52,7 @@ def environment(device: str) -> dict:
             "device": device, "packages": versions}
 
 
-def build_manifest(plan, rundir, ingest_info: dict, shards: list[dict], executor: str, started: float,
+def build_manifest(plan, rundir, ingest_info: dict, shards: list[dict], executor: dict, started: float,
                    timings: dict[str, float], dataset: dict) -> dict:
     recipe = plan.recipe
     totals = {k: sum(s[k] for s in shards) for k in ("rows_in", "kept", "dropped", "flagged", "quarantined", "added")}
@@ -73,7 +73,7 @@ def build_manifest(plan, rundir, ingest_info: dict, shards: list[dict], executor
         "curator": {"version": __version__, "git_commit": _git_commit()},
         "environment": environment(recipe.device),
         "recipe": {"name": recipe.name, "sha256": recipe.sha256(), "resolved": recipe.resolved()},
-        "executor": {"kind": executor, "workers": recipe.executor.workers},
+        "executor": executor,
         "n_shards": recipe.shards,
         "inputs": ingest_info["inputs"],
         "stages": stages,

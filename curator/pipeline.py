@@ -25,7 +25,7 @@ from curator.recipe import Recipe, load_recipe
 from curator.rundir import RunDir, RunLock
 from curator.samples import sample_ids, shard_indices
 
-_STAGE_CACHE: dict[str, Any] = {}  # per worker process: stage fingerprint -> set-up stage
+_STAGE_CACHE: dict[tuple[str, str], Any] = {}  # per process: (fingerprint, run dir) -> set-up stage
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
             for ps in stages:
                 timings[ps.id] = round(time.time() - t0, 3)
         _raise_failed(rundir)
-        return finalize(plan, rundir, ingest_info, exe.name, started, timings, quiet)
+        return finalize(plan, rundir, ingest_info, {"kind": exe.name, "workers": exe.workers}, started, timings,
+                        quiet)
 
 
 def _remove_stale_temporaries(root: Path) -> None:
@@ -121,11 +122,14 @@ def _ingest(plan: Plan, rundir: RunDir, paths: list[Path]) -> dict:
 
 
 def _get_stage(ps) -> Any:
-    stage = _STAGE_CACHE.get(ps.fingerprint)
+    """The set-up stage for ``ps`` in this process (keyed by run directory too: a worker that
+    serves two runs must not write one run's cache into the other)."""
+    key = (ps.fingerprint, str(ps.stage.context.run_dir))
+    stage = _STAGE_CACHE.get(key)
     if stage is None:
         stage = ps.stage
         stage.setup()
-        _STAGE_CACHE[ps.fingerprint] = stage
+        _STAGE_CACHE[key] = stage
     return stage
 
 
