@@ -64,15 +64,15 @@ class DirectionConfig:
 
     method: str = "lora"
     lora: LoRAConfig = LoRAConfig(r=8, alpha=16.0, target_modules="all-linear")
-    danger_train: TrainConfig = TrainConfig(lr=1e-3, epochs=2, batch_size=8, max_length=320)
-    safety_train: TrainConfig = TrainConfig(lr=1e-3, epochs=2, batch_size=8, max_length=320)
-    initial_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=256)
-    initial_rows: int = 160
+    danger_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=192)
+    safety_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=192)
+    initial_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=192)
+    initial_rows: int = 96
     test_fraction: float = 0.2
     split_seed: int = 0
     init_seed: int = 0
     mean_batch_size: int = 8
-    mean_max_length: int = 320
+    mean_max_length: int = 192
 
     def __post_init__(self):
         if self.method not in ("lora", "mean_update"):

@@ -198,3 +198,23 @@ def test_params_and_fingerprint(tiny_env, tmp_path):
                                                                         "method": "mean_update"}, "with"))
     with pytest.raises(RecipeError, match="method"):
         wrong.setup()
+
+
+def test_recipe_run_end_to_end(tiny_env, tmp_path):
+    from curator.pipeline import run
+    from curator.registry import register
+    from tests.helpers import write_jsonl, write_recipe
+
+    register(SQSDStage)
+    rows = [r for r in ROWS if r.get("prompt")]
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": r["prompt"], "response": r["response"]} for r in rows])
+    stages = [{"use": "normalize"}, {"use": "risk.sqsd", "with": {"directions": str(tiny_env["dirs"]["lora"]),
+                                                                  "batch_size": 2, "max_length": 48}}]
+    recipe = write_recipe(tmp_path, ["d.jsonl"], stages, shards=2, model=str(tiny_env["model_dir"]))
+    res = run(recipe, tmp_path / "run", quiet=True)
+    scores = pq.read_table(str(tmp_path / "run" / "scores" / "risk.sqsd")).to_pylist()
+    assert len(scores) == len(rows) == res.counts["kept"]
+    assert all(r["flag_reason"] is None and math.isfinite(r["risk_sqsd"]) for r in scores)
+    assert len(list((tmp_path / "run" / "cache").glob("*/scores/part-*.parquet"))) == 2  # one per shard
+    again = run(recipe, tmp_path / "run", quiet=True)  # resume: nothing to redo, same digest
+    assert again.digest == res.digest
