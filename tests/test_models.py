@@ -112,4 +112,4 @@ def test_unloadable_directory_is_an_input_error(tiny_model_dir, curator_home):
     (tiny_model_dir / "tokenizer.json").unlink()
     (tiny_model_dir / "tokenizer_config.json").unlink()
     with pytest.raises(InputError, match="Cannot load model directory"):
-        load_model(str(tiny_model_dir), device="cpu")
+        load_model(str(tiny_model_dir), device="cpu", cached=False)

@@ -1,0 +1,238 @@
+"""Per-sample LoRA gradient throughput on the default model (SmolLM2-135M-Instruct), CPU.
+
+Prints, per dtype, samples/s of: forward-only loss (the floor), the batch-1 ``loss.backward()`` LoRA
+loop (reference), and the batched hook engine (``per_sample_lora_grads``); their ratio; the agreement
+of their gradients; achieved FLOP/s as a fraction of a float32 matmul roofline measured in this run;
+and the peak RSS of each phase. FLOPs "needed" per sample = forward (blocks over all T tokens + LM head
+on response tokens + causal attention) + activation-gradient backward (same linear FLOPs, 2x attention)
++ per-sample LoRA einsums; the same count is used for the loop and the engine.
+
+    python benchmarks/gradients.py            # ~5-8 min on 2 cores
+    python benchmarks/gradients.py --quick    # ~1-2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import threading
+import time
+
+import torch
+
+from curator.chat import EncodedSample, collate, encode_sample, model_per_sample_loss, per_sample_loss
+from curator.gradients import per_sample_lora_grads
+from curator.lora import LoRAConfig, attach_lora, detach_lora, lora_modules
+from curator.models import load_model
+
+WORDS = (
+    "data model safety answer question river mountain bread flour water salt yeast bake oven time "
+    "because first second third explain why how what when where list steps careful simple"
+).split()
+
+
+class PeakRSS:
+    """Peak resident set size (MB) while the block runs, sampled from /proc/self/statm every 5 ms."""
+
+    def __enter__(self):
+        self.peak, self._stop = 0, threading.Event()
+        page = os.sysconf("SC_PAGE_SIZE")
+
+        def watch():
+            while not self._stop.is_set():
+                with open("/proc/self/statm") as fh:
+                    self.peak = max(self.peak, int(fh.read().split()[1]) * page)
+                time.sleep(0.005)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.mb = self.peak / 2**20
+
+
+def make_samples(tok, n: int, seq_len: int, resp_len: int, seed: int = 0) -> list[EncodedSample]:
+    """n samples of exactly ``seq_len`` tokens, the last ``resp_len`` of them response (incl. end of turn)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        resp_ids = tok.encode(
+            " ".join(rng.choice(WORDS) for _ in range(4 * resp_len)), add_special_tokens=False
+        )
+        response = tok.decode(resp_ids[: resp_len - 1])
+        prompt = " ".join(rng.choice(WORDS) for _ in range(4 * seq_len))
+        s = encode_sample(tok, prompt, response, max_length=seq_len, truncation_side="left")
+        out.append(s)
+    return out
+
+
+def roofline_flops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """Best-of-``reps`` FLOP/s of an n×n×n matmul (best = least disturbed by other load)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)
+    best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(reps))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def needed_flops(model, seq_len: int, resp_tokens: int) -> float:
+    cfg = model.config
+    lin = sum(m.base.weight.numel() for m in lora_modules(model).values())
+    lora = sum(m.lora_A.numel() + m.lora_B.numel() for m in lora_modules(model).values())
+    width = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
+    attn = 2 * seq_len**2 * width * cfg.num_hidden_layers  # causal QKᵀ + AV, multiply-add = 2 FLOPs
+    head = 2 * cfg.vocab_size * cfg.hidden_size * resp_tokens
+    forward = 2 * lin * seq_len + head + attn + 4 * lora * seq_len
+    backward = 2 * lin * seq_len + head + 2 * attn + 4 * lora * seq_len
+    return forward, forward + backward + 4 * lora * seq_len  # + per-sample gA, gB einsums
+
+
+def loop_grads(model, samples):
+    """Reference: batch size 1, full logits, ``loss.backward()`` into the LoRA parameters."""
+    mods = lora_modules(model)
+    for m in mods.values():
+        m.lora_A.requires_grad_(True)
+        m.lora_B.requires_grad_(True)
+    grads = []
+    for s in samples:
+        model.zero_grad(set_to_none=True)
+        batch = collate([s], 0)
+        logits = model(input_ids=batch["input_ids"], use_cache=False).logits
+        per_sample_loss(logits, batch["labels"]).sum().backward()
+        grads.append({n: (m.lora_A.grad.float(), m.lora_B.grad.float()) for n, m in mods.items()})
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def rel_err(loop, engine, n: int) -> float:
+    worst = 0.0
+    for i in range(n):
+        for name, (ga, gb) in engine.items():
+            for ref, got in zip(loop[i][name], (ga[i], gb[i])):
+                worst = max(worst, float((ref - got).norm() / ref.norm().clamp(min=1e-30)))
+    return worst
+
+
+def bench(dtype: str, args) -> list[str]:
+    """One dtype block. Each phase gets its own float32 roofline measured just before it, so a shared,
+    unevenly loaded machine distorts the fractions less."""
+    lm = load_model("default", device="cpu", dtype=dtype)
+    model, tok = lm.model, lm.tokenizer
+    samples = make_samples(tok, args.n, args.seq_len, args.resp_len)
+    attach_lora(model, LoRAConfig(r=8, alpha=16), seed=0, init="random")  # B ≠ 0: a non-trivial LoRA state
+    fwd_flops, flops = needed_flops(model, args.seq_len, samples[0].response_len - 1)
+    bs = args.batch_size
+    batches = [collate(samples[i : i + bs], tok.pad_token_id) for i in range(0, args.n, bs)]
+    n_loop = min(args.loop_n, args.n)
+    loop: list = []
+    engine: dict = {}
+
+    def forward():
+        with torch.no_grad():
+            for b in batches:
+                model_per_sample_loss(model, b)
+
+    def warm_forward():
+        with torch.no_grad():
+            model_per_sample_loss(model, batches[0])
+
+    def batched():
+        for j, b in enumerate(batches):
+            _, grads = per_sample_lora_grads(model, b)
+            if j == 0:
+                engine.update(grads)
+
+    phases = [
+        (f"forward-only loss, batch {bs}", fwd_flops, args.n, forward, lambda: warm_forward()),
+        (
+            "batch-1 LoRA loop (loss.backward)",
+            flops,
+            n_loop,
+            lambda: loop.extend(loop_grads(model, samples[:n_loop])),
+            lambda: loop_grads(model, samples[:1]),
+        ),
+        (
+            f"batched engine, batch {bs}",
+            flops,
+            args.n,
+            batched,
+            lambda: per_sample_lora_grads(model, batches[0]),
+        ),
+    ]
+    rows, rates = [], []
+    try:
+        for name, work, count, run, warm in phases:
+            warm()
+            roof = roofline_flops(torch.float32, reps=5)
+            with PeakRSS() as mem:
+                rate = count / _timed(run)
+            rates.append(rate)
+            rows.append(
+                f"| {name} | {rate:.3f} | {work * rate / 1e9:.1f} | {roof / 1e9:.1f} | "
+                f"{100 * work * rate / roof:.0f}% | {mem.mb:.0f} |"
+            )
+        err = rel_err(loop, engine, min(n_loop, bs))
+    finally:
+        detach_lora(model)
+    fwd_rate, loop_rate, eng_rate = rates
+    return [
+        f"\n### {dtype}\n",
+        "| method | samples/s | achieved GFLOP/s | fp32 roofline GFLOP/s (just before) | fraction | peak RSS MB |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        f"\nengine / loop speed-up: **{eng_rate / loop_rate:.2f}x**; engine time / forward-only time: "
+        f"{fwd_rate / eng_rate:.2f} (FLOP ratio {flops / fwd_flops:.2f}); max relative gradient difference "
+        f"engine vs loop: {err:.1e}; FLOPs per sample: forward {fwd_flops / 1e9:.1f} GFLOP, per-sample LoRA "
+        f"grads {flops / 1e9:.1f} GFLOP",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="= --n 8 --loop-n 4 --dtypes float32 (overrides them)")
+    ap.add_argument("--n", type=int, default=32, help="samples per measurement")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--loop-n", type=int, default=8, help="samples for the (slow) batch-1 loop")
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--resp-len", type=int, default=128, help="response tokens incl. end of turn")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--out", help="also write the printed markdown to this file")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.loop_n, args.dtypes = 8, 4, "float32"
+    roof = roofline_flops(torch.float32)
+    roof_bf16 = roofline_flops(torch.bfloat16)
+    lines = [
+        f"load average at start: {os.getloadavg()[0]:.2f} (the machine may be shared; ratios are within one run)",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.n} samples of {args.seq_len} "
+        f"tokens ({args.resp_len} response); LoRA r=8 all-linear",
+        f"float32 matmul roofline (2048^3, best of 10): {roof / 1e9:.1f} GFLOP/s; "
+        f"bf16 matmul: {roof_bf16 / 1e9:.1f} GFLOP/s (fractions below are of the float32 roofline)",
+    ]
+    print("\n".join(lines), flush=True)
+    for dtype in args.dtypes.split(","):
+        block = bench(dtype, args)
+        print("\n".join(block), flush=True)
+        lines += block
+    if args.out:
+        cmd = "python benchmarks/gradients.py " + " ".join(sys.argv[1:])
+        with open(args.out, "w") as fh:
+            fh.write(
+                f"# Per-sample LoRA gradients: benchmark results\n\nCommand: `{cmd}`\n\n"
+                + "\n".join(lines)
+                + "\n"
+            )
+
+
+if __name__ == "__main__":
+    main()
