@@ -22,6 +22,7 @@ from filters.hardness.rollouts import (
     rollout_seed,
 )
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run faster on one thread, and far faster when other jobs share the CPU."""

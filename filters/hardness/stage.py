@@ -1,0 +1,206 @@
+"""``hardness``: self-mined hardness of safety prompts (method notes §1.2-1.4, §6.5).
+
+For each selected prompt p, k self-rollouts r_j (``filters.hardness.rollouts``) are judged by
+``judge`` (``make_judge`` spec: "keyword", "classifier", {"llm": ...}, {"ensemble": [...]}) and
+
+    hardness = n_harmful / k      (abstentions count as not harmful; ``abstain: exclude`` divides by k - n_abstain)
+
+plus ``hardness_wilson_lb`` (Wilson lower bound at ``wilson_z``), optional ``hardness_beta`` =
+(n_harmful + a) / (n + a + b) for ``smoothing: [a, b]``, ``hardness_rate_<judge>`` (share of rollouts
+each ensemble member voted harmful), ``hardness_safe_j`` (rollout indices judged not harmful: the
+candidate training targets for ``rebalance``) and ``hardness_group`` (rollout group id in
+``RUN_DIR/cache/rollouts``). Only rows matching ``where`` (a DuckDB predicate) and ``sources`` with a
+non-empty prompt are rolled out -- an SFT set mixes safety prompts with benign data, and hardness is
+only meaningful on harmful prompts (the keyword judge's harm label is "did not refuse"). Other rows
+get null columns.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+
+from curator.errors import RecipeError
+from curator.stage import Resources, Stage
+from filters.hardness.judges import EnsembleJudge, make_judge
+from filters.hardness.rollouts import GenParams, RolloutGenerator, VerdictCache
+
+BASE_COLUMNS = ("hardness", "hardness_k", "hardness_n_harmful", "hardness_n_abstain", "hardness_wilson_lb",
+                "hardness_safe_j", "hardness_group")
+
+
+def wilson_lower_bound(successes: int, n: int, z: float = 1.96) -> float:
+    """(p + z²/2n - z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), p = successes/n; 0 when n = 0."""
+    if n <= 0:
+        return 0.0
+    p, z2 = successes / n, z * z
+    centre = p + z2 / (2 * n) - z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre / (1 + z2 / n))
+
+
+def member_names(spec: Any) -> list[str]:
+    """Column-safe names of an ensemble's members, derived from the spec (no judge is loaded)."""
+    if not (isinstance(spec, dict) and "ensemble" in spec):
+        return []
+    names = []
+    for m in spec["ensemble"]:
+        name = m if isinstance(m, str) else next(iter(m))
+        if name == "llm" and isinstance(m, dict):
+            opts = m["llm"] or {}
+            name = f"{opts.get('format', 'llama_guard_3')}_{Path(str(opts.get('path', ''))).name}"
+        base = re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_")
+        names.append(base if base not in names else f"{base}_{len(names) + 1}")
+    return names
+
+
+@functools.cache
+def _judge(spec_json: str):
+    return make_judge(json.loads(spec_json))
+
+
+@dataclass(frozen=True)
+class HardnessParams:
+    k: int = 8
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off (the paper)
+    seed: int | None = None  # None: the recipe seed
+    judge: str | dict[str, Any] = "keyword"
+    where: str | None = None  # DuckDB predicate selecting the safety prompts, e.g. "source = 'advbench'"
+    sources: tuple[str, ...] | None = None  # alternatively: only rows whose `source` is listed
+    backend: Literal["transformers", "vllm"] = "transformers"
+    abstain: Literal["safe", "exclude"] = "safe"
+    wilson_z: float = 1.96
+    smoothing: tuple[float, ...] | None = None  # [a, b] Beta prior -> hardness_beta
+    batch_size: int = 64  # prompts per batch
+    block: int = 8  # rollouts of one prompt sampled together (part of the rollout identity)
+
+    def validate(self) -> None:
+        if self.k < 1 or self.batch_size < 1 or self.block < 1:
+            raise ValueError("k, batch_size and block must be >= 1")
+        if self.smoothing is not None and (len(self.smoothing) != 2 or min(self.smoothing) <= 0):
+            raise ValueError(f"smoothing must be [a, b] with a, b > 0, got {list(self.smoothing)}")
+        if self.where is not None and ";" in self.where:
+            raise ValueError("where: one SQL predicate, no ';'")
+        try:
+            GenParams(self.temperature, self.top_p, self.top_k, self.max_new_tokens, 0, self.backend, block=self.block)
+        except RecipeError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class HardnessStage(Stage):
+    name = "hardness"
+    kind = "score"
+    version = 1
+    Params = HardnessParams
+    requires = ("sample_id", "prompt")
+    provides = BASE_COLUMNS
+    uses_model = True
+
+    def resources(self) -> Resources:
+        return Resources(batch_size=self.params.batch_size, gpus=1.0 if self.params.backend == "vllm" else 0.0)
+
+    def provided_columns(self) -> tuple[str, ...]:
+        extra = ("hardness_beta",) if self.params.smoothing else ()
+        return BASE_COLUMNS + extra + tuple(f"hardness_rate_{n}" for n in member_names(self.params.judge))
+
+    def required_columns(self) -> tuple[str, ...]:
+        return self.requires + (("source",) if self.params.sources else ())
+
+    @property
+    def seed(self) -> int:
+        return self.context.seed if self.params.seed is None else self.params.seed
+
+    def gen_params(self) -> GenParams:
+        p = self.params
+        return GenParams(p.temperature, p.top_p, p.top_k, p.max_new_tokens, self.seed, p.backend, self.context.dtype,
+                         p.block)
+
+    def fingerprint_inputs(self) -> dict[str, Any]:
+        from curator.models import resolve_model
+
+        judge = _judge(json.dumps(self.params.judge, sort_keys=True))
+        return {"model": resolve_model(self.context.model).fingerprint, "judge": judge.fingerprint(),
+                "seed": self.seed}
+
+    def check_inputs(self, schema: pa.Schema) -> None:
+        super().check_inputs(schema)
+        if self.params.where:
+            con = duckdb.connect()
+            con.register("batch", pa.table({n: pa.array([], pa.string()) for n in schema.names}))
+            try:
+                con.execute(f"SELECT ({self.params.where}) FROM batch LIMIT 0")
+            except duckdb.Error as exc:
+                raise RecipeError(f"hardness where {self.params.where!r}: {str(exc).splitlines()[0]}; "
+                                  f"columns available: {schema.names}") from None
+
+    def setup(self) -> None:
+        self.judge = _judge(json.dumps(self.params.judge, sort_keys=True))
+        self.generator = RolloutGenerator(self.context.run_dir, self.context.model, self.params.backend,
+                                          self.context.device, self.context.dtype, self.context.quiet)
+        self.verdicts = VerdictCache(self.context.run_dir)
+
+    def selected(self, table: pa.Table) -> list[bool]:
+        prompts = table.column("prompt").to_pylist()
+        mask = [isinstance(p, str) and bool(p.strip()) for p in prompts]
+        if self.params.sources:
+            mask = [m and s in self.params.sources for m, s in zip(mask, table.column("source").to_pylist())]
+        if self.params.where:
+            con = duckdb.connect()
+            con.register("batch", table)
+            hit = con.sql(f"SELECT coalesce(({self.params.where}), false) FROM batch").fetchall()
+            mask = [m and bool(h[0]) for m, h in zip(mask, hit)]
+        return mask
+
+    def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        mask = self.selected(table)
+        prompts = [p for p, m in zip(table.column("prompt").to_pylist(), mask) if m]
+        records = iter(self.score(prompts))
+        rows = [next(records) if m else {} for m in mask]
+        cols = {"sample_id": table.column("sample_id")}
+        types = {"hardness_k": pa.int64(), "hardness_n_harmful": pa.int64(), "hardness_n_abstain": pa.int64(),
+                 "hardness_safe_j": pa.list_(pa.int64()), "hardness_group": pa.string()}
+        for c in self.provided_columns():
+            cols[c] = pa.array([r.get(c) for r in rows], types.get(c, pa.float64()))
+        return pa.table(cols)
+
+    def score(self, prompts: list[str]) -> list[dict]:
+        """One record (column -> value) per prompt."""
+        if not prompts:
+            return []
+        k, p = self.params.k, self.params
+        rollouts = self.generator.rollouts(prompts, k, self.gen_params())
+        pairs = [(prompt, r["text"]) for prompt, rs in zip(prompts, rollouts) for r in rs]
+        names = member_names(p.judge)
+        if isinstance(self.judge, EnsembleJudge):
+            members = self.verdicts.members(self.judge, pairs)
+            final = [self.judge.combine(v) for v in zip(*members)]
+        else:
+            members, final = [], self.verdicts.judge(self.judge, pairs)
+        out = []
+        for i, rs in enumerate(rollouts):
+            vs = final[i * k:(i + 1) * k]
+            n_harm = sum(v.harmful is True for v in vs)
+            n_abst = sum(v.harmful is None for v in vs)
+            n = k - n_abst if p.abstain == "exclude" else k
+            rec = {"hardness": n_harm / n if n else None, "hardness_k": k, "hardness_n_harmful": n_harm,
+                   "hardness_n_abstain": n_abst, "hardness_wilson_lb": wilson_lower_bound(n_harm, n, p.wilson_z),
+                   "hardness_safe_j": [r["j"] for r, v in zip(rs, vs) if v.harmful is False],
+                   "hardness_group": rs[0]["group_id"]}
+            if p.smoothing:
+                a, b = p.smoothing
+                rec["hardness_beta"] = (n_harm + a) / (n + a + b)
+            for name, mv in zip(names, members):
+                rec[f"hardness_rate_{name}"] = sum(v.harmful is True for v in mv[i * k:(i + 1) * k]) / k
+            out.append(rec)
+        return out
