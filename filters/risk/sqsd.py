@@ -145,11 +145,19 @@ class SQSDStage(Stage):
                 rows += [self._row(ids[i], None, None, "no response tokens to score")
                          for i in order[s:s + bs] if encoded[i].response_len == 0]
                 if idx:
-                    scores = self.score_encoded([encoded[i] for i in idx])
-                    for k, i in enumerate(idx):
-                        rows.append(self._row(ids[i], float(scores["danger"][k]), float(scores["safety"][k])))
+                    rows += self._score_chunk([ids[i] for i in idx], [encoded[i] for i in idx])
                 advance(len(order[s:s + bs]))
         return rows
+
+    def _score_chunk(self, ids: list[str], samples: list) -> list[dict]:
+        """Score a micro-batch; if it fails (e.g. out of memory), retry one by one and flag what still fails."""
+        try:
+            scores = self.score_encoded(samples)
+        except RuntimeError as exc:
+            if len(samples) == 1:
+                return [self._row(ids[0], None, None, f"SQSD scoring failed: {type(exc).__name__}: {exc}"[:300])]
+            return [r for k in range(len(samples)) for r in self._score_chunk(ids[k:k + 1], samples[k:k + 1])]
+        return [self._row(sid, float(scores["danger"][k]), float(scores["safety"][k])) for k, sid in enumerate(ids)]
 
     @staticmethod
     def _row(sid: str, danger: float | None, safety: float | None, reason: str | None = None) -> dict:

@@ -218,3 +218,72 @@ def test_recipe_run_end_to_end(tiny_env, tmp_path):
     assert len(list((tmp_path / "run" / "cache").glob("*/scores/part-*.parquet"))) == 2  # one per shard
     again = run(recipe, tmp_path / "run", quiet=True)  # resume: nothing to redo, same digest
     assert again.digest == res.digest
+
+
+# ----------------------------------------------------------------------------- slow: default model
+
+
+def _auroc(pos: list[float], neg: list[float]) -> float:
+    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "mean_update"])
+def test_default_model_separates_held_out_anchors(tmp_path, method):
+    """Held-out uncensorbench prompts (never used to build the directions): compliant answer vs refusal."""
+    from scipy.stats import spearmanr
+
+    from curator.anchors import danger_anchors, safety_anchors, split
+
+    cfg = dirs.DirectionConfig(method=method)
+    _, d_test, _ = split(danger_anchors(), cfg.test_fraction, cfg.split_seed)
+    _, s_test, _ = split(safety_anchors(), cfg.test_fraction, cfg.split_seed)
+    rows = [{"prompt": r["prompt"], "response": r["response"]} for r in d_test.to_pylist() + s_test.to_pylist()]
+    labels = [1] * d_test.num_rows + [0] * s_test.num_rows
+    out = {}
+    for mode in ("exact", "shared_state"):
+        p = build_params(SQSDStage.Params, {"method": method, "mode": mode, "max_length": 256}, "with")
+        stage = SQSDStage(p, StageContext(run_dir=tmp_path, cache_dir=tmp_path / mode, model="default",
+                                          device="cpu", quiet=True))
+        stage.setup()
+        out[mode] = stage.process_batch(batch_of(rows)).to_pylist()
+        stage.teardown()
+    exact = out["exact"]
+    assert all(r["flag_reason"] is None for r in exact)
+    report = {}
+    for col in ("risk_sqsd", "risk_sqsd_danger", "risk_sqsd_safety"):
+        sign = -1 if col == "risk_sqsd_safety" else 1
+        vals = [sign * r[col] for r in exact]
+        report[col] = _auroc([v for v, y in zip(vals, labels) if y], [v for v, y in zip(vals, labels) if not y])
+    lengths = [len(r["response"]) for r in rows]
+    rho_len = spearmanr([r["risk_sqsd"] for r in exact], lengths)[0]
+    rho_len_within = [spearmanr([r["risk_sqsd"] for r, y in zip(exact, labels) if y == k],
+                                [n for n, y in zip(lengths, labels) if y == k])[0] for k in (1, 0)]
+    rho_modes = spearmanr([r["risk_sqsd"] for r in exact], [r["risk_sqsd"] for r in out["shared_state"]])[0]
+    shared_auroc = _auroc([r["risk_sqsd"] for r, y in zip(out["shared_state"], labels) if y],
+                          [r["risk_sqsd"] for r, y in zip(out["shared_state"], labels) if not y])
+    print(f"\n[{method}] n={len(rows)} AUROC risk_sqsd={report['risk_sqsd']:.3f} "
+          f"danger={report['risk_sqsd_danger']:.3f} -safety={report['risk_sqsd_safety']:.3f} "
+          f"shared_state AUROC={shared_auroc:.3f} Spearman(exact, shared)={rho_modes:.3f} "
+          f"Spearman(risk, response chars)={rho_len:.3f} within compliant/refusal={rho_len_within[0]:.3f}/"
+          f"{rho_len_within[1]:.3f}")
+    assert report["risk_sqsd"] >= 0.9
+
+
+def test_failing_micro_batch_is_retried_per_sample(tiny_env, tmp_path):
+    stage = make_stage(tiny_env, tmp_path, batch_size=4)
+    stage.setup()
+    original = stage.score_encoded
+    bad = len(stage._lm.tokenizer.encode("hello", add_special_tokens=False)) + 1  # + end of turn
+
+    def flaky(samples):
+        if any(s.response_len == bad for s in samples):  # "hello" row: fails alone and in a batch
+            raise RuntimeError("simulated out of memory")
+        return original(samples)
+
+    stage.score_encoded = flaky
+    out = stage.process_batch(batch_of(ROWS[:4])).to_pylist()
+    failed = [r for r in out if r["flag_reason"]]
+    assert len(failed) == 1 and "simulated out of memory" in failed[0]["flag_reason"]
+    assert all(math.isfinite(r["risk_sqsd"]) for r in out if not r["flag_reason"])
