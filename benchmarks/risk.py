@@ -1,0 +1,113 @@
+"""risk.sqsd throughput on the default model (SmolLM2-135M-Instruct, CPU), 256-token samples.
+
+Prints samples/s of the stage in ``exact`` (2 forward/backward passes) and ``shared_state`` (1 pass)
+mode, and of the batch-1 dense reference written like the authors' code (``tests/risk/sqsd_reference``:
+``loss.backward()`` per sample, dense ``ΔW = -(gB@A + B@gA)`` per module, flattened cosine with the
+dense ``B_dir@A_dir``), measured in the same run, with their ratio; and checks that exact-mode scores
+equal the reference's (relative error vs Σ_m |cos| < 1e-4). Uses (and builds on first use) the default
+directions under $CURATOR_HOME. (benchmarks/risk_forward.py covers the forward-only scorers.)
+
+    python benchmarks/risk.py            # 32 samples per mode, 8 for the reference
+    python benchmarks/risk.py --quick    # 8 / 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from curator.stage import StageContext, build_params  # noqa: E402
+from filters.risk.sqsd import SQSDStage  # noqa: E402
+from tests.risk.sqsd_reference import dense_directions, reference_scores  # noqa: E402
+
+WORDS = ("data model safety answer question river mountain bread flour water salt yeast bake oven time "
+         "because first second third explain why how what when where list steps careful simple").split()
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    """Prompt + a long response; with max_length=256 (left truncation) every sample is exactly 256 tokens."""
+    rng = random.Random(seed)
+    return [{"prompt": " ".join(rng.choices(WORDS, k=20)) + "?", "response": " ".join(rng.choices(WORDS, k=400))}
+            for _ in range(n)]
+
+
+def batch_of(rows: list[dict], start: int = 0) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict({"sample_id": [f"s{start + i:05d}" for i in range(len(rows))],
+                                       "prompt": [r["prompt"] for r in rows],
+                                       "response": [r["response"] for r in rows]})
+
+
+def stage_for(mode: str, method: str, batch_size: int, tmp: Path) -> SQSDStage:
+    params = build_params(SQSDStage.Params, {"mode": mode, "method": method, "batch_size": batch_size,
+                                             "max_length": 256}, "with")
+    ctx = StageContext(run_dir=tmp, cache_dir=tmp / f"cache-{mode}-{time.time_ns()}", model="default", device="cpu",
+                       quiet=True)
+    return SQSDStage(params, ctx)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--ref-n", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--method", default="lora", choices=["lora", "mean_update"])
+    args = ap.parse_args()
+    n = args.n or (8 if args.quick else 32)
+    ref_n = args.ref_n or (4 if args.quick else 8)
+    rows = make_rows(n)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, n={n}, ref_n={ref_n}, "
+          f"batch_size={args.batch_size}, method={args.method}, 256-token samples")
+    tmp = Path(tempfile.mkdtemp(prefix="sqsd-bench-"))
+    results, scores = {}, {}
+    for mode in ("exact", "shared_state"):
+        stage = stage_for(mode, args.method, args.batch_size, tmp)
+        stage.setup()
+        stage.process_batch(batch_of(rows[:2], 10_000))  # warm-up (not timed)
+        t0 = time.perf_counter()
+        out = stage.process_batch(batch_of(rows)).to_pylist()
+        results[mode] = n / (time.perf_counter() - t0)
+        scores[mode] = out
+        if mode == "exact":
+            keep = stage
+        else:
+            stage.teardown()
+    lm, d = keep._lm, keep.directions
+    t0 = time.perf_counter()
+    dense = (dense_directions(d.danger), dense_directions(d.safety))
+    merge_s = time.perf_counter() - t0
+    reference_scores(lm.model, lm.tokenizer, rows[:1], d, 1.0, 256, dense=dense)  # warm-up
+    t0 = time.perf_counter()
+    ref = reference_scores(lm.model, lm.tokenizer, rows[:ref_n], d, 1.0, 256, dense=dense)
+    results["reference"] = ref_n / (time.perf_counter() - t0)
+    worst = 0.0
+    for got, want in zip(scores["exact"], ref):
+        for part in ("danger", "safety"):
+            err = abs(got[f"risk_sqsd_{part}"] - want[part]) / max(abs(want[part]), want[f"{part}_l1"])
+            worst = max(worst, err)
+    from scipy.stats import spearmanr
+
+    rho = spearmanr([r["risk_sqsd"] for r in scores["exact"]], [r["risk_sqsd"] for r in scores["shared_state"]])[0]
+    print(f"{'engine':<34}{'samples/s':>10}{'vs reference':>14}")
+    print(f"{'batch-1 dense reference (exact)':<34}{results['reference']:>10.3f}{1.0:>14.2f}")
+    for mode in ("exact", "shared_state"):
+        print(f"{'risk.sqsd ' + mode:<34}{results[mode]:>10.3f}{results[mode] / results['reference']:>14.2f}")
+    print(f"dense direction merge (reference, one-off): {merge_s:.2f}s")
+    print(f"exact vs reference: max relative error {worst:.2e} ({'OK' if worst < 1e-4 else 'MISMATCH'}) "
+          f"on {ref_n} samples")
+    print(f"Spearman(exact, shared_state) risk_sqsd on these {n} synthetic samples: {rho:.3f}")
+    if worst >= 1e-4:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
