@@ -264,6 +264,10 @@ def test_pipeline_hardness_then_rebalance(tmp_path, tiny_model_dir):
     h = [r["hardness"] for r in added if r["rebalance_role"] == "harmful"]
     assert h == sorted(h, reverse=True) and all(0 < x < 1 for x in h)
     assert json.loads(json.dumps(added[0]["prompt_messages"]))[0]["role"] == "user"
+    from curator.manifest import verify
+
+    assert verify(tmp_path / "run") == []
+    assert (tmp_path / "run" / "cache" / "targets.parquet").exists()
 
 
 def test_cluster_stratification_keeps_hardest_first(tmp_path):

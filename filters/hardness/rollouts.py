@@ -169,7 +169,9 @@ class VLLMSampler:
         except ImportError as exc:
             raise RecipeError("hardness backend 'vllm' needs the vllm package (GPU); install it with "
                               "`pip install vllm`, or use backend: transformers") from exc
-        self.llm = LLM(model=str(model_path), dtype=dtype, seed=0, enforce_eager=True, trust_remote_code=False)
+        # Half the GPU: guard-model judges load in the same process after the rollouts of each batch.
+        self.llm = LLM(model=str(model_path), dtype=dtype, seed=0, enforce_eager=True, trust_remote_code=False,
+                       gpu_memory_utilization=0.5)
         self.tokenizer = tokenizer
         self.n_rows = 0
 
@@ -227,6 +229,9 @@ class PartStore:
             self._index.setdefault(r[self.key], name)
 
 
+_VLLM: dict[tuple[str, str], VLLMSampler] = {}
+
+
 class RolloutGenerator:
     """k rollouts per prompt through the store: only (prompt, j) pairs not stored yet are generated."""
 
@@ -250,10 +255,13 @@ class RolloutGenerator:
         return self._tokenizer
 
     def sampler(self):
+        """The backend for this model; a vLLM engine is shared by every generator in the process."""
         if self._sampler is None:
             if self.backend == "vllm":
-                self._sampler = VLLMSampler(self.spec.path, self.tokenizer, "bfloat16" if self.dtype == "bfloat16"
-                                            else "float32")
+                key = (self.spec.fingerprint, self.dtype)
+                if key not in _VLLM:
+                    _VLLM[key] = VLLMSampler(self.spec.path, self.tokenizer, self.dtype)
+                self._sampler = _VLLM[key]
             else:
                 from curator.models import load_model
 
