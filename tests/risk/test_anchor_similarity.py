@@ -160,6 +160,9 @@ def test_heldout_auroc_default_model(tmp_path):
     for col in ("risk_rep", "risk_grad"):
         scores = out.column(col).to_pylist()
         aurocs[col] = roc_auc_score(labels, scores)
-        print(f"{col} n_test={len(test)} AUROC={aurocs[col]:.4f} spearman_len={spearmanr(scores, lengths)[0]:.3f}")
+        n = len(test)
+        within = [spearmanr(scores[k : k + n], lengths[k : k + n])[0] for k in (0, n)]
+        print(f"{col} n_test={n} AUROC={aurocs[col]:.4f} spearman_len={spearmanr(scores, lengths)[0]:.3f} "
+              f"within compliant={within[0]:.3f} within refusal={within[1]:.3f}")
     assert aurocs["risk_grad"] >= 0.9
     assert aurocs["risk_rep"] >= 0.9

@@ -225,6 +225,9 @@ def test_heldout_auroc_default_model(tmp_path):
     labels = [r["sample_id"].startswith("compliant") for r in rows]
     auroc = roc_auc_score(labels, scores)
     lengths = [len(stage.load().tokenizer.encode(r["response"])) for r in rows]
+    n = len(test)
     rho = spearmanr(scores, lengths)[0]
-    print(f"risk.compliance layer={stage.layer} n_test={len(test)} AUROC={auroc:.4f} spearman_len={rho:.3f}")
+    within = [spearmanr(scores[k : k + n], lengths[k : k + n])[0] for k in (0, n)]  # length not confounded with label
+    print(f"risk.compliance layer={stage.layer} n_test={n} AUROC={auroc:.4f} spearman_len={rho:.3f} "
+          f"within compliant={within[0]:.3f} within refusal={within[1]:.3f}")
     assert auroc >= 0.9
