@@ -4,7 +4,7 @@ Method notes §1.5-1.8 / §6.6. Eligible = prompts with 0 < hardness < 1 and a r
 harmful. Each eligible prompt's target is one of its non-harmful rollouts drawn uniformly by the stream
 sha256(seed, "target", prompt key) and persisted in ``RUN_DIR/cache/targets.parquet``, so every variant
 pairs a prompt with the same text. Selection: ``hard`` = stable sort by hardness descending (ties keep
-input order), ``random`` = seeded permutation; budget ``count`` or ceil(``hardest_fraction`` · n), else
+input order: file, then row), ``random`` = seeded permutation; budget ``count`` or ceil(``hardest_fraction`` · n), else
 the whole pool. ``stratify_by`` (a column, or ``cluster`` = k-means on MiniLM prompt embeddings) takes
 the per-stratum quota and merges strata by hardness, so the output keeps the hardest-first prefix
 property. ``*_mixed`` interleaves blocks of a harmful and b benign rows (``ratio`` "a:b"; "1:1" =
@@ -179,6 +179,9 @@ class RebalanceStage(Stage):
         if self.params.variant in ("hard_mixed", "random_mixed", "control"):
             out["model"] = resolve_model(self.context.model).fingerprint
             if self.params.benign != "framing":
+                if not Path(self.params.benign).is_file():
+                    raise RecipeError(f"rebalance benign: {self.params.benign!r} is neither 'framing' nor an existing "
+                                      "file (WildJailbreak TSV, JSONL, Parquet or CSV with a prompt column)")
                 out["benign_sha256"] = sha256_path(Path(self.params.benign))
             if self.params.variant != "control":
                 out["benign_judge"] = _judge_of(self.params).fingerprint()
@@ -190,6 +193,8 @@ class RebalanceStage(Stage):
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         p, variant = self.params, self.params.variant
+        if "_input_idx" in table.column_names:  # input order (file, row), so hardness ties keep it
+            table = table.sort_by([("_input_idx", "ascending"), ("_input_row", "ascending")])
         rows = [r for r in table.select(list(self.required_columns())).to_pylist()
                 if r["hardness"] is not None and 0 < r["hardness"] < 1 and r["hardness_safe_j"]]
         strata = self.strata(rows) if p.stratify_by else None

@@ -263,6 +263,8 @@ def test_pipeline_hardness_then_rebalance(tmp_path, tiny_model_dir):
     assert [r["rebalance_role"] for r in added] == ["harmful", "benign"] * (len(added) // 2)
     h = [r["hardness"] for r in added if r["rebalance_role"] == "harmful"]
     assert h == sorted(h, reverse=True) and all(0 < x < 1 for x in h)
+    keys = [(-r["hardness"], int(r["prompt"].split()[2])) for r in added if r["rebalance_role"] == "harmful"]
+    assert keys == sorted(keys)  # ties in input-file order, not shard order
     assert json.loads(json.dumps(added[0]["prompt_messages"]))[0]["role"] == "user"
     from curator.manifest import verify
 
@@ -281,3 +283,27 @@ def test_cluster_stratification_keeps_hardest_first(tmp_path):
     assert h == sorted(h, reverse=True) and 4 <= len(rows) <= 5
     assert rows == stage_for(tmp_path, variant="hard", stratify_by="cluster", n_clusters=2,
                              hardest_fraction=0.5).process_batch(table).to_pylist()
+
+
+@pytest.mark.slow
+def test_default_model_advbench_hard_mixed(tmp_path):
+    """Real SmolLM2: hardness (k=8, keyword judge) on AdvBench prompts, then hard_mixed with framed benign."""
+    import datasets
+
+    from curator.anchors import advbench
+    from curator.pipeline import run
+    from filters.hardness.stage import HardnessStage
+
+    register(HardnessStage)
+    register(RebalanceStage)
+    write_jsonl(tmp_path / "adv.jsonl", [{"prompt": p, "response": "n/a"} for p in advbench()["prompt"].to_pylist()[:8]])
+    stages = [{"use": "hardness", "with": {"k": 8, "max_new_tokens": 32}},
+              {"use": "rebalance", "with": {"variant": "hard_mixed", "max_new_tokens": 32, "framing_source": "builtin"}}]
+    res = run(write_recipe(tmp_path, ["adv.jsonl"], stages, shards=1, model="default"), tmp_path / "run", quiet=True)
+    h = pq.read_table(tmp_path / "run" / "scores" / "hardness").column("hardness").to_pylist()
+    n_eligible = sum(0 < x < 1 for x in h)
+    assert res.counts["added"] == 2 * n_eligible
+    added = [r for r in datasets.load_from_disk(str(tmp_path / "run" / "dataset")).to_list()
+             if r["rebalance_role"] is not None]
+    assert [r["rebalance_role"] for r in added] == ["harmful", "benign"] * n_eligible
+    print(f"hardness {sorted(h)}; eligible {n_eligible}/8")
