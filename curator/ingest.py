@@ -54,18 +54,32 @@ def _quarantine_rows(idx: int, rows: list[tuple[int, str, str]]) -> pa.Table:
     }, schema=QUARANTINE_SCHEMA)
 
 
-def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage, limit: int | None = None
-               ) -> tuple[pa.Table, pa.Table, InputInfo]:
+def _selected_rows(n_rows: int, limit: int | None, sample: int | None, seed: int) -> set[int] | None:
+    """File rows kept by ``limit`` (the first rows) then ``sample`` (seeded, by row-hash rank)."""
+    if limit is None and sample is None:
+        return None
+    rows = range(min(n_rows, limit) if limit is not None else n_rows)
+    if sample is None or sample >= len(rows):
+        return set(rows)
+    rank = sorted(rows, key=lambda r: hashlib.sha256(f"{seed}:{r}".encode()).digest())
+    return set(rank[:sample])
+
+
+def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage, limit: int | None = None,
+               sample: int | None = None, sample_seed: int = 0) -> tuple[pa.Table, pa.Table, InputInfo]:
     """One input -> (canonical good rows with ``sample_id``, quarantine rows, input info).
 
-    ``limit`` keeps only the file's first ``limit`` rows (bad rows count as rows)."""
+    ``limit`` keeps the file's first rows, ``sample`` then a seeded subset (bad rows count as rows)."""
     table, bad = read_table(path)
     file_rows = table.column("_file_row") if "_file_row" in table.column_names else pa.array(
         range(table.num_rows), pa.int64())
-    if limit is not None:
-        keep = pc.less(file_rows, limit)
+    total = max([table.num_rows + len(bad), *(b.row + 1 for b in bad),
+                 (pc.max(file_rows).as_py() or 0) + 1 if len(file_rows) else 0])
+    selected = _selected_rows(total, limit, sample, sample_seed)
+    if selected is not None:
+        keep = pc.is_in(file_rows, value_set=pa.array(sorted(selected), pa.int64()))
         table, file_rows = table.filter(keep), file_rows.filter(keep)
-        bad = [b for b in bad if b.row < limit]
+        bad = [b for b in bad if b.row in selected]
     n_rows = table.num_rows + len(bad)
     if "_file_row" in table.column_names:
         table = table.drop_columns(["_file_row"])
@@ -113,10 +127,10 @@ def _concat(tables: list[pa.Table], where: str) -> pa.Table:
 
 
 def ingest(inputs: list[tuple], n_shards: int, rundir: RunDir, normalizer: Stage) -> dict:
-    """Run the ingest; ``inputs`` are (path, format, source, limit). Returns per-shard and per-input counts."""
+    """Run the ingest; ``inputs`` are (path, format, source, limit, sample, sample_seed). Returns per-shard and per-input counts."""
     goods, quars, infos = [], [], []
-    for idx, (path, fmt, source, limit) in enumerate(inputs):
-        good, quar, info = read_input(idx, path, fmt, source, normalizer, limit)
+    for idx, (path, fmt, source, limit, sample, seed) in enumerate(inputs):
+        good, quar, info = read_input(idx, path, fmt, source, normalizer, limit, sample, seed)
         if good is not None:
             goods.append(good)
         quars.append(quar)

@@ -108,7 +108,8 @@ def _ingest(plan: Plan, rundir: RunDir, paths: list[Path]) -> dict:
     fp, unit = plan.ingest_fingerprint, "ingest"
     recipe = plan.recipe
     if not rundir.is_done(fp, unit):
-        specs = [(p, i.format, i.source or p.stem, i.limit) for p, i in zip(paths, recipe.inputs)]
+        specs = [(p, i.format, i.source or p.stem, i.limit, i.sample, i.sample_seed)
+                 for p, i in zip(paths, recipe.inputs)]
         t0 = time.time()
         info = ingest(specs, recipe.shards, rundir, plan.normalizer)
         schema = info.pop("schema")

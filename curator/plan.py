@@ -87,7 +87,7 @@ def build_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: b
         cls = get_stage(INGEST_STAGE)
         norm_spec = StageSpec(use=INGEST_STAGE, id=INGEST_STAGE, params=cls.Params())
     norm_cls = get_stage(INGEST_STAGE)
-    fp = fingerprint("ingest", input_hashes, [(i.format, i.source, i.limit) for i in recipe.inputs], recipe.shards,
+    fp = fingerprint("ingest", input_hashes, [(i.format, i.source, i.limit, i.sample, i.sample_seed) for i in recipe.inputs], recipe.shards,
                      norm_cls.version, params_to_dict(norm_spec.params))
     normalizer = norm_cls(norm_spec.params, make_context(recipe, rundir, fp, quiet))
     ingest_fp = fp

@@ -33,6 +33,8 @@ class InputSpec:
     format: str = "auto"
     source: str | None = None
     limit: int | None = None  # only the first `limit` rows of this input
+    sample: int | None = None  # then a seeded random subset of this many rows (input order kept)
+    sample_seed: int = 0
 
     def validate(self) -> None:
         from curator.samples import FORMAT_NAMES
@@ -41,6 +43,8 @@ class InputSpec:
             raise ValueError(f"format: expected one of {list(FORMAT_NAMES)}, got {self.format!r}")
         if self.limit is not None and self.limit < 0:
             raise ValueError("limit: must be >= 0")
+        if self.sample is not None and self.sample < 0:
+            raise ValueError("sample: must be >= 0")
 
 
 @dataclass(frozen=True)

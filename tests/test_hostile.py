@@ -160,3 +160,15 @@ def test_input_limit_keeps_the_first_rows_counting_bad_ones(tmp_path):
     recipe.write_text(recipe.read_text().replace("path: b.jsonl", "path: b.jsonl\n  limit: 3"))
     res = run(recipe, tmp_path / "run", quiet=True)
     assert res.counts["rows_in"] == 3 and res.counts["kept"] == 1 and res.counts["quarantined"] == 2
+
+
+def test_input_sample_is_seeded_and_keeps_input_order(tmp_path):
+    from helpers import synthetic_rows, write_jsonl
+
+    write_jsonl(tmp_path / "d.jsonl", synthetic_rows(100))
+    recipe = write_recipe(tmp_path, ["d.jsonl"], [{"use": "normalize"}], shards=1)
+    recipe.write_text(recipe.read_text().replace("path: d.jsonl", "path: d.jsonl\n  sample: 10\n  sample_seed: 3"))
+    a = run(recipe, tmp_path / "a", quiet=True)
+    b = run(recipe, tmp_path / "b", quiet=True)
+    rows = pq.read_table(str(tmp_path / "a" / "input")).column("row_no").to_pylist()
+    assert a.digest == b.digest and a.counts["rows_in"] == 10 and rows == sorted(rows) and rows[-1] > 20
