@@ -28,7 +28,7 @@ from curator.io import read_parquet, sha256_path, write_parquet
 from curator.stage import Resources, Stage
 from filters.benign import framed_candidates, named_rng, read_benign_file, seeded_order, usable_benign
 from filters.hardness.judges import sha256_of
-from filters.hardness.rollouts import ROLLOUT_SCHEMA, GenParams, PartStore
+from filters.hardness.rollouts import ROLLOUT_SCHEMA, GenParams, PartStore, check_backend
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 OUTPUT_SCHEMA = pa.schema([
@@ -186,6 +186,11 @@ class RebalanceStage(Stage):
             if self.params.variant != "control":
                 out["benign_judge"] = _judge_of(self.params).fingerprint()
         return out
+
+    def check_inputs(self, schema: pa.Schema) -> None:
+        super().check_inputs(schema)
+        if self.params.variant != "hard" and self.params.variant != "random":
+            check_backend(self.params.backend)
 
     def setup(self) -> None:
         self.rollouts = PartStore(self.context.run_dir / "cache" / "rollouts", "rollout_id", ROLLOUT_SCHEMA)

@@ -70,6 +70,15 @@ class GenParams:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+def check_backend(backend: str) -> None:
+    """Fail before any model loads when ``vllm`` is asked for but not installed."""
+    import importlib.util
+
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise RecipeError("backend 'vllm' needs the vllm package and a GPU (`pip install vllm`); "
+                          "or use backend: transformers")
+
+
 def rollout_seed(seed: int, group_id: str, j: int) -> int:
     """63-bit seed of rollout j of a prompt: sha256(seed, group, j)."""
     return int.from_bytes(hashlib.sha256(f"{int(seed)}\0{group_id}\0{int(j)}".encode()).digest()[:8], "big") >> 1

@@ -31,7 +31,7 @@ import pyarrow as pa
 from curator.errors import RecipeError
 from curator.stage import Resources, Stage
 from filters.hardness.judges import EnsembleJudge, make_judge
-from filters.hardness.rollouts import GenParams, RolloutGenerator, VerdictCache
+from filters.hardness.rollouts import GenParams, RolloutGenerator, VerdictCache, check_backend
 
 BASE_COLUMNS = ("hardness", "hardness_k", "hardness_n_harmful", "hardness_n_abstain", "hardness_wilson_lb",
                 "hardness_safe_j", "hardness_group")
@@ -134,6 +134,7 @@ class HardnessStage(Stage):
 
     def check_inputs(self, schema: pa.Schema) -> None:
         super().check_inputs(schema)
+        check_backend(self.params.backend)
         if self.params.where:
             con = duckdb.connect()
             con.register("batch", pa.table({n: pa.array([], pa.string()) for n in schema.names}))

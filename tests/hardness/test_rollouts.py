@@ -18,6 +18,7 @@ from filters.hardness.rollouts import (
     TransformersSampler,
     VerdictCache,
     VLLMSampler,
+    check_backend,
     choose_tokens,
     rollout_seed,
 )
@@ -158,12 +159,14 @@ def test_verdict_cache_judges_only_new_pairs_and_caches_ensemble_members(tmp_pat
 
 
 def test_vllm_missing_is_a_clear_error(tiny_model_dir):
-    pytest.importorskip("transformers")
     try:
         import vllm  # noqa: F401
     except ImportError:
         with pytest.raises(RecipeError, match="vllm"):
             VLLMSampler(tiny_model_dir, None)
+        with pytest.raises(RecipeError, match="pip install vllm"):
+            check_backend("vllm")
+    check_backend("transformers")
 
 
 @pytest.mark.slow
