@@ -135,6 +135,40 @@ def query(run_dirs, sql, fmt, out):
     render_table(table, fmt, out)
 
 
+@main.command()
+@click.option("--run-dir", "-o", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--workers", type=int, default=None, help="Override executor.workers.")
+@click.option("--quiet", "-q", is_flag=True)
+@friendly
+def demo(run_dir, workers, quiet):
+    """Run the bundled demo recipe end to end on the default model, then report and gate it."""
+    from importlib.resources import files
+
+    from curator.gate import evaluate
+    from curator.pipeline import run as run_recipe
+    from curator.report import write_report
+
+    recipe = Path(str(files("curator") / "data" / "demo.yaml"))
+    result = run_recipe(recipe, Path(run_dir), workers=workers, quiet=quiet)
+    report = write_report(result.run_dir)
+    verdict = evaluate(result.run_dir)
+    c = result.counts
+    click.echo(f"""
+curator demo finished: {c['rows_in']} rows in, {c['kept']} kept, {c['dropped']} dropped, {c['flagged']} flagged,
+{c['quarantined']} quarantined, {c['added']} added by rebalance; gate {'passed' if verdict['passed'] else 'FAILED'}.
+
+  run directory   {result.run_dir}
+  cleaned dataset {result.run_dir / 'dataset'}   (datasets.load_from_disk)
+  manifest        {result.run_dir / 'manifest.json'}   (dataset digest {result.digest[:16]}...)
+  report          {report}
+
+Try:
+  curator query {run_dir} "SELECT source, round(avg(risk_sqsd), 3) AS risk, count(*) AS n FROM scores JOIN samples USING (sample_id) GROUP BY source ORDER BY risk DESC"
+  curator query {run_dir} "SELECT prompt, hardness FROM scores JOIN samples USING (sample_id) WHERE hardness IS NOT NULL ORDER BY hardness DESC LIMIT 5"
+  curator query {run_dir} "SELECT status, stage, reason, count(*) AS rows FROM ledger WHERE status <> 'kept' GROUP BY ALL ORDER BY rows DESC"
+""")
+
+
 @main.group()
 def directions() -> None:
     """Reference objects of the risk stages (directions, anchor features)."""
