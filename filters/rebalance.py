@@ -10,7 +10,10 @@ the per-stratum quota and merges strata by hardness, so the output keeps the har
 property. ``*_mixed`` interleaves blocks of a harmful and b benign rows (``ratio`` "a:b"; "1:1" =
 H1,B1,H2,B2,...), benign rows being framed benign prompts with a non-refused self-rollout
 (``filters.benign``); ``control`` = as many vanilla benign prompts with one unfiltered self-rollout.
-Rows come out in mix order (the engine keeps it; nothing is shuffled).
+Rows come out in mix order (the engine keeps it; nothing is shuffled): ``prompt``, ``response``, ``source``
+("rebalance:<variant>"), ``parent_id`` (source sample_id; null for benign), ``generator`` ("self_rollout" /
+"framing"), ``template_id``, ``seed`` (the target rollout's sampling seed), ``hardness``, ``variant``,
+``rebalance_role`` ("harmful" / "benign"), ``rollout_id`` and TRL's ``prompt_messages`` / ``completion_messages``.
 """
 
 from __future__ import annotations
