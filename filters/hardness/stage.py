@@ -137,7 +137,7 @@ class HardnessStage(Stage):
         check_backend(self.params.backend)
         if self.params.where:
             con = duckdb.connect()
-            con.register("batch", pa.table({n: pa.array([], pa.string()) for n in schema.names}))
+            con.register("batch", schema.empty_table())  # the engine passes null-typed columns
             try:
                 con.execute(f"SELECT ({self.params.where}) FROM batch LIMIT 0")
             except duckdb.Error as exc:

@@ -120,6 +120,9 @@ def test_bad_where_is_reported_before_models_load(tmp_path):
     stage = HardnessStage(p, StageContext(run_dir=tmp_path, cache_dir=tmp_path))
     with pytest.raises(RecipeError, match="no_such_col"):
         stage.check_inputs(pa.schema([("sample_id", pa.string()), ("prompt", pa.string())]))
+    ok = HardnessStage(build_params(HardnessParams, {"where": "source = 'adv' AND risk_sqsd > 0.5"}, "w"),
+                       StageContext(run_dir=tmp_path, cache_dir=tmp_path))
+    ok.check_inputs(pa.schema([(n, pa.null()) for n in ("sample_id", "prompt", "source", "risk_sqsd")]))
 
 
 def test_pipeline_run_caches_and_grows_k(tmp_path, tiny_model_dir):
