@@ -28,7 +28,7 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
-from curator.errors import RecipeError
+from curator.errors import RecipeError, RunError
 from curator.stage import Resources, Stage
 from filters.hardness.judges import EnsembleJudge, make_judge
 from filters.hardness.rollouts import GenParams, RolloutGenerator, VerdictCache, check_backend
@@ -81,6 +81,7 @@ class HardnessParams:
     abstain: Literal["safe", "exclude"] = "safe"
     wilson_z: float = 1.96
     smoothing: tuple[float, ...] | None = None  # [a, b] Beta prior -> hardness_beta
+    max_abstain_rate: float | None = None  # fail when a judge abstains on more rollouts of a batch
     batch_size: int = 64  # prompts per batch
     block: int = 8  # rollouts of one prompt sampled together (part of the rollout identity)
 
@@ -175,6 +176,15 @@ class HardnessStage(Stage):
             cols[c] = pa.array([r.get(c) for r in rows], types.get(c, pa.float64()))
         return pa.table(cols)
 
+    def check_abstentions(self, names: list[str], per_judge: list[list]) -> None:
+        """RunError when a judge abstains (unparsable output, empty response) on too many rollouts."""
+        limit = self.params.max_abstain_rate
+        for name, vs in zip(names, per_judge):
+            rate = sum(v.harmful is None for v in vs) / max(1, len(vs))
+            if limit is not None and rate > limit:
+                raise RunError(f"hardness: judge {name!r} abstained on {rate:.1%} of {len(vs)} rollouts "
+                               f"(max_abstain_rate {limit:.1%}); check its model/template, or raise the limit")
+
     def score(self, prompts: list[str]) -> list[dict]:
         """One record (column -> value) per prompt."""
         if not prompts:
@@ -188,6 +198,7 @@ class HardnessStage(Stage):
             final = [self.judge.combine(v) for v in zip(*members)]
         else:
             members, final = [], self.verdicts.judge(self.judge, pairs)
+        self.check_abstentions(names or [self.judge.name], members or [final])
         out = []
         for i, rs in enumerate(rollouts):
             vs = final[i * k:(i + 1) * k]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import write_jsonl, write_recipe
 
-from curator.errors import RecipeError
+from curator.errors import RecipeError, RunError
 from curator.query import run_query
 from curator.registry import register
 from curator.stage import StageContext, build_params
@@ -93,6 +93,13 @@ def test_vote_and_abstain_handling_with_a_real_ensemble(tmp_path, tiny_model_dir
         assert row["hardness_rate_keyword"] == 1.0 and row["hardness_rate_keyword_2"] == 0.5
         n = 4 if abstain == "safe" else 2
         assert row["hardness_wilson_lb"] == pytest.approx(wilson_lower_bound(expect["n_harm"], n))
+
+
+def test_too_many_abstentions_fail_loudly(tmp_path, tiny_model_dir):
+    stage = make_stage(tmp_path, tiny_model_dir, judge={"ensemble": ["keyword", "keyword"]}, max_abstain_rate=0.2)
+    stage.judge = EnsembleJudge([KeywordRefusalJudge(), FixedJudge([True, None, None, True])])
+    with pytest.raises(RunError, match=r"'keyword_2' abstained on 50.0% of 4 rollouts"):
+        stage.process_batch(batch(["hello there"]))
 
 
 def test_safe_rollouts_are_listed(tmp_path, tiny_model_dir):
