@@ -51,7 +51,8 @@ class ToyRiskStage(Stage):
                          "hardness": pa.array([toy_hardness(s, p) for s, p in zip(ids, prompts)], pa.float64())})
 
 
-TOY_STAGES = [ENGINE_STAGES[0], ENGINE_STAGES[1], {"use": "test.toy_risk"}, ENGINE_STAGES[2]]
+TOY_STAGES = [*(s for s in ENGINE_STAGES if s["use"] in ("normalize", "quality")), {"use": "test.toy_risk"},
+              *(s for s in ENGINE_STAGES if s["use"] == "decide")]
 
 
 def make_toy_run(base, name: str = "toy", n: int = 120, extra_rows: list[dict] | None = None):

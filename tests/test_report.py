@@ -95,7 +95,7 @@ def test_engine_only_run_says_what_is_missing(tmp_path):
     text = _text(html)
     assert "no risk_* column" in text and "no hardness column" in text
     assert "no added samples" in text and "no gate verdict recorded" in text
-    assert html.count("data:image/png;base64,") == 5  # the quality stage's numeric columns only
+    assert html.count("data:image/png;base64,") == 5 + 4  # quality (5) and patterns (4) numeric columns
 
 
 def test_cli_report_out(tmp_path):
