@@ -74,7 +74,7 @@ class Plan:
 
 def make_context(recipe: Recipe, rundir: RunDir, fp: str, quiet: bool) -> StageContext:
     return StageContext(run_dir=rundir.root, cache_dir=rundir.cache(fp), model=recipe.model, device=recipe.device,
-                        dtype=recipe.dtype, seed=recipe.seed, quiet=quiet)
+                        dtype=recipe.dtype, seed=recipe.seed, quiet=quiet, recipe_dir=recipe.base_dir)
 
 
 def build_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: bool = False) -> Plan:

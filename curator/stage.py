@@ -54,7 +54,14 @@ class StageContext:
     dtype: str = "float32"
     seed: int = 0
     quiet: bool = False
+    recipe_dir: Path = Path(".")  # where the recipe lives: relative data paths in params resolve here
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def data_path(self, path: str, where: str) -> Path:
+        """A data file named in a stage parameter, resolved and confined like recipe inputs."""
+        from curator.recipe import resolve_input
+
+        return resolve_input(path, self.recipe_dir, (), where)
 
 
 @dataclass(frozen=True)

@@ -182,13 +182,18 @@ class RebalanceStage(Stage):
         if self.params.variant in ("hard_mixed", "random_mixed", "control"):
             out["model"] = resolve_model(self.context.model).fingerprint
             if self.params.benign != "framing":
-                if not Path(self.params.benign).is_file():
+                path = self._benign_path()
+                if not path.is_file():
                     raise RecipeError(f"rebalance benign: {self.params.benign!r} is neither 'framing' nor an existing "
                                       "file (WildJailbreak TSV, JSONL, Parquet or CSV with a prompt column)")
-                out["benign_sha256"] = sha256_path(Path(self.params.benign))
+                out["benign_sha256"] = sha256_path(path)
             if self.params.variant != "control":
                 out["benign_judge"] = _judge_of(self.params).fingerprint()
         return out
+
+    def _benign_path(self) -> Path:
+        """The benign file, confined to the recipe's allowed roots like every input path."""
+        return self.context.data_path(self.params.benign, "rebalance.with.benign")
 
     def check_inputs(self, schema: pa.Schema) -> None:
         super().check_inputs(schema)
@@ -277,7 +282,7 @@ class RebalanceStage(Stage):
             except RecipeError as exc:
                 raise RunError(f"rebalance control: needs {n} vanilla benign prompts: {exc}") from None
         else:
-            prompts = read_benign_file(p.benign, kind)
+            prompts = read_benign_file(self._benign_path(), kind)
             cands = [{"prompt": prompts[i], "template_id": None} for i in seeded_order(seed, "benign", prompts)][:limit]
         block = 1 if kind == "vanilla_benign" else p.benign_k
         gen = GenParams(p.temperature, p.top_p, p.top_k, p.max_new_tokens, seed, p.backend, self.context.dtype, block)

@@ -128,7 +128,8 @@ def fake_run(tmp_path, hardness=HARD):
 
 def stage_for(tmp_path, model="unused", **params):
     stage = RebalanceStage(build_params(RebalanceParams, params, "w"),
-                           StageContext(run_dir=tmp_path, cache_dir=tmp_path / "c", model=str(model), quiet=True))
+                           StageContext(run_dir=tmp_path, cache_dir=tmp_path / "c", model=str(model), quiet=True,
+                                        recipe_dir=tmp_path))
     stage.setup()
     return stage
 
@@ -307,3 +308,14 @@ def test_default_model_advbench_hard_mixed(tmp_path):
              if r["rebalance_role"] is not None]
     assert [r["rebalance_role"] for r in added] == ["harmful", "benign"] * n_eligible
     print(f"hardness {sorted(h)}; eligible {n_eligible}/8")
+
+
+def test_benign_file_outside_the_allowed_roots_is_refused(tmp_path):
+    from curator.errors import RecipeError
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "outside.jsonl").write_text('{"prompt": "x"}\n')
+    stage = stage_for(project, variant="hard_mixed", benign="../outside.jsonl")
+    with pytest.raises(RecipeError, match="outside the allowed roots"):
+        stage.fingerprint_inputs()
