@@ -20,7 +20,7 @@ from curator.faults import fault_point
 from curator.finalize import finalize
 from curator.ingest import ingest
 from curator.io import atomic_path, sha256_path, write_parquet
-from curator.plan import Plan, build_plan, check_columns, shard_view
+from curator.plan import Plan, build_plan, ingest_plan, shard_view
 from curator.recipe import Recipe, load_recipe
 from curator.rundir import RunDir, RunLock
 from curator.samples import sample_ids, shard_indices
@@ -61,10 +61,10 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
         with atomic_path(rundir.recipe) as tmp:
             tmp.write_text(recipe.text, encoding="utf-8")
         input_hashes = [sha256_path(p) for p in paths]
-        plan = build_plan(recipe, rundir, input_hashes, quiet)
+        normalizer, ingest_fp, _ = ingest_plan(recipe, rundir, input_hashes, quiet)
+        ingest_info = _ingest(recipe, normalizer, ingest_fp, rundir, paths)
+        plan = build_plan(recipe, rundir, input_hashes, quiet, schema=ingest_info["schema_obj"])
         exe = _executor(recipe, executor, workers, quiet)
-        ingest_info = _ingest(plan, rundir, paths)
-        check_columns(plan, ingest_info["schema_obj"])
         timings: dict[str, float] = {}
         for scope, stages in plan.phases():
             t0 = time.time()
@@ -104,14 +104,13 @@ def _executor(recipe: Recipe, override: str | None, workers: int | None, quiet: 
     return LocalExecutor(n, quiet)
 
 
-def _ingest(plan: Plan, rundir: RunDir, paths: list[Path]) -> dict:
-    fp, unit = plan.ingest_fingerprint, "ingest"
-    recipe = plan.recipe
+def _ingest(recipe: Recipe, normalizer, fp: str, rundir: RunDir, paths: list[Path]) -> dict:
+    unit = "ingest"
     if not rundir.is_done(fp, unit):
         specs = [(p, i.format, i.source or p.stem, i.limit, i.sample, i.sample_seed)
                  for p, i in zip(paths, recipe.inputs)]
         t0 = time.time()
-        info = ingest(specs, recipe.shards, rundir, plan.normalizer)
+        info = ingest(specs, recipe.shards, rundir, normalizer)
         schema = info.pop("schema")
         info["schema"] = schema.serialize().to_pybytes().hex() if schema is not None else None
         info["seconds"] = round(time.time() - t0, 3)

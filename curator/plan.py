@@ -77,41 +77,52 @@ def make_context(recipe: Recipe, rundir: RunDir, fp: str, quiet: bool) -> StageC
                         dtype=recipe.dtype, seed=recipe.seed, quiet=quiet, recipe_dir=recipe.base_dir)
 
 
-def build_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: bool = False) -> Plan:
+def ingest_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: bool = False
+                ) -> tuple[Stage, str, list[StageSpec]]:
+    """(normalizer, ingest fingerprint, the remaining stage specs)."""
     specs = list(recipe.stages)
+    norm_cls = get_stage(INGEST_STAGE)
     if specs and specs[0].use == INGEST_STAGE:
         norm_spec, specs = specs[0], specs[1:]
     elif any(s.use == INGEST_STAGE for s in specs):
         raise RecipeError("stages: `normalize` must be the first stage (it runs at ingest)")
     else:
-        cls = get_stage(INGEST_STAGE)
-        norm_spec = StageSpec(use=INGEST_STAGE, id=INGEST_STAGE, params=cls.Params())
-    norm_cls = get_stage(INGEST_STAGE)
-    fp = fingerprint("ingest", input_hashes, [(i.format, i.source, i.limit, i.sample, i.sample_seed) for i in recipe.inputs], recipe.shards,
-                     norm_cls.version, params_to_dict(norm_spec.params))
-    normalizer = norm_cls(norm_spec.params, make_context(recipe, rundir, fp, quiet))
-    ingest_fp = fp
-    planned = []
+        norm_spec = StageSpec(use=INGEST_STAGE, id=INGEST_STAGE, params=norm_cls.Params())
+    inputs = [(i.format, i.source, i.limit, i.sample, i.sample_seed) for i in recipe.inputs]
+    fp = fingerprint("ingest", input_hashes, inputs, recipe.shards, norm_cls.version, params_to_dict(norm_spec.params))
+    return norm_cls(norm_spec.params, make_context(recipe, rundir, fp, quiet)), fp, specs
+
+
+def build_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: bool = False,
+               schema: pa.Schema | None = None) -> Plan:
+    """Construct every stage; with ``schema`` check their columns first, then fingerprint them
+    (fingerprinting may build reference artifacts, so bad recipes fail before any model loads)."""
+    normalizer, ingest_fp, specs = ingest_plan(recipe, rundir, input_hashes, quiet)
+    probes = []
     for k, spec in enumerate(specs, start=1):
         cls = get_stage(spec.use, f"stages[{k}].use")
         if getattr(cls, "kind", None) == "ingest":
             raise RecipeError(f"stages[{k}]: `{spec.use}` runs at ingest and must be the first stage")
-        probe = cls(spec.params, make_context(recipe, rundir, fp, quiet))
+        probes.append((k, spec, cls, cls(spec.params, make_context(recipe, rundir, ingest_fp, quiet))))
+    if schema is not None:
+        check_columns([(k, spec.id, probe) for k, spec, _, probe in probes], schema)
+    fp, planned = ingest_fp, []
+    for k, spec, cls, probe in probes:
         fp = fingerprint(fp, spec.use, cls.version, params_to_dict(spec.params), probe.fingerprint_inputs())
         planned.append(PlannedStage(k, spec, cls(spec.params, make_context(recipe, rundir, fp, quiet)), fp))
     return Plan(recipe, normalizer, ingest_fp, planned)
 
 
-def check_columns(plan: Plan, schema: pa.Schema | None) -> None:
+def check_columns(stages: list[tuple[int, str, Stage]], schema: pa.Schema | None) -> None:
     """Every stage's required columns exist by the time it runs (checked before models load)."""
     names = list(schema.names) if schema is not None else ["sample_id", "prompt", "response", "messages", "source"]
-    for ps in plan.stages:
+    for index, stage_id, stage in stages:
         try:
-            ps.stage.check_inputs(pa.schema([(n, pa.null()) for n in names]))
+            stage.check_inputs(pa.schema([(n, pa.null()) for n in names]))
         except RecipeError as exc:
-            raise RecipeError(f"stages[{ps.index}] ({ps.id}): {exc}") from None
-        if ps.kind == "score":
-            names += [c for c in ps.stage.provided_columns() if c not in names]
+            raise RecipeError(f"stages[{index}] ({stage_id}): {exc}") from None
+        if stage.kind == "score":
+            names += [c for c in stage.provided_columns() if c not in names]
 
 
 def attach(view: pa.Table, sidecar: pa.Table) -> pa.Table:

@@ -180,13 +180,13 @@ class RebalanceStage(Stage):
 
         out: dict[str, Any] = {"seed": self.seed}
         if self.params.variant in ("hard_mixed", "random_mixed", "control"):
-            out["model"] = resolve_model(self.context.model).fingerprint
             if self.params.benign != "framing":
                 path = self._benign_path()
                 if not path.is_file():
                     raise RecipeError(f"rebalance benign: {self.params.benign!r} is neither 'framing' nor an existing "
                                       "file (WildJailbreak TSV, JSONL, Parquet or CSV with a prompt column)")
                 out["benign_sha256"] = sha256_path(path)
+            out["model"] = resolve_model(self.context.model).fingerprint
             if self.params.variant != "control":
                 out["benign_judge"] = _judge_of(self.params).fingerprint()
         return out

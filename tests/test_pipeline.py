@@ -153,3 +153,17 @@ def test_patterns_stage_counts_matches_and_rejects_bad_regex(tmp_path):
     with pytest.raises(RecipeError, match=r"stages\[1\]\.with: patterns\.bad: invalid regular expression"):
         load_recipe(write_recipe(tmp_path, ["d.jsonl"], [{"use": "normalize"},
                                                         {"use": "patterns", "with": {"patterns": {"bad": "("}}}]))
+
+
+def test_missing_columns_fail_before_any_stage_fingerprint_or_model(tmp_path, monkeypatch):
+    from curator.errors import RecipeError
+    from curator.stage import Stage
+
+    called = []
+    monkeypatch.setattr(Stage, "fingerprint_inputs", lambda self: called.append(self.name) or {})
+    write_jsonl(tmp_path / "d.jsonl", synthetic_rows(10))
+    recipe = write_recipe(tmp_path, ["d.jsonl"], [{"use": "normalize"},
+                                                  {"use": "decide", "with": {"drop_if": ["risk_sqsd > 1"]}}], shards=1)
+    with pytest.raises(RecipeError, match=r"stages\[1\] \(decide\): decide rule 'risk_sqsd > 1'"):
+        run(recipe, tmp_path / "run", quiet=True)
+    assert called == []
