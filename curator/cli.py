@@ -5,28 +5,13 @@ Exit codes: 0 ok, 1 run or gate failure, 2 usage / recipe / input error.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from curator.errors import CuratorError
-
-
-def friendly(fn):
-    """Turn a ``CuratorError`` into a one-paragraph message and its exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except CuratorError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
+from curator.cli_common import friendly
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,31 +6,13 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from curator.errors import CuratorError
-
-
-def _friendly(fn):
-    """A ``CuratorError`` becomes ``error: ...`` on stderr and its exit code (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except CuratorError as exc:
-            verdict = getattr(exc, "verdict", None)
-            if verdict is not None and not kwargs.get("quiet"):
-                click.echo(json.dumps(verdict, indent=2))
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
+from curator.cli_common import friendly
 
 
 @click.command()
@@ -43,7 +25,7 @@ def _friendly(fn):
               help="With --recipe: run directory (default: runs/gate-<recipe name>); reuses finished work.")
 @click.option("--workers", type=int, default=None, help="With --recipe: override executor.workers.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no JSON; failing rules on stderr.")
-@_friendly
+@friendly
 def gate(paths, rules, recipe, run_dir, workers, quiet):
     """Evaluate gate rules on RUN_DIR (or run --recipe on DATA... first); print the JSON verdict.
 
@@ -81,7 +63,7 @@ def gate(paths, rules, recipe, run_dir, workers, quiet):
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Default: RUN_DIR/report.html.")
-@_friendly
+@friendly
 def report(run_dir, out):
     """Write a self-contained HTML report of RUN_DIR (counts, score plots, top samples, gate)."""
     from curator.report import write_report
