@@ -16,9 +16,11 @@ A directions directory holds ``danger.safetensors``, ``safety.safetensors``, ``i
 
 All adapters share one LoRA init seed, so their ``A`` start identical; this is what PEFT + the HF
 Trainer's fixed default seed give the authors' three adapters [derived], and it keeps the danger
-direction's row space aligned with the scoring state. Defaults are sized for 2 CPU cores and the
-135M default model (build ≈ 3-5 min); the paper's values (3k BeaverTails / 10k PKU-SafeRLHF
-samples, lr 5e-6, thousands of steps) are out of reach there and are not the defaults.
+direction's row space aligned with the scoring state. Defaults (1 epoch = 15 / 15 / 12 steps of 8,
+≤192 tokens, lr 1e-3, r=8, α=16, all-linear) are sized for CPU and the 135M default model; the
+``lora`` build measured 25 CPU-minutes (≈12 min wall on 2 idle cores), ``mean_update`` about a third
+of that. The paper's values (3k BeaverTails / 10k PKU-SafeRLHF samples, lr 5e-6, thousands of
+steps; §1.2, §1.9) are out of reach on CPU and are not the defaults.
 """
 
 from __future__ import annotations

@@ -243,7 +243,7 @@ def test_default_model_separates_held_out_anchors(tmp_path, method):
     labels = [1] * d_test.num_rows + [0] * s_test.num_rows
     out = {}
     for mode in ("exact", "shared_state"):
-        p = build_params(SQSDStage.Params, {"method": method, "mode": mode, "max_length": 256}, "with")
+        p = build_params(SQSDStage.Params, {"method": method, "mode": mode, "max_length": 192}, "with")
         stage = SQSDStage(p, StageContext(run_dir=tmp_path, cache_dir=tmp_path / mode, model="default",
                                           device="cpu", quiet=True))
         stage.setup()
