@@ -34,6 +34,7 @@ from curator.errors import InputError
 from curator.io import atomic_path
 from curator.lora import HASH_KEY, tensors_sha256
 from curator.progress import progress_bar
+from curator.robust import score_robustly
 from curator.stage import FLAG_COLUMN, Resources, Stage
 
 
@@ -252,19 +253,22 @@ class ForwardScoreStage(Stage):
         return output_table(rows, self.columns)
 
     def _score_rows(self, ids: list[str], samples: list[EncodedSample], loaded) -> list[dict]:
-        try:
-            values = self.score_chunk(samples, collate_to(samples, loaded))
-        except Exception:  # noqa: BLE001 - retried row by row below; a row that fails again is flagged
-            if len(samples) == 1:
-                raise
-            return [r for sid, s in zip(ids, samples) for r in self._score_one(sid, s, loaded)]
-        return [score_row(sid, {c: values[c][k] for c in self.columns}) for k, sid in enumerate(ids)]
+        """Score a chunk; out-of-memory halves it, errors and NaN/inf retry rows alone (curator.robust);
+        a row that still fails gets null scores and a ``flag_reason``."""
 
-    def _score_one(self, sid: str, sample: EncodedSample, loaded) -> list[dict]:
-        try:
-            return self._score_rows([sid], [sample], loaded)
-        except Exception as exc:  # noqa: BLE001 - one bad row never fails the run
-            return [score_row(sid, dict.fromkeys(self.columns), f"scoring failed: {type(exc).__name__}: {exc}")]
+        def score(part: Sequence[EncodedSample]) -> list[tuple[float, ...]]:
+            values = self.score_chunk(list(part), collate_to(part, loaded))
+            return [tuple(values[c][k] for c in self.columns) for k in range(len(part))]
+
+        scores, reasons = score_robustly(score, samples)
+        return [score_row(sid, dict(zip(self.columns, s or (None,) * len(self.columns))),
+                          None if why is None else f"scoring failed: {why}")
+                for sid, s, why in zip(ids, scores, reasons)]
+
+    def anchor_source(self) -> str:
+        """``"default"`` or the anchor file, confined to the recipe's allowed roots like inputs."""
+        anchors = self.params.anchors
+        return anchors if anchors == "default" else str(self.context.data_path(anchors, f"{self.name}.with.anchors"))
 
 
 def collate_to(samples: Sequence[EncodedSample], loaded) -> dict[str, torch.Tensor]:

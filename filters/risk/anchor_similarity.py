@@ -87,7 +87,7 @@ class AnchorSimilarityStage(ForwardScoreStage):
 
     def check_inputs(self, schema) -> None:
         super().check_inputs(schema)
-        check_anchor_source(self.params.anchors)
+        check_anchor_source(self.anchor_source())
 
     @cached_property
     def _spec(self):
@@ -96,7 +96,7 @@ class AnchorSimilarityStage(ForwardScoreStage):
     @cached_property
     def _anchors(self):
         p = self.params
-        return anchor_pairs(p.anchors, p.anchor_test_fraction, p.anchor_seed)
+        return anchor_pairs(self.anchor_source(), p.anchor_test_fraction, p.anchor_seed)
 
     def artifact_path(self):
         p, (_, _, record, sha) = self.params, self._anchors

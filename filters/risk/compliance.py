@@ -93,7 +93,7 @@ class ComplianceStage(ForwardScoreStage):
 
     def check_inputs(self, schema) -> None:
         super().check_inputs(schema)
-        check_anchor_source(self.params.anchors)
+        check_anchor_source(self.anchor_source())
 
     @cached_property
     def _spec(self):
@@ -102,7 +102,7 @@ class ComplianceStage(ForwardScoreStage):
     @cached_property
     def _anchors(self):
         p = self.params
-        return anchor_pairs(p.anchors, p.anchor_test_fraction, p.anchor_seed)
+        return anchor_pairs(self.anchor_source(), p.anchor_test_fraction, p.anchor_seed)
 
     def artifact_path(self):
         _, _, record, sha = self._anchors

@@ -38,7 +38,8 @@ def env(tmp_path_factory):
 
 def _stage(env, cache="cache", **params):
     params = {"anchors": env["anchors"], "max_length": 48, "batch_size": 4, **params}
-    ctx = StageContext(run_dir=env["root"], cache_dir=env["root"] / cache, model=env["model"], quiet=True)
+    ctx = StageContext(run_dir=env["root"], cache_dir=env["root"] / cache, model=env["model"], quiet=True,
+                       recipe_dir=env["root"])
     return AnchorSimilarityStage(build_params(AnchorSimilarityParams, params, "with"), ctx)
 
 

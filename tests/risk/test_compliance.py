@@ -40,7 +40,8 @@ def env(tmp_path_factory):
 
 def _stage(env, cache="cache", **params):
     params = {"anchors": env["anchors"], "max_length": 48, "batch_size": 2, **params}
-    ctx = StageContext(run_dir=env["root"], cache_dir=env["root"] / cache, model=env["model"], quiet=True)
+    ctx = StageContext(run_dir=env["root"], cache_dir=env["root"] / cache, model=env["model"], quiet=True,
+                       recipe_dir=env["root"])
     return ComplianceStage(build_params(ComplianceParams, params, "with"), ctx)
 
 
@@ -177,7 +178,8 @@ def test_params_and_inputs_checked_before_model_load(env):
         s.setup()
 
 
-def test_end_to_end_recipe_with_both_stages(env, tmp_path):
+def test_end_to_end_recipe_with_both_stages(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATOR_ALLOWED_ROOTS", str(env["root"]))  # the shared anchor file
     from curator.pipeline import run
     from curator.registry import register
     from filters.risk.anchor_similarity import AnchorSimilarityStage
