@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,22 @@ class ForwardScoreStage(Stage):
         return [score_row(sid, dict(zip(self.columns, s or (None,) * len(self.columns))),
                           None if why is None else f"scoring failed: {why}")
                 for sid, s, why in zip(ids, scores, reasons)]
+
+    def check_inputs(self, schema) -> None:
+        super().check_inputs(schema)
+        check_anchor_source(self.anchor_source())
+
+    @cached_property
+    def _spec(self):
+        from curator.models import resolve_model
+
+        return resolve_model(self.context.model)
+
+    @cached_property
+    def _anchors(self) -> tuple[pa.Table, pa.Table, dict, str]:
+        """(train, test, split record, anchor-set sha256) of the paired anchors."""
+        p = self.params
+        return anchor_pairs(self.anchor_source(), p.anchor_test_fraction, p.anchor_seed)
 
     def anchor_source(self) -> str:
         """``"default"`` or the anchor file, confined to the recipe's allowed roots like inputs."""

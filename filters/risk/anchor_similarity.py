@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import cached_property
 from typing import Literal
 
 import torch
@@ -28,15 +27,13 @@ import torch
 from curator.chat import encode_sample
 from curator.gradients import per_sample_lora_grads
 from curator.lora import LoRAConfig, attach_lora, lora_modules
-from curator.models import curator_home, load_model, resolve_model
+from curator.models import curator_home, load_model
 from curator.progress import progress_bar
 from curator.projections import SparseJL
 from filters.risk.activations import (
     ForwardScoreStage,
-    anchor_pairs,
     artifact_key,
     at,
-    check_anchor_source,
     collate_to,
     layer_hidden,
     load_artifact,
@@ -84,19 +81,6 @@ class AnchorSimilarityStage(ForwardScoreStage):
 
     def provided_columns(self) -> tuple[str, ...]:
         return self.columns
-
-    def check_inputs(self, schema) -> None:
-        super().check_inputs(schema)
-        check_anchor_source(self.anchor_source())
-
-    @cached_property
-    def _spec(self):
-        return resolve_model(self.context.model)
-
-    @cached_property
-    def _anchors(self):
-        p = self.params
-        return anchor_pairs(self.anchor_source(), p.anchor_test_fraction, p.anchor_seed)
 
     def artifact_path(self):
         p, (_, _, record, sha) = self.params, self._anchors

@@ -23,22 +23,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Literal
 
 import torch
 
 from curator.chat import encode_sample
 from curator.errors import InputError
-from curator.models import curator_home, load_model, resolve_model
+from curator.models import curator_home, load_model
 from curator.progress import progress_bar
 from filters.risk.activations import (
     ForwardScoreStage,
     all_hidden,
-    anchor_pairs,
     artifact_key,
     at,
-    check_anchor_source,
     collate_to,
     layer_hidden,
     load_artifact,
@@ -90,19 +87,6 @@ class ComplianceStage(ForwardScoreStage):
     Params = ComplianceParams
     provides = ("risk_compliance",)
     columns = ("risk_compliance",)
-
-    def check_inputs(self, schema) -> None:
-        super().check_inputs(schema)
-        check_anchor_source(self.anchor_source())
-
-    @cached_property
-    def _spec(self):
-        return resolve_model(self.context.model)
-
-    @cached_property
-    def _anchors(self):
-        p = self.params
-        return anchor_pairs(self.anchor_source(), p.anchor_test_fraction, p.anchor_seed)
 
     def artifact_path(self):
         _, _, record, sha = self._anchors
