@@ -232,7 +232,8 @@ def section_mix(con: duckdb.DuckDBPyConnection) -> str:
         return out + note("no added samples (no augment stage such as rebalance ran)")
     have = {r[0] for r in con.execute("DESCRIBE added").fetchall()}
     keys = [k for k in ("added_by", "generator", "template_id") if k in have]
-    rows = _rows(con, f"SELECT {', '.join(keys)}, count(*) AS n FROM added GROUP BY ALL ORDER BY n DESC, ALL")
+    rows = _rows(con, f"SELECT {', '.join(keys)}, count(*) AS n FROM added GROUP BY ALL "
+                      f"ORDER BY n DESC, {', '.join(keys)}")
     return out + table(rows)
 
 
