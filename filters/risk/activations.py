@@ -230,7 +230,7 @@ class ForwardScoreStage(Stage):
         cache = self._cache
         ids = batch.column("sample_id").to_pylist()
         encoded = encode_rows(loaded.tokenizer, batch, self.params.max_length)
-        order = sorted((i for i, e in enumerate(encoded) if not isinstance(e, str)),
+        order = sorted((i for i, e in enumerate(encoded) if not isinstance(e, str) and e.response_len > 0),
                        key=lambda i: len(encoded[i].input_ids))
         chunks = [order[k : k + self.params.batch_size] for k in range(0, len(order), self.params.batch_size)]
         todo = [c for c in chunks if not all(ids[i] in cache.rows for i in c)]
@@ -249,6 +249,8 @@ class ForwardScoreStage(Stage):
         for sid, enc in zip(ids, encoded):
             if isinstance(enc, str):
                 rows.append(score_row(sid, dict.fromkeys(self.columns), enc))
+            elif enc.response_len == 0:  # a prompt-only row (e.g. safety prompts for hardness): nothing to score
+                rows.append({"sample_id": sid, **dict.fromkeys(self.columns), FLAG_COLUMN: None})
             else:
                 rows.append(cache.rows[sid])
         return output_table(rows, self.columns)

@@ -142,7 +142,8 @@ class SQSDStage(Stage):
         with progress_bar("risk.sqsd", len(ids), self.context.quiet) as advance:
             for s in range(0, len(order), bs):
                 idx = [i for i in order[s:s + bs] if encoded[i].response_len > 0]
-                rows += [self._row(ids[i], None, None, "no response tokens to score")
+                rows += [{"sample_id": ids[i], "risk_sqsd": None, "risk_sqsd_danger": None, "risk_sqsd_safety": None,
+                          FLAG_COLUMN: None}  # prompt-only rows (safety prompts for hardness): nothing to score
                          for i in order[s:s + bs] if encoded[i].response_len == 0]
                 if idx:
                     rows += self._score_chunk([ids[i] for i in idx], [encoded[i] for i in idx])

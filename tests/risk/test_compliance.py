@@ -153,13 +153,13 @@ def test_auto_layer_batching_and_cache_resume(env, monkeypatch):
     assert again.equals(first)
 
 
-def test_unscorable_rows_are_flagged(env):
+def test_prompt_only_rows_get_null_scores_without_a_flag(env):
     stage = _stage(env, layer=1)
     stage.setup()
     rows = [ROWS[0], {"sample_id": "x", "prompt": "only a prompt", "response": None}]
     out = stage.process_batch(pa.Table.from_pylist(rows).to_batches()[0]).to_pylist()
-    assert out[0]["flag_reason"] is None and out[1]["risk_compliance"] is None
-    assert "non-finite" in out[1]["flag_reason"]
+    assert out[0]["flag_reason"] is None and out[0]["risk_compliance"] is not None
+    assert out[1]["risk_compliance"] is None and out[1]["flag_reason"] is None  # a safety prompt: nothing to score
 
 
 def test_params_and_inputs_checked_before_model_load(env):
@@ -233,3 +233,4 @@ def test_heldout_auroc_default_model(tmp_path):
     print(f"risk.compliance layer={stage.layer} n_test={n} AUROC={auroc:.4f} spearman_len={rho:.3f} "
           f"within compliant={within[0]:.3f} within refusal={within[1]:.3f}")
     assert auroc >= 0.9
+

@@ -167,7 +167,7 @@ def test_cache_resume_computes_only_missing_rows(tiny_env, tmp_path):
     assert again.process_batch(batch).to_pylist() == out
 
 
-def test_nan_and_empty_rows_are_flagged_not_fatal(tiny_env, tmp_path):
+def test_nan_rows_are_flagged_and_prompt_only_rows_skipped(tiny_env, tmp_path):
     stage = make_stage(tiny_env, tmp_path, batch_size=8)
     stage.setup()
     tok, model = stage._lm.tokenizer, stage._lm.model
@@ -178,7 +178,7 @@ def test_nan_and_empty_rows_are_flagged_not_fatal(tiny_env, tmp_path):
     rows = [*ROWS[:3], {"prompt": "hi", "response": "ZZZ ok"}, {"prompt": "only a prompt", "response": None}]
     out = stage.process_batch(batch_of(rows)).to_pylist()
     assert out[3]["risk_sqsd"] is None and "non-finite" in out[3]["flag_reason"]
-    assert out[4]["risk_sqsd"] is None and "no response" in out[4]["flag_reason"]
+    assert out[4]["risk_sqsd"] is None and out[4]["flag_reason"] is None  # a safety prompt: nothing to score
     assert all(r["flag_reason"] is None and math.isfinite(r["risk_sqsd"]) for r in out[:3])
 
 
