@@ -1,47 +1,128 @@
-"""Batched per-sample gradients from ONE forward/backward (hook-based, "Opacus-style").
+"""Batched per-sample LoRA gradients from ONE forward/backward.
 
-For a LoRA module with input X_i (T×n), U_i = X_i Aᵀ and h = U Bᵀ (output ``W x + s·h``):
+For a LoRA module with input X_i (T×n), U_i = X_i Aᵀ and output ``Y = X Wᵀ + s·U Bᵀ``, with
+G_i = ∂L/∂Y_i the gradient at the module output:
 
-    ∇_B L_i = (∂L/∂h_i)ᵀ U_i = s · G_iᵀ U_i           (m×r)
-    ∇_A L_i = (∂L/∂u_i)ᵀ X_i = s · (G_i B)ᵀ X_i        (r×n)
+    ∇_B L_i = s · G_iᵀ U_i            (m×r)
+    ∇_A L_i = s · (G_i B)ᵀ X_i        (r×n)
+    ∂L/∂X   = G W + s · (G B) A       (passed on down the network)
 
-with G the gradient at the module output. We backpropagate ``Σ_i loss_i`` where ``loss_i`` is the
-token-mean over sample i's own response tokens, so each sample's slice is exactly its batch-size-1
-gradient (right padding: pad positions receive zero gradient under causal attention). No parameter
-requires grad during the pass (base weights and A/B alike): the embedding output is the only leaf,
-so backward computes activation gradients only and the per-sample weight gradients come from the
-einsums above.
+We backpropagate ``Σ_i loss_i`` where ``loss_i`` is the token-mean over sample i's own response tokens,
+so each sample's slice is exactly its batch-size-1 gradient (right padding: pad positions receive zero
+gradient under causal attention). Each LoRA layer runs as ONE fused autograd node (``_FusedLoRA``): the
+LoRA term is added in place to the base output, the backward computes ``∂L/∂X`` and both per-sample
+gradients from the same G, and no parameter requires grad (no base-weight or summed LoRA gradients).
+Autograd starts at the lowest LoRA layer (a grad-requiring dummy is an input of every fused node), so
+no input gradient is computed below it.
+
+``compute_dtype=torch.bfloat16`` on a float32 model is mixed precision: the frozen base matmuls, the LM
+head and attention run in bf16 (autocast; base weights cast once and cached), while U, G B, the LoRA
+term and the per-sample gradients are computed and accumulated in the factors' dtype (float32).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from curator.chat import model_per_sample_loss
 from curator.errors import InputError
-from curator.lora import lora_modules
+from curator.lora import LoRALinear, lora_modules
 
-LoRAGrads = dict[str, tuple[torch.Tensor, torch.Tensor]]
+LoRAGrads = dict[str, tuple[torch.Tensor | None, torch.Tensor]]
 
 
 @contextmanager
 def activation_grad_only(model: nn.Module) -> Iterator[None]:
     """No parameter requires grad; the input embeddings' output is made a grad leaf instead."""
+    with frozen_parameters(model):
+        handle = model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Grad mode on, every parameter's ``requires_grad`` off for the block (flags restored after)."""
     flags = {p: p.requires_grad for p in model.parameters()}
     for p in flags:
         p.requires_grad_(False)
-    handle = model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
     try:
         with torch.enable_grad():
             yield
     finally:
-        handle.remove()
         for p, flag in flags.items():
             p.requires_grad_(flag)
+
+
+@dataclass
+class _Sink:
+    """One LoRA layer's fused-node settings and (after backward) its per-sample gradients."""
+
+    weight: torch.Tensor  # base weight in the compute dtype
+    bias: torch.Tensor | None
+    A: torch.Tensor
+    B: torch.Tensor
+    scaling: float
+    record: bool  # store per-sample gradients for this module
+    with_a: bool
+    grad_a: torch.Tensor | None = None
+    grad_b: torch.Tensor | None = None
+
+
+class _FusedLoRA(torch.autograd.Function):
+    """``Y = X Wᵀ (+ bias) + s·(X Aᵀ) Bᵀ`` whose backward also records the per-sample ∇A, ∇B (module doc)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, anchor: torch.Tensor, sink: _Sink) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            lora_dtype = sink.A.dtype
+            xl = x.to(lora_dtype)
+            u = F.linear(xl, sink.A)
+            out = F.linear(x.to(sink.weight.dtype), sink.weight, sink.bias).to(torch.promote_types(x.dtype, lora_dtype))
+            out.view(-1, out.shape[-1]).addmm_(u.view(-1, u.shape[-1]).to(out.dtype), sink.B.t().to(out.dtype),
+                                               alpha=sink.scaling)
+        ctx.sink = sink
+        ctx.save_for_backward(x, u)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        sink: _Sink = ctx.sink
+        x, u = ctx.saved_tensors
+        with torch.autocast(g.device.type, enabled=False):
+            gl = g.to(sink.A.dtype)
+            gu = torch.matmul(gl, sink.B).mul_(sink.scaling)  # ∂L/∂U = s·G B
+            if sink.record:
+                sink.grad_b = torch.bmm(gl.transpose(1, 2), u).mul_(sink.scaling).float()
+                if sink.with_a:
+                    sink.grad_a = torch.bmm(gu.transpose(1, 2), x.to(sink.A.dtype)).float()
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                grad_x = torch.matmul(g.to(sink.weight.dtype), sink.weight).to(gu.dtype)
+                grad_x.view(-1, grad_x.shape[-1]).addmm_(gu.reshape(-1, gu.shape[-1]), sink.A)
+                grad_x = grad_x.to(x.dtype)
+        return grad_x, None, None
+
+
+def _compute_weight(module: LoRALinear, dtype: torch.dtype) -> torch.Tensor:
+    """The frozen base weight in ``dtype``, cast once and cached on the module (recast if it changes)."""
+    w = module.base.weight
+    if w.dtype == dtype:
+        return w.detach()
+    key = (dtype, w.data_ptr(), w._version)
+    cached = getattr(module, "_curator_cast_weight", None)
+    if cached is None or cached[0] != key:
+        cached = (key, w.detach().to(dtype))
+        module._curator_cast_weight = cached
+    return cached[1]
 
 
 def per_sample_lora_grads(
@@ -49,9 +130,13 @@ def per_sample_lora_grads(
     batch: dict[str, torch.Tensor],
     modules: Iterable[str] | None = None,
     response_only_logits: bool = True,
+    compute_dtype: torch.dtype | None = None,
+    with_a: bool = True,
 ) -> tuple[torch.Tensor, LoRAGrads]:
     """Per-sample losses [b] and ``{module: (gA [b,r,n], gB [b,m,r])}`` in float32 for every LoRA module
-    (or the named subset), from one forward/backward. ``batch`` comes from ``chat.collate`` (right pad)."""
+    (or the named subset), from one forward/backward. ``batch`` comes from ``chat.collate`` (right pad).
+    ``compute_dtype``: dtype of the frozen base computation (None = the model's; see module doc);
+    ``with_a=False`` skips ∇A (returned as None)."""
     all_modules = lora_modules(model)
     if not all_modules:
         raise InputError("per_sample_lora_grads: the model has no LoRA modules (call attach_lora first).")
@@ -59,31 +144,27 @@ def per_sample_lora_grads(
     unknown = [n for n in names if n not in all_modules]
     if unknown:
         raise InputError(f"per_sample_lora_grads: not LoRA modules: {unknown[:3]}")
-    grads_a: dict[str, torch.Tensor] = {}
-    grads_b: dict[str, torch.Tensor] = {}
-
-    def tap(module, x, u, h, name):
-        x, u_saved = x.detach(), u.detach()
-
-        def on_h(g):  # g = ∂L/∂h = s·G, shape [b,T,m]
-            grads_b[name] = torch.bmm(g.transpose(1, 2), u_saved).float()
-
-        def on_u(g):  # g = ∂L/∂u = s·G·B, shape [b,T,r]
-            grads_a[name] = torch.bmm(g.transpose(1, 2), x).float()
-
-        h.register_hook(on_h)
-        u.register_hook(on_u)
-
-    for name in names:
-        all_modules[name].tap = lambda mod, x, u, h, _n=name: tap(mod, x, u, h, _n)
+    model_dtype = next(iter(all_modules.values())).base.weight.dtype
+    dtype = compute_dtype or model_dtype
+    device = batch["input_ids"].device
+    anchor = torch.zeros((), device=device, requires_grad=True)
+    sinks = {}
+    for name, m in all_modules.items():
+        if m.training and not isinstance(m.dropout, nn.Identity):
+            raise InputError("per_sample_lora_grads: LoRA dropout is active; call model.eval() first.")
+        sink = sinks[name] = _Sink(_compute_weight(m, dtype), None if m.base.bias is None else m.base.bias.detach().to(dtype),
+                                   m.lora_A.detach(), m.lora_B.detach(), m.scaling, name in names, with_a)
+        m.forward = lambda x, _s=sink: _FusedLoRA.apply(x, anchor, _s)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != model_dtype else nullcontext()
     try:
-        with activation_grad_only(model):
-            losses = model_per_sample_loss(model, batch, response_only_logits)
-            losses.sum().backward()
+        with frozen_parameters(model):
+            with autocast:
+                losses = model_per_sample_loss(model, batch, response_only_logits)
+            losses.float().sum().backward()
     finally:
-        for name in names:
-            all_modules[name].tap = None
-    return losses.detach(), {n: (grads_a[n], grads_b[n]) for n in names}
+        for m in all_modules.values():
+            del m.forward
+    return losses.detach().float(), {n: (sinks[n].grad_a, sinks[n].grad_b) for n in names}
 
 
 def per_sample_linear_grads(

@@ -95,3 +95,21 @@ def test_linear_grads_match_batch1_loop(tiny):
             assert _rel(model.get_submodule(name).weight.grad, dense) < MAX_REL, name
     with pytest.raises(InputError, match="not nn.Linear"):
         per_sample_linear_grads(model, batch, ["model.layers.0.mlp"])
+
+
+def test_lora_grads_b_only_and_mixed_precision(tiny):
+    """``with_a=False`` gives the same ∇B and no ∇A; bf16 base compute stays close to float32 (cosine)."""
+    model, tok = tiny
+    attach_lora(model, LoRAConfig(r=4, alpha=8), seed=1, init="random")
+    batch = collate(_samples(tok), tok.pad_token_id)
+    _, full = per_sample_lora_grads(model, batch)
+    _, b_only = per_sample_lora_grads(model, batch, with_a=False)
+    losses, mixed = per_sample_lora_grads(model, batch, compute_dtype=torch.bfloat16)
+    assert losses.dtype == torch.float32
+    for name, (g_a, g_b) in full.items():
+        assert b_only[name][0] is None
+        torch.testing.assert_close(b_only[name][1], g_b)
+        for ref, got in zip((g_a, g_b), mixed[name]):
+            assert got.dtype == torch.float32
+            assert F.cosine_similarity(ref.flatten(1), got.flatten(1), dim=1).min() > 0.95, name
+    assert next(iter(lora_modules(model).values())).base.weight.dtype == torch.float32  # model untouched
