@@ -109,7 +109,7 @@ class AnchorSimilarityStage(ForwardScoreStage):
     def grad_features(self, samples, batch) -> torch.Tensor:
         """Normalised sketched gradients [b, D] (see module docstring)."""
         model = self.load().model
-        _, grads = per_sample_lora_grads(model, batch)
+        _, grads = per_sample_lora_grads(model, batch, with_a=False)  # features use ∇B only
         modules = lora_modules(model)
         parts = []
         for name in sorted(grads):

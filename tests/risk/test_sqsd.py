@@ -140,6 +140,22 @@ def test_stage_equals_batch1_dense_reference(tiny_env, tmp_path, method, mode, m
     stage.teardown()
 
 
+def test_bf16_base_compute_tracks_float32_scores(tiny_env, tmp_path):
+    """Mixed precision (bf16 base, fp32 LoRA): same rows scored, close to the float32 scores."""
+    kw = {"safety_scaling": 0.8, "batch_size": 3, "max_length": 48}
+    fp32 = make_stage(tiny_env, tmp_path / "a", **kw)
+    fp32.setup()
+    want = fp32.process_batch(batch_of(ROWS)).to_pylist()
+    mixed = make_stage(tiny_env, tmp_path / "b", base_compute="bfloat16", **kw)
+    mixed.setup()
+    got = mixed.process_batch(batch_of(ROWS)).to_pylist()
+    assert mixed._lm.model.dtype == torch.float32  # the model itself stays float32
+    for g, w in zip(got, want):
+        assert g["flag_reason"] is None
+        for col in ("risk_sqsd_danger", "risk_sqsd_safety"):
+            assert g[col] != w[col] and g[col] == pytest.approx(w[col], abs=0.05), col
+
+
 def test_cache_resume_computes_only_missing_rows(tiny_env, tmp_path):
     stage = make_stage(tiny_env, tmp_path, batch_size=4)
     batch = batch_of(ROWS)
