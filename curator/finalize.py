@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,40 +31,11 @@ def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: dict, star
              timings: dict[str, float], quiet: bool):
     from curator.pipeline import RunResult
 
-    shards, kept_parts, added_parts = [], [], []
-    decide = [ps for ps in plan.stages if ps.kind == "decide"]
-    augment = [ps for ps in plan.stages if ps.kind == "augment"]
-    score = [ps for ps in plan.stages if ps.kind == "score"]
-    for shard in range(plan.recipe.shards):
-        files = {}
-        samples = read_parquet(rundir.input_shard(shard)) if rundir.input_shard(shard).exists() else None
-        verdicts = [(ps.id, _verdicts(ps, read_parquet(rundir.scores(ps.id, shard))))
-                    for ps in plan.stages if ps.kind in ("score", "decide") and rundir.scores(ps.id, shard).exists()]
-        parts = [read_parquet(rundir.ingest_ledger(shard))]
-        if samples is not None:
-            status = final_statuses(samples, verdicts)
-            parts.append(status)
-            keep = pc.is_in(status.column("status"), value_set=pa.array(["kept", "flagged"]))
-            kept_parts.append(samples.filter(keep))
-        added = [read_parquet(rundir.scores(ps.id, shard)) for ps in augment if rundir.scores(ps.id, shard).exists()]
-        if added:
-            added_table = pa.concat_tables(added, promote_options="permissive")
-            files[f"added/{shard_name(shard)}.parquet"] = write_parquet(added_table, rundir.added(shard))
-            parts.append(added_rows(added_table, added_table.column("added_by")))
-            added_parts.append(added_table)
-        ledger = pa.concat_tables(parts).cast(LEDGER_SCHEMA)
-        files[f"ledger/{shard_name(shard)}.parquet"] = write_parquet(ledger, rundir.ledger(shard))
-        for rel in (f"input/{shard_name(shard)}.parquet", f"quarantine/{shard_name(shard)}.parquet",
-                    *(f"scores/{ps.id}/{shard_name(shard)}.parquet" for ps in (*score, *decide, *augment))):
-            if (rundir.root / rel).exists():
-                files[rel] = sha256_path(rundir.root / rel)
-        c = counts(ledger)
-        expected = ingest_info["shards"][str(shard)]["rows_in"]
-        got = c["kept"] + c["dropped"] + c["flagged"] + c["quarantined"]
-        if got != expected:
-            raise RunError(f"accounting invariant broken on {shard_name(shard)}: {expected} input rows but "
-                           f"{got} ledger rows (kept+dropped+flagged+quarantined)")
-        shards.append({"shard": shard, "rows_in": expected, **c, "files": dict(sorted(files.items()))})
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Parquet, Arrow and hashing release the GIL
+        done = list(pool.map(lambda shard: _finalize_shard(plan, rundir, ingest_info, shard), range(plan.recipe.shards)))
+    shards = [entry for entry, _, _ in done]
+    kept_parts = [kept for _, kept, _ in done if kept is not None]
+    added_parts = [added for _, _, added in done if added is not None]
     dataset = _dataset_table(kept_parts, added_parts, plan)
     fault_point("before_publish")
     digest, dataset_files = publish_dataset(dataset, rundir.dataset, plan.final_fingerprint)
@@ -80,11 +52,46 @@ def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: dict, star
     return RunResult(rundir.root, manifest, digest)
 
 
-def _verdicts(ps, table: pa.Table) -> pa.Table:
+def _finalize_shard(plan: Plan, rundir: RunDir, ingest_info: dict, shard: int
+                    ) -> tuple[dict, pa.Table | None, pa.Table | None]:
+    """One shard's ledger file and manifest entry, its kept/flagged samples and its added ones."""
+    files, kept, added_table = {}, None, None
+    samples = read_parquet(rundir.input_shard(shard)) if rundir.input_shard(shard).exists() else None
+    verdicts = [(ps.id, _verdicts(ps, rundir.scores(ps.id, shard))) for ps in plan.stages
+                if ps.kind in ("score", "decide") and rundir.scores(ps.id, shard).exists()]
+    parts = [read_parquet(rundir.ingest_ledger(shard))]
+    if samples is not None:
+        status = final_statuses(samples, verdicts)
+        parts.append(status)
+        kept = samples.filter(pc.is_in(status.column("status"), value_set=pa.array(["kept", "flagged"])))
+    augment = [ps for ps in plan.stages if ps.kind == "augment"]
+    added = [read_parquet(rundir.scores(ps.id, shard)) for ps in augment if rundir.scores(ps.id, shard).exists()]
+    if added:
+        added_table = pa.concat_tables(added, promote_options="permissive")
+        files[f"added/{shard_name(shard)}.parquet"] = write_parquet(added_table, rundir.added(shard))
+        parts.append(added_rows(added_table, added_table.column("added_by")))
+    ledger = pa.concat_tables(parts).cast(LEDGER_SCHEMA)
+    files[f"ledger/{shard_name(shard)}.parquet"] = write_parquet(ledger, rundir.ledger(shard))
+    for rel in (f"input/{shard_name(shard)}.parquet", f"quarantine/{shard_name(shard)}.parquet",
+                *(f"scores/{ps.id}/{shard_name(shard)}.parquet" for ps in plan.stages
+                  if ps.kind in ("score", "decide", "augment"))):
+        if (rundir.root / rel).exists():
+            files[rel] = sha256_path(rundir.root / rel)
+    c = counts(ledger)
+    expected = ingest_info["shards"][str(shard)]["rows_in"]
+    got = c["kept"] + c["dropped"] + c["flagged"] + c["quarantined"]
+    if got != expected:
+        raise RunError(f"accounting invariant broken on {shard_name(shard)}: {expected} input rows but "
+                       f"{got} ledger rows (kept+dropped+flagged+quarantined)")
+    return {"shard": shard, "rows_in": expected, **c, "files": dict(sorted(files.items()))}, kept, added_table
+
+
+def _verdicts(ps, path: Path) -> pa.Table:
     """A decide stage's verdicts, or a score stage's ``flag_reason`` rows as ``flagged`` verdicts
     (a model stage that could not score a row flags it instead of failing the run)."""
     if ps.kind == "decide":
-        return table
+        return read_parquet(path)
+    table = read_parquet(path, ["sample_id", FLAG_COLUMN])
     if FLAG_COLUMN not in table.column_names:
         return pa.table({"sample_id": pa.array([], pa.string()), "status": pa.array([], pa.string()),
                          "reason": pa.array([], pa.string()), "rule": pa.array([], pa.string())})
@@ -113,16 +120,10 @@ def _dataset_table(kept: list[pa.Table], added: list[pa.Table], plan: Plan) -> p
 
 def publish_dataset(table: pa.Table, dest: Path, fingerprint: str) -> tuple[str, dict[str, str]]:
     """Write a ``datasets.load_from_disk``-compatible directory atomically; return (digest, file hashes)."""
-    import datasets
-    from datasets import Dataset
-    from datasets.table import InMemoryTable
-
-    datasets.disable_progress_bars()
-
     tmp = Path(tempfile.mkdtemp(prefix=".dataset.", dir=dest.parent))
     try:
-        Dataset(InMemoryTable(table), fingerprint=fingerprint).save_to_disk(str(tmp / "d"))
         staged = tmp / "d"
+        _save_to_disk(table, staged, fingerprint)
         fault_point("write:dataset")
         if dest.exists():
             os.replace(dest, tmp / "old")
@@ -134,6 +135,29 @@ def publish_dataset(table: pa.Table, dest: Path, fingerprint: str) -> tuple[str,
         shutil.rmtree(tmp, ignore_errors=True)
     files = {p.name: sha256_path(p) for p in sorted(dest.iterdir()) if p.is_file()}
     return sha256_path(dest), files
+
+
+def _save_to_disk(table: pa.Table, path: Path, fingerprint: str) -> None:
+    """``Dataset.save_to_disk`` layout: ``datasets`` writes the metadata files (saving one row)
+    and Arrow then writes all rows into its data file, as one stream in batches of 1000 like
+    ``datasets`` (whose writer spends most of its time converting features per batch). Empty
+    tables and features that embed external files (images, audio) go through ``datasets``."""
+    import datasets
+    from datasets import Dataset
+    from datasets.features.features import require_storage_embed
+    from datasets.table import InMemoryTable
+
+    datasets.disable_progress_bars()
+    full = Dataset(InMemoryTable(table), fingerprint=fingerprint)
+    if table.num_rows == 0 or require_storage_embed(full.features):
+        full.save_to_disk(str(path))
+        return
+    Dataset(InMemoryTable(table.slice(0, 1)), fingerprint=fingerprint).save_to_disk(str(path))
+    (data_file,) = path.glob("data-*.arrow")
+    schema = pa.ipc.open_stream(pa.memory_map(str(data_file))).schema
+    with pa.ipc.new_stream(str(data_file), schema) as writer:
+        for batch in table.cast(schema).to_batches(max_chunksize=1000):
+            writer.write_batch(batch)
 
 
 def _stats(rundir: RunDir, shards: list[dict], plan: Plan) -> dict:

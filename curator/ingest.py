@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 
 from curator.errors import InputError
-from curator.io import read_table, sha256_path, write_parquet
+from curator.faults import fault_point
+from curator.io import atomic_path, read_table, sha256_path, write_parquet
 from curator.ledger import LEDGER_SCHEMA
 from curator.parallel import map_chunks
-from curator.rundir import RunDir
-from curator.samples import adapt, sample_ids, shard_indices
+from curator.plan import ingest_plan
+from curator.rundir import RunDir, shard_name
+from curator.samples import adapt, later_repeats, sample_ids, shard_indices
 from curator.stage import Stage
 
 RAW_LIMIT = 65536  # characters of a quarantined row's raw text kept in quarantine/
@@ -94,7 +99,7 @@ def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage, limit: 
             return pa.table({"sample_id": sample_ids(chunk), **{n: chunk.column(n) for n in chunk.column_names}})
 
         canon = map_chunks(normalize_and_id, canon)
-        canon = canon.append_column("_input_idx", pa.array([idx] * canon.num_rows, pa.int32()))
+        canon = canon.append_column("_input_idx", pa.repeat(pa.scalar(idx, pa.int32()), canon.num_rows))
         canon = canon.append_column("_input_row", file_rows.cast(pa.int64()))
         bad_mask = pc.is_valid(canon.column("_bad_reason"))
         if pc.any(bad_mask).as_py():
@@ -126,68 +131,105 @@ def _concat(tables: list[pa.Table], where: str) -> pa.Table:
                          "rename or cast the conflicting pass-through column") from None
 
 
-def ingest(inputs: list[tuple], n_shards: int, rundir: RunDir, normalizer: Stage) -> dict:
-    """Run the ingest; ``inputs`` are (path, format, source, limit, sample, sample_seed). Returns per-shard and per-input counts."""
-    goods, quars, infos = [], [], []
-    for idx, (path, fmt, source, limit, sample, seed) in enumerate(inputs):
-        good, quar, info = read_input(idx, path, fmt, source, normalizer, limit, sample, seed)
+def ingest(recipe, rundir: RunDir, fp: str, specs: list[tuple], input_hashes: list[str], exe, quiet: bool) -> dict:
+    """Run the ingest on ``exe``; ``specs`` are (path, format, source, limit, sample, sample_seed).
+
+    Map: a worker reads, normalises, ids and shards each input into Arrow files in the ingest
+    cache. Reduce: a worker takes each shard's rows from every input (in input order), drops
+    later duplicates and writes the shard's files. Returns per-shard and per-input counts."""
+    head = (recipe, str(rundir.root), [])
+    infos = exe.map(ingest_input_unit, [(*head, idx, input_hashes, quiet, spec) for idx, spec in enumerate(specs)],
+                    "ingest: inputs")
+    parts = [_part(rundir, fp, idx, "good") for idx in range(len(specs))]
+    schema = _schema([ipc.open_file(pa.memory_map(str(p))).schema for p in parts if p.exists()])
+    shards = exe.map(ingest_shard_unit, [(*head, s, input_hashes, quiet, len(specs)) for s in range(recipe.shards)],
+                     "ingest: shards")
+    return {"shards": dict(enumerate(shards)), "inputs": infos, "schema": schema}
+
+
+def ingest_input_unit(job: tuple) -> dict:
+    """Map unit: one input -> ``good`` and ``quarantine`` Arrow files with a ``_shard`` column."""
+    recipe, root, _, idx, input_hashes, quiet, (path, fmt, source, limit, sample, seed) = job
+    rundir = RunDir(Path(root))
+    normalizer, fp, _ = ingest_plan(recipe, rundir, input_hashes, quiet)
+    unit = f"input-{idx:05d}"
+    if not rundir.is_done(fp, unit):
+        good, quar, info = read_input(idx, Path(path), fmt, source, normalizer, limit, sample, seed)
         if good is not None:
-            goods.append(good)
-        quars.append(quar)
-        infos.append(info)
-    good = _concat(goods, "inputs") if goods else None
-    quar = pa.concat_tables(quars)
-    dedupe = getattr(normalizer.params, "dedupe", True)
-    stats = {}
-    good_shards = _split(good, n_shards) if good is not None else {}
-    quar_shards = _split(quar, n_shards)
-    for shard in range(n_shards):
-        g = good_shards.get(shard)
-        q = quar_shards.get(shard, quar.slice(0, 0))
-        dup_mask = _later_duplicates(g) if (g is not None and dedupe) else None
-        ledger_parts = [_ledger(q, "quarantined", q.column("reason"))]
-        n_dup = 0
-        if dup_mask is not None and pc.any(dup_mask).as_py():
+            _write_arrow(good.append_column("_shard", shard_indices(good.column("sample_id"), recipe.shards)),
+                         _part(rundir, fp, idx, "good"))
+        _write_arrow(quar.append_column("_shard", shard_indices(quar.column("sample_id"), recipe.shards)),
+                     _part(rundir, fp, idx, "quarantine"))
+        rundir.mark_done(fp, unit, info.__dict__)
+        fault_point("unit_done")
+    return rundir.read_done(fp, unit)
+
+
+def ingest_shard_unit(job: tuple) -> dict:
+    """Reduce unit: one shard's ``input/``, ``quarantine/`` and ingest ledger files."""
+    recipe, root, _, shard, input_hashes, quiet, n_inputs = job
+    rundir = RunDir(Path(root))
+    normalizer, fp, _ = ingest_plan(recipe, rundir, input_hashes, quiet)
+    unit = shard_name(shard)
+    if rundir.is_done(fp, unit):
+        return rundir.read_done(fp, unit)
+    goods = [_shard_rows(p, shard) for i in range(n_inputs) if (p := _part(rundir, fp, i, "good")).exists()]
+    g = _concat(goods, "inputs") if goods else None
+    q = pa.concat_tables([_shard_rows(_part(rundir, fp, i, "quarantine"), shard) for i in range(n_inputs)])
+    ledger_parts = [_ledger(q, "quarantined", q.column("reason"))]
+    n_dup = 0
+    if g is not None and getattr(normalizer.params, "dedupe", True):
+        dup_mask = _later_duplicates(g)
+        if pc.any(dup_mask).as_py():
             dups = g.filter(dup_mask)
             n_dup = dups.num_rows
             ledger_parts.append(_ledger(dups, "dropped", pa.array(["duplicate"] * n_dup)))
             g = g.filter(pc.invert(dup_mask))
-        if g is None:
-            g = _empty_like(good) if good is not None else None
-        if g is not None:
-            write_parquet(g, rundir.input_shard(shard))
-        write_parquet(q, rundir.quarantine(shard))
-        write_parquet(pa.concat_tables(ledger_parts), rundir.ingest_ledger(shard))
-        stats[shard] = {"rows_in": (g.num_rows if g is not None else 0) + n_dup + q.num_rows,
-                        "canonical": g.num_rows if g is not None else 0, "duplicates": n_dup,
-                        "quarantined": q.num_rows}
-    return {"shards": stats, "inputs": [info.__dict__ for info in infos],
-            "schema": (good.schema if good is not None else None)}
+    if g is not None:
+        write_parquet(g, rundir.input_shard(shard))
+    write_parquet(q, rundir.quarantine(shard))
+    write_parquet(pa.concat_tables(ledger_parts), rundir.ingest_ledger(shard))
+    canonical = g.num_rows if g is not None else 0
+    rundir.mark_done(fp, unit, {"rows_in": canonical + n_dup + q.num_rows, "canonical": canonical,
+                                "duplicates": n_dup, "quarantined": q.num_rows})
+    fault_point("unit_done")
+    return rundir.read_done(fp, unit)
 
 
-def _split(table: pa.Table, n_shards: int) -> dict[int, pa.Table]:
-    """Rows per shard, each in input order (input_idx, input_row)."""
-    if table.num_rows == 0:
-        return {}
-    pos = ("_input_idx", "_input_row") if "_input_idx" in table.column_names else ("input_idx", "input_row")
-    shard = shard_indices(table.column("sample_id"), n_shards)
-    table = table.append_column("_shard", shard)
-    table = table.take(pc.sort_indices(table, [("_shard", "ascending"), (pos[0], "ascending"), (pos[1], "ascending")]))
-    out, start = {}, 0
-    counts = dict(sorted((v["values"], v["counts"]) for v in pc.value_counts(table.column("_shard")).to_pylist()))
-    for s, c in counts.items():
-        out[s] = table.slice(start, c).drop_columns(["_shard"])
-        start += c
-    return out
+def remove_parts(rundir: RunDir, fp: str) -> None:
+    """Drop the map outputs once the whole ingest is recorded as done."""
+    shutil.rmtree(rundir.cache(fp) / "ingest", ignore_errors=True)
+
+
+def _part(rundir: RunDir, fp: str, idx: int, kind: str) -> Path:
+    return rundir.cache(fp) / "ingest" / f"input-{idx:05d}.{kind}.arrow"
+
+
+def _write_arrow(table: pa.Table, dest: Path) -> None:
+    with atomic_path(dest) as tmp, ipc.new_file(str(tmp), table.schema) as writer:
+        writer.write_table(table)
+
+
+def _shard_rows(path: Path, shard: int) -> pa.Table:
+    """One shard's rows of a map output, in file order (memory-mapped: only they are copied)."""
+    table = ipc.open_file(pa.memory_map(str(path))).read_all()
+    return table.filter(pc.equal(table.column("_shard"), shard)).drop_columns(["_shard"])
+
+
+def _schema(schemas: list[pa.Schema]) -> pa.Schema | None:
+    """The canonical table's schema over all inputs (pass-through columns promoted to one type)."""
+    if not schemas:
+        return None
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InputError(f"inputs: inputs have columns of incompatible types ({exc}); "
+                         "rename or cast the conflicting pass-through column") from None
+    return schema.remove(schema.get_field_index("_shard"))
 
 
 def _later_duplicates(table: pa.Table) -> pa.Array:
-    seen: set[str] = set()
-    mask = []
-    for sid in table.column("sample_id").to_pylist():
-        mask.append(sid in seen)
-        seen.add(sid)
-    return pa.array(mask, pa.bool_())
+    return later_repeats(table.column("sample_id").combine_chunks())
 
 
 def _ledger(table: pa.Table, status: str, reasons: pa.Array) -> pa.Table:
@@ -200,6 +242,3 @@ def _ledger(table: pa.Table, status: str, reasons: pa.Array) -> pa.Table:
         "input_row": table.column(f"{prefix}input_row").cast(pa.int64()),
     }, schema=LEDGER_SCHEMA)
 
-
-def _empty_like(table: pa.Table) -> pa.Table:
-    return table.slice(0, 0)

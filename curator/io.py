@@ -248,5 +248,8 @@ def write_json(obj: object, dest: Path) -> str:
     return sha256_file(dest)
 
 
-def read_parquet(path: Path) -> pa.Table:
-    return pq.read_table(path)
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file, or only those of ``columns`` it has."""
+    if columns is None:
+        return pq.read_table(path)
+    return pq.read_table(path, columns=[c for c in pq.read_schema(path).names if c in columns])

@@ -22,23 +22,23 @@ VERDICT_SCHEMA = pa.schema([
 def final_statuses(samples: pa.Table, verdicts: list[tuple[str, pa.Table]]) -> pa.Table:
     """Ledger rows for the canonical samples given each decide stage's (stage id, verdicts)."""
     n = samples.num_rows
-    ids = samples.column("sample_id").to_pylist()
-    status = ["kept"] * n
-    stage: list[str | None] = [None] * n
-    reason: list[str | None] = [None] * n
-    rule: list[str | None] = [None] * n
-    position = {sid: i for i, sid in enumerate(ids)}
+    ids = samples.column("sample_id")
+    status = pa.repeat(pa.scalar("kept"), n)
+    stage = reason = rule = pa.nulls(n, pa.string())
     for wanted in ("dropped", "flagged"):
         for stage_id, table in verdicts:
-            for sid, st, why, r in zip(*(table.column(c).to_pylist() for c in ("sample_id", "status", "reason", "rule"))):
-                i = position.get(sid)
-                if i is None or st != wanted or status[i] in ("dropped", "flagged"):
-                    continue
-                status[i], stage[i], reason[i], rule[i] = st, stage_id, why, r
+            table = table.filter(pc.equal(table.column("status"), wanted))
+            if not table.num_rows:
+                continue
+            hit = pc.index_in(ids, value_set=table.column("sample_id"))
+            apply = pc.and_(pc.is_valid(hit), pc.equal(status, "kept"))
+            status = pc.if_else(apply, wanted, status)
+            stage = pc.if_else(apply, stage_id, stage)
+            reason = pc.if_else(apply, pc.take(table.column("reason").cast(pa.string()), hit), reason)
+            rule = pc.if_else(apply, pc.take(table.column("rule").cast(pa.string()), hit), rule)
     return pa.table({
-        "sample_id": samples.column("sample_id"), "status": pa.array(status, pa.string()),
-        "stage": pa.array(stage, pa.string()), "reason": pa.array(reason, pa.string()),
-        "rule": pa.array(rule, pa.string()), "input_idx": samples.column("_input_idx").cast(pa.int32()),
+        "sample_id": ids, "status": status, "stage": stage, "reason": reason, "rule": rule,
+        "input_idx": samples.column("_input_idx").cast(pa.int32()),
         "input_row": samples.column("_input_row").cast(pa.int64()),
     }, schema=LEDGER_SCHEMA)
 

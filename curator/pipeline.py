@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.errors import CuratorError, RunError
+from curator.executors.local import LocalExecutor
 from curator.faults import fault_point
 from curator.finalize import finalize
-from curator.ingest import ingest
-from curator.io import atomic_path, sha256_path, write_parquet
+from curator.ingest import ingest, remove_parts
+from curator.io import atomic_path, read_parquet, sha256_path, write_parquet
 from curator.plan import Plan, build_plan, ingest_plan, shard_view
 from curator.recipe import Recipe, load_recipe
-from curator.rundir import RunDir, RunLock
+from curator.rundir import RunDir, RunLock, shard_name
 from curator.samples import sample_ids, shard_indices
 
 _STAGE_CACHE: dict[tuple[str, str], Any] = {}  # per process: (fingerprint, run dir) -> set-up stage
@@ -60,23 +62,28 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
         _remove_stale_temporaries(rundir.root)
         with atomic_path(rundir.recipe) as tmp:
             tmp.write_text(recipe.text, encoding="utf-8")
-        input_hashes = [sha256_path(p) for p in paths]
-        normalizer, ingest_fp, _ = ingest_plan(recipe, rundir, input_hashes, quiet)
-        ingest_info = _ingest(recipe, normalizer, ingest_fp, rundir, paths)
-        plan = build_plan(recipe, rundir, input_hashes, quiet, schema=ingest_info["schema_obj"])
+        with ThreadPoolExecutor(len(paths) or 1) as pool:  # hashlib releases the GIL on large reads
+            input_hashes = list(pool.map(sha256_path, paths))
         exe = _executor(recipe, executor, workers, quiet)
-        timings: dict[str, float] = {}
-        for scope, stages in plan.phases():
-            t0 = time.time()
-            if scope == "global":
-                _run_global(plan, rundir, stages[0])
-            else:
-                jobs = [(recipe, str(rundir.root), [ps.index for ps in stages], shard, input_hashes, quiet)
-                        for shard in range(recipe.shards)
-                        if not all(rundir.is_done(ps.fingerprint, f"shard-{shard:05d}") for ps in stages)]
-                exe.map(run_shard_unit, jobs, f"stages {', '.join(ps.id for ps in stages)}")
-            for ps in stages:
-                timings[ps.id] = round(time.time() - t0, 3)
+        try:
+            _, ingest_fp, _ = ingest_plan(recipe, rundir, input_hashes, quiet)
+            ingest_info = _ingest(recipe, ingest_fp, rundir, paths, input_hashes, exe, quiet)
+            plan = build_plan(recipe, rundir, input_hashes, quiet, schema=ingest_info["schema_obj"])
+            timings: dict[str, float] = {}
+            for scope, stages in plan.phases():
+                t0 = time.time()
+                if scope == "global":
+                    _run_global(plan, rundir, stages[0], exe, input_hashes, quiet)
+                else:
+                    jobs = [(recipe, str(rundir.root), [ps.index for ps in stages], shard, input_hashes, quiet)
+                            for shard in range(recipe.shards)
+                            if not all(rundir.is_done(ps.fingerprint, shard_name(shard)) for ps in stages)]
+                    exe.map(run_shard_unit, jobs, f"stages {', '.join(ps.id for ps in stages)}")
+                for ps in stages:
+                    timings[ps.id] = round(time.time() - t0, 3)
+        finally:
+            if isinstance(exe, LocalExecutor):
+                exe.close()
         _raise_failed(rundir)
         return finalize(plan, rundir, ingest_info, {"kind": exe.name, "workers": exe.workers}, started, timings,
                         quiet)
@@ -99,23 +106,23 @@ def _executor(recipe: Recipe, override: str | None, workers: int | None, quiet: 
         from curator.executors.ray import RayExecutor
 
         return RayExecutor(address=recipe.executor.address, workers=n, retries=recipe.executor.retries, quiet=quiet)
-    from curator.executors.local import LocalExecutor
-
     return LocalExecutor(n, quiet)
 
 
-def _ingest(recipe: Recipe, normalizer, fp: str, rundir: RunDir, paths: list[Path]) -> dict:
+def _ingest(recipe: Recipe, fp: str, rundir: RunDir, paths: list[Path], input_hashes: list[str], exe,
+            quiet: bool) -> dict:
     unit = "ingest"
     if not rundir.is_done(fp, unit):
-        specs = [(p, i.format, i.source or p.stem, i.limit, i.sample, i.sample_seed)
+        specs = [(str(p), i.format, i.source or p.stem, i.limit, i.sample, i.sample_seed)
                  for p, i in zip(paths, recipe.inputs)]
         t0 = time.time()
-        info = ingest(specs, recipe.shards, rundir, normalizer)
+        info = ingest(recipe, rundir, fp, specs, input_hashes, exe, quiet)
         schema = info.pop("schema")
         info["schema"] = schema.serialize().to_pybytes().hex() if schema is not None else None
         info["seconds"] = round(time.time() - t0, 3)
         rundir.mark_done(fp, unit, info)
         fault_point("unit_done")
+    remove_parts(rundir, fp)
     info = rundir.read_done(fp, unit)
     info["schema_obj"] = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(info["schema"]))) if info["schema"] else None
     return info
@@ -158,23 +165,56 @@ def run_shard_unit(job: tuple) -> dict:
             rundir.mark_done(ps.fingerprint, unit, info)
             out[ps.id] = info
         except Exception as exc:  # recorded as a failed marker; the run reports it
-            rundir.mark_failed(ps.fingerprint, unit, {"stage": ps.id, "error": f"{type(exc).__name__}: {exc}",
-                                                      "traceback": traceback.format_exc()})
-            if isinstance(exc, CuratorError):
-                raise
-            raise RunError(f"stage '{ps.id}' failed on {unit}: {type(exc).__name__}: {exc} "
-                           f"(traceback in {rundir.marker(ps.fingerprint, unit, 'failed')})") from exc
+            _unit_failed(rundir, ps, unit, exc)
         fault_point("unit_done")
     return out
 
 
-def _apply(stage, view: pa.Table) -> pa.Table:
-    """Feed ``view`` to ``stage`` in batches of ``resources().batch_size``; concatenate results."""
+def run_map_unit(job: tuple) -> dict:
+    """The per-shard part (``map_shard``) of a ``map_reduce`` global stage (a worker's unit of work)."""
+    recipe, root, (index,), shard, input_hashes, quiet = job
+    rundir = RunDir(Path(root))
+    plan = build_plan(recipe, rundir, input_hashes, quiet)
+    ps = next(p for p in plan.stages if p.index == index)
+    unit = shard_name(shard)
+    if not rundir.is_done(ps.fingerprint, unit):
+        t0 = time.time()
+        try:
+            view = shard_view(rundir, plan, index, shard)
+            info = {"rows_in": 0 if view is None else view.num_rows}
+            if view is not None:
+                info["sha256"] = write_parquet(_get_stage(ps).map_shard(view), _map_output(rundir, ps.fingerprint, shard))
+            info["seconds"] = round(time.time() - t0, 3)
+            rundir.mark_done(ps.fingerprint, unit, info)
+        except Exception as exc:
+            _unit_failed(rundir, ps, unit, exc)
+        fault_point("unit_done")
+    return rundir.read_done(ps.fingerprint, unit)
+
+
+def _map_output(rundir: RunDir, fp: str, shard: int) -> Path:
+    return rundir.cache(fp) / f"map-{shard_name(shard)}.parquet"
+
+
+def _unit_failed(rundir: RunDir, ps, unit: str, exc: Exception) -> None:
+    """Record ``exc`` as the unit's ``failed`` marker and raise it as a ``CuratorError``."""
+    rundir.mark_failed(ps.fingerprint, unit, {"stage": ps.id, "error": f"{type(exc).__name__}: {exc}",
+                                              "traceback": traceback.format_exc()})
+    if isinstance(exc, CuratorError):
+        raise exc
+    raise RunError(f"stage '{ps.id}' failed on {unit}: {type(exc).__name__}: {exc} "
+                   f"(traceback in {rundir.marker(ps.fingerprint, unit, 'failed')})") from exc
+
+
+def _apply(stage, view: pa.Table, fn=None) -> pa.Table:
+    """Feed ``view`` to ``fn`` (default ``stage.process_batch``) in batches of
+    ``resources().batch_size``; concatenate results."""
+    fn = fn or stage.process_batch
     size = max(1, stage.resources().batch_size)
     view = view.combine_chunks()  # batches are cut by size only, never by how the table was read
-    parts = [stage.process_batch(b) for b in view.to_batches(max_chunksize=size)] if view.num_rows else []
+    parts = [fn(b) for b in view.to_batches(max_chunksize=size)] if view.num_rows else []
     if not parts:
-        parts = [stage.process_batch(pa.RecordBatch.from_pylist([], schema=view.schema))]
+        parts = [fn(pa.RecordBatch.from_pylist([], schema=view.schema))]
     parts = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in parts]
     result = pa.concat_tables(parts, promote_options="permissive")
     if stage.kind == "score":
@@ -199,16 +239,24 @@ def _prepare_added(added: pa.Table, stage_id: str, shard: int | None) -> pa.Tabl
     return added.append_column("_order", pa.array(range(added.num_rows), pa.int64()))
 
 
-def _run_global(plan: Plan, rundir: RunDir, ps) -> None:
-    """A global stage sees every shard's view at once; its output is split back by shard."""
+def _run_global(plan: Plan, rundir: RunDir, ps, exe, input_hashes: list[str], quiet: bool) -> None:
+    """A global stage sees every shard's view (or, ``map_reduce``, every shard's ``map_shard``
+    output, computed on ``exe``) at once; its output is split back by shard."""
     if rundir.is_done(ps.fingerprint, "global"):
         return
+    shards = range(plan.recipe.shards)
+    if ps.stage.map_reduce:
+        jobs = [(plan.recipe, str(rundir.root), [ps.index], s, input_hashes, quiet) for s in shards
+                if not rundir.is_done(ps.fingerprint, shard_name(s))]
+        exe.map(run_map_unit, jobs, f"stage {ps.id} (per shard)")
+        parts = [read_parquet(p) for s in shards if (p := _map_output(rundir, ps.fingerprint, s)).exists()]
+    else:
+        parts = [v for s in shards if (v := shard_view(rundir, plan, ps.index, s)) is not None]
     t0 = time.time()
-    views = [v for s in range(plan.recipe.shards) if (v := shard_view(rundir, plan, ps.index, s)) is not None]
-    whole = pa.concat_tables(views, promote_options="permissive") if views else None
+    whole = pa.concat_tables(parts, promote_options="permissive") if parts else None
     try:
         stage = _get_stage(ps)
-        result = _apply(stage, whole) if whole is not None else None
+        result = _apply(stage, whole, stage.reduce if stage.map_reduce else None) if whole is not None else None
     except Exception as exc:
         rundir.mark_failed(ps.fingerprint, "global", {"stage": ps.id, "error": str(exc),
                                                       "traceback": traceback.format_exc()})

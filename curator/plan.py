@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from curator.errors import RecipeError
 from curator.io import read_parquet
@@ -139,21 +140,26 @@ def attach(view: pa.Table, sidecar: pa.Table) -> pa.Table:
 
 
 def shard_view(rundir: RunDir, plan: Plan, upto: int, shard: int) -> pa.Table | None:
-    """Samples of ``shard`` as seen by stage ``upto``: earlier scores joined, earlier drops removed."""
+    """Samples of ``shard`` as seen by stage ``upto``: earlier scores joined, earlier drops removed;
+    only the columns the stage reads (``Stage.view_columns``) are loaded."""
     path = rundir.input_shard(shard)
     if not path.exists():
         return None
-    view = read_parquet(path)
-    for ps in plan.stages:
-        if ps.index >= upto:
-            break
-        side_path = rundir.scores(ps.id, shard)
-        if ps.kind not in ("score", "decide") or not side_path.exists():
-            continue
-        side = read_parquet(side_path)
+    earlier = [ps for ps in plan.stages if ps.index < upto and ps.kind in ("score", "decide")
+               and rundir.scores(ps.id, shard).exists()]
+    stage = next(ps.stage for ps in plan.stages if ps.index == upto)
+    available = list(pq.read_schema(path).names)
+    for ps in earlier:
         if ps.kind == "score":
-            view = attach(view, side)
+            available += [c for c in pq.read_schema(rundir.scores(ps.id, shard)).names if c not in available]
+    wanted = {"sample_id", "_input_idx", "_input_row", *stage.view_columns(available)}
+    view = read_parquet(path, wanted)
+    for ps in earlier:
+        side_path = rundir.scores(ps.id, shard)
+        if ps.kind == "score":
+            view = attach(view, read_parquet(side_path, wanted))
         else:
+            side = read_parquet(side_path, ["sample_id", "status"])
             dropped = side.filter(pc.equal(side.column("status"), "dropped")).column("sample_id")
             view = view.filter(pc.invert(pc.is_in(view.column("sample_id"), value_set=dropped)))
     return view

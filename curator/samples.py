@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -63,22 +64,23 @@ def detect_format(columns: list[str], where: str) -> str:
     )
 
 
-def _text(table: pa.Table, col: str) -> tuple[pa.Array, list[str | None]]:
-    """Column ``col`` as a string array plus per-row type errors (non-strings become null)."""
+def _text(table: pa.Table, col: str) -> tuple[pa.Array, list[str | None] | None]:
+    """Column ``col`` as a string array plus per-row type errors (non-strings become null; no
+    list when every row is fine)."""
     arr = table.column(col).combine_chunks() if col in table.column_names else None
     n = table.num_rows
     if arr is None:
-        return pa.nulls(n, pa.string()), [None] * n
+        return pa.nulls(n, pa.string()), None
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         arr = arr.cast(pa.string())
         tagged = pc.starts_with(arr, MIXED_TAG)
         if not pc.any(tagged).as_py():
-            return arr, [None] * n
+            return arr, None
         reasons = [f"column '{col}' has a {v.split(':')[1]} value, expected a string" if t else None
                    for v, t in zip(arr.to_pylist(), tagged.to_pylist())]
         return pc.if_else(tagged, pa.scalar(None, pa.string()), arr), reasons
     if pa.types.is_null(arr.type):
-        return pa.nulls(n, pa.string()), [None] * n
+        return pa.nulls(n, pa.string()), None
     reasons: list[str | None] = []
     values: list[str | None] = []
     for v in arr.to_pylist():
@@ -160,7 +162,8 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
 
     def text(col: str) -> pa.Array:
         arr, why = _text(table, col)
-        reasons.append(why)
+        if why is not None:
+            reasons.append(why)
         return arr
 
     if fmt == "alpaca":
@@ -181,13 +184,14 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
     src = table.column("source") if "source" in table.column_names else None
     source_arr = (
         pc.fill_null(src.cast(pa.string()), source) if src is not None and pa.types.is_string(src.type)
-        else pa.array([source] * n, pa.string())
+        else pa.repeat(pa.scalar(source, pa.string()), n)
     )
-    bad = [next((r for r in row if r), None) for row in zip(*reasons)] if reasons else [None] * n
+    bad = (pa.array([next((r for r in row if r), None) for row in zip(*reasons)], pa.string()) if reasons
+           else pa.nulls(n, pa.string()))
     out = pa.table({"prompt": prompt, "response": response, "messages": messages, "source": source_arr})
     for name in rest.column_names:
         out = out.append_column(name, rest.column(name))
-    return out.append_column("_bad_reason", pa.array(bad, pa.string()))
+    return out.append_column("_bad_reason", bad)
 
 
 def _id_of(prompt: str | None, response: str | None, messages: list | None) -> str:
@@ -196,20 +200,38 @@ def _id_of(prompt: str | None, response: str | None, messages: list | None) -> s
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_CARE = r'[\x00-\x1f"\\]'  # a row whose JSON literal is not just the text in quotes
 _JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
 _OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
-def _json_literals(arr: pa.Array) -> pa.Array:
-    """``json.dumps(value, ensure_ascii=False)`` for each string of ``arr`` (rows with other
-    control characters are handled by the caller). Escapes run only on rows that need them."""
-    needs = pc.fill_null(pc.match_substring_regex(arr, r'[\\"\n\r\t]'), False)
-    if pc.any(needs).as_py():
-        sub = arr.filter(needs)
+def _json_literals(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(``json.dumps(value, ensure_ascii=False)`` per string, rows with other control characters,
+    whose literal the caller must build). Kernels run only on rows that need escaping."""
+    care = pc.fill_null(pc.match_substring_regex(arr, _CARE), False)
+    other = pa.repeat(pa.scalar(False), len(arr))
+    if pc.any(care).as_py():
+        sub = arr.filter(care)
+        other = pc.replace_with_mask(other, care, pc.fill_null(pc.match_substring_regex(sub, _OTHER_CONTROL), False))
         for old, new in _JSON_ESCAPES:
             sub = pc.replace_substring(sub, old, new)
-        arr = pc.replace_with_mask(arr, needs, sub)
-    return pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null")
+        arr = pc.replace_with_mask(arr, care, sub)
+    return pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null"), other
+
+
+def _sha256_hex(arr: pa.Array) -> pa.Array:
+    """Hex sha256 of every value of a (non-null) string array, hashed in place from its buffers."""
+    if len(arr) == 0:
+        return pa.array([], pa.string())
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4).tolist()
+    data = memoryview(arr.buffers()[2] or b"")
+    digest = np.frombuffer(b"".join([hashlib.sha256(data[a:b]).digest() for a, b in zip(offsets, offsets[1:])]),
+                           np.uint8)
+    hexed = np.empty(digest.size * 2, np.uint8)
+    hexed[0::2], hexed[1::2] = _HEX[digest >> 4], _HEX[digest & 15]
+    bounds = np.arange(0, hexed.size + 1, 64, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(arr), [None, pa.py_buffer(bounds), pa.py_buffer(hexed)])
 
 
 def sample_ids(table: pa.Table) -> pa.Array:
@@ -221,19 +243,35 @@ def sample_ids(table: pa.Table) -> pa.Array:
     """
     prompt = table.column("prompt").combine_chunks()
     response = table.column("response").combine_chunks()
-    messages = table.column("messages")
-    slow = pc.or_(pc.is_valid(messages.combine_chunks()),
-                  pc.or_(pc.fill_null(pc.match_substring_regex(prompt, _OTHER_CONTROL), False),
-                         pc.fill_null(pc.match_substring_regex(response, _OTHER_CONTROL), False)))
-    payload = pc.binary_join_element_wise('{"messages":null,"prompt":', _json_literals(prompt), ',"response":',
-                                          _json_literals(response), "}", "")
-    digests = [hashlib.sha256(b).hexdigest() for b in payload.cast(pa.binary()).to_pylist()]
+    messages = table.column("messages").combine_chunks()
+    p_lit, p_other = _json_literals(prompt)
+    r_lit, r_other = _json_literals(response)
+    payload = pc.binary_join_element_wise('{"messages":null,"prompt":', p_lit, ',"response":', r_lit, "}", "")
+    ids = _sha256_hex(payload)
+    slow = pc.or_(pc.is_valid(messages), pc.or_(p_other, r_other))
     if pc.any(slow).as_py():
-        rows = pc.indices_nonzero(slow).to_pylist()
-        p, r, m = (col.take(rows).to_pylist() for col in (prompt, response, messages.combine_chunks()))
-        for i, row in enumerate(rows):
-            digests[row] = _id_of(p[i], r[i], m[i])
-    return pa.array(digests, pa.string())
+        rows = pc.indices_nonzero(slow)
+        p, r, m = (col.take(rows).to_pylist() for col in (prompt, response, messages))
+        ids = pc.replace_with_mask(ids, slow, pa.array([_id_of(*args) for args in zip(p, r, m)], pa.string()))
+    return ids
+
+
+def later_repeats(values: pa.Array, order_by: pa.Table | None = None) -> pa.Array:
+    """True where an earlier row has the same value; earlier = by the columns of ``order_by``
+    (ascending) if given, else by row number. Only values seen more than once reach Python."""
+    counts = pc.value_counts(values)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    mask = np.zeros(len(values), np.bool_)
+    if len(repeated):
+        rows = pc.indices_nonzero(pc.is_in(values, value_set=repeated))
+        if order_by is not None:
+            keys = order_by.take(rows)
+            rows = rows.take(pc.sort_indices(keys, [(c, "ascending") for c in keys.column_names]))
+        seen: set = set()
+        for row, value in zip(rows.to_pylist(), values.take(rows).to_pylist()):
+            mask[row] = value in seen
+            seen.add(value)
+    return pa.array(mask)
 
 
 def shard_of(sample_id: str, n_shards: int) -> int:
@@ -241,6 +279,22 @@ def shard_of(sample_id: str, n_shards: int) -> int:
     return int(sample_id[:8], 16) % n_shards
 
 
+_HEX_VALUE = np.full(256, 255, np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
+_HEX_VALUE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+
+
 def shard_indices(ids: pa.Array | pa.ChunkedArray, n_shards: int) -> pa.Array:
-    """``shard_of`` over a string array of hex ids."""
-    return pa.array([int(s[:8], 16) % n_shards for s in ids.to_pylist()], pa.int32())
+    """``shard_of`` over a string array of hex ids (vectorised on the id bytes)."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    if len(ids) == 0:
+        return pa.array([], pa.int32())
+    offsets = np.frombuffer(ids.buffers()[1], np.int32, len(ids) + 1, ids.offset * 4)
+    starts = offsets[:-1]
+    if ids.null_count or np.any(offsets[1:] - starts < 8):
+        return pa.array([int(s[:8], 16) % n_shards for s in ids.to_pylist()], pa.int32())  # raises like shard_of
+    digits = _HEX_VALUE[np.frombuffer(ids.buffers()[2], np.uint8)[starts[:, None] + np.arange(8)]]
+    if np.any(digits == 255):
+        return pa.array([int(s[:8], 16) % n_shards for s in ids.to_pylist()], pa.int32())
+    value = (digits.astype(np.uint64) << (4 * np.arange(7, -1, -1, dtype=np.uint64))).sum(axis=1)
+    return pa.array((value % n_shards).astype(np.int32))

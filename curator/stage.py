@@ -13,6 +13,11 @@ change), a frozen dataclass ``Params``, declared ``requires`` / ``provides`` col
                (``parent_id, generator, template_id, seed``); ``scope = "global"`` stages see the
                whole data set once, after every shard.
 
+A global stage whose per-row work needs no global state sets ``map_reduce = True``: the engine
+runs ``map_shard(view)`` per shard on the worker pool, then ``reduce(parts)`` once on the
+concatenated outputs (in shard order); ``process_batch(batch)`` must equal
+``reduce(map_shard(batch))``.
+
 ``setup()`` runs once per worker (load models there) and ``teardown()`` at the end.
 """
 
@@ -80,6 +85,7 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ("sample_id",)
     provides: ClassVar[tuple[str, ...]] = ()
     uses_model: ClassVar[bool] = False
+    map_reduce: ClassVar[bool] = False  # global stages: per-shard ``map_shard`` then one ``reduce``
 
     def __init__(self, params: Any, context: StageContext):
         self.params = params
@@ -98,6 +104,11 @@ class Stage:
         """Columns this instance needs (may depend on params); defaults to ``requires``."""
         return self.requires
 
+    def view_columns(self, available: list[str]) -> list[str]:
+        """Of the ``available`` columns, those this stage reads; the engine loads only these
+        (plus ``sample_id`` and the input position). Default: all."""
+        return available
+
     def fingerprint_inputs(self) -> dict[str, Any]:
         """Extra content that determines the output (model/direction hashes); cheap to compute."""
         return {}
@@ -115,6 +126,14 @@ class Stage:
         """Load models and other heavy state once per worker."""
 
     def process_batch(self, batch: pa.RecordBatch) -> pa.Table:
+        raise NotImplementedError
+
+    def map_shard(self, view: pa.Table) -> pa.Table:
+        """``map_reduce`` stages: the per-row part for one shard's view."""
+        raise NotImplementedError
+
+    def reduce(self, parts: pa.Table) -> pa.Table:
+        """``map_reduce`` stages: the result from every shard's ``map_shard`` output."""
         raise NotImplementedError
 
     def teardown(self) -> None:

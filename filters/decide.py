@@ -56,6 +56,14 @@ class DecideStage(Stage):
     def _rules(self) -> list[tuple[str, str]]:
         return [("dropped", r) for r in self.params.drop_if] + [("flagged", r) for r in self.params.flag_if]
 
+    def view_columns(self, available: list[str]) -> list[str]:
+        """The columns a rule names (DuckDB identifiers are case-insensitive); all of them if a
+        rule could reach columns without naming them (``COLUMNS(...)``, ``*``, the table name)."""
+        text = " ".join(r for _, r in self._rules()).lower()
+        if "columns(" in text.replace(" ", "") or "*)" in text.replace(" ", "") or "samples" in text:
+            return available
+        return [c for c in available if c.lower() in text]
+
     def check_inputs(self, schema: pa.Schema) -> None:
         empty = pa.table({n: pa.array([], pa.float64()) for n in schema.names})
         con = duckdb.connect()

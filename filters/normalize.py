@@ -47,6 +47,12 @@ def _clean(arr: pa.Array, params: NormalizeParams) -> pa.Array:
     return arr
 
 
+def _blank(arr: pa.Array) -> pa.Array:
+    """Null, empty or only whitespace (what ``utf8_trim_whitespace`` would empty, without copying)."""
+    arr = pc.fill_null(arr, "")
+    return pc.or_(pc.equal(pc.binary_length(arr), 0), pc.utf8_is_space(arr))
+
+
 def _first_reason(current: pa.Array, mask: pa.Array, reason: str) -> pa.Array:
     """Keep an existing reason; set ``reason`` where ``mask`` is true and none is set yet."""
     return pc.if_else(pc.and_(pc.is_null(current), pc.fill_null(mask, False)), pa.scalar(reason), current)
@@ -68,12 +74,11 @@ class NormalizeStage(Stage):
         reason = table.column("_bad_reason").combine_chunks()
         has_msgs = pc.is_valid(table.column("messages"))
         if p.require_response:
-            reason = _first_reason(reason, pc.or_(pc.is_null(response), pc.equal(pc.utf8_trim_whitespace(
-                pc.fill_null(response, "")), "")), "empty response")
+            reason = _first_reason(reason, _blank(response), "empty response")
         else:
             no_text = pc.and_(pc.is_null(prompt), pc.is_null(response))
             reason = _first_reason(reason, no_text, "no prompt and no response")
-        empty_prompt = pc.and_(pc.is_valid(prompt), pc.equal(pc.utf8_trim_whitespace(pc.fill_null(prompt, "")), ""))
+        empty_prompt = pc.and_(pc.is_valid(prompt), _blank(prompt))
         reason = _first_reason(reason, empty_prompt, "empty prompt")
         size = pc.add(pc.fill_null(pc.utf8_length(prompt), 0), pc.fill_null(pc.utf8_length(response), 0))
         if pc.any(has_msgs).as_py():

@@ -73,3 +73,5 @@ def test_fast_sample_ids_equal_the_canonical_json_definition():
     canon = adapt(pa.table({"prompt": pa.array(prompts, pa.string()), "response": pa.array(responses, pa.string())}),
                   "prompt_response", "s", "t")
     assert sample_ids(canon).to_pylist() == [_id_of(p, r, None) for p, r in zip(prompts, responses)]
+    assert sample_ids(canon.slice(5, 20)).to_pylist() == sample_ids(canon).to_pylist()[5:25]
+    assert sample_ids(canon.slice(0, 0)).to_pylist() == []

@@ -1,12 +1,15 @@
 """Local executor: ``workers: 1`` runs units in-process; ``workers: N`` uses N spawned processes.
 
-Units are independent (stage, shard) jobs that coordinate only through the run directory, so
-their order of completion never changes the result.
+Units are independent jobs that coordinate only through the run directory, so their order of
+completion never changes the result. One process pool serves every phase of a run (``close``
+ends it), so workers start once and keep their set-up stages between phases.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -15,9 +18,10 @@ from curator.progress import progress_bar
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, threads))
+    """Share the cores between workers: torch (imported later by model stages) reads the env."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(max(1, threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, threads))
 
 
 class LocalExecutor:
@@ -26,6 +30,20 @@ class LocalExecutor:
     def __init__(self, workers: int = 1, quiet: bool = False):
         self.workers = max(1, workers)
         self.quiet = quiet
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(threads,))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes (the next ``map`` starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def map(self, fn: Callable[[Any], dict], jobs: Sequence[Any], desc: str) -> list[dict]:
         """Run ``fn`` on every job; results in job order. The first exception is re-raised."""
@@ -36,14 +54,12 @@ class LocalExecutor:
                     results[i] = fn(job)
                     advance()
                 return results  # type: ignore[return-value]
-            import os
-
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(threads,)) as pool:
-                futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
+            try:
+                futures = {self._get_pool().submit(fn, job): i for i, job in enumerate(jobs)}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
                     advance()
+            except BaseException:
+                self.close()  # lets the other units finish; a failed or broken pool is not reused
+                raise
         return results  # type: ignore[return-value]
