@@ -274,6 +274,8 @@ def _run_global(plan: Plan, rundir: RunDir, ps, exe, input_hashes: list[str], qu
         hashes[shard] = write_parquet(part, rundir.scores(ps.id, shard))
     rundir.mark_done(ps.fingerprint, "global", {"seconds": round(time.time() - t0, 3), "sha256": hashes,
                                                 "rows_out": 0 if result is None else result.num_rows})
+    for shard in shards:  # map outputs are not needed once the stage is done
+        _map_output(rundir, ps.fingerprint, shard).unlink(missing_ok=True)
     fault_point("unit_done")
 
 
