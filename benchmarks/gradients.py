@@ -16,6 +16,7 @@ on response tokens + causal attention) + activation-gradient backward (same line
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import random
 import statistics
@@ -36,17 +37,27 @@ WORDS = (
 ).split()
 
 
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 class PeakRSS:
-    """Peak resident set size (MB) while the block runs, sampled from /proc/self/statm every 5 ms."""
+    """Peak resident set size (MB) while the block runs, sampled from /proc/self/statm every 5 ms;
+    ``rise`` = peak minus the RSS at entry, after ``malloc_trim`` returned freed heap memory to the OS
+    (without it, memory freed by an earlier phase but kept by the allocator hides a phase's own use)."""
 
     def __enter__(self):
-        self.peak, self._stop = 0, threading.Event()
-        page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+        self.base = rss_bytes()
+        self.peak, self._stop = self.base, threading.Event()
 
         def watch():
             while not self._stop.is_set():
-                with open("/proc/self/statm") as fh:
-                    self.peak = max(self.peak, int(fh.read().split()[1]) * page)
+                self.peak = max(self.peak, rss_bytes())
                 time.sleep(0.005)
 
         self._thread = threading.Thread(target=watch, daemon=True)
@@ -56,7 +67,7 @@ class PeakRSS:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.mb = self.peak / 2**20
+        self.mb, self.rise = self.peak / 2**20, (self.peak - self.base) / 2**20
 
 
 def make_samples(tok, n: int, seq_len: int, resp_len: int, seed: int = 0) -> list[EncodedSample]:
@@ -141,15 +152,23 @@ def hook_engine_grads(model, batch):
     return grads
 
 
-def agreement(loop, engine, n: int) -> tuple[float, float]:
-    """(max relative error, min cosine) of engine vs loop over samples, modules and both factors."""
-    worst, low = 0.0, 1.0
+def agreement(loop, engine, n: int) -> tuple[float, float, float, float]:
+    """Engine vs loop: (max relative error, min cosine) over samples x modules x (A, B), and the same two
+    for each sample's whole gradient (all modules concatenated)."""
+    cos = torch.nn.functional.cosine_similarity
+    worst, low, worst_all, low_all = 0.0, 1.0, 0.0, 1.0
     for i in range(n):
+        refs, gots = [], []
         for name, (ga, gb) in engine.items():
             for ref, got in zip(loop[i][name], (ga[i], gb[i])):
                 worst = max(worst, float((ref - got).norm() / ref.norm().clamp(min=1e-30)))
-                low = min(low, float(torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), dim=0)))
-    return worst, low
+                low = min(low, float(cos(ref.flatten(), got.flatten(), dim=0)))
+                refs.append(ref.flatten())
+                gots.append(got.flatten())
+        ref, got = torch.cat(refs), torch.cat(gots)
+        worst_all = max(worst_all, float((ref - got).norm() / ref.norm()))
+        low_all = min(low_all, float(cos(ref, got, dim=0)))
+    return worst, low, worst_all, low_all
 
 
 def bench(dtype: str, args, roof: float) -> list[str]:
@@ -194,6 +213,7 @@ def bench(dtype: str, args, roof: float) -> list[str]:
     times: dict[str, list[float]] = {name: [] for name, *_ in methods}
     cpu: dict[str, list[float]] = {name: [] for name, *_ in methods}
     peaks = dict.fromkeys(times, 0.0)
+    rises = dict.fromkeys(times, 0.0)
     try:
         with torch.no_grad():
             model_per_sample_loss(model, batches[0])
@@ -206,6 +226,7 @@ def bench(dtype: str, args, roof: float) -> list[str]:
                     times[name].append(_timed(run))
                 cpu[name].append(time.process_time() - c0)
                 peaks[name] = max(peaks[name], mem.mb)
+                rises[name] = max(rises[name], mem.rise)
             roof = max(roof, roofline_flops(torch.float32, reps=3))
         n_ref = min(n_loop, bs)
         agree = {k: agreement(grads["loop"], grads[k], n_ref) for k in ("hook", "fused", "mixed") if k in grads}
@@ -219,15 +240,16 @@ def bench(dtype: str, args, roof: float) -> list[str]:
         cpu_ratio = (min(cpu[loop_name]) / n_loop) / (min(cpu[name]) / count)
         rows.append(f"| {name} | {rate:.3f} | {rate * min(times[loop_name]) / n_loop:.2f}x "
                     f"(median/round {statistics.median(per_round):.2f}x) | {cpu_ratio:.2f}x | {work * rate / 1e9:.1f} | "
-                    f"{100 * work * rate / roof:.0f}% | {peaks[name]:.0f} |")
+                    f"{100 * work * rate / roof:.0f}% | {peaks[name]:.0f} | {rises[name]:.0f} |")
     keys = {"hook": methods[2][0], "fused": methods[3][0], "mixed": methods[-1][0]}
-    notes = [f"- {keys[k]}: max relative gradient difference vs the loop {e:.1e}, min cosine {c:.6f} "
-             f"(over {n_ref} samples x {len(grads[k])} modules x (A, B))" for k, (e, c) in agree.items()]
+    notes = [f"- {keys[k]}: vs the loop, per module and factor: max relative difference {e:.1e}, min cosine "
+             f"{c:.6f} ({n_ref} samples x {len(grads[k])} modules x (A, B)); whole per-sample gradient: max "
+             f"relative difference {ea:.1e}, min cosine {ca:.6f}" for k, (e, c, ea, ca) in agree.items()]
     return [
         f"\n### {dtype} (load average {os.getloadavg()[0]:.2f} at the end of the block)\n",
         "| method | samples/s (best of rounds) | vs loop (wall) | vs loop (process CPU time) | achieved GFLOP/s "
-        "| fraction of fp32 roofline | peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
+        "| fraction of fp32 roofline | peak RSS MB | rise over phase start MB |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         f"\nFLOPs per sample: forward {fwd_flops / 1e9:.1f} GFLOP, per-sample LoRA grads {flops / 1e9:.1f} GFLOP "
         f"(same count for the loop and the engines); fp32 roofline = best measured in this run, "
