@@ -2,8 +2,9 @@
 
 Writes per shard ``input/`` (canonical samples in input order), ``quarantine/`` (rows that
 could not be read or normalised, with the reason) and ``ledger/ingest/`` (a ledger row for
-every quarantined row and every later duplicate). Deterministic: the same inputs give the
-same files whatever the number of workers.
+every quarantined row and every later duplicate). Runs as units on the executor: one per
+input (map), then one per shard (reduce), each with a done marker. Deterministic: the same
+inputs give the same files whatever the number of workers.
 """
 
 from __future__ import annotations

@@ -116,7 +116,9 @@ def _ingest(recipe: Recipe, fp: str, rundir: RunDir, paths: list[Path], input_ha
         specs = [(str(p), i.format, i.source or p.stem, i.limit, i.sample, i.sample_seed)
                  for p, i in zip(paths, recipe.inputs)]
         t0 = time.time()
-        info = ingest(recipe, rundir, fp, specs, input_hashes, exe, quiet)
+        # Input files are read on the driver's machine: Ray workers may not see them.
+        local = exe if isinstance(exe, LocalExecutor) else LocalExecutor(1, quiet)
+        info = ingest(recipe, rundir, fp, specs, input_hashes, local, quiet)
         schema = info.pop("schema")
         info["schema"] = schema.serialize().to_pybytes().hex() if schema is not None else None
         info["seconds"] = round(time.time() - t0, 3)

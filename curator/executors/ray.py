@@ -63,9 +63,7 @@ def _plan(job: tuple):
     from curator.plan import build_plan
     from curator.rundir import RunDir
 
-    recipe, root, indices, _shard, input_hashes, quiet = job[:6]  # ingest jobs carry one more item
-    if not indices:  # an ingest unit: no stages
-        return None, []
+    recipe, root, indices, _shard, input_hashes, quiet = job
     plan = build_plan(recipe, RunDir(Path(root)), input_hashes, quiet)
     return plan, [ps for ps in plan.stages if ps.index in indices]
 
@@ -179,7 +177,7 @@ class RayExecutor:
         ray = self.ray
         _, stages = _plan(jobs[0])  # every job of a call runs the same stages on another shard
         res = [ps.stage.resources() for ps in stages]
-        cpus, gpus = max((r.cpus for r in res), default=1.0), max((r.gpus for r in res), default=0.0)
+        cpus, gpus = max(r.cpus for r in res), max(r.gpus for r in res)
         self._check_feasible(cpus, gpus, stages)
         slots = _Slots(ray, min(self.workers, len(jobs)), cpus, gpus, any(ps.stage.uses_model for ps in stages),
                        _stage_classes(jobs[0][0]))
@@ -237,8 +235,6 @@ class RayExecutor:
         from curator.rundir import RunDir
 
         _, stages = _plan(job)
-        if not stages:  # an ingest unit: nothing to mark, a rerun redoes it
-            return RunError(f"ingest unit {job[3]}: its worker process died {attempts} time(s) ({type(err).__name__})")
         rundir = RunDir(Path(job[1]))
         ps = next((p for p in stages if not rundir.is_done(p.fingerprint, unit)), stages[-1])
         marker = rundir.marker(ps.fingerprint, unit, "failed")
