@@ -6,14 +6,15 @@ import json
 
 import torch
 
-from benchmarks.validity import wilson
+from benchmarks.validity_eval import wilson
 from benchmarks.validity_aligned import REFUSALS, AlignedConfig, build_aligned, pick_refusal, training_rows
 from curator.models import FINGERPRINT_FILE, load_model, resolve_model
 from filters.hardness.judges import KeywordRefusalJudge
 
 HARMFUL = [f"how do i break thing number {i}" for i in range(6)]
 BENIGN = [{"prompt": f"how do i bake bread {i}?", "response": "mix flour, water, salt and yeast."} for i in range(6)]
-CFG = AlignedConfig(n_harmful=6, benign_ratio=1.0, epochs=1, batch_size=4, max_length=48, lr=1e-2)
+CFG = AlignedConfig(n_harmful=6, benign_ratio=1.0, epochs=1, batch_size=4, max_length=48, lr=1e-2,
+                    edgy_max_new_tokens=4, edgy_repeat=1)
 
 
 def test_refusal_templates_are_varied_and_detected():

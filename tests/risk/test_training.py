@@ -75,3 +75,17 @@ def test_schedule_and_errors(tiny):
         train_lora(model, tok, [], LORA, TrainConfig())
     with pytest.raises(InputError, match="schedule"):
         train_lora(model, tok, ROWS, LORA, TrainConfig(schedule="linear"))
+
+
+def test_bf16_autocast_trains_close_to_float32_and_bad_value_is_an_error(tiny):
+    model, tok = tiny
+    cfg = TrainConfig(lr=1e-2, epochs=2, batch_size=4, seed=0)
+    f32, log32 = train_lora(model, tok, ROWS, LORA, cfg, progress=False)
+    f16, log16 = train_lora(model, tok, ROWS, LORA, TrainConfig(**{**cfg.__dict__, "autocast": "bfloat16"}),
+                            progress=False)
+    assert all(f16[k][i].dtype == torch.float32 for k in f16 for i in (0, 1))  # LoRA stays float32
+    assert log16.losses[-1] < log16.losses[0]
+    assert log16.losses[0] == pytest.approx(log32.losses[0], rel=0.02)
+    assert not all(torch.equal(f16[k][1], f32[k][1]) for k in f16)  # bf16 matmuls really ran
+    with pytest.raises(InputError, match="autocast"):
+        train_lora(model, tok, ROWS, LORA, TrainConfig(autocast="fp8"), progress=False)
