@@ -51,9 +51,11 @@ def batch_of(rows: list[dict], start: int = 0) -> pa.RecordBatch:
                                        "response": [r["response"] for r in rows]})
 
 
-def stage_for(mode: str, method: str, batch_size: int, tmp: Path, base_compute: str = "model") -> SQSDStage:
+def stage_for(mode: str, method: str, batch_size: int, tmp: Path, base_compute: str = "model",
+              directions: str = "default") -> SQSDStage:
     params = build_params(SQSDStage.Params, {"mode": mode, "method": method, "batch_size": batch_size,
-                                             "max_length": 256, "base_compute": base_compute}, "with")
+                                             "max_length": 256, "base_compute": base_compute,
+                                             "directions": directions}, "with")
     ctx = StageContext(run_dir=tmp, cache_dir=tmp / f"cache-{mode}-{time.time_ns()}", model="default", device="cpu",
                        quiet=True)
     return SQSDStage(params, ctx)
@@ -67,6 +69,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each method reports its best")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--method", default="lora", choices=["lora", "mean_update"])
+    ap.add_argument("--directions", default="default", help="a directions directory instead of the default build")
     args = ap.parse_args()
     n = args.n or (8 if args.quick else 32)
     ref_n = args.ref_n or (4 if args.quick else 8)
@@ -79,7 +82,7 @@ def main() -> None:
                 "exact, bf16 base": ("exact", "bfloat16")}
     stages = {}
     for key, (mode, compute) in variants.items():
-        stages[key] = stage_for(mode, args.method, args.batch_size, tmp, compute)
+        stages[key] = stage_for(mode, args.method, args.batch_size, tmp, compute, args.directions)
         stages[key].setup()
         stages[key].process_batch(batch_of(rows[:2], 10_000))  # warm-up (not timed)
     keep = stages["exact"]

@@ -31,8 +31,8 @@ from filters.risk.compliance import ComplianceParams, ComplianceStage
 TOKENS = 256
 
 
-def make_rows(tokenizer, n: int) -> list[dict]:
-    """Demo-pool prompts with responses cut so that prompt + response ≈ ``TOKENS`` tokens."""
+def make_rows(tokenizer, n: int, tokens: int = TOKENS) -> list[dict]:
+    """Demo-pool prompts with responses cut so that prompt + response ≈ ``tokens`` tokens."""
     pool = load_demo_pool().to_pylist()
     filler = " ".join(r["response"] or "" for r in pool[:400])
     filler_ids = tokenizer.encode(filler, add_special_tokens=False)
@@ -40,8 +40,8 @@ def make_rows(tokenizer, n: int) -> list[dict]:
     for i in range(n):
         prompt = pool[i % len(pool)]["prompt"] or "Tell me something."
         p_len = encode_sample(tokenizer, prompt, "").prompt_len
-        start = (i * 97) % (len(filler_ids) - TOKENS)
-        resp = tokenizer.decode(filler_ids[start : start + max(8, TOKENS - p_len - 1)])
+        start = (i * 97) % (len(filler_ids) - tokens)
+        resp = tokenizer.decode(filler_ids[start : start + max(8, tokens - p_len - 1)])
         rows.append({"sample_id": f"s{i:05d}", "prompt": prompt, "response": resp})
     return rows
 
@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=TOKENS, help="target prompt + response length")
     ap.add_argument("--stages", default="compliance,rep,grad", help="comma list of compliance, rep, grad")
     ap.add_argument("--out", type=Path, default=None, help="append a markdown table to this file")
     args = ap.parse_args()
@@ -75,7 +76,7 @@ def main() -> None:
     wanted = set(args.stages.split(","))
     comp = stage(ComplianceStage, ComplianceParams(batch_size=bs), "c")
     model, tok = comp.load().model, comp.load().tokenizer
-    rows = make_rows(tok, args.samples)
+    rows = make_rows(tok, args.samples, args.tokens)
     table = pa.Table.from_pylist(rows)
     samples = sorted((encode_sample(tok, r["prompt"], r["response"]) for r in rows), key=lambda s: len(s.input_ids))
     lengths = [len(s.input_ids) for s in samples]
@@ -116,7 +117,7 @@ def main() -> None:
     lines = [f"model default (SmolLM2-135M-Instruct, {n_layers} blocks), {args.samples} samples, "
              f"{min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}), batch {bs}, "
              f"{args.rounds} round(s), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-             f"load average {os.getloadavg()[0]:.1f}",
+             f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              "", "| method | samples/s | time ratio vs full LM forward | vs decoder-stack forward |", "|---|---|---|---|"]
     for name, t in med.items():
         lines.append(f"| {name} | {args.samples / t:.2f} | {ref_lm / t:.2f}x | {ref_stack / t:.2f}x |")
