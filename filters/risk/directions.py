@@ -81,7 +81,13 @@ class DirectionConfig:
             raise InputError(f"directions method must be 'lora' or 'mean_update', got {self.method!r}")
 
     def to_json(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+        """Every hyper-parameter; training options at their no-op default (``autocast: none``) are left
+        out so adding such an option to ``TrainConfig`` does not invalidate existing builds."""
+        out = json.loads(json.dumps(dataclasses.asdict(self), default=list))
+        for name in ("danger_train", "safety_train", "initial_train"):
+            if out[name].get("autocast") == "none":
+                del out[name]["autocast"]
+        return out
 
 
 @dataclass(frozen=True)

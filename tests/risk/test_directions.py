@@ -126,3 +126,12 @@ def test_default_anchor_data_uses_train_split_only():
     with pytest.raises(InputError, match="method"):
         dirs.DirectionConfig(method="dense")
     assert TrainConfig() == TrainConfig()
+
+
+def test_cache_key_ignores_noop_training_options_but_not_real_ones():
+    base = dirs.DirectionConfig()
+    assert all("autocast" not in base.to_json()[k] for k in ("danger_train", "safety_train", "initial_train"))
+    bf16 = dirs.DirectionConfig(danger_train=TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=192,
+                                                         autocast="bfloat16"))
+    assert dirs.build_key("fp", bf16, {}) != dirs.build_key("fp", base, {})
+    assert dirs.build_key("fp", base, {}) == dirs.build_key("fp", dirs.DirectionConfig(), {})
