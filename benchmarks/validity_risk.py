@@ -69,9 +69,9 @@ def score_pool(aligned_dir: Path, cfg: dict, seed: int, quiet: bool) -> tuple[li
     recipe = pool_recipe(aligned_dir, cfg, seed)
     run_dir = curator_home() / "validity" / "runs" / f"pool-{sha(json.dumps(recipe, sort_keys=True))[:12]}"
     curator.run(recipe, run_dir, quiet=quiet)
-    cols = ", ".join(cfg["scorers"])
-    rows = connect(run_dir).sql(f"SELECT sample_id, prompt, response, source, {cols} FROM scores "
-                                "ORDER BY sample_id").to_arrow_table().to_pylist()
+    cols = ", ".join(f"s.{c}" for c in cfg["scorers"])
+    rows = connect(run_dir).sql(f"SELECT m.sample_id, m.prompt, m.response, m.source, {cols} FROM scores s "
+                                "JOIN samples m USING (sample_id) ORDER BY m.sample_id").to_arrow_table().to_pylist()
     return rows, run_dir
 
 
