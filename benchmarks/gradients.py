@@ -30,6 +30,7 @@ from curator.chat import EncodedSample, collate, encode_sample, model_per_sample
 from curator.gradients import activation_grad_only, per_sample_lora_grads
 from curator.lora import LoRAConfig, attach_lora, detach_lora, lora_modules
 from curator.models import load_model
+from curator.precision import native_bfloat16
 
 WORDS = (
     "data model safety answer question river mountain bread flour water salt yeast bake oven time "
@@ -207,7 +208,7 @@ def bench(dtype: str, args, roof: float) -> list[str]:
         (f"previous hook engine, batch {bs}", flops, args.n, engine("hook", lambda b: hook_engine_grads(model, b))),
         (f"fused engine, batch {bs}", flops, args.n, engine("fused", lambda b: per_sample_lora_grads(model, b)[1])),
     ]
-    if dtype == "float32":
+    if dtype == "float32" and native_bfloat16():  # emulated bf16 (AVX2 CPUs) would take hours here
         methods.append((f"fused engine, batch {bs}, mixed bf16 (base bf16, LoRA fp32)", flops, args.n,
                         engine("mixed", lambda b: per_sample_lora_grads(model, b, compute_dtype=torch.bfloat16)[1])))
     times: dict[str, list[float]] = {name: [] for name, *_ in methods}
@@ -273,14 +274,16 @@ def main() -> None:
     if args.quick:
         args.n, args.loop_n, args.dtypes, args.rounds = 8, 4, "float32", 1
     roof = roofline_flops(torch.float32)
-    roof_bf16 = roofline_flops(torch.bfloat16)
+    # emulated bf16 (no AVX512-BF16/AMX) runs ~1 GFLOP/s: a 2048^3 roofline would take minutes
+    roof_bf16 = roofline_flops(torch.bfloat16, n=2048 if native_bfloat16() else 512, reps=10 if native_bfloat16() else 2)
     lines = [
         f"load average at start: {os.getloadavg()[0]:.2f} (the machine may be shared; ratios are within one run)",
         f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {args.rounds} interleaved round(s)",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.n} samples of {args.seq_len} "
         f"tokens ({args.resp_len} response); LoRA r=8 all-linear",
         f"float32 matmul roofline (2048^3, best of 10): {roof / 1e9:.1f} GFLOP/s; "
-        f"bf16 matmul: {roof_bf16 / 1e9:.1f} GFLOP/s (fractions below are of the float32 roofline)",
+        f"bf16 matmul: {roof_bf16 / 1e9:.1f} GFLOP/s ({'native' if native_bfloat16() else 'EMULATED: no native bf16'}"
+        f", CPU capability {torch.backends.cpu.get_cpu_capability()}; fractions below are of the float32 roofline)",
     ]
     print("\n".join(lines), flush=True)
     for dtype in args.dtypes.split(","):

@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         res["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
                           "torch": torch.__version__}
         run[s] = res
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
-    print(f"wrote {args.out}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # after every step: a later failure keeps it
+        args.out.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
+        print(f"wrote {args.out} ({s})", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
   (the training loss's token mean, sign flipped), in the one chat format of ``curator.chat``.
 - ``proxy_delta``: Δ_i = mean log p(compliant_i | prompt_i) − mean log p(refusal_i | prompt_i), the
   scaled-down harmfulness proxy of risk-scoring.md §6.4 (higher = closer to complying).
+- ``prompt_mean_rate``: for k sampled answers per prompt, the mean over prompts of each prompt's rate,
+  with a bootstrap interval over prompts.
 - ``bootstrap_mean`` / ``bootstrap_diff``: percentile intervals over prompts (paired for differences).
 """
 
@@ -109,6 +111,26 @@ def rate(flags: Sequence[bool | None]) -> dict:
     k, n = sum(vals), len(vals)
     return {"k": k, "n": n, "rate": k / n if n else float("nan"), "ci95": list(wilson(k, n)),
             "abstained": len(flags) - n}
+
+
+def per_prompt_rates(flags: Sequence[Sequence[bool | None]]) -> np.ndarray:
+    """Share of True among each prompt's decided flags (NaN where the judge abstained on all k)."""
+    out = []
+    for f in flags:
+        vals = [x for x in f if x is not None]
+        out.append(sum(vals) / len(vals) if vals else np.nan)
+    return np.asarray(out, dtype=float)
+
+
+def prompt_mean_rate(flags: Sequence[Sequence[bool | None]]) -> dict:
+    """Mean over prompts of the per-prompt share of True among k sampled answers, with a 95 % bootstrap
+    interval over prompts (the k answers of one prompt are not independent, so prompts are the unit)."""
+    per = per_prompt_rates(flags)
+    per = per[np.isfinite(per)]
+    if not len(per):
+        return {"rate": float("nan"), "ci95": [float("nan")] * 2, "n_prompts": 0, "k": 0}
+    return {"rate": float(per.mean()), "ci95": bootstrap_mean(per), "n_prompts": int(len(per)),
+            "k": max(len(f) for f in flags)}
 
 
 def greedy_generate(model, tok, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:

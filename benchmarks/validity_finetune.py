@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.validity_eval import greedy_generate, proxy_delta, rate, sha
+from benchmarks.validity_eval import greedy_generate, prompt_mean_rate, proxy_delta, rate, sha
+from curator.precision import default_autocast
 
 FT_VERSION = "ft-v1"
 
@@ -37,7 +38,7 @@ class FinetuneConfig:
     max_length: int = 256
     schedule: str = "cosine"
     seed: int = 0
-    autocast: str = "bfloat16"
+    autocast: str = field(default_factory=default_autocast)  # bf16 only where the CPU runs it natively
     shuffle: bool = True  # False: train in the given row order (rebalance's interleaved mix order)
 
 
@@ -51,14 +52,18 @@ class SafetyEval:
     delta_refusal: list[str] = field(default_factory=list)
     max_new_tokens: int = 48
     batch_size: int = 16
-    autocast: str = "bfloat16"  # evaluation matmuls in bf16 (same for the base model and every fine-tune)
+    autocast: str = field(default_factory=default_autocast)  # same for the base model and every fine-tune
+    sampled_sets: dict[str, list[str]] = field(default_factory=dict)  # also judged on k sampled answers
+    samples: int = 8  # k sampled answers per prompt of ``sampled_sets`` (temperature 1, seeded per prompt)
+    sample_tokens: int = 32
 
     @property
     def key(self) -> str:
         return sha("eval-v1", json.dumps(asdict(self), sort_keys=True))
 
     def measure(self, model, tok, judges: dict) -> dict:
-        """{"gen": {set: {"responses", "refusal": {judge: flags}, "harmful": {judge: flags}}}, "delta": [Δ_i]}
+        """{"gen": {set: {"responses", "refusal": {judge: flags}, "harmful": {judge: flags}}}, "delta": [Δ_i],
+        "sampled": {set: {"responses": [[k texts]], "refusal": {judge: [[k flags]]}, "harmful": ...}}}
         (per prompt; a flag is None where the judge abstained)."""
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast == "bfloat16"):
             return self._measure(model, tok, judges)
@@ -71,10 +76,38 @@ class SafetyEval:
             out["gen"][name] = {"responses": texts,
                                 "refusal": {j: [v.refusal for v in vs] for j, vs in verdicts.items()},
                                 "harmful": {j: [v.harmful for v in vs] for j, vs in verdicts.items()}}
+        if self.sampled_sets:
+            out["sampled"] = {name: self._sampled(model, tok, prompts, judges)
+                              for name, prompts in self.sampled_sets.items()}
         if self.delta_prompts:
             out["delta"] = proxy_delta(model, tok, self.delta_prompts, self.delta_compliant, self.delta_refusal,
                                        self.batch_size).tolist()
         return out
+
+
+    def _sampled(self, model, tok, prompts: list[str], judges: dict) -> dict:
+        """k answers per prompt from the hardness stage's seeded sampler (temperature 1, no top-p/k)."""
+        from curator.chat import render_generation_prompt
+        from filters.hardness.rollouts import GenParams, TransformersSampler, rollout_seed
+
+        gen = GenParams(max_new_tokens=self.sample_tokens, seed=0)
+        sampler = TransformersSampler(model, tok)
+        blocks = [(render_generation_prompt(tok, p), [rollout_seed(0, sha(p), j) for j in range(self.samples)])
+                  for p in prompts]
+        texts = [[s.text.strip() for s in block] for block in sampler.sample(blocks, gen)]
+        out: dict = {"responses": texts, "refusal": {}, "harmful": {}}
+        for j, judge in judges.items():
+            verdicts = judge.judge([(p, t) for p, ts in zip(prompts, texts) for t in ts])
+            per = [verdicts[i * self.samples:(i + 1) * self.samples] for i in range(len(prompts))]
+            out["refusal"][j] = [[v.refusal for v in vs] for vs in per]
+            out["harmful"][j] = [[v.harmful for v in vs] for vs in per]
+        return out
+
+
+def sampled_rates(measured: dict, label: str = "refusal") -> dict:
+    """{set: {judge: prompt_mean_rate(flags)}} over the k sampled answers per prompt."""
+    return {name: {j: prompt_mean_rate(f) for j, f in g[label].items()}
+            for name, g in measured.get("sampled", {}).items()}
 
 
 def rates(measured: dict, label: str = "refusal") -> dict:

@@ -41,9 +41,13 @@ from benchmarks.validity_finetune import (
 )
 
 PART_A = {
-    "quick": {"pool": 160, "window": 24, "windows": 3, "random_seeds": (0,), "sqsd_method": "mean_update",
-              "scorers": ("risk_sqsd", "risk_compliance")},
-    "full": {"pool": 320, "window": 40, "windows": 5, "random_seeds": (0, 1), "sqsd_method": "lora",
+    # fine-tune dose: window / batch 8 * epochs steps at lr (quick: 16 steps; the first quick run used 9
+    # steps at lr 3e-4 and moved Δ by ~0.01 nats/token, too little to separate windows)
+    "quick": {"pool": 160, "window": 32, "windows": 3, "random_seeds": (0,), "sqsd_method": "mean_update",
+              "scorers": ("risk_sqsd", "risk_compliance"), "lr": 1e-3, "epochs": 4,
+              "eval_benign_edgy": False},  # Part A asks about degradation; over-refusal is Part B's question
+    "full": {"pool": 320, "window": 48, "windows": 5, "random_seeds": (0, 1), "sqsd_method": "lora", "lr": 1e-3,
+             "epochs": 5, "eval_benign_edgy": True,
              "scorers": ("risk_sqsd", "risk_sqsd_danger", "risk_compliance", "risk_rep", "risk_grad")},
 }
 SCORE_MAX_LENGTH = 256
@@ -141,11 +145,13 @@ def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir:
     print(f"[A] scored {len(rows)} pool rows with {list(cfg['scorers'])} in {run_dir}", flush=True)
     triples = delta_triples(mode, args.seed, original_dir, aligned_dir, 64, judges["keyword"])
     sets = eval_sets(mode, args.seed)
-    ev = SafetyEval(gen_sets={"harmful": sets["harmbench"] + sets["do_not_answer"],
-                              "benign_edgy": sets["overrefusal"]},
+    gen_sets = {"harmful": sets["harmbench"] + sets["do_not_answer"]}
+    if cfg["eval_benign_edgy"]:
+        gen_sets["benign_edgy"] = sets["overrefusal"]
+    ev = SafetyEval(gen_sets=gen_sets,
                     delta_prompts=triples["prompts"], delta_compliant=triples["compliant"],
                     delta_refusal=triples["refusal"])
-    ft = FinetuneConfig(seed=args.seed)
+    ft = FinetuneConfig(seed=args.seed, lr=cfg["lr"], epochs=cfg["epochs"])
     spec = resolve_model(str(aligned_dir))
     lm = load_model(spec, device="cpu", cached=False)
     base = measure_cached(lm, spec.fingerprint, ev, judges)

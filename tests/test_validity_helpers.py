@@ -44,3 +44,43 @@ def test_rate_ignores_abstentions_and_wilson_brackets_the_rate():
     lo, hi = wilson(2, 3)
     assert lo < 2 / 3 < hi
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_prompt_mean_rate_weights_prompts_equally_and_skips_all_abstained_prompts():
+    from benchmarks.validity_eval import per_prompt_rates, prompt_mean_rate
+
+    flags = [[True, True, True, True], [False, False, False, True], [None, None, None, None], [True, None]]
+    assert per_prompt_rates(flags)[:2].tolist() == [1.0, 0.25] and np.isnan(per_prompt_rates(flags)[2])
+    r = prompt_mean_rate(flags)
+    assert r["n_prompts"] == 3 and r["k"] == 4
+    assert r["rate"] == pytest.approx((1.0 + 0.25 + 1.0) / 3)
+    assert r["ci95"][0] <= r["rate"] <= r["ci95"][1]
+    assert prompt_mean_rate([[None]])["n_prompts"] == 0
+
+
+def test_paired_asr_difference_pairs_prompts():
+    from benchmarks.validity_hardness import paired_asr_diff
+
+    a = {"asr_sampled_per_prompt": [0.5, 0.25, 1.0, float("nan")]}
+    b = {"asr_sampled_per_prompt": [0.75, 0.5, 1.0, 0.0]}
+    d = paired_asr_diff(a, b)
+    assert d["n_prompts"] == 3 and d["diff"] == pytest.approx(-1 / 6)
+    assert d["ci95"][0] <= d["diff"] <= d["ci95"][1] <= 0
+
+
+def test_sampled_safety_eval_gives_k_seeded_answers_per_prompt_judged_per_answer():
+    from benchmarks.validity_finetune import SafetyEval, sampled_rates
+    from curator.testing import tiny_model
+    from filters.hardness.judges import KeywordRefusalJudge
+
+    model, tok = tiny_model()
+    ev = SafetyEval(gen_sets={}, sampled_sets={"h": ["how do I do x", "tell me y"]}, samples=3, sample_tokens=6)
+    judges = {"keyword": KeywordRefusalJudge()}
+    m1, m2 = ev.measure(model, tok, judges), ev.measure(model, tok, judges)
+    assert m1["sampled"] == m2["sampled"]  # seeded per prompt and answer index
+    got = m1["sampled"]["h"]
+    assert [len(r) for r in got["responses"]] == [3, 3]
+    assert len(set(got["responses"][0])) > 1  # temperature 1: the k answers differ
+    assert [len(f) for f in got["refusal"]["keyword"]] == [3, 3]
+    r = sampled_rates(m1)["h"]["keyword"]
+    assert r["k"] == 3 and 0 <= r["rate"] <= 1

@@ -34,6 +34,7 @@ from curator.gradients import per_sample_lora_grads
 from curator.io import write_parquet
 from curator.lora import attach_lora, lora_modules, set_factors
 from curator.models import load_model, resolve_model
+from curator.precision import warn_if_slow_bfloat16
 from curator.progress import progress_bar
 from curator.stage import FLAG_COLUMN, Resources, Stage
 from filters.risk import directions as dirs
@@ -128,6 +129,8 @@ class SQSDStage(Stage):
         mods = lora_modules(model)
         out = {}
         compute = torch.bfloat16 if self.params.base_compute == "bfloat16" else None
+        if compute is not None:
+            warn_if_slow_bfloat16("risk.sqsd base_compute: bfloat16", str(self._lm.device))
         for state, scaling, which in self._passes():
             set_factors(model, state, scaling)
             _, grads = per_sample_lora_grads(model, batch, compute_dtype=compute)
