@@ -72,8 +72,10 @@ def _selected_rows(n_rows: int, limit: int | None, sample: int | None, seed: int
 
 
 def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage, limit: int | None = None,
-               sample: int | None = None, sample_seed: int = 0) -> tuple[pa.Table, pa.Table, InputInfo]:
+               sample: int | None = None, sample_seed: int = 0,
+               sha256: str | None = None) -> tuple[pa.Table, pa.Table, InputInfo]:
     """One input -> (canonical good rows with ``sample_id``, quarantine rows, input info).
+    ``sha256``: the input's hash if the caller already has it (else it is computed).
 
     ``limit`` keeps the file's first rows, ``sample`` then a seeded subset (bad rows count as rows)."""
     table, bad = read_table(path)
@@ -120,7 +122,7 @@ def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage, limit: 
         row, _, why = quarantined[0]
         raise InputError(f"{path}: row {row} (0-based): {why} ({len(quarantined)} bad row(s); normalize.on_bad_row is 'fail': "
                          "fix the data or set it to 'quarantine' to set such rows aside and continue)")
-    info = InputInfo(uri=str(path), format=fmt, sha256=sha256_path(path), rows=n_rows)
+    info = InputInfo(uri=str(path), format=fmt, sha256=sha256 or sha256_path(path), rows=n_rows)
     return canon, _quarantine_rows(idx, quarantined), info
 
 
@@ -155,7 +157,8 @@ def ingest_input_unit(job: tuple) -> dict:
     normalizer, fp, _ = ingest_plan(recipe, rundir, input_hashes, quiet)
     unit = f"input-{idx:05d}"
     if not rundir.is_done(fp, unit):
-        good, quar, info = read_input(idx, Path(path), fmt, source, normalizer, limit, sample, seed)
+        good, quar, info = read_input(idx, Path(path), fmt, source, normalizer, limit, sample, seed,
+                                      input_hashes[idx])
         if good is not None:
             _write_arrow(good.append_column("_shard", shard_indices(good.column("sample_id"), recipe.shards)),
                          _part(rundir, fp, idx, "good"))
