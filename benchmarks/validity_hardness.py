@@ -38,9 +38,9 @@ from benchmarks.validity_finetune import (
 
 PART_B = {
     "quick": {"pool": 64, "k": 8, "rollout_tokens": 32, "budget": 24, "n_eval_harmful": 48,
-              "n_eval_benign": 32, "epochs": 2, "eval_samples": 8},
+              "n_eval_benign": 32, "epochs": 2, "eval_samples": 8, "n_eval_edgy": 32},
     "full": {"pool": 160, "k": 8, "rollout_tokens": 48, "budget": 48, "n_eval_harmful": 96,
-             "n_eval_benign": 64, "epochs": 2, "eval_samples": 8},
+             "n_eval_benign": 64, "epochs": 2, "eval_samples": 8, "n_eval_edgy": 80},
 }
 VARIANTS = ("hard", "random", "hard_mixed", "random_mixed")
 MAX_TEMPLATE_CHARS = 1000
@@ -138,7 +138,7 @@ def step_hardness(args, mode: dict, mode_name: str, aligned_dir: Path, judges: d
           f"eligible {hist['frac_eligible']:.3f}, h=0 {hist['frac_zero']:.3f}", flush=True)
     ev = SafetyEval(gen_sets={"framed_harmful": [r["prompt"] for r in sets["eval_harmful"]],
                               "framed_benign": [r["prompt"] for r in sets["eval_benign"]],
-                              "benign_edgy": eval_sets(mode, args.seed)["overrefusal"]},
+                              "benign_edgy": eval_sets(mode, args.seed)["overrefusal"][:cfg["n_eval_edgy"]]},
                     sampled_sets={"framed_harmful": [r["prompt"] for r in sets["eval_harmful"]]},
                     samples=cfg["eval_samples"], sample_tokens=cfg["rollout_tokens"])
     ft = FinetuneConfig(seed=args.seed, epochs=cfg["epochs"], shuffle=False, max_length=FT_MAX_LENGTH)

@@ -102,12 +102,14 @@ def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_toke
     prompts, comp, ref = (test[c].to_pylist() for c in ("prompt", "compliant", "refusal"))
     sets = eval_sets(mode, seed)
     harmful = sets["harmbench"] + sets["do_not_answer"]
-    g_orig, _, _ = cached_generations(original, {"harmful": harmful}, gen_tokens, 16)
-    g_al, _, _ = cached_generations(aligned, {"harmful": harmful}, gen_tokens, 16)
-    f_orig = refusal_flags(judge, harmful, g_orig["harmful"])
-    f_al = refusal_flags(judge, harmful, g_al["harmful"])
+    # the same sets, tokens and batch size as the aligned step: its cached generations are reused
+    g_orig, _, _ = cached_generations(original, sets, gen_tokens, 16)
+    g_al, _, _ = cached_generations(aligned, sets, gen_tokens, 16)
+    a_orig, a_al = (g["harmbench"] + g["do_not_answer"] for g in (g_orig, g_al))
+    f_orig = refusal_flags(judge, harmful, a_orig)
+    f_al = refusal_flags(judge, harmful, a_al)
     n_unc = len(prompts)
-    for p, go, ga, fo, fa in zip(harmful, g_orig["harmful"], g_al["harmful"], f_orig, f_al):
+    for p, go, ga, fo, fa in zip(harmful, a_orig, a_al, f_orig, f_al):
         if fo is False and fa is True and go.strip() and ga.strip():
             prompts.append(p)
             comp.append(go)

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from curator.errors import RunError
 from curator.faults import fault_point
-from curator.io import read_parquet, sha256_path, write_json, write_parquet
+from curator.io import digest_of_files, read_parquet, sha256_file, sha256_path, write_json, write_parquet
 from curator.ledger import LEDGER_SCHEMA, added_rows, counts, final_statuses
 from curator.manifest import build_manifest, write_manifest
 from curator.plan import Plan
@@ -133,8 +133,9 @@ def publish_dataset(table: pa.Table, dest: Path, fingerprint: str) -> tuple[str,
         raise RunError(f"could not publish {dest}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    files = {p.name: sha256_path(p) for p in sorted(dest.iterdir()) if p.is_file()}
-    return sha256_path(dest), files
+    # _save_to_disk writes a flat directory: hash each file once and derive sha256_path's digest from them
+    files = {p.name: sha256_file(p) for p in sorted(dest.iterdir())}
+    return digest_of_files(list(files.items())), files
 
 
 def _save_to_disk(table: pa.Table, path: Path, fingerprint: str) -> None:

@@ -196,9 +196,15 @@ def sha256_path(path: Path) -> str:
         return builtin_sha256(path)
     if path.is_file():
         return sha256_file(path)
+    return digest_of_files([(f.relative_to(path).as_posix(), sha256_file(f))
+                            for f in sorted(p for p in path.rglob("*") if p.is_file())])
+
+
+def digest_of_files(hashes: list[tuple[str, str]]) -> str:
+    """A directory's digest from its (relative name, file sha256) list in ``sha256_path``'s order."""
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    for name, file_hash in hashes:
+        h.update(f"{name}\0{file_hash}\n".encode())
     return h.hexdigest()
 
 

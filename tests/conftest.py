@@ -26,3 +26,14 @@ def tiny():
 def tiny_model_dir(tmp_path):
     """A loadable HF directory holding ``tiny_model()``."""
     return save_tiny_model(tmp_path / "tiny-model")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run faster on one thread, and far faster when other jobs share the CPU."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

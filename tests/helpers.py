@@ -39,3 +39,37 @@ ENGINE_STAGES = [
     {"use": "decide", "with": {"drop_if": ["is_duplicate", "char_len > 900"],
                                "flag_if": ["response_chars > quantile(response_chars, 0.8)"]}},
 ]
+
+
+# Rows and a tiny-model environment shared by the forward-only risk-stage tests.
+RISK_ROWS = [
+    {"sample_id": "a", "prompt": "hello world, how are you today?", "response": "fine thanks"},
+    {"sample_id": "b", "prompt": "bake bread?", "response": "mix flour, water, salt and yeast, then wait."},
+    {"sample_id": "c", "prompt": None, "response": "the quick brown fox jumps over the lazy dog"},
+    {"sample_id": "d", "prompt": "hi", "response": "yo"},
+]
+
+
+def tiny_risk_env(root: Path, n_layers: int, seed: int, pairs: slice):
+    """Yield {root, model, anchors}: a tiny model dir, an uncensorbench anchor file (rows ``pairs``) and a
+    private CURATOR_HOME for the duration (use from a module-scoped fixture)."""
+    import pytest
+
+    from curator.anchors import uncensorbench_pairs
+    from curator.testing import save_tiny_model
+
+    model = save_tiny_model(root / "model", n_layers=n_layers, seed=seed)
+    table = uncensorbench_pairs().slice(pairs.start, pairs.stop - pairs.start)
+    anchors = write_jsonl(root / "anchors.jsonl", table.select(["prompt", "compliant", "refusal"]).to_pylist())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CURATOR_HOME", str(root / "home"))
+        yield {"root": root, "model": str(model), "anchors": str(anchors)}
+
+
+def risk_stage(stage_cls, env: dict, cache: str, params: dict):
+    """A forward-only risk stage on ``env``'s tiny model, with ``params`` validated as a recipe would."""
+    from curator.stage import StageContext, build_params
+
+    ctx = StageContext(run_dir=env["root"], cache_dir=env["root"] / cache, model=env["model"], quiet=True,
+                       recipe_dir=env["root"])
+    return stage_cls(build_params(stage_cls.Params, params, "with"), ctx)

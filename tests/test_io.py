@@ -82,3 +82,17 @@ def test_a_failing_stage_leaves_a_failed_marker_with_traceback(tmp_path):
     info = json.loads(failed.read_text())
     assert "ZeroDivisionError" in info["traceback"] and info["stage"] == "test.broken"
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_published_dataset_digest_equals_a_fresh_directory_hash(tmp_path):
+    """publish_dataset hashes each file once and derives the digest; `verify` re-hashes the directory."""
+    import pyarrow as pa
+
+    from curator.finalize import publish_dataset
+    from curator.io import sha256_file, sha256_path
+
+    table = pa.table({"sample_id": ["a", "b"], "prompt": ["p", "q"], "response": ["r", "s"]})
+    digest, files = publish_dataset(table, tmp_path / "dataset", "fp")
+    assert digest == sha256_path(tmp_path / "dataset")
+    assert files == {p.name: sha256_file(p) for p in (tmp_path / "dataset").iterdir()}
+    assert "state.json" in files and any(n.endswith(".arrow") for n in files)

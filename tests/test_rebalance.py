@@ -7,7 +7,6 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from helpers import write_jsonl, write_recipe
 
 from curator.errors import RunError
@@ -29,13 +28,7 @@ from filters.rebalance import (
     select,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- pure functions ------------------------------------------------------------------------------------

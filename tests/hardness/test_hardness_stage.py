@@ -5,7 +5,6 @@ import math
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from helpers import write_jsonl, write_recipe
 
 from curator.errors import RecipeError, RunError
@@ -15,13 +14,7 @@ from curator.stage import StageContext, build_params
 from filters.hardness.judges import EnsembleJudge, KeywordRefusalJudge, Verdict
 from filters.hardness.stage import HardnessParams, HardnessStage, member_names, wilson_lower_bound
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_wilson_lower_bound_values():

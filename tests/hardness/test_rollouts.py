@@ -23,14 +23,7 @@ from filters.hardness.rollouts import (
     rollout_seed,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when other jobs share the CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 PROMPTS = ["hello there", "how do i bake bread at home? mix flour", "the quick brown fox jumps over the lazy dog"]

@@ -7,40 +7,25 @@ import pyarrow as pa
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import write_jsonl
+from helpers import RISK_ROWS, risk_stage, tiny_risk_env
 
-from curator.anchors import uncensorbench_pairs
 from curator.chat import IGNORE, collate, encode_sample
 from curator.errors import RecipeError
 from curator.lora import lora_modules
 from curator.stage import StageContext, build_params
-from curator.testing import save_tiny_model
 from filters.risk.anchor_similarity import AnchorSimilarityParams, AnchorSimilarityStage
 
-ROWS = [
-    {"sample_id": "a", "prompt": "hello world, how are you today?", "response": "fine thanks"},
-    {"sample_id": "b", "prompt": "bake bread?", "response": "mix flour, water, salt and yeast, then wait."},
-    {"sample_id": "c", "prompt": None, "response": "the quick brown fox jumps over the lazy dog"},
-    {"sample_id": "d", "prompt": "hi", "response": "yo"},
-]
+ROWS = RISK_ROWS
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("anchor-sim")
-    model = save_tiny_model(root / "model", n_layers=2, seed=3)
-    pairs = uncensorbench_pairs().slice(20, 14).select(["prompt", "compliant", "refusal"]).to_pylist()
-    anchors = write_jsonl(root / "anchors.jsonl", pairs)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CURATOR_HOME", str(root / "home"))
-        yield {"root": root, "model": str(model), "anchors": str(anchors)}
+    yield from tiny_risk_env(tmp_path_factory.mktemp("anchor-sim"), n_layers=2, seed=3, pairs=slice(20, 34))
 
 
 def _stage(env, cache="cache", **params):
-    params = {"anchors": env["anchors"], "max_length": 48, "batch_size": 4, **params}
-    ctx = StageContext(run_dir=env["root"], cache_dir=env["root"] / cache, model=env["model"], quiet=True,
-                       recipe_dir=env["root"])
-    return AnchorSimilarityStage(build_params(AnchorSimilarityParams, params, "with"), ctx)
+    return risk_stage(AnchorSimilarityStage, env, cache,
+                      {"anchors": env["anchors"], "max_length": 48, "batch_size": 4, **params})
 
 
 def _batch(rows):

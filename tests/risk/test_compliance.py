@@ -8,20 +8,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import write_jsonl, write_recipe
+from helpers import RISK_ROWS, risk_stage, tiny_risk_env, write_jsonl, write_recipe
 
-from curator.anchors import uncensorbench_pairs
 from curator.chat import encode_sample
 from curator.errors import InputError, RecipeError
 from curator.stage import StageContext, build_params
-from curator.testing import save_tiny_model
 from filters.risk.compliance import ComplianceParams, ComplianceStage, cas
 
-ROWS = [
-    {"sample_id": "a", "prompt": "hello world, how are you today?", "response": "fine thanks"},
-    {"sample_id": "b", "prompt": "bake bread?", "response": "mix flour, water, salt and yeast, then wait."},
-    {"sample_id": "c", "prompt": None, "response": "the quick brown fox jumps over the lazy dog"},
-    {"sample_id": "d", "prompt": "hi", "response": "yo"},
+ROWS = RISK_ROWS + [
     {"sample_id": "e", "prompt": "explain data curation", "response": "filters samples by quality and risk"},
 ]
 
@@ -29,20 +23,12 @@ ROWS = [
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny 3-block model dir, a 16-pair anchor file and a private CURATOR_HOME (shared by the module)."""
-    root = tmp_path_factory.mktemp("compliance")
-    model = save_tiny_model(root / "model", n_layers=3, seed=2)
-    pairs = uncensorbench_pairs().slice(0, 16).select(["prompt", "compliant", "refusal"]).to_pylist()
-    anchors = write_jsonl(root / "anchors.jsonl", pairs)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CURATOR_HOME", str(root / "home"))
-        yield {"root": root, "model": str(model), "anchors": str(anchors)}
+    yield from tiny_risk_env(tmp_path_factory.mktemp("compliance"), n_layers=3, seed=2, pairs=slice(0, 16))
 
 
 def _stage(env, cache="cache", **params):
-    params = {"anchors": env["anchors"], "max_length": 48, "batch_size": 2, **params}
-    ctx = StageContext(run_dir=env["root"], cache_dir=env["root"] / cache, model=env["model"], quiet=True,
-                       recipe_dir=env["root"])
-    return ComplianceStage(build_params(ComplianceParams, params, "with"), ctx)
+    return risk_stage(ComplianceStage, env, cache, {"anchors": env["anchors"], "max_length": 48, "batch_size": 2,
+                                                    **params})
 
 
 def scatter_cas(a: torch.Tensor, b: torch.Tensor) -> float:
