@@ -115,11 +115,7 @@ def rate(flags: Sequence[bool | None]) -> dict:
 
 def per_prompt_rates(flags: Sequence[Sequence[bool | None]]) -> np.ndarray:
     """Share of True among each prompt's decided flags (NaN where the judge abstained on all k)."""
-    out = []
-    for f in flags:
-        vals = [x for x in f if x is not None]
-        out.append(sum(vals) / len(vals) if vals else np.nan)
-    return np.asarray(out, dtype=float)
+    return np.asarray([rate(f)["rate"] for f in flags], dtype=float)
 
 
 def prompt_mean_rate(flags: Sequence[Sequence[bool | None]]) -> dict:

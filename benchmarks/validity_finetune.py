@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.validity_eval import greedy_generate, prompt_mean_rate, proxy_delta, rate, sha
+from benchmarks.validity_eval import greedy_generate, proxy_delta, rate, sha
 from curator.precision import default_autocast
 
 FT_VERSION = "ft-v1"
@@ -102,12 +102,6 @@ class SafetyEval:
             out["refusal"][j] = [[v.refusal for v in vs] for vs in per]
             out["harmful"][j] = [[v.harmful for v in vs] for vs in per]
         return out
-
-
-def sampled_rates(measured: dict, label: str = "refusal") -> dict:
-    """{set: {judge: prompt_mean_rate(flags)}} over the k sampled answers per prompt."""
-    return {name: {j: prompt_mean_rate(f) for j, f in g[label].items()}
-            for name, g in measured.get("sampled", {}).items()}
 
 
 def rates(measured: dict, label: str = "refusal") -> dict:

@@ -69,7 +69,8 @@ def test_paired_asr_difference_pairs_prompts():
 
 
 def test_sampled_safety_eval_gives_k_seeded_answers_per_prompt_judged_per_answer():
-    from benchmarks.validity_finetune import SafetyEval, sampled_rates
+    from benchmarks.validity_eval import prompt_mean_rate
+    from benchmarks.validity_finetune import SafetyEval
     from curator.testing import tiny_model
     from filters.hardness.judges import KeywordRefusalJudge
 
@@ -82,5 +83,5 @@ def test_sampled_safety_eval_gives_k_seeded_answers_per_prompt_judged_per_answer
     assert [len(r) for r in got["responses"]] == [3, 3]
     assert len(set(got["responses"][0])) > 1  # temperature 1: the k answers differ
     assert [len(f) for f in got["refusal"]["keyword"]] == [3, 3]
-    r = sampled_rates(m1)["h"]["keyword"]
+    r = prompt_mean_rate(got["refusal"]["keyword"])
     assert r["k"] == 3 and 0 <= r["rate"] <= 1
