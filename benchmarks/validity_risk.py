@@ -41,14 +41,17 @@ from benchmarks.validity_finetune import (
 )
 
 PART_A = {
-    # fine-tune dose: window / batch 8 * epochs steps at lr (quick: 16 steps; the first quick run used 9
-    # steps at lr 3e-4 and moved Δ by ~0.01 nats/token, too little to separate windows)
-    "quick": {"pool": 160, "window": 32, "windows": 3, "random_seeds": (0,), "sqsd_method": "mean_update",
-              "scorers": ("risk_sqsd", "risk_compliance"), "lr": 1e-3, "epochs": 4,
-              "eval_benign_edgy": False},  # Part A asks about degradation; over-refusal is Part B's question
-    "full": {"pool": 320, "window": 48, "windows": 5, "random_seeds": (0, 1), "sqsd_method": "lora", "lr": 1e-3,
-             "epochs": 5, "eval_benign_edgy": True,
-             "scorers": ("risk_sqsd", "risk_sqsd_danger", "risk_compliance", "risk_rep", "risk_grad")},
+    # quick (<= 15 min with parts B): one scorer, top / bottom / random windows of 16 rows, 8 LoRA steps, Δ proxy
+    # only (no generation). Full: the dose that measurably erodes safety (32-row windows, lr 1e-3, 4 epochs =
+    # 16 steps; 24 rows x 3 epochs at lr 3e-4 moved Δ by ~0.01 nats/token, too little to separate windows),
+    # greedy refusal on the 96 held-out harmful prompts, two random controls, and a length-matched control.
+    "quick": {"pool": 64, "window": 16, "windows": {"risk_sqsd": 2}, "random_seeds": (0,), "sqsd_method": "mean_update",
+              "lr": 1e-3, "epochs": 4, "eval_refusal": False, "eval_benign_edgy": False, "length_matched": (),
+              "n_delta": 48},
+    "full": {"pool": 160, "window": 32, "windows": {"risk_sqsd": 3, "risk_compliance": 2}, "random_seeds": (0, 1),
+             "sqsd_method": "mean_update", "lr": 1e-3, "epochs": 4, "eval_refusal": True,
+             "eval_benign_edgy": False,  # Part A asks about degradation; over-refusal is Part B's question
+             "length_matched": ("risk_sqsd",), "n_delta": None},
 }
 SCORE_MAX_LENGTH = 256
 
@@ -57,11 +60,32 @@ def pool_recipe(aligned_dir: Path, cfg: dict, seed: int) -> dict:
     stages = [{"use": "normalize"},
               {"use": "risk.compliance", "with": {"max_length": SCORE_MAX_LENGTH}},
               {"use": "risk.sqsd", "with": {"method": cfg["sqsd_method"], "max_length": SCORE_MAX_LENGTH}}]
-    if {"risk_rep", "risk_grad"} & set(cfg["scorers"]):
+    if "risk_compliance" not in cfg["windows"]:
+        del stages[1]
+    if {"risk_rep", "risk_grad"} & set(cfg["windows"]):
         stages.append({"use": "risk.anchor_similarity", "with": {"max_length": SCORE_MAX_LENGTH}})
     return {"curator": 1, "name": "validity-pool", "shards": 4, "model": str(aligned_dir), "seed": seed,
             "inputs": [{"path": "builtin:demo_pool", "sample": cfg["pool"], "sample_seed": seed}],
             "stages": stages, "executor": {"kind": "local", "workers": 1}}
+
+
+def ensure_directions(aligned_dir: Path, method: str, quiet: bool) -> dict:
+    """Build (once) the aligned model's default SQSD directions, as ``risk.sqsd`` with ``directions: default``
+    would on first use; part of the one-time setup so both modes' budgets exclude it."""
+    import time
+
+    import filters.risk.directions as dirs
+    from curator.models import load_model, resolve_model
+
+    spec = resolve_model(str(aligned_dir))
+    cfg = dirs.DirectionConfig(method=method)
+    root = dirs.default_root(spec.fingerprint, cfg, dirs.default_anchor_data(cfg).record)
+    cached = (root / dirs.SUMMARY).is_file()
+    t0 = time.time()
+    if not cached:
+        lm = load_model(spec, device="cpu", cached=False)
+        dirs.ensure_default(lm.model, lm.tokenizer, spec.fingerprint, cfg, progress=not quiet)
+    return {"root": str(root), "method": method, "cache_hit": cached, "seconds": round(time.time() - t0, 1)}
 
 
 def score_pool(aligned_dir: Path, cfg: dict, seed: int, quiet: bool) -> tuple[list[dict], Path]:
@@ -73,7 +97,7 @@ def score_pool(aligned_dir: Path, cfg: dict, seed: int, quiet: bool) -> tuple[li
     recipe = pool_recipe(aligned_dir, cfg, seed)
     run_dir = curator_home() / "validity" / "runs" / f"pool-{sha(json.dumps(recipe, sort_keys=True))[:12]}"
     curator.run(recipe, run_dir, quiet=quiet)
-    cols = ", ".join(f"s.{c}" for c in cfg["scorers"])
+    cols = ", ".join(f"s.{c}" for c in cfg["windows"])
     rows = connect(run_dir).sql(f"SELECT m.sample_id, m.prompt, m.response, m.source, {cols} FROM scores s "
                                 "JOIN samples m USING (sample_id) ORDER BY m.sample_id").to_arrow_table().to_pylist()
     return rows, run_dir
@@ -92,8 +116,10 @@ def random_window(rows: list[dict], size: int, seed: int) -> list[dict]:
     return sorted(rows, key=lambda r: sha(str(seed), "random-window", r["sample_id"]))[:size]
 
 
-def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_tokens: int, judge) -> dict:
-    """Held-out (prompt, compliant, refusal) triples for the Δ proxy, with their provenance."""
+def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_tokens: int, judge,
+                  limit: int | None = None) -> dict:
+    """Held-out (prompt, compliant, refusal) triples for the Δ proxy, with their provenance (``limit``: a
+    seeded subset, order kept)."""
     from curator.anchors import split, uncensorbench_pairs
 
     # test side at fraction 0.2 (seed 0) is inside every scorer's held-out side (0.2 for directions,
@@ -114,6 +140,11 @@ def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_toke
             prompts.append(p)
             comp.append(go)
             ref.append(ga)
+    keep = range(len(prompts))
+    if limit is not None and limit < len(prompts):
+        keep = sorted(sorted(keep, key=lambda i: sha(str(seed), "delta", prompts[i]))[:limit])
+        n_unc = sum(i < n_unc for i in keep)
+        prompts, comp, ref = ([x[i] for i in keep] for x in (prompts, comp, ref))
     return {"prompts": prompts, "compliant": comp, "refusal": ref,
             "record": {"uncensorbench_test_split": rec, "n_uncensorbench": n_unc,
                        "n_model_answers": len(prompts) - n_unc, "gen_tokens": gen_tokens}}
@@ -139,15 +170,55 @@ def outcome(rec: dict, base: dict) -> dict:
     return out
 
 
+def length_matched(rows: list[dict], column: str) -> str:
+    """Add ``<column>_length_matched`` = residual of ``column`` after an OLS fit on log(response chars + 1)
+    over the pool: its top and bottom windows differ in score but not (on average) in response length,
+    the confound the session-3 run exposed (long, high-loss rows degraded most whatever their score)."""
+    ok = [r for r in rows if r[column] is not None and np.isfinite(r[column])]
+    x = np.log1p([len(r["response"] or "") for r in ok])
+    y = np.array([r[column] for r in ok], dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    name = f"{column}_length_matched"
+    for r in rows:
+        r[name] = None
+    for r, xi, yi in zip(ok, x, y):
+        r[name] = float(yi - (slope * xi + intercept))
+    return name
+
+
+def scorer_summary(rows: list[dict], col: str, results: list[dict], shifts: list[np.ndarray],
+                   rand_shift: np.ndarray) -> dict:
+    """Spearman(window rank, degradation), top − bottom / top − random / random − bottom with paired
+    bootstrap intervals over triples, and Spearman(score, response length) over the pool."""
+    means = [r["delta_shift_mean"] for r in results]
+    scored = [r for r in rows if r[col] is not None]
+    out = {
+        "windows": results,
+        "spearman_rank_vs_delta_shift": spearman(list(range(1, len(means) + 1)), means),
+        "top_minus_bottom": {"delta_shift": float(means[0] - means[-1]), "ci95": bootstrap_diff(shifts[0], shifts[-1])},
+        "top_minus_random": {"delta_shift": float(means[0] - rand_shift.mean()),
+                             "ci95": bootstrap_diff(shifts[0], rand_shift)},
+        "random_minus_bottom": {"delta_shift": float(rand_shift.mean() - means[-1]),
+                                "ci95": bootstrap_diff(rand_shift, shifts[-1])},
+        "ordering_top_gt_random_gt_bottom": bool(means[0] > rand_shift.mean() > means[-1]),
+        "spearman_score_vs_response_length": spearman([r[col] for r in scored],
+                                                      [len(r["response"] or "") for r in scored]),
+    }
+    if "refusal" in results[0] and "harmful" in results[0]["refusal"]:
+        kw = [r["refusal"]["harmful"]["keyword"]["rate"] for r in results]
+        out["spearman_rank_vs_harmful_refusal"] = spearman(list(range(1, len(kw) + 1)), kw)
+    return out
+
+
 def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir: Path, judges: dict) -> dict:
     from curator.models import load_model, resolve_model
 
     cfg = PART_A[mode_name]
     rows, run_dir = score_pool(aligned_dir, cfg, args.seed, args.quiet)
-    print(f"[A] scored {len(rows)} pool rows with {list(cfg['scorers'])} in {run_dir}", flush=True)
-    triples = delta_triples(mode, args.seed, original_dir, aligned_dir, 64, judges["keyword"])
+    print(f"[A] scored {len(rows)} pool rows with {list(cfg['windows'])} in {run_dir}", flush=True)
+    triples = delta_triples(mode, args.seed, original_dir, aligned_dir, 64, judges["keyword"], cfg["n_delta"])
     sets = eval_sets(mode, args.seed)
-    gen_sets = {"harmful": sets["harmbench"] + sets["do_not_answer"]}
+    gen_sets = {"harmful": sets["harmbench"] + sets["do_not_answer"]} if cfg["eval_refusal"] else {}
     if cfg["eval_benign_edgy"]:
         gen_sets["benign_edgy"] = sets["overrefusal"]
     ev = SafetyEval(gen_sets=gen_sets,
@@ -157,53 +228,34 @@ def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir:
     spec = resolve_model(str(aligned_dir))
     lm = load_model(spec, device="cpu", cached=False)
     base = measure_cached(lm, spec.fingerprint, ev, judges)
-    base_shift = {"delta_mean": float(np.mean(base["measured"]["delta"])),
-                  "refusal": rates(base["measured"])}
-    print(f"[A] aligned model: Δ mean {base_shift['delta_mean']:.3f}, harmful refusal (keyword) "
-          f"{base_shift['refusal']['harmful']['keyword']['rate']:.3f}", flush=True)
+    base_shift = {"delta_mean": float(np.mean(base["measured"]["delta"])), "refusal": rates(base["measured"]),
+                  "eval_seconds": base.get("eval_seconds")}
+    print(f"[A] aligned model: Δ mean {base_shift['delta_mean']:.3f}, refusal {_refusal_text(base_shift)}", flush=True)
 
     def run(window_rows: list[dict], label: str) -> tuple[dict, np.ndarray]:
         rec = finetune_and_measure(lm, spec.fingerprint, window_rows, ft, ev, judges, progress=not args.quiet)
         res = outcome(rec, base)
-        kw = res["refusal"]["harmful"]["keyword"]["rate"]
-        print(f"[A] {label:28s} Δ shift {res['delta_shift_mean']:+.3f} {np.round(res['delta_shift_ci95'], 3)} "
-              f"harmful refusal {kw:.3f} (train {rec.get('train_seconds')}s, eval {rec.get('eval_seconds')}s)",
+        res["response_chars_mean"] = float(np.mean([len(r["response"] or "") for r in window_rows]))
+        print(f"[A] {label:36s} Δ shift {res['delta_shift_mean']:+.3f} {np.round(res['delta_shift_ci95'], 3)} "
+              f"refusal {_refusal_text(res)} (train {rec.get('train_seconds')}s, eval {rec.get('eval_seconds')}s)",
               flush=True)
         return res, np.array(rec["measured"]["delta"]) - np.array(base["measured"]["delta"])
 
-    randoms = {}
-    for s in cfg["random_seeds"]:
-        randoms[s] = run(random_window(rows, cfg["window"], s), f"random seed {s}")
-    rand_mean_shift = np.mean([v[1] for v in randoms.values()], axis=0)
+    randoms = {s: run(random_window(rows, cfg["window"], s), f"random seed {s}") for s in cfg["random_seeds"]}
+    rand_shift = np.mean([v[1] for v in randoms.values()], axis=0)
+    columns = dict(cfg["windows"])
+    for col in cfg["length_matched"]:
+        columns[length_matched(rows, col)] = 2
     per_scorer = {}
-    for col in cfg["scorers"]:
-        wins = windows(rows, col, cfg["window"], cfg["windows"])
+    for col, count in columns.items():
         results, shifts = [], []
-        for k, w in enumerate(wins):
-            res, shift = run(w, f"{col} window {k + 1}/{len(wins)}")
+        for k, w in enumerate(windows(rows, col, cfg["window"], count)):
+            res, shift = run(w, f"{col} window {k + 1}/{count}")
             res.update(rank=k + 1, score_mean=float(np.mean([r[col] for r in w])),
-                       response_chars_mean=float(np.mean([len(r["response"] or "") for r in w])),
                        sources={s: sum(r["source"] == s for r in w) for s in sorted({r["source"] for r in w})})
             results.append(res)
             shifts.append(shift)
-        means = [r["delta_shift_mean"] for r in results]
-        kw = [r["refusal"]["harmful"]["keyword"]["rate"] for r in results]
-        scored = [r for r in rows if r[col] is not None]
-        per_scorer[col] = {
-            "windows": results,
-            "spearman_rank_vs_delta_shift": spearman(list(range(1, len(means) + 1)), means),
-            "spearman_rank_vs_harmful_refusal": spearman(list(range(1, len(kw) + 1)), kw),
-            "top_minus_bottom": {"delta_shift": float(means[0] - means[-1]),
-                                 "ci95": bootstrap_diff(shifts[0], shifts[-1])},
-            "top_minus_random": {"delta_shift": float(means[0] - rand_mean_shift.mean()),
-                                 "ci95": bootstrap_diff(shifts[0], rand_mean_shift)},
-            "random_minus_bottom": {"delta_shift": float(rand_mean_shift.mean() - means[-1]),
-                                    "ci95": bootstrap_diff(rand_mean_shift, shifts[-1])},
-            "ordering_top_gt_random_gt_bottom": bool(means[0] > rand_mean_shift.mean() > means[-1]),
-            "spearman_score_vs_response_length": spearman([r[col] for r in scored],
-                                                          [len(r["response"] or "") for r in scored]),
-        }
-        p = per_scorer[col]
+        p = per_scorer[col] = scorer_summary(rows, col, results, shifts, rand_shift)
         print(f"[A] {col}: Spearman(rank, Δ shift) {p['spearman_rank_vs_delta_shift']:+.2f}; top-bottom "
               f"{p['top_minus_bottom']['delta_shift']:+.3f} {np.round(p['top_minus_bottom']['ci95'], 3)}; "
               f"ordering top>random>bottom: {p['ordering_top_gt_random_gt_bottom']}", flush=True)
@@ -214,4 +266,10 @@ def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir:
                        "eval_max_new_tokens": ev.max_new_tokens},
             "aligned": base_shift,
             "random": {str(s): v[0] for s, v in randoms.items()},
+            "random_mean_delta_shift": float(rand_shift.mean()),
             "scorers": per_scorer}
+
+
+def _refusal_text(res: dict) -> str:
+    harmful = res["refusal"].get("harmful")
+    return f"harmful {harmful['keyword']['rate']:.3f} (keyword)" if harmful else "not measured (Δ only)"

@@ -73,3 +73,24 @@ def risk_stage(stage_cls, env: dict, cache: str, params: dict):
     ctx = StageContext(run_dir=env["root"], cache_dir=env["root"] / cache, model=env["model"], quiet=True,
                        recipe_dir=env["root"])
     return stage_cls(build_params(stage_cls.Params, params, "with"), ctx)
+
+
+def uneven_samples(tok) -> list:
+    """Four encoded samples of uneven length (one text-only, one very short) for exactness tests."""
+    from curator.chat import encode_sample
+
+    return [
+        encode_sample(tok, "hello world, how are you today?", "fine thanks"),
+        encode_sample(tok, "bake bread?", "mix flour, water, salt and yeast, then wait a long time."),
+        encode_sample(tok, None, "the quick brown fox jumps over the lazy dog"),
+        encode_sample(tok, "hi", "yo"),
+    ]
+
+
+def heldout_anchor_rows() -> list[dict]:
+    """Held-out uncensorbench pairs (the 0.3 test side, seed 0) as rows: ``compliant<i>`` / ``refusal<i>``."""
+    from filters.risk.activations import anchor_pairs
+
+    _, test, _, _ = anchor_pairs("default", 0.3, 0)
+    return [{"sample_id": f"{k}{i}", "prompt": r["prompt"], "response": r[k]}
+            for k in ("compliant", "refusal") for i, r in enumerate(test.to_pylist())]

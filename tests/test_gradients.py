@@ -3,22 +3,14 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import uneven_samples
 
-from curator.chat import IGNORE, collate, encode_sample
+from curator.chat import IGNORE, collate
 from curator.errors import InputError
 from curator.gradients import densify, per_sample_linear_grads, per_sample_lora_grads
 from curator.lora import LoRAConfig, attach_lora, lora_modules
 
 MAX_REL = 1e-4
-
-
-def _samples(tok):
-    return [
-        encode_sample(tok, "hello world, how are you today?", "fine thanks"),
-        encode_sample(tok, "bake bread?", "mix flour, water, salt and yeast, then wait a long time."),
-        encode_sample(tok, None, "the quick brown fox jumps over the lazy dog"),
-        encode_sample(tok, "hi", "yo"),
-    ]
 
 
 def _reference_loss(model, s):
@@ -38,7 +30,7 @@ def test_lora_grads_match_batch1_loop(tiny, response_only_logits):
     attach_lora(model, LoRAConfig(r=4, alpha=8), seed=3, init="random")
     for m in list(lora_modules(model).values())[::3]:
         m.scaling = 0.8  # SQSD-style scaling override on some modules
-    samples = _samples(tok)
+    samples = uneven_samples(tok)
     batch = collate(samples, tok.pad_token_id)
     assert (batch["attention_mask"] == 0).any()  # uneven lengths -> right padding in the batch
     losses, grads = per_sample_lora_grads(model, batch, response_only_logits=response_only_logits)
@@ -63,7 +55,7 @@ def test_lora_grads_match_batch1_loop(tiny, response_only_logits):
 
 def test_lora_grads_subset_and_errors(tiny):
     model, tok = tiny
-    batch = collate(_samples(tok)[:2], tok.pad_token_id)
+    batch = collate(uneven_samples(tok)[:2], tok.pad_token_id)
     with pytest.raises(InputError, match="attach_lora"):
         per_sample_lora_grads(model, batch)
     attach_lora(model, LoRAConfig(), init="random")
@@ -82,7 +74,7 @@ def test_lora_grads_subset_and_errors(tiny):
 def test_linear_grads_match_batch1_loop(tiny):
     model, tok = tiny
     names = ["model.layers.0.self_attn.k_proj", "model.layers.1.mlp.down_proj", "lm_head"]
-    samples = _samples(tok)
+    samples = uneven_samples(tok)
     batch = collate(samples, tok.pad_token_id)
     losses, factors = per_sample_linear_grads(model, batch, names)
     assert all(p.grad is None for p in model.parameters())
@@ -101,7 +93,7 @@ def test_lora_grads_b_only_and_mixed_precision(tiny):
     """``with_a=False`` gives the same ∇B and no ∇A; bf16 base compute stays close to float32 (cosine)."""
     model, tok = tiny
     attach_lora(model, LoRAConfig(r=4, alpha=8), seed=1, init="random")
-    batch = collate(_samples(tok), tok.pad_token_id)
+    batch = collate(uneven_samples(tok), tok.pad_token_id)
     _, full = per_sample_lora_grads(model, batch)
     _, b_only = per_sample_lora_grads(model, batch, with_a=False)
     losses, mixed = per_sample_lora_grads(model, batch, compute_dtype=torch.bfloat16)

@@ -85,3 +85,26 @@ def test_sampled_safety_eval_gives_k_seeded_answers_per_prompt_judged_per_answer
     assert [len(f) for f in got["refusal"]["keyword"]] == [3, 3]
     r = prompt_mean_rate(got["refusal"]["keyword"])
     assert r["k"] == 3 and 0 <= r["rate"] <= 1
+
+
+def test_length_matched_windows_remove_a_length_confound():
+    from benchmarks.validity_risk import length_matched
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(200):
+        n = int(rng.integers(20, 400))
+        # the score falls with response length (as SQSD does on the demo pool) plus independent signal
+        rows.append({"sample_id": f"s{i:03d}", "response": "x" * n, "score": -2.0 * np.log1p(n) + rng.normal()})
+    rows.append({"sample_id": "none", "response": "y", "score": None})
+
+    def mean_len(w):
+        return np.mean([len(r["response"]) for r in w])
+
+    raw_top, raw_bottom = windows(rows, "score", 30, 2)
+    assert mean_len(raw_top) < 0.5 * mean_len(raw_bottom)  # raw extremes are a length split
+    col = length_matched(rows, "score")
+    assert col == "score_length_matched" and rows[-1][col] is None
+    top, bottom = windows(rows, col, 30, 2)
+    assert abs(mean_len(top) - mean_len(bottom)) < 0.25 * mean_len(rows[:200])
+    assert np.mean([r["score"] for r in top]) > np.mean([r["score"] for r in bottom])

@@ -5,9 +5,10 @@ import math
 import pyarrow as pa
 import pytest
 import torch
+from helpers import uneven_samples
 from safetensors.torch import load_file, save_file
 
-from curator.chat import collate, encode_sample
+from curator.chat import collate
 from curator.errors import InputError
 from curator.testing import tiny_model
 from filters.risk.activations import (
@@ -30,20 +31,11 @@ def tiny3():
     return tiny_model(n_layers=3, seed=1)
 
 
-def _samples(tok):
-    return [
-        encode_sample(tok, "hello world, how are you today?", "fine thanks"),
-        encode_sample(tok, "bake bread?", "mix flour, water, salt and yeast, then wait a long time."),
-        encode_sample(tok, None, "the quick brown fox jumps over the lazy dog"),
-        encode_sample(tok, "hi", "yo"),
-    ]
-
-
 def test_layer_index_convention_and_early_exit(tiny3):
     """layer_hidden(ℓ) == output_hidden_states[ℓ] of a full forward (0 = embeddings, L = final norm),
     and blocks after ℓ never run."""
     model, tok = tiny3
-    samples = _samples(tok)
+    samples = uneven_samples(tok)
     batch = collate(samples, tok.pad_token_id)
     with torch.inference_mode():
         full = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -66,7 +58,7 @@ def test_layer_index_convention_and_early_exit(tiny3):
 
 def test_positions_and_masking_batched_equals_one_by_one(tiny3):
     model, tok = tiny3
-    samples = _samples(tok)
+    samples = uneven_samples(tok)
     batch = collate(samples, tok.pad_token_id)
     assert len({len(s.input_ids) for s in samples}) > 1 and (batch["attention_mask"] == 0).any()
     pos = positions(samples, batch)

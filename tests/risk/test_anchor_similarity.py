@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import RISK_ROWS, risk_stage, tiny_risk_env
+from helpers import RISK_ROWS, heldout_anchor_rows, risk_stage, tiny_risk_env
 
 from curator.chat import IGNORE, collate, encode_sample
 from curator.errors import RecipeError
@@ -131,11 +131,7 @@ def test_heldout_auroc_default_model(tmp_path):
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
-    from filters.risk.activations import anchor_pairs
-
-    _, test, _, _ = anchor_pairs("default", 0.3, 0)
-    rows = [{"sample_id": f"{k}{i}", "prompt": r["prompt"], "response": r[k]}
-            for k in ("compliant", "refusal") for i, r in enumerate(test.to_pylist())]
+    rows = heldout_anchor_rows()
     ctx = StageContext(run_dir=tmp_path, cache_dir=tmp_path / "cache", model="default", quiet=True)
     stage = AnchorSimilarityStage(AnchorSimilarityParams(), ctx)
     stage.setup()
@@ -146,7 +142,7 @@ def test_heldout_auroc_default_model(tmp_path):
     for col in ("risk_rep", "risk_grad"):
         scores = out.column(col).to_pylist()
         aurocs[col] = roc_auc_score(labels, scores)
-        n = len(test)
+        n = len(rows) // 2  # compliant rows first, then their refusals
         within = [spearmanr(scores[k : k + n], lengths[k : k + n])[0] for k in (0, n)]
         print(f"{col} n_test={n} AUROC={aurocs[col]:.4f} spearman_len={spearmanr(scores, lengths)[0]:.3f} "
               f"within compliant={within[0]:.3f} within refusal={within[1]:.3f}")

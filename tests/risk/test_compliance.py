@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import RISK_ROWS, risk_stage, tiny_risk_env, write_jsonl, write_recipe
+from helpers import RISK_ROWS, heldout_anchor_rows, risk_stage, tiny_risk_env, write_jsonl, write_recipe
 
 from curator.chat import encode_sample
 from curator.errors import InputError, RecipeError
@@ -201,11 +201,7 @@ def test_heldout_auroc_default_model(tmp_path):
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
-    from filters.risk.activations import anchor_pairs
-
-    _, test, _, _ = anchor_pairs("default", 0.3, 0)
-    rows = [{"sample_id": f"{k}{i}", "prompt": r["prompt"], "response": r[k]}
-            for k in ("compliant", "refusal") for i, r in enumerate(test.to_pylist())]
+    rows = heldout_anchor_rows()
     ctx = StageContext(run_dir=tmp_path, cache_dir=tmp_path / "cache", model="default", quiet=True)
     stage = ComplianceStage(ComplianceParams(), ctx)
     stage.setup()
@@ -213,7 +209,7 @@ def test_heldout_auroc_default_model(tmp_path):
     labels = [r["sample_id"].startswith("compliant") for r in rows]
     auroc = roc_auc_score(labels, scores)
     lengths = [len(stage.load().tokenizer.encode(r["response"])) for r in rows]
-    n = len(test)
+    n = len(rows) // 2  # compliant rows first, then their refusals
     rho = spearmanr(scores, lengths)[0]
     within = [spearmanr(scores[k : k + n], lengths[k : k + n])[0] for k in (0, n)]  # length not confounded with label
     print(f"risk.compliance layer={stage.layer} n_test={n} AUROC={auroc:.4f} spearman_len={rho:.3f} "
