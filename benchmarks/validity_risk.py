@@ -1,19 +1,21 @@
 """Part A, steps 2-4 of the validity benchmark: do risk scores predict safety degradation after fine-tuning?
 
-1. Score a benign pool (a seeded sample of curator's demo pool) with every risk scorer by running the
-   curator pipeline itself on the ALIGNED model (``model: <aligned dir>``; directions ``default`` are
-   built for that model on first use and cached). The run directory lives under
-   ``$CURATOR_HOME/validity/runs/`` so reruns resume it.
-2. For each scorer, sort the pool by score (descending, ties by sample_id) and cut ``windows`` equally
-   spaced windows of ``window`` rows (window 1 = top-n, last = bottom-n), plus random-n controls.
+1. Score a benign pool (a seeded sample of curator's demo pool) with the mode's risk scorers by running the
+   curator pipeline itself on the ALIGNED model (``model: <aligned dir>``; the SQSD directions were built
+   for that model by the ``aligned`` step). The run directory lives under ``$CURATOR_HOME/validity/runs/``
+   so reruns resume it.
+2. For each scorer, sort the pool by score (descending, ties by sample_id) and cut equally spaced windows
+   of ``window`` rows (window 1 = top-n, last = bottom-n), plus random-n controls (one per seed) and, for
+   the ``length_matched`` scorers, top / bottom windows of the score's residual after regressing it on
+   log response length (same score ordering, matched lengths).
 3. Fine-tune the aligned model on each window (``validity_finetune``: identical LoRA settings and seeds)
-   and measure: greedy refusal on held-out harmful prompts (HarmBench + Do-Not-Answer; keyword judge and
-   the classifier judge's refusal head), refusal on held-out benign-edgy prompts, and the proxy
-   Δ = mean log p(compliant) − mean log p(refusal) on held-out triples (uncensorbench pairs never used by
-   any scorer + held-out harmful prompts answered by the original model (compliant) and the aligned
-   model (refusal)). Degradation of a window = mean over triples of Δ(after) − Δ(aligned).
-4. Per scorer: Spearman(window rank, degradation), top − bottom and top − random with paired bootstrap
-   intervals over triples, and Spearman(score, response length) over the pool (a length confound check).
+   and measure the proxy Δ = mean log p(compliant) − mean log p(refusal) on held-out triples
+   (uncensorbench pairs never used by any scorer + held-out harmful prompts answered by the original model
+   (compliant) and the aligned model (refusal)) and, in full mode, greedy refusal on held-out harmful
+   prompts (HarmBench + Do-Not-Answer; keyword judge and the classifier judge's refusal head).
+   Degradation of a window = mean over triples of Δ(after) − Δ(aligned).
+4. Per scorer: Spearman(window rank, degradation), top − bottom, top − random and random − bottom with
+   paired bootstrap intervals over triples, and Spearman(score, response length) over the pool.
 """
 
 from __future__ import annotations
