@@ -108,3 +108,30 @@ def test_length_matched_windows_remove_a_length_confound():
     top, bottom = windows(rows, col, 30, 2)
     assert abs(mean_len(top) - mean_len(bottom)) < 0.25 * mean_len(rows[:200])
     assert np.mean([r["score"] for r in top]) > np.mean([r["score"] for r in bottom])
+
+
+def test_report_prints_recorded_numbers_with_intervals():
+    from benchmarks.validity_report import report
+
+    ci = {"rate": 0.5, "ci95": [0.25, 0.75], "n": 8, "k": 4}
+    window = {"rank": 1, "score_mean": 2.0, "response_chars_mean": 120.0, "loss_last": 0.5, "delta_shift_mean": 0.1,
+              "delta_shift_ci95": [0.05, 0.15], "refusal": {}, "train_seconds": 1, "eval_seconds": 2}
+    pair = {"delta_shift": -0.2, "ci95": [-0.3, -0.1]}
+    record = {"quick": {
+        "risk": {"wall_seconds": 60, "aligned": {"delta_mean": -0.6, "refusal": {}}, "config": {"delta_triples": {"n": 9}},
+                 "random": {"0": {**window, "delta_shift_mean": 0.2}},
+                 "scorers": {"risk_sqsd": {"windows": [window, {**window, "rank": 2, "delta_shift_mean": 0.3}],
+                                           "spearman_rank_vs_delta_shift": float("nan"),
+                                           "spearman_score_vs_response_length": -0.25, "top_minus_bottom": pair,
+                                           "top_minus_random": pair, "random_minus_bottom": pair,
+                                           "ordering_top_gt_random_gt_bottom": False}}},
+        "hardness": {"wall_seconds": 30, "config": {"hardness": {"n": 4, "mean": 0.5, "frac_eligible": 1.0, "frac_zero": 0.0}},
+                     "aligned": {"asr_sampled_keyword": ci, "refusal_framed_benign": ci},
+                     "variants": {"hard": {"asr_sampled_keyword": ci, "train_seconds": 3, "eval_seconds": 4}},
+                     "paired": {"hard_minus_random": {"diff": -0.05, "ci95": [-0.1, 0.0], "n_prompts": 4}}}}}
+    text = report(record, ["full", "quick"])
+    assert "### quick mode" in text and "full mode" not in text
+    assert "| risk_sqsd | top | 2.00 | 120 | 0.50 | +0.100 [+0.050, +0.150] | not measured | 1 / 2 |" in text
+    assert "| risk_sqsd | -0.200 [-0.300, -0.100] |" in text
+    assert "| hard | 50.0% [25.0, 75.0] | — | — | 3 / 4 |" in text
+    assert "-5.0 [-10.0, +0.0] points" in text
