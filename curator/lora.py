@@ -196,19 +196,24 @@ def save_factors(path: str | Path, factors: Factors, metadata: dict[str, str]) -
     save_file(tensors, str(path), metadata=meta)
 
 
-def load_factors(path: str | Path) -> tuple[Factors, dict[str, str]]:
-    """Load and verify factors; a missing, unreadable or tampered file is an ``InputError``."""
+def load_verified(path: str | Path, what: str, remedy: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file whose metadata carries the tensors' sha256; a missing,
+    unreadable or tampered file is an ``InputError`` naming ``what`` and the file, ending with ``remedy``."""
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = dict(fh.metadata() or {})
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as exc:
-        raise InputError(f"Cannot read LoRA factors file {path}: {exc}") from exc
+        raise InputError(f"Cannot read {what} {path}: {exc}. {remedy}") from exc
     if metadata.get(HASH_KEY) != tensors_sha256(tensors):
-        raise InputError(
-            f"LoRA factors file {path} fails its integrity check (sha256 of the tensors does not "
-            "match its metadata); it was modified or truncated. Rebuild it."
-        )
+        raise InputError(f"{what[:1].upper() + what[1:]} {path} fails its integrity check (sha256 of its tensors "
+                         f"does not match its metadata): it was modified or truncated. {remedy}")
+    return tensors, metadata
+
+
+def load_factors(path: str | Path) -> tuple[Factors, dict[str, str]]:
+    """Load and verify factors; a missing, unreadable or tampered file is an ``InputError``."""
+    tensors, metadata = load_verified(path, "LoRA factors file", "Rebuild it.")
     names = sorted({k.rsplit(".", 1)[0] for k in tensors})
     try:
         factors = {n: (tensors[f"{n}.lora_A"], tensors[f"{n}.lora_B"]) for n in names}

@@ -26,14 +26,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from curator.chat import IGNORE, EncodedSample, collate, encode_sample
 from curator.errors import InputError
 from curator.io import atomic_path
-from curator.lora import HASH_KEY, tensors_sha256
+from curator.lora import HASH_KEY, load_verified, tensors_sha256
 from curator.progress import progress_bar
 from curator.robust import score_robustly
 from curator.stage import FLAG_COLUMN, Resources, Stage
@@ -144,17 +143,7 @@ def save_artifact(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) 
 
 def load_artifact(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Load and verify; unreadable or tampered files are an ``InputError`` naming the file."""
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = dict(fh.metadata() or {})
-        tensors = load_file(str(path))
-    except (OSError, SafetensorError) as exc:
-        raise InputError(f"Cannot read reference artifact {path}: {exc}. Delete it to rebuild.") from exc
-    if metadata.get(HASH_KEY) != tensors_sha256(tensors):
-        raise InputError(f"Reference artifact {path} fails its integrity check (sha256 of its tensors does not "
-                         "match its metadata): it was modified or truncated. Delete it and rebuild "
-                         "(`curator directions build`).")
-    return tensors, metadata
+    return load_verified(path, "reference artifact", "Delete it and rebuild (`curator directions build`).")
 
 
 # -- per-sample cache (resume mid-shard) and output rows -------------------------------------------
