@@ -9,7 +9,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +85,27 @@ class RunDir:
 
     def failed_markers(self) -> list[Path]:
         return sorted((self.root / "markers").glob("*/*.failed"))
+
+    def claim_outputs(self, name: str, fingerprint: str, outputs: Sequence[Path]) -> None:
+        """Output directories are shared by every fingerprint of one step (``scores/<stage id>/``,
+        ``input/``), so ``cache/owners/<name>`` records which fingerprint wrote them last. When another
+        one did, done markers can no longer vouch for the files (a recipe switched A -> B -> A would
+        reuse A's markers with B's outputs): both fingerprints' markers and the outputs are removed and
+        the step runs again. Outputs without the record (an older curator wrote them) are treated the same
+        way: their owner is unknown, so the step runs once more."""
+        stamp = self.root / "cache" / "owners" / name
+        owner = stamp.read_text(encoding="utf-8").strip() if stamp.exists() else None
+        if owner == fingerprint:
+            return
+        if owner is not None or any(out.exists() for out in outputs):
+            for fp in {owner, fingerprint} - {None}:
+                shutil.rmtree(self.root / "markers" / fp, ignore_errors=True)
+            for out in outputs:
+                shutil.rmtree(out, ignore_errors=True)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stamp.with_name(f".{name}.tmp")
+        tmp.write_text(fingerprint, encoding="utf-8")
+        os.replace(tmp, stamp)
 
 
 class RunLock:

@@ -73,6 +73,24 @@ def test_fingerprint_chain_changes_only_downstream(recipe, tmp_path):
     assert all(a.fingerprint != b.fingerprint for a, b in zip(p1.stages, p3.stages))
 
 
+def test_switching_params_back_and_forth_in_one_run_dir_never_reuses_stale_outputs(recipe, tmp_path):
+    """A -> B -> A in the same run directory: A's old done markers must not vouch for B's files."""
+    changed = recipe.parent / "changed.yaml"
+    changed.write_text(recipe.read_text().replace("0.8", "0.3"), encoding="utf-8")
+    ref_a, ref_b = run(recipe, tmp_path / "ref_a", quiet=True), run(changed, tmp_path / "ref_b", quiet=True)
+    assert ref_a.counts != ref_b.counts
+    out = tmp_path / "shared"
+    for path, ref in ((recipe, ref_a), (changed, ref_b), (recipe, ref_a), (changed, ref_b)):
+        res = run(path, out, quiet=True)
+        assert (res.counts, res.digest) == (ref.counts, ref.digest)
+        assert pq.read_table(str(out / "ledger")).equals(pq.read_table(str(ref.run_dir / "ledger")))
+        assert verify(out) == []
+    # an unchanged rerun still skips every finished unit
+    done = {p: p.stat().st_mtime_ns for p in (out / "markers").rglob("*.done")}
+    assert run(changed, out, quiet=True).counts == ref_b.counts
+    assert {p: p.stat().st_mtime_ns for p in (out / "markers").rglob("*.done")} == done
+
+
 def _run_cli(recipe: Path, out: Path, env_extra: dict) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_extra}
     return subprocess.run([sys.executable, "-m", "curator.cli", "run", str(recipe), "-o", str(out), "-q"],
