@@ -70,7 +70,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
             ingest_info = _ingest(recipe, ingest_fp, rundir, paths, input_hashes, exe, quiet)
             plan = build_plan(recipe, rundir, input_hashes, quiet, schema=ingest_info["schema_obj"])
             for ps in plan.stages:
-                rundir.claim_outputs(f"stage-{ps.id}", ps.fingerprint, [rundir.root / "scores" / ps.id])
+                rundir.claim_outputs(f"stage-{ps.id}", ps.fingerprint, [rundir.scores(ps.id, 0).parent])
             timings: dict[str, float] = {}
             for scope, stages in plan.phases():
                 t0 = time.time()
@@ -114,7 +114,7 @@ def _executor(recipe: Recipe, override: str | None, workers: int | None, quiet: 
 def _ingest(recipe: Recipe, fp: str, rundir: RunDir, paths: list[Path], input_hashes: list[str], exe,
             quiet: bool) -> dict:
     unit = "ingest"
-    rundir.claim_outputs("ingest", fp, [rundir.root / "input", rundir.ingest_ledger(0).parent])
+    rundir.claim_outputs("ingest", fp, [rundir.input_shard(0).parent, rundir.ingest_ledger(0).parent])
     if not rundir.is_done(fp, unit):
         specs = [(str(p), i.format, i.source or p.stem, i.limit, i.sample, i.sample_seed)
                  for p, i in zip(paths, recipe.inputs)]
