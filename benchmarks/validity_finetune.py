@@ -4,7 +4,8 @@
 (keyword judge + the classifier judge's refusal head) and the log-prob proxy Δ on (prompt, compliant,
 refusal) triples (``benchmarks.validity_eval``). ``measure`` returns per-prompt values so windows can be
 compared with paired bootstraps. ``finetune_and_measure`` trains a fresh LoRA (``curator.training``,
-identical settings and seeds for every call), attaches it, measures, detaches; the result is cached as
+identical settings and seeds for every call), merges it into the weights, measures, restores the weights
+bit for bit (a merged model decodes ~20 % faster on CPU than one with adapters attached); the result is cached as
 JSON in ``$CURATOR_HOME/validity/ft/<key>.json`` where key = sha256(model fingerprint, training rows,
 training config, eval key), so an interrupted benchmark resumes where it stopped.
 """
@@ -15,6 +16,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import torch
 from benchmarks.validity_eval import greedy_generate, proxy_delta, rate, sha
 from curator.precision import default_autocast
 
-FT_VERSION = "ft-v1"
+FT_VERSION = "ft-v2"  # v2: measured with the LoRA merged into the weights
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,31 @@ def measure_cached(lm, fingerprint: str, ev: SafetyEval, judges: dict) -> dict:
     return rec
 
 
+@contextmanager
+def merged(model, lora_cfg, factors, seed: int):
+    """``W += s·B·A`` for the trained factors inside the block; the original weights are copied back after."""
+    from curator.lora import attach_lora, detach_lora, lora_modules, merge_lora, set_factors
+
+    attach_lora(model, lora_cfg, seed=seed)
+    try:
+        set_factors(model, factors)
+        saved = {n: m.base.weight.detach().clone() for n, m in lora_modules(model).items()}
+    except BaseException:
+        detach_lora(model)
+        raise
+    merge_lora(model)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, weight in saved.items():
+                model.get_submodule(name).weight.copy_(weight)
+
+
 def finetune_and_measure(lm, fingerprint: str, rows: Sequence[dict], cfg: FinetuneConfig, ev: SafetyEval,
                          judges: dict, progress: bool = False) -> dict:
-    """Train a LoRA on ``rows`` from ``lm``'s weights, measure with it attached, detach; cached."""
-    from curator.lora import LoRAConfig, attach_lora, detach_lora, set_factors
+    """Train a LoRA on ``rows`` from ``lm``'s weights, measure with it merged, restore the weights; cached."""
+    from curator.lora import LoRAConfig
     from curator.training import TrainConfig, train_lora
 
     key = sha(FT_VERSION, fingerprint, rows_key(rows), json.dumps(asdict(cfg), sort_keys=True), ev.key,
@@ -154,14 +177,10 @@ def finetune_and_measure(lm, fingerprint: str, rows: Sequence[dict], cfg: Finetu
     t0 = time.time()
     factors, log = train_lora(lm.model, lm.tokenizer, list(rows), lora_cfg, tcfg, progress=progress)
     train_s = round(time.time() - t0, 1)
-    attach_lora(lm.model, lora_cfg, seed=cfg.seed)
-    try:
-        set_factors(lm.model, factors)
+    with merged(lm.model, lora_cfg, factors, cfg.seed):
         t0 = time.time()
         measured = ev.measure(lm.model, lm.tokenizer, judges)
         eval_s = round(time.time() - t0, 1)
-    finally:
-        detach_lora(lm.model)
     rec = {"measured": measured, "train_seconds": train_s, "eval_seconds": eval_s, "train_steps": log.steps,
            "loss_first": log.losses[0], "loss_last": log.losses[-1], "n_rows": len(rows),
            "rows_sha256": rows_key(rows)}

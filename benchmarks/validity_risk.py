@@ -46,14 +46,17 @@ PART_A = {
     # quick (<= 15 min with parts B): one scorer, top / bottom / random windows of 16 rows, 8 LoRA steps, Δ proxy
     # only (no generation). Full: the dose that measurably erodes safety (32-row windows, lr 1e-3, 4 epochs =
     # 16 steps; 24 rows x 3 epochs at lr 3e-4 moved Δ by ~0.01 nats/token, too little to separate windows),
-    # greedy refusal on the 96 held-out harmful prompts, two random controls, and a length-matched control.
+    # top / middle / bottom windows for every scorer, greedy refusal on the 96 held-out harmful prompts (first
+    # 32 tokens judged), two random controls; ``--length-control`` adds the length-matched SQSD windows.
     "quick": {"pool": 64, "window": 16, "windows": {"risk_sqsd": 2}, "random_seeds": (0,), "sqsd_method": "mean_update",
               "lr": 1e-3, "epochs": 4, "eval_refusal": False, "eval_benign_edgy": False, "length_matched": (),
-              "n_delta": 48},
-    "full": {"pool": 160, "window": 32, "windows": {"risk_sqsd": 3, "risk_compliance": 2}, "random_seeds": (0, 1),
-             "sqsd_method": "mean_update", "lr": 1e-3, "epochs": 4, "eval_refusal": True,
+              "n_delta": 48, "eval_tokens": 32},
+    "full": {"pool": 160, "window": 32,
+             "windows": {"risk_sqsd": 3, "risk_compliance": 3, "risk_rep": 3, "risk_grad": 3},
+             "random_seeds": (0, 1), "sqsd_method": "mean_update", "lr": 1e-3, "epochs": 4, "eval_refusal": True,
              "eval_benign_edgy": False,  # Part A asks about degradation; over-refusal is Part B's question
-             "length_matched": ("risk_sqsd",), "n_delta": None},
+             "length_matched": (),  # --length-control adds ("risk_sqsd",): 2 more fine-tunes (~7 min)
+             "n_delta": None, "eval_tokens": 32},
 }
 SCORE_MAX_LENGTH = 256
 
@@ -71,23 +74,28 @@ def pool_recipe(aligned_dir: Path, cfg: dict, seed: int) -> dict:
             "stages": stages, "executor": {"kind": "local", "workers": 1}}
 
 
-def ensure_directions(aligned_dir: Path, method: str, quiet: bool) -> dict:
-    """Build (once) the aligned model's default SQSD directions, as ``risk.sqsd`` with ``directions: default``
-    would on first use; part of the one-time setup so both modes' budgets exclude it."""
+def ensure_references(aligned_dir: Path, seed: int, quiet: bool) -> list[dict]:
+    """Build (once) every reference artifact the pool recipes of both modes need on the aligned model (SQSD
+    directions, compliance vectors, anchor-similarity features), exactly as ``curator directions build
+    <recipe>`` would; part of the one-time setup so neither mode's budget includes it."""
+    import tempfile
     import time
 
-    import filters.risk.directions as dirs
-    from curator.models import load_model, resolve_model
+    from curator.plan import build_plan
+    from curator.recipe import load_recipe
+    from curator.rundir import RunDir
 
-    spec = resolve_model(str(aligned_dir))
-    cfg = dirs.DirectionConfig(method=method)
-    root = dirs.default_root(spec.fingerprint, cfg, dirs.default_anchor_data(cfg).record)
-    cached = (root / dirs.SUMMARY).is_file()
-    t0 = time.time()
-    if not cached:
-        lm = load_model(spec, device="cpu", cached=False)
-        dirs.ensure_default(lm.model, lm.tokenizer, spec.fingerprint, cfg, progress=not quiet)
-    return {"root": str(root), "method": method, "cache_hit": cached, "seconds": round(time.time() - t0, 1)}
+    out, seen = [], set()
+    for mode_name, cfg in PART_A.items():
+        recipe = load_recipe(pool_recipe(aligned_dir, cfg, seed))
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            plan = build_plan(recipe, RunDir(Path(tmp)), ["references"], quiet)  # fingerprinting builds them
+            built = {ps.id: ps.stage.build_artifacts() for ps in plan.stages if hasattr(ps.stage, "build_artifacts")}
+        paths = sorted({p for b in built.values() for p in b.values()} - seen)
+        seen.update(paths)
+        out.append({"mode": mode_name, "built_or_found": paths, "seconds": round(time.time() - t0, 1)})
+    return out
 
 
 def score_pool(aligned_dir: Path, cfg: dict, seed: int, quiet: bool) -> tuple[list[dict], Path]:
@@ -215,7 +223,9 @@ def scorer_summary(rows: list[dict], col: str, results: list[dict], shifts: list
 def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir: Path, judges: dict) -> dict:
     from curator.models import load_model, resolve_model
 
-    cfg = PART_A[mode_name]
+    cfg = dict(PART_A[mode_name])
+    if args.length_control:
+        cfg["length_matched"] = ("risk_sqsd",)
     rows, run_dir = score_pool(aligned_dir, cfg, args.seed, args.quiet)
     print(f"[A] scored {len(rows)} pool rows with {list(cfg['windows'])} in {run_dir}", flush=True)
     triples = delta_triples(mode, args.seed, original_dir, aligned_dir, 64, judges["keyword"], cfg["n_delta"])
@@ -223,7 +233,7 @@ def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir:
     gen_sets = {"harmful": sets["harmbench"] + sets["do_not_answer"]} if cfg["eval_refusal"] else {}
     if cfg["eval_benign_edgy"]:
         gen_sets["benign_edgy"] = sets["overrefusal"]
-    ev = SafetyEval(gen_sets=gen_sets,
+    ev = SafetyEval(gen_sets=gen_sets, max_new_tokens=cfg["eval_tokens"],
                     delta_prompts=triples["prompts"], delta_compliant=triples["compliant"],
                     delta_refusal=triples["refusal"])
     ft = FinetuneConfig(seed=args.seed, lr=cfg["lr"], epochs=cfg["epochs"])

@@ -135,3 +135,27 @@ def test_report_prints_recorded_numbers_with_intervals():
     assert "| risk_sqsd | -0.200 [-0.300, -0.100] |" in text
     assert "| hard | 50.0% [25.0, 75.0] | — | — | 3 / 4 |" in text
     assert "-5.0 [-10.0, +0.0] points" in text
+
+
+def test_merged_lora_matches_attached_adapters_and_restores_weights_bit_for_bit():
+    import torch
+
+    from benchmarks.validity_finetune import merged
+    from curator.lora import LoRAConfig, attach_lora, detach_lora, get_factors
+    from curator.testing import tiny_model
+
+    model, _tok = tiny_model()
+    cfg = LoRAConfig(r=4, alpha=8.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    attach_lora(model, cfg, seed=0, init="random")
+    factors = get_factors(model)
+    with torch.no_grad():
+        attached = model(input_ids=ids).logits
+    detach_lora(model)
+    with merged(model, cfg, factors, seed=0), torch.no_grad():
+        inside = model(input_ids=ids).logits
+        changed = any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert changed and torch.allclose(inside, attached, atol=1e-5)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
