@@ -83,7 +83,17 @@ def part_a_tables(step: dict) -> str:
                                      "train / eval s"], rows),
                         table(["scorer", "top − bottom Δ shift", "top − random", "random − bottom",
                                "Spearman(window rank, Δ shift)", "Spearman(score, response length)",
-                               "top > random > bottom"], pairs)])
+                               "top > random > bottom"], pairs)] + _agreement(step))
+
+
+def _agreement(step: dict) -> list[str]:
+    """Do the scorers pick the same rows? (absent from runs before session 5)"""
+    agree = step.get("scorer_agreement")
+    if not agree:
+        return []
+    rows = [[pair, f"{a['spearman']:+.2f}", f"{a['top_shared']} / {a['window']}", f"{a['bottom_shared']} / {a['window']}"]
+            for pair, a in agree.items()]
+    return [table(["scorers", "Spearman over the pool", "top windows share", "bottom windows share"], rows)]
 
 
 def part_b_tables(step: dict) -> str:

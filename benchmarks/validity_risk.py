@@ -220,6 +220,20 @@ def scorer_summary(rows: list[dict], col: str, results: list[dict], shifts: list
     return out
 
 
+def scorer_agreement(rows: list[dict], columns: list[str], size: int) -> dict:
+    """Per pair of scorers: Spearman of their scores over the pool and how many rows their top (and bottom)
+    windows share: do the scorers pick the same data?"""
+    out = {}
+    for i, a in enumerate(columns):
+        for b in columns[i + 1:]:
+            both = [r for r in rows if all(r[c] is not None and np.isfinite(r[c]) for c in (a, b))]
+            wa, wb = (windows(both, c, size, 2) for c in (a, b))
+            shared = [len({r["sample_id"] for r in x} & {r["sample_id"] for r in y}) for x, y in zip(wa, wb)]
+            out[f"{a} vs {b}"] = {"spearman": spearman([r[a] for r in both], [r[b] for r in both]),
+                                  "top_shared": shared[0], "bottom_shared": shared[1], "window": size}
+    return out
+
+
 def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir: Path, judges: dict) -> dict:
     from curator.models import load_model, resolve_model
 
@@ -279,6 +293,7 @@ def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir:
             "aligned": base_shift,
             "random": {str(s): v[0] for s, v in randoms.items()},
             "random_mean_delta_shift": float(rand_shift.mean()),
+            "scorer_agreement": scorer_agreement(rows, list(cfg["windows"]), cfg["window"]),
             "scorers": per_scorer}
 
 

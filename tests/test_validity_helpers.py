@@ -159,3 +159,18 @@ def test_merged_lora_matches_attached_adapters_and_restores_weights_bit_for_bit(
     assert changed and torch.allclose(inside, attached, atol=1e-5)
     after = model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_scorer_agreement_counts_shared_window_rows_and_rank_correlation():
+    from benchmarks.validity_report import _agreement
+    from benchmarks.validity_risk import scorer_agreement
+
+    rows = [{"sample_id": f"s{i:02d}", "a": float(i), "b": float(-i), "c": float(i % 10) + i / 100} for i in range(40)]
+    rows.append({"sample_id": "x", "a": None, "b": 1.0, "c": 1.0})
+    agree = scorer_agreement(rows, ["a", "b", "c"], 5)
+    assert agree["a vs b"]["spearman"] == pytest.approx(-1.0)
+    assert (agree["a vs b"]["top_shared"], agree["a vs b"]["bottom_shared"]) == (0, 0)
+    # c top 5: i = 39, 29, 19, 9, 38 (a: 35..39); c bottom 5: i = 0, 10, 20, 30, 1 (a: 0..4)
+    assert (agree["a vs c"]["top_shared"], agree["a vs c"]["bottom_shared"]) == (2, 2)
+    assert 0 < agree["a vs c"]["spearman"] < 1
+    assert _agreement({"scorer_agreement": agree})[0].splitlines()[2] == "| a vs b | -1.00 | 0 / 5 | 0 / 5 |"
