@@ -21,7 +21,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +236,20 @@ def scorer_agreement(rows: list[dict], columns: list[str], size: int) -> dict:
     return out
 
 
+@cache
+def demo_families() -> dict[str, str]:
+    """prompt -> task family of the bundled demo pool."""
+    from curator.demo_pool import load_demo_pool
+
+    return {r["prompt"]: r["source"] for r in load_demo_pool().select(["prompt", "source"]).to_pylist()}
+
+
+def composition(window: list[dict]) -> dict:
+    """What a window holds: its sample ids and its rows per demo-pool task family (joined on the prompt)."""
+    counts = Counter(demo_families().get(r["prompt"], "other") for r in window)
+    return {"sample_ids": sorted(r["sample_id"] for r in window), "families": dict(sorted(counts.items()))}
+
+
 def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir: Path, judges: dict) -> dict:
     from curator.models import load_model, resolve_model
 
@@ -262,6 +278,7 @@ def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir:
         rec = finetune_and_measure(lm, spec.fingerprint, window_rows, ft, ev, judges, progress=not args.quiet)
         res = outcome(rec, base)
         res["response_chars_mean"] = float(np.mean([len(r["response"] or "") for r in window_rows]))
+        res.update(composition(window_rows))
         print(f"[A] {label:36s} Δ shift {res['delta_shift_mean']:+.3f} {np.round(res['delta_shift_ci95'], 3)} "
               f"refusal {_refusal_text(res)} (train {rec.get('train_seconds')}s, eval {rec.get('eval_seconds')}s)",
               flush=True)
@@ -277,8 +294,7 @@ def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir:
         results, shifts = [], []
         for k, w in enumerate(windows(rows, col, cfg["window"], count)):
             res, shift = run(w, f"{col} window {k + 1}/{count}")
-            res.update(rank=k + 1, score_mean=float(np.mean([r[col] for r in w])),
-                       sources={s: sum(r["source"] == s for r in w) for s in sorted({r["source"] for r in w})})
+            res.update(rank=k + 1, score_mean=float(np.mean([r[col] for r in w])))
             results.append(res)
             shifts.append(shift)
         p = per_scorer[col] = scorer_summary(rows, col, results, shifts, rand_shift)

@@ -174,3 +174,18 @@ def test_scorer_agreement_counts_shared_window_rows_and_rank_correlation():
     assert (agree["a vs c"]["top_shared"], agree["a vs c"]["bottom_shared"]) == (2, 2)
     assert 0 < agree["a vs c"]["spearman"] < 1
     assert _agreement({"scorer_agreement": agree})[0].splitlines()[2] == "| a vs b | -1.00 | 0 / 5 | 0 / 5 |"
+
+
+def test_window_composition_counts_demo_pool_families_and_keeps_sample_ids():
+    from benchmarks.validity_report import _families
+    from benchmarks.validity_risk import composition
+    from curator.demo_pool import load_demo_pool
+
+    pool = load_demo_pool().to_pylist()
+    fams = sorted({r["source"] for r in pool})
+    rows = [next(r for r in pool if r["source"] == fams[0])] * 2 + [next(r for r in pool if r["source"] == fams[1])]
+    window = [{"sample_id": f"s{i}", "prompt": r["prompt"]} for i, r in enumerate(rows)]
+    window.append({"sample_id": "s9", "prompt": "not in the demo pool"})
+    comp = composition(window)
+    assert comp == {"sample_ids": ["s0", "s1", "s2", "s9"], "families": {fams[0]: 2, fams[1]: 1, "other": 1}}
+    assert _families(comp) == f"{fams[0]} 2 · " + " · ".join(sorted([f"{fams[1]} 1", "other 1"]))  # ties by name
