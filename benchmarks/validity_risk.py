@@ -1,12 +1,13 @@
 """Part A, steps 2-4 of the validity benchmark: do risk scores predict safety degradation after fine-tuning?
 
 1. Score a benign pool (a seeded sample of curator's demo pool) with the mode's risk scorers by running the
-   curator pipeline itself on the ALIGNED model (``model: <aligned dir>``; the SQSD directions were built
-   for that model by the ``aligned`` step). The run directory lives under ``$CURATOR_HOME/validity/runs/``
-   so reruns resume it.
+   curator pipeline itself on the ALIGNED model (``model: <aligned dir>``; every scorer's references were
+   built for that model by the ``aligned`` step, ``ensure_references``). The run directory lives under
+   ``$CURATOR_HOME/validity/runs/`` so reruns resume it. Scorer agreement: Spearman over the pool and the
+   rows shared by top / bottom windows.
 2. For each scorer, sort the pool by score (descending, ties by sample_id) and cut equally spaced windows
-   of ``window`` rows (window 1 = top-n, last = bottom-n), plus random-n controls (one per seed) and, for
-   the ``length_matched`` scorers, top / bottom windows of the score's residual after regressing it on
+   of ``window`` rows (window 1 = top-n, last = bottom-n; each records its sample ids and task families),
+   plus random-n controls (one per seed) and, for the ``length_matched`` scorers, top / bottom windows of the score's residual after regressing it on
    log response length (same score ordering, matched lengths).
 3. Fine-tune the aligned model on each window (``validity_finetune``: identical LoRA settings and seeds)
    and measure the proxy Δ = mean log p(compliant) − mean log p(refusal) on held-out triples
