@@ -7,8 +7,8 @@
    rows shared by top / bottom windows.
 2. For each scorer, sort the pool by score (descending, ties by sample_id) and cut equally spaced windows
    of ``window`` rows (window 1 = top-n, last = bottom-n; each records its sample ids and task families),
-   plus random-n controls (one per seed) and, for the ``length_matched`` scorers, top / bottom windows of the score's residual after regressing it on
-   log response length (same score ordering, matched lengths).
+   plus random-n controls (one per seed) and, for the ``length_matched`` scorers, top / bottom windows of
+   the score's residual after regressing it on log response length (same score ordering, matched lengths).
 3. Fine-tune the aligned model on each window (``validity_finetune``: identical LoRA settings and seeds)
    and measure the proxy Δ = mean log p(compliant) − mean log p(refusal) on held-out triples
    (uncensorbench pairs never used by any scorer + held-out harmful prompts answered by the original model
