@@ -6,7 +6,8 @@
 Prints, per mode: wall time per step, the aligned starting model's refusal rates, Part A's windows
 (Δ shift with bootstrap intervals, greedy refusal with Wilson intervals) and paired differences, Part B's
 mixes (sampled-decoding attack success, over-refusal) and paired differences. Numbers are read, never
-recomputed, so the tables match the JSON exactly.
+recomputed, so the tables match the JSON exactly; the one derived table (``family_effects``) is a
+least-squares fit over the recorded windows.
 """
 
 from __future__ import annotations
@@ -89,7 +90,39 @@ def part_a_tables(step: dict) -> str:
                                      "train / eval s", "rows per task family"], rows),
                         table(["scorer", "top − bottom Δ shift", "top − random", "random − bottom",
                                "Spearman(window rank, Δ shift)", "Spearman(score, response length)",
-                               "top > random > bottom"], pairs)] + _agreement(step))
+                               "top > random > bottom"], pairs)] + _agreement(step) + _family_table(step))
+
+
+def family_effects(step: dict) -> dict | None:
+    """Least-squares fit of every distinct window's Δ shift on its task-family fractions (no intercept, the
+    fractions sum to 1): the fitted coefficient of a family is the Δ shift a window made only of that family
+    would get. Descriptive (windows overlap, one fine-tune each); None without recorded families."""
+    import numpy as np
+
+    seen, wins = set(), []
+    for w in [*step["random"].values(), *(w for sc in step["scorers"].values() for w in sc["windows"])]:
+        ids = tuple(w.get("sample_ids", ()))
+        if "families" in w and ids not in seen:
+            seen.add(ids)
+            wins.append(w)
+    fams = sorted({f for w in wins for f in w["families"]})
+    if len(wins) <= len(fams):
+        return None
+    x = np.array([[w["families"].get(f, 0) / sum(w["families"].values()) for f in fams] for w in wins])
+    y = np.array([w["delta_shift_mean"] for w in wins])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    r2 = 1 - float(np.sum((y - x @ coef) ** 2) / np.sum((y - y.mean()) ** 2))
+    return {"families": dict(zip(fams, coef.tolist())), "windows": len(wins), "r2": r2}
+
+
+def _family_table(step: dict) -> list[str]:
+    fit = family_effects(step)
+    if fit is None:
+        return []
+    rows = [[f, f"{c:+.3f}"] for f, c in sorted(fit["families"].items(), key=lambda kv: -kv[1])]
+    return [f"Δ shift explained by what the windows hold (least squares over {fit['windows']} distinct windows "
+            f"on their task-family fractions, R² = {fit['r2']:.2f}):",
+            table(["task family", "fitted Δ shift of a window of only this family"], rows)]
 
 
 def _agreement(step: dict) -> list[str]:

@@ -189,3 +189,18 @@ def test_window_composition_counts_demo_pool_families_and_keeps_sample_ids():
     comp = composition(window)
     assert comp == {"sample_ids": ["s0", "s1", "s2", "s9"], "families": {fams[0]: 2, fams[1]: 1, "other": 1}}
     assert _families(comp) == f"{fams[0]} 2 · " + " · ".join(sorted([f"{fams[1]} 1", "other 1"]))  # ties by name
+
+
+def test_family_effects_recover_per_family_shifts_from_mixed_windows():
+    from benchmarks.validity_report import _family_table, family_effects
+
+    true = {"a": 0.3, "b": 0.0, "c": 0.1}
+    mixes = [(4, 0, 0), (0, 4, 0), (0, 0, 4), (2, 2, 0), (1, 1, 2), (3, 0, 1)]
+    wins = [{"sample_ids": [f"w{i}"], "families": dict(zip("abc", m)),
+             "delta_shift_mean": sum(true[f] * n / 4 for f, n in zip("abc", m))} for i, m in enumerate(mixes)]
+    step = {"random": {"0": wins[0]}, "scorers": {"s": {"windows": wins[1:] + [dict(wins[1])]}}}  # a repeated window
+    fit = family_effects(step)
+    assert fit["windows"] == 6 and fit["r2"] == pytest.approx(1.0)
+    assert fit["families"] == pytest.approx(true)
+    assert _family_table(step)[1].splitlines()[2] == "| a | +0.300 |"
+    assert family_effects({"random": {}, "scorers": {"s": {"windows": [{"delta_shift_mean": 0.1}]}}}) is None
