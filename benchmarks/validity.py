@@ -12,8 +12,8 @@ Steps (``--steps``, default all three; each reuses every cached intermediate):
 - ``risk`` (Part A.2-4, ``validity_risk``): score a benign pool on the aligned model (the curator pipeline
   itself; quick: ``risk.sqsd``, full: every risk scorer: ``risk.sqsd``, ``risk.compliance``,
   ``risk.anchor_similarity`` rep and grad), fine-tune on top / middle / bottom score windows and random
-  controls (``--length-control``: also length-matched SQSD windows), measure the Δ log-prob proxy (and,
-  full, the greedy refusal rate); Spearman and bootstrap intervals.
+  controls (``--length-control risk_grad,...``: also length-matched windows of those scores), measure
+  the Δ log-prob proxy (and, full, the greedy refusal rate); Spearman and bootstrap intervals.
 - ``hardness`` (Part B, ``validity_hardness``): hardness on framed harmful prompts, train equal-size
   mixes (quick: hard / random; full: + hard_mixed / random_mixed), measure sampled-decoding attack success
   and over-refusal on held-out sets.
@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-classifier", action="store_true")
-    ap.add_argument("--length-control", action="store_true",
-                    help="part A: also fine-tune on length-matched SQSD windows (2 more fine-tunes)")
+    ap.add_argument("--length-control", default="", metavar="SCORERS",
+                    help="part A: comma list of score columns (e.g. risk_grad,risk_sqsd) to also fine-tune on "
+                         "length-matched top / bottom windows of (2 more fine-tunes each)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)

@@ -50,7 +50,7 @@ PART_A = {
     # only (no generation). Full: the dose that measurably erodes safety (32-row windows, lr 1e-3, 4 epochs =
     # 16 steps; 24 rows x 3 epochs at lr 3e-4 moved Δ by ~0.01 nats/token, too little to separate windows),
     # top / middle / bottom windows for every scorer, greedy refusal on the 96 held-out harmful prompts (first
-    # 32 tokens judged), two random controls; ``--length-control`` adds the length-matched SQSD windows.
+    # 32 tokens judged), two random controls; ``--length-control`` adds length-matched windows.
     "quick": {"pool": 64, "window": 16, "windows": {"risk_sqsd": 2}, "random_seeds": (0,), "sqsd_method": "mean_update",
               "lr": 1e-3, "epochs": 4, "eval_refusal": False, "eval_benign_edgy": False, "length_matched": (),
               "n_delta": 48, "eval_tokens": 32},
@@ -58,7 +58,7 @@ PART_A = {
              "windows": {"risk_sqsd": 3, "risk_compliance": 3, "risk_rep": 3, "risk_grad": 3},
              "random_seeds": (0, 1), "sqsd_method": "mean_update", "lr": 1e-3, "epochs": 4, "eval_refusal": True,
              "eval_benign_edgy": False,  # Part A asks about degradation; over-refusal is Part B's question
-             "length_matched": (),  # --length-control adds ("risk_sqsd",): 2 more fine-tunes (~7 min)
+             "length_matched": (),  # --length-control risk_grad,...: 2 more fine-tunes (~7 min) per scorer
              "n_delta": None, "eval_tokens": 32},
 }
 SCORE_MAX_LENGTH = 256
@@ -256,7 +256,11 @@ def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir:
 
     cfg = dict(PART_A[mode_name])
     if args.length_control:
-        cfg["length_matched"] = ("risk_sqsd",)
+        cfg["length_matched"] = tuple(c.strip() for c in args.length_control.split(",") if c.strip())
+        unknown = sorted(set(cfg["length_matched"]) - set(cfg["windows"]))
+        if unknown:
+            raise SystemExit(f"--length-control: {unknown} not scored in {mode_name} mode; choose from "
+                             f"{sorted(cfg['windows'])}")
     rows, run_dir = score_pool(aligned_dir, cfg, args.seed, args.quiet)
     print(f"[A] scored {len(rows)} pool rows with {list(cfg['windows'])} in {run_dir}", flush=True)
     triples = delta_triples(mode, args.seed, original_dir, aligned_dir, 64, judges["keyword"], cfg["n_delta"])
