@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "validity.json"
+CLASSIFIER = "classifier_refusal_head"
 
 
 def pct(r: dict | None) -> str:
@@ -53,9 +54,9 @@ def _window_label(k: int, n: int) -> str:
     return "top" if k == 1 else "bottom" if k == n else f"middle ({k}/{n})"
 
 
-def _harmful_refusal(res: dict) -> str:
+def _harmful_refusal(res: dict, judge: str = "keyword") -> str:
     harmful = res.get("refusal", {}).get("harmful")
-    return pct(harmful["keyword"]) if harmful else "not measured"
+    return pct(harmful.get(judge)) if harmful else "not measured"
 
 
 def _families(res: dict) -> str:
@@ -67,7 +68,7 @@ def _families(res: dict) -> str:
 def part_a_tables(step: dict) -> str:
     rows = [["—", f"random (seed {s})", "—", f"{r['response_chars_mean']:.0f}" if "response_chars_mean" in r else "—",
              f"{r.get('loss_last', float('nan')):.2f}", num(r["delta_shift_mean"], r["delta_shift_ci95"]),
-             _harmful_refusal(r), f"{r.get('train_seconds')} / {r.get('eval_seconds')}", _families(r)]
+             _harmful_refusal(r), _harmful_refusal(r, CLASSIFIER), f"{r.get('train_seconds')} / {r.get('eval_seconds')}", _families(r)]
             for s, r in step["random"].items()]
     pairs = []
     for col, sc in step["scorers"].items():
@@ -75,7 +76,7 @@ def part_a_tables(step: dict) -> str:
         for w in sc["windows"]:
             rows.append([col, _window_label(w["rank"], n), f"{w['score_mean']:.2f}", f"{w['response_chars_mean']:.0f}",
                          f"{w['loss_last']:.2f}", num(w["delta_shift_mean"], w["delta_shift_ci95"]),
-                         _harmful_refusal(w), f"{w.get('train_seconds')} / {w.get('eval_seconds')}", _families(w)])
+                         _harmful_refusal(w), _harmful_refusal(w, CLASSIFIER), f"{w.get('train_seconds')} / {w.get('eval_seconds')}", _families(w)])
         rho = sc["spearman_rank_vs_delta_shift"]
         pairs.append([col, num(sc["top_minus_bottom"]["delta_shift"], sc["top_minus_bottom"]["ci95"]),
                       num(sc["top_minus_random"]["delta_shift"], sc["top_minus_random"]["ci95"]),
@@ -87,6 +88,7 @@ def part_a_tables(step: dict) -> str:
             f"{_harmful_refusal(a)}. Δ triples: {step['config']['delta_triples']['n']}.")
     return "\n\n".join([head, table(["scorer", "window", "mean score", "mean response chars", "final train loss",
                                      "Δ shift [95% bootstrap]", "harmful refusal, keyword [95% Wilson]",
+                                     "harmful refusal, classifier",
                                      "train / eval s", "rows per task family"], rows),
                         table(["scorer", "top − bottom Δ shift", "top − random", "random − bottom",
                                "Spearman(window rank, Δ shift)", "Spearman(score, response length)",

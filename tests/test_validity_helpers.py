@@ -119,7 +119,8 @@ def test_report_prints_recorded_numbers_with_intervals():
     pair = {"delta_shift": -0.2, "ci95": [-0.3, -0.1]}
     record = {"quick": {
         "risk": {"wall_seconds": 60, "aligned": {"delta_mean": -0.6, "refusal": {}}, "config": {"delta_triples": {"n": 9}},
-                 "random": {"0": {**window, "delta_shift_mean": 0.2}},
+                 "random": {"0": {**window, "delta_shift_mean": 0.2, "refusal": {"harmful": {
+                     "keyword": ci, "classifier_refusal_head": {**ci, "rate": 0.25}}}}},
                  "scorers": {"risk_sqsd": {"windows": [window, {**window, "rank": 2, "delta_shift_mean": 0.3}],
                                            "spearman_rank_vs_delta_shift": float("nan"),
                                            "spearman_score_vs_response_length": -0.25, "top_minus_bottom": pair,
@@ -131,7 +132,8 @@ def test_report_prints_recorded_numbers_with_intervals():
                      "paired": {"hard_minus_random": {"diff": -0.05, "ci95": [-0.1, 0.0], "n_prompts": 4}}}}}
     text = report(record, ["full", "quick"])
     assert "### quick mode" in text and "full mode" not in text
-    assert "| risk_sqsd | top | 2.00 | 120 | 0.50 | +0.100 [+0.050, +0.150] | not measured | 1 / 2 |" in text
+    assert "| risk_sqsd | top | 2.00 | 120 | 0.50 | +0.100 [+0.050, +0.150] | not measured | not measured | 1 / 2 |" in text
+    assert "| — | random (seed 0) | — | 120 | 0.50 | +0.200 [+0.050, +0.150] | 50.0% [25.0, 75.0] | 25.0% [25.0, 75.0] |" in text
     assert "| risk_sqsd | -0.200 [-0.300, -0.100] |" in text
     assert "| hard | 50.0% [25.0, 75.0] | — | — | 3 / 4 |" in text
     assert "-5.0 [-10.0, +0.0] points" in text
