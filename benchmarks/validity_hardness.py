@@ -39,7 +39,7 @@ from benchmarks.validity_finetune import (
 PART_B = {
     # quick (<= 15 min with part A): hard vs random only, few prompts, 4 sampled answers; full: all four
     # variants, 8 sampled answers per held-out framed prompt and both over-refusal sets
-    "quick": {"pool": 24, "k": 4, "rollout_tokens": 24, "budget": 12, "n_eval_harmful": 16,
+    "quick": {"pool": 24, "k": 4, "rollout_tokens": 24, "budget": 12, "n_eval_harmful": 12,
               "n_eval_benign": 8, "epochs": 2, "eval_samples": 4, "n_eval_edgy": 0},
     "full": {"pool": 64, "k": 8, "rollout_tokens": 32, "budget": 24, "n_eval_harmful": 48,
              "n_eval_benign": 32, "epochs": 2, "eval_samples": 8, "n_eval_edgy": 32},

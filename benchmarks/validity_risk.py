@@ -53,7 +53,7 @@ PART_A = {
     # 32 tokens judged), two random controls; ``--length-control`` adds length-matched windows.
     "quick": {"pool": 64, "window": 16, "windows": {"risk_sqsd": 2}, "random_seeds": (0,), "sqsd_method": "mean_update",
               "lr": 1e-3, "epochs": 4, "eval_refusal": False, "eval_benign_edgy": False, "length_matched": (),
-              "n_delta": 48, "eval_tokens": 32},
+              "n_delta": 32, "eval_tokens": 32},
     "full": {"pool": 160, "window": 32,
              "windows": {"risk_sqsd": 3, "risk_compliance": 3, "risk_rep": 3, "risk_grad": 3},
              "random_seeds": (0, 1), "sqsd_method": "mean_update", "lr": 1e-3, "epochs": 4, "eval_refusal": True,
