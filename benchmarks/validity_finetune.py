@@ -5,8 +5,8 @@
 refusal) triples (``benchmarks.validity_eval``). ``measure`` returns per-prompt values so windows can be
 compared with paired bootstraps. ``finetune_and_measure`` trains a fresh LoRA (``curator.training``,
 identical settings and seeds for every call), merges it into the weights, measures, restores the weights
-bit for bit (a merged model decodes ~20 % faster on CPU than one with adapters attached); the result is cached as
-JSON in ``$CURATOR_HOME/validity/ft/<key>.json`` where key = sha256(model fingerprint, training rows,
+bit for bit (Part A's evaluation ran ~23 % faster merged than with adapters attached, Δ equal to 1e-7);
+the result is cached as JSON in ``$CURATOR_HOME/validity/ft/<key>.json`` where key = sha256(model fingerprint, training rows,
 training config, eval key), so an interrupted benchmark resumes where it stopped.
 """
 
