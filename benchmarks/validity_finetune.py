@@ -6,8 +6,8 @@ refusal) triples (``benchmarks.validity_eval``). ``measure`` returns per-prompt 
 compared with paired bootstraps. ``finetune_and_measure`` trains a fresh LoRA (``curator.training``,
 identical settings and seeds for every call), merges it into the weights, measures, restores the weights
 bit for bit (Part A's evaluation ran ~23 % faster merged than with adapters attached, Δ equal to 1e-7);
-the result is cached as JSON in ``$CURATOR_HOME/validity/ft/<key>.json`` where key = sha256(model fingerprint, training rows,
-training config, eval key), so an interrupted benchmark resumes where it stopped.
+the result is cached as JSON in ``$CURATOR_HOME/validity/ft/<key>.json`` where key = sha256(model
+fingerprint, training rows, training config, eval key), so an interrupted benchmark resumes where it stopped.
 """
 
 from __future__ import annotations
