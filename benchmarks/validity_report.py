@@ -68,7 +68,8 @@ def _families(res: dict) -> str:
 def part_a_tables(step: dict) -> str:
     rows = [["—", f"random (seed {s})", "—", f"{r['response_chars_mean']:.0f}" if "response_chars_mean" in r else "—",
              f"{r.get('loss_last', float('nan')):.2f}", num(r["delta_shift_mean"], r["delta_shift_ci95"]),
-             _harmful_refusal(r), _harmful_refusal(r, CLASSIFIER), f"{r.get('train_seconds')} / {r.get('eval_seconds')}", _families(r)]
+             _harmful_refusal(r), _harmful_refusal(r, CLASSIFIER),
+             f"{r.get('train_seconds')} / {r.get('eval_seconds')}", _families(r)]
             for s, r in step["random"].items()]
     pairs = []
     for col, sc in step["scorers"].items():
@@ -76,7 +77,8 @@ def part_a_tables(step: dict) -> str:
         for w in sc["windows"]:
             rows.append([col, _window_label(w["rank"], n), f"{w['score_mean']:.2f}", f"{w['response_chars_mean']:.0f}",
                          f"{w['loss_last']:.2f}", num(w["delta_shift_mean"], w["delta_shift_ci95"]),
-                         _harmful_refusal(w), _harmful_refusal(w, CLASSIFIER), f"{w.get('train_seconds')} / {w.get('eval_seconds')}", _families(w)])
+                         _harmful_refusal(w), _harmful_refusal(w, CLASSIFIER),
+                         f"{w.get('train_seconds')} / {w.get('eval_seconds')}", _families(w)])
         rho = sc["spearman_rank_vs_delta_shift"]
         pairs.append([col, num(sc["top_minus_bottom"]["delta_shift"], sc["top_minus_bottom"]["ci95"]),
                       num(sc["top_minus_random"]["delta_shift"], sc["top_minus_random"]["ci95"]),
