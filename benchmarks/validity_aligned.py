@@ -161,7 +161,7 @@ def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
                   harmful: Sequence[str] | None = None, benign: Sequence[dict] | None = None,
                   home: str | Path | None = None, progress: bool = False) -> tuple[Path, dict]:
     """Train + merge + save the aligned model unless cached; returns (directory, metadata)."""
-    from curator.lora import LoRAConfig, attach_lora, merge_lora, set_factors
+    from curator.lora import LoRAConfig, merge_factors
     from curator.models import FINGERPRINT_FILE, _hash_files, curator_home, load_model, resolve_model
     from curator.training import TrainConfig, train_lora
 
@@ -193,9 +193,7 @@ def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
                        autocast=cfg.autocast)
     t0 = time.time()
     factors, log = train_lora(model, tok, rows, lora_cfg, tcfg, progress=progress)
-    attach_lora(model, lora_cfg, seed=cfg.seed)
-    set_factors(model, factors)
-    merge_lora(model)
+    merge_factors(model, lora_cfg, factors, cfg.seed)
     train_seconds = round(time.time() - t0, 1)
 
     models_dir.mkdir(parents=True, exist_ok=True)

@@ -142,16 +142,9 @@ def measure_cached(lm, fingerprint: str, ev: SafetyEval, judges: dict) -> dict:
 @contextmanager
 def merged(model, lora_cfg, factors, seed: int):
     """``W += s·B·A`` for the trained factors inside the block; the original weights are copied back after."""
-    from curator.lora import attach_lora, detach_lora, lora_modules, merge_lora, set_factors
+    from curator.lora import merge_factors
 
-    attach_lora(model, lora_cfg, seed=seed)
-    try:
-        set_factors(model, factors)
-        saved = {n: m.base.weight.detach().clone() for n, m in lora_modules(model).items()}
-    except BaseException:
-        detach_lora(model)
-        raise
-    merge_lora(model)
+    saved = merge_factors(model, lora_cfg, factors, seed, keep_original=True)
     try:
         yield model
     finally:

@@ -84,17 +84,15 @@ def ensure_references(aligned_dir: Path, seed: int, quiet: bool) -> list[dict]:
     import tempfile
     import time
 
-    from curator.plan import build_plan
+    from curator.plan import build_references
     from curator.recipe import load_recipe
     from curator.rundir import RunDir
 
     out, seen = [], set()
     for mode_name, cfg in PART_A.items():
-        recipe = load_recipe(pool_recipe(aligned_dir, cfg, seed))
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
-            plan = build_plan(recipe, RunDir(Path(tmp)), ["references"], quiet)  # fingerprinting builds them
-            built = {ps.id: ps.stage.build_artifacts() for ps in plan.stages if hasattr(ps.stage, "build_artifacts")}
+            built = build_references(load_recipe(pool_recipe(aligned_dir, cfg, seed)), RunDir(Path(tmp)), quiet)
         paths = sorted({p for b in built.values() for p in b.values()} - seen)
         seen.update(paths)
         out.append({"mode": mode_name, "built_or_found": paths, "seconds": round(time.time() - t0, 1)})

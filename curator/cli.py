@@ -166,13 +166,11 @@ def directions() -> None:
 @friendly
 def directions_build(recipe, force, quiet):
     """Build (or find cached) every artifact the stages of RECIPE need; print their paths."""
-    from curator.plan import build_plan
+    from curator.plan import build_references
     from curator.recipe import load_recipe
     from curator.rundir import RunDir
 
-    rec = load_recipe(recipe)
-    plan = build_plan(rec, RunDir(Path(".")), ["directions"], quiet)
-    built = {ps.id: ps.stage.build_artifacts(force=force) for ps in plan.stages if hasattr(ps.stage, "build_artifacts")}
+    built = build_references(load_recipe(recipe), RunDir(Path(".")), quiet, force)
     if not built:
         click.echo("no stage in this recipe has reference artifacts", err=True)
     click.echo(json.dumps(built, indent=2))

@@ -151,6 +151,21 @@ def merge_lora(model: nn.Module) -> list[str]:
     return merged
 
 
+def merge_factors(model: nn.Module, cfg: LoRAConfig, factors: Factors, seed: int = 0,
+                  keep_original: bool = False) -> dict[str, torch.Tensor]:
+    """Attach adapters for ``cfg``, load trained ``factors`` and merge them (``W += s·B·A``). With
+    ``keep_original``, returns copies of the merged Linears' previous weights (to restore them bit for bit)."""
+    attach_lora(model, cfg, seed=seed)
+    try:
+        set_factors(model, factors)
+    except BaseException:
+        detach_lora(model)
+        raise
+    original = {n: m.base.weight.detach().clone() for n, m in lora_modules(model).items()} if keep_original else {}
+    merge_lora(model)
+    return original
+
+
 def get_factors(model: nn.Module) -> Factors:
     return {n: (m.lora_A.detach().clone(), m.lora_B.detach().clone()) for n, m in lora_modules(model).items()}
 

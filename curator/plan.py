@@ -114,6 +114,13 @@ def build_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: b
     return Plan(recipe, normalizer, ingest_fp, planned)
 
 
+def build_references(recipe: Recipe, rundir: RunDir, quiet: bool = False, force: bool = False) -> dict[str, dict]:
+    """Build (or find cached) the reference artifacts of every stage of ``recipe`` that has them
+    (``build_artifacts``): {stage id: {artifact: path}}; what ``curator directions build`` prints."""
+    plan = build_plan(recipe, rundir, ["directions"], quiet)
+    return {ps.id: ps.stage.build_artifacts(force=force) for ps in plan.stages if hasattr(ps.stage, "build_artifacts")}
+
+
 def check_columns(stages: list[tuple[int, str, Stage]], schema: pa.Schema | None) -> None:
     """Every stage's required columns exist by the time it runs (checked before models load)."""
     names = list(schema.names) if schema is not None else ["sample_id", "prompt", "response", "messages", "source"]

@@ -12,6 +12,7 @@ from curator.lora import (
     get_factors,
     load_factors,
     lora_modules,
+    merge_factors,
     merge_lora,
     save_factors,
     set_factors,
@@ -119,3 +120,17 @@ def test_save_load_roundtrip_and_tamper_detection(tiny, tmp_path):
         load_factors(path)
     with pytest.raises(InputError, match="missing.safetensors"):
         load_factors(tmp_path / "missing.safetensors")
+
+
+def test_merge_factors_equals_attached_adapters_and_can_keep_the_original_weights(tiny):
+    model, _ = tiny
+    cfg = LoRAConfig(r=2, alpha=4)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    attach_lora(model, cfg, seed=0, init="random")
+    factors, with_lora = get_factors(model), _logits(model, IDS)
+    detach_lora(model)
+    kept = merge_factors(model, cfg, factors, seed=0, keep_original=True)
+    assert not lora_modules(model) and len(kept) == 14
+    torch.testing.assert_close(_logits(model, IDS), with_lora, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(w, original[f"{n}.weight"]) for n, w in kept.items())
+    assert merge_factors(tiny_model()[0], cfg, factors) == {}

@@ -193,6 +193,14 @@ def test_end_to_end_recipe_with_both_stages(env, tmp_path, monkeypatch):
         assert "compliance_sha256" in json.dumps(stages["risk.compliance"])
     again = run(recipe, tmp_path / "run2", quiet=True, workers=1)
     assert again.digest == res.digest
+    from click.testing import CliRunner
+
+    from curator.cli import main
+
+    out = CliRunner().invoke(main, ["directions", "build", str(recipe), "--quiet"], catch_exceptions=False)
+    built = json.loads(out.output)  # every stage with reference artifacts, cached by the runs above
+    assert sorted(built) == ["risk.anchor_similarity", "risk.compliance"]
+    assert all(Path(path).is_file() for paths in built.values() for path in paths.values())
 
 
 @pytest.mark.slow
