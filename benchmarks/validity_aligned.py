@@ -209,6 +209,10 @@ def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
     }
     try:
         model.save_pretrained(tmp, safe_serialization=True)
+        from curator.lora import save_factors  # the trained adapter too (a subdir: not in the fingerprint)
+
+        save_factors(tmp / "adapter" / "factors.safetensors", factors,
+                     {"r": cfg.r, "alpha": cfg.alpha, "key": key, "training_data_sha256": data_sha})
         tok.save_pretrained(tmp)
         meta["fingerprint"] = _hash_files(tmp)
         (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": meta["fingerprint"],
