@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from curator.errors import InputError, RunError
 from curator.faults import fault_point
+from curator.sources import load_source, source_scheme, source_sha256
 
 READ_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow", "hf")
 
@@ -50,11 +51,9 @@ def detect_kind(path: Path) -> str:
 
 
 def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
-    """Read one input file, dataset directory or ``builtin:<name>`` input."""
-    from curator.builtin_inputs import is_builtin, load_builtin
-
-    if is_builtin(path):
-        return load_builtin(path), []
+    """Read one input file, dataset directory or named source (``builtin:<name>``)."""
+    if source_scheme(path):
+        return load_source(path), []
     if not path.exists():
         raise InputError(f"{path}: input not found")
     kind = detect_kind(path)
@@ -189,11 +188,9 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 def sha256_path(path: Path) -> str:
     """sha256 of a file, of the sorted (relative name, file sha256) list of a directory, or of
-    a ``builtin:<name>`` input's content."""
-    from curator.builtin_inputs import builtin_sha256, is_builtin
-
-    if is_builtin(path):
-        return builtin_sha256(path)
+    a named source's content (``builtin:<name>``)."""
+    if source_scheme(path):
+        return source_sha256(path)
     if path.is_file():
         return sha256_file(path)
     return digest_of_files([(f.relative_to(path).as_posix(), sha256_file(f))

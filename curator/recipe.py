@@ -20,11 +20,11 @@ from typing import Any, Literal
 import yaml
 
 from curator.errors import RecipeError
+from curator.sources import check_source, source_scheme
 from curator.stage import build_params, params_to_dict
 
 RECIPE_VERSION = 1
 MAX_RECIPE_BYTES = 1 << 20
-BUNDLED_PREFIX = "@curator/"  # inputs shipped inside the package: "@curator/demo_pool.jsonl"
 
 
 @dataclass(frozen=True)
@@ -259,20 +259,9 @@ def allowed_roots(base_dir: Path, extra: tuple[Path, ...] = ()) -> list[Path]:
 
 def resolve_input(path: str, base_dir: Path, extra_roots: tuple[Path, ...], where: str) -> Path:
     """Resolve an input path (symlinks followed) and check it stays inside an allowed root."""
-    from curator.builtin_inputs import PREFIX, builtin_names, is_builtin
-
-    if is_builtin(path):
-        if path.removeprefix(PREFIX) not in builtin_names():
-            raise RecipeError(f"{where}: unknown built-in input '{path}'; available: "
-                              f"{[PREFIX + n for n in builtin_names()]}")
+    if source_scheme(path):
+        check_source(path, where)
         return Path(path)
-    if path.startswith(BUNDLED_PREFIX):
-        from importlib.resources import files
-
-        bundled = Path(str(files("curator") / "data" / path.removeprefix(BUNDLED_PREFIX)))
-        if not bundled.exists():
-            raise RecipeError(f"{where}: no bundled data file '{path}'")
-        return bundled
     resolved = (base_dir / path).resolve()
     roots = allowed_roots(base_dir, extra_roots)
     if not any(resolved == r or r in resolved.parents for r in roots):

@@ -55,7 +55,7 @@ def read_tsv(path: str | Path) -> pa.Table:
 
 def read_benign_file(path: str | Path, kind: str = "adversarial_benign") -> list[str]:
     """Distinct non-empty benign prompts of ``kind`` from a user file (WildJailbreak layout or ``prompt``)."""
-    from curator.anchors import read_user_table
+    from curator.refdata.anchors import read_user_table
 
     path = Path(path)
     if not path.exists():
@@ -81,8 +81,8 @@ def framed_candidates(n: int, seed: int, request_source: str = "demo_pool", fram
                       max_template_chars: int | None = 1500) -> list[dict]:
     """``n`` framed benign prompts (prefix-stable in ``n``: the whole request pool is framed, so the i-th
     candidate does not depend on ``n``): {prompt, template_id, base_prompt}."""
-    from curator.anchors import overrefusal_prompts
-    from curator.demo_pool import load_demo_pool
+    from curator.refdata.anchors import overrefusal_prompts
+    from curator.refdata.demo_pool import load_demo_pool
     from filters.framing import benign_requests, framed_prompts
 
     pool = load_demo_pool() if request_source == "demo_pool" else overrefusal_prompts()

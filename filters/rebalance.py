@@ -176,7 +176,7 @@ class RebalanceStage(Stage):
         return self.context.seed if self.params.seed is None else self.params.seed
 
     def fingerprint_inputs(self) -> dict[str, Any]:
-        from curator.models import resolve_model
+        from curator.ml.models import resolve_model
 
         out: dict[str, Any] = {"seed": self.seed}
         if self.params.variant in ("hard_mixed", "random_mixed", "control"):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from curator.testing import save_tiny_model, tiny_model
+from curator.ml.testing import save_tiny_model, tiny_model
 
 
-# --- models (curator.models / chat / lora / gradients) ---------------------------------------------
+# --- models (curator.ml.models / chat / lora / gradients) ---------------------------------------------
 @pytest.fixture
 def curator_home(tmp_path, monkeypatch):
     """A private, empty CURATOR_HOME for one test."""

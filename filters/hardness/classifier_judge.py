@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from curator.anchors import labelled_refusals, uncensorbench_pairs
 from curator.errors import InputError, RunError
-from curator.models import curator_home
-from curator.packages import package_dir
+from curator.ml.models import curator_home
+from curator.refdata.anchors import labelled_refusals, uncensorbench_pairs
+from curator.refdata.packages import package_dir
 from filters.hardness.judges import Verdict, sha256_of
 
 CLASSIFIER_VERSION = "minilm-logreg-v1"

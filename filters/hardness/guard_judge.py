@@ -1,6 +1,6 @@
 """GuardJudge: a guard LLM (Llama Guard 3 or WildGuard) from a local Hugging Face directory.
 
-Loading goes through :func:`curator.models.load_model` (local files only, ``trust_remote_code=False``),
+Loading goes through :func:`curator.ml.models.load_model` (local files only, ``trust_remote_code=False``),
 lazily on the first :meth:`GuardJudge.judge` call; :meth:`close` frees it. Decoding is greedy, batched,
 with left padding. Prompt construction:
 
@@ -88,7 +88,7 @@ class GuardJudge:
 
     def __init__(self, model_dir: str | Path, format: str = "llama_guard_3", max_new_tokens: int = 32,
                  batch_size: int = 8, device: str = "auto", dtype: str = "float32"):
-        from curator.models import resolve_model
+        from curator.ml.models import resolve_model
 
         if format not in FORMATS:
             raise RecipeError(f"llm judge: unknown format '{format}'; valid formats are {list(FORMATS)}")
@@ -123,7 +123,7 @@ class GuardJudge:
 
     def _load(self):
         if self._loaded is None:
-            from curator.models import load_model
+            from curator.ml.models import load_model
 
             self._loaded = load_model(self.spec, device=self.device, dtype=self.dtype, cached=False)
         return self._loaded

@@ -64,7 +64,7 @@ _CLAUSE_BREAK = re.compile(r"[.!?;:\n,\u2014\u2013]|\s-\s")
 def load_refusal_patterns(text: str | None = None) -> tuple[list[str], list[str]]:
     """(lead-ins, patterns) from the maintained list (``curator/data/refusal_patterns.txt``)."""
     if text is None:
-        text = resources.files("curator").joinpath("data/refusal_patterns.txt").read_text("utf-8")
+        text = resources.files("filters.hardness").joinpath("refusal_patterns.txt").read_text("utf-8")
     leads, pats = [], []
     for line in text.splitlines():
         line = line.strip()

@@ -10,7 +10,7 @@ shared prefill, no padding): batching different prompts together (left padding) 
 with another prompt and rollout j is bit-identical whatever the batch composition and whatever k
 (raising k from 8 to 64 only generates blocks 1..7). Backend ``vllm`` (optional, GPU) uses the same
 parameters with one seeded request per row (reproducible statistically, not bitwise). Prompts go
-through ``curator.chat.render_generation_prompt``.
+through ``curator.ml.chat.render_generation_prompt``.
 
 Stores (``RUN_DIR/cache/rollouts``, ``RUN_DIR/cache/verdicts``; shared by every stage fingerprint):
 ``rollout_id = H(group_id, j)`` with ``group_id = H(model fingerprint, rendered prompt ids, generation
@@ -122,7 +122,7 @@ class TransformersSampler:
     prompts, so its output is bit-identical however the caller groups prompts (no padding, fixed shapes)."""
 
     def __init__(self, model, tokenizer, device: str = "cpu"):
-        from curator.chat import end_of_turn_id
+        from curator.ml.chat import end_of_turn_id
 
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.stop_ids = {end_of_turn_id(tokenizer)} | ({tokenizer.eos_token_id} - {None})
@@ -246,7 +246,7 @@ class RolloutGenerator:
 
     def __init__(self, run_dir: Path, model_ref: str, backend: str = "transformers", device: str = "auto",
                  dtype: str = "float32", quiet: bool = True):
-        from curator.models import resolve_model
+        from curator.ml.models import resolve_model
 
         self.spec = resolve_model(model_ref)
         self.backend, self.device, self.dtype = backend, device, dtype
@@ -272,7 +272,7 @@ class RolloutGenerator:
                     _VLLM[key] = VLLMSampler(self.spec.path, self.tokenizer, self.dtype)
                 self._sampler = _VLLM[key]
             else:
-                from curator.models import load_model
+                from curator.ml.models import load_model
 
                 m = load_model(self.spec, device=self.device, dtype=self.dtype)
                 self._sampler = TransformersSampler(m.model, m.tokenizer, m.device)
@@ -283,7 +283,7 @@ class RolloutGenerator:
 
     def rollouts(self, prompts: Sequence[str | list[dict]], k: int, gen: GenParams) -> list[list[dict]]:
         """For each prompt (text or chat messages), its rollouts j = 0..k-1 as store rows."""
-        from curator.chat import render_generation_prompt
+        from curator.ml.chat import render_generation_prompt
         from curator.progress import progress_bar
 
         gen = GenParams(**{**asdict(gen), "backend": self.backend, "dtype": self.dtype})

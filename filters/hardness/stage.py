@@ -127,7 +127,7 @@ class HardnessStage(Stage):
                          p.block)
 
     def fingerprint_inputs(self) -> dict[str, Any]:
-        from curator.models import resolve_model
+        from curator.ml.models import resolve_model
 
         judge = _judge(json.dumps(self.params.judge, sort_keys=True))
         return {"model": resolve_model(self.context.model).fingerprint, "judge": judge.fingerprint(),

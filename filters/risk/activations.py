@@ -6,7 +6,7 @@ Layer convention (as ``output_hidden_states``): ``hidden_states[0]`` is the embe
 ``layer_hidden`` returns exactly that tensor and stops the forward right after it (early exit: a
 forward hook on the producing module raises), so blocks after ``ℓ`` and the LM head never run.
 
-Positions per row (right padding, from ``curator.chat.encode_sample``): ``ref`` = the last prompt
+Positions per row (right padding, from ``curator.ml.chat.encode_sample``): ``ref`` = the last prompt
 token (``prompt_len - 1``); for text-only rows (no prompt) ``ref`` = the first token (BOS when the
 tokenizer has one). ``response`` = labelled tokens (response + end-of-turn) other than ``ref``;
 ``last`` = the last non-pad token.
@@ -29,12 +29,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from curator.chat import IGNORE, EncodedSample, collate, encode_sample
 from curator.errors import InputError
 from curator.io import atomic_path
-from curator.lora import HASH_KEY, load_verified, tensors_sha256
+from curator.ml.chat import IGNORE, EncodedSample, collate, encode_sample
+from curator.ml.lora import HASH_KEY, load_verified, tensors_sha256
+from curator.ml.robust import score_robustly
 from curator.progress import progress_bar
-from curator.robust import score_robustly
 from curator.stage import FLAG_COLUMN, Resources, Stage
 
 
@@ -245,7 +245,7 @@ class ForwardScoreStage(Stage):
         return output_table(rows, self.columns)
 
     def _score_rows(self, ids: list[str], samples: list[EncodedSample], loaded) -> list[dict]:
-        """Score a chunk; out-of-memory halves it, errors and NaN/inf retry rows alone (curator.robust);
+        """Score a chunk; out-of-memory halves it, errors and NaN/inf retry rows alone (curator.ml.robust);
         a row that still fails gets null scores and a ``flag_reason``."""
 
         def score(part: Sequence[EncodedSample]) -> list[tuple[float, ...]]:
@@ -263,7 +263,7 @@ class ForwardScoreStage(Stage):
 
     @cached_property
     def _spec(self):
-        from curator.models import resolve_model
+        from curator.ml.models import resolve_model
 
         return resolve_model(self.context.model)
 
@@ -291,7 +291,7 @@ PAIR_COLUMNS = ("prompt", "compliant", "refusal")
 def anchor_pairs(anchors: str, test_fraction: float, seed: int) -> tuple[pa.Table, pa.Table, dict, str]:
     """(train, test, split record, sha256 of the whole set): ``"default"`` = UncensorBench's 150 pairs,
     or a file (JSONL/Parquet/CSV/HF dir) with columns ``prompt, compliant, refusal``."""
-    from curator.anchors import read_user_table, split, table_sha256, uncensorbench_pairs
+    from curator.refdata.anchors import read_user_table, split, table_sha256, uncensorbench_pairs
 
     table = uncensorbench_pairs() if anchors == "default" else read_user_table(anchors)
     missing = [c for c in PAIR_COLUMNS if c not in table.column_names]

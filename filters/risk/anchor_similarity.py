@@ -24,12 +24,12 @@ from typing import Literal
 
 import torch
 
-from curator.chat import encode_sample
-from curator.gradients import per_sample_lora_grads
-from curator.lora import LoRAConfig, attach_lora, lora_modules
-from curator.models import curator_home, load_model
+from curator.ml.chat import encode_sample
+from curator.ml.gradients import per_sample_lora_grads
+from curator.ml.lora import LoRAConfig, attach_lora, lora_modules
+from curator.ml.models import curator_home, load_model
+from curator.ml.projections import SparseJL
 from curator.progress import progress_bar
-from curator.projections import SparseJL
 from filters.risk.activations import (
     ForwardScoreStage,
     artifact_key,

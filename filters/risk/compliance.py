@@ -27,9 +27,9 @@ from typing import Literal
 
 import torch
 
-from curator.chat import encode_sample
 from curator.errors import InputError
-from curator.models import curator_home, load_model
+from curator.ml.chat import encode_sample
+from curator.ml.models import curator_home, load_model
 from curator.progress import progress_bar
 from filters.risk.activations import (
     ForwardScoreStage,

@@ -4,7 +4,7 @@ A directions directory holds ``danger.safetensors``, ``safety.safetensors``, ``i
 (factors ``A``, ``B`` per module; metadata + tensor sha256 verified on load) and ``directions.json``
 (model fingerprint, anchor-set sha256s, split record, method, hyper-parameters, file hashes, logs).
 
-- ``method="lora"`` (the paper, §1.2-1.4): three LoRA adapters trained with ``curator.training``:
+- ``method="lora"`` (the paper, §1.2-1.4): three LoRA adapters trained with ``curator.ml.training``:
   danger on harmful prompt -> compliant answer, safety on harmful prompt -> refusal (both the
   *train* side of a seeded prompt-hash split of uncensorbench's 150 pairs), initial on a benign
   subset of the demo pool. Directions are ``D = B·A`` (no α/r); the danger projection is taken at the
@@ -37,10 +37,9 @@ from pathlib import Path
 
 import torch
 
-from curator.anchors import danger_anchors, safety_anchors, split, table_sha256
-from curator.chat import collate, encode_sample, model_per_sample_loss
 from curator.errors import InputError
-from curator.lora import (
+from curator.ml.chat import collate, encode_sample, model_per_sample_loss
+from curator.ml.lora import (
     HASH_KEY,
     Factors,
     LoRAConfig,
@@ -51,9 +50,10 @@ from curator.lora import (
     lora_modules,
     save_factors,
 )
-from curator.models import curator_home
+from curator.ml.models import curator_home
+from curator.ml.training import TrainConfig, train_lora
 from curator.progress import progress_bar
-from curator.training import TrainConfig, train_lora
+from curator.refdata.anchors import danger_anchors, safety_anchors, split, table_sha256
 
 BUILDER_VERSION = 1
 ADAPTERS = ("danger", "safety", "initial")
@@ -126,7 +126,7 @@ def _subset(rows: list[dict], n: int, seed: int) -> list[dict]:
 
 def default_anchor_data(cfg: DirectionConfig) -> AnchorData:
     """Train split of uncensorbench's pairs (danger: compliant, safety: refusal) + a demo-pool subset."""
-    from curator.demo_pool import load_demo_pool
+    from curator.refdata.demo_pool import load_demo_pool
 
     d_train, _, d_rec = split(danger_anchors(), cfg.test_fraction, cfg.split_seed)
     s_train, _, s_rec = split(safety_anchors(), cfg.test_fraction, cfg.split_seed)
@@ -135,7 +135,7 @@ def default_anchor_data(cfg: DirectionConfig) -> AnchorData:
                       cfg.initial_rows, cfg.split_seed)
     record = {"danger_anchors_sha256": table_sha256(danger_anchors()), "danger_split": d_rec,
               "safety_anchors_sha256": table_sha256(safety_anchors()), "safety_split": s_rec,
-              "initial_source": "curator.demo_pool", "initial_sha256": table_sha256(pool),
+              "initial_source": "curator.refdata.demo_pool", "initial_sha256": table_sha256(pool),
               "initial_rows": len(initial)}
     cols = ("prompt", "response")
     return AnchorData([{c: r[c] for c in cols} for r in d_train.to_pylist()],

@@ -9,8 +9,8 @@ Per LoRA module m, sample i's update at LoRA state (A, B) is ``ΔW = −(∇B·A
 ``mode="shared_state"`` takes both projections from one pass at the initial state (half the cost).
 ``base_compute="bfloat16"`` runs the frozen base model in bf16 (mixed precision; LoRA factors, gradients
 and metrics stay float32): faster on CPUs with bf16 matmuls, scores approximate the float32 ones
-(agreement measured by ``benchmarks/risk.py``).
-Per-sample gradients come from one batched forward/backward (``curator.gradients``), metrics from
+(agreement measured by ``benchmarks/perf/risk.py``).
+Per-sample gradients come from one batched forward/backward (``curator.ml.gradients``), metrics from
 low-rank Gram identities (``filters.risk.lowrank``). Scores are cached per ``sample_id`` under the
 stage's cache dir (Parquet parts), so a killed shard resumes where it stopped.
 """
@@ -28,13 +28,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from curator.chat import collate, encode_sample
 from curator.errors import RecipeError
-from curator.gradients import per_sample_lora_grads
 from curator.io import write_parquet
-from curator.lora import attach_lora, lora_modules, set_factors
-from curator.models import load_model, resolve_model
-from curator.precision import warn_if_slow_bfloat16
+from curator.ml.chat import collate, encode_sample
+from curator.ml.gradients import per_sample_lora_grads
+from curator.ml.lora import attach_lora, lora_modules, set_factors
+from curator.ml.models import load_model, resolve_model
+from curator.ml.precision import warn_if_slow_bfloat16
 from curator.progress import progress_bar
 from curator.stage import FLAG_COLUMN, Resources, Stage
 from filters.risk import directions as dirs
