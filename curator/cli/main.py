@@ -179,6 +179,3 @@ from curator.cli.gate import gate, report  # noqa: E402
 
 main.add_command(gate)
 main.add_command(report)
-
-if __name__ == "__main__":
-    main()
