@@ -6,6 +6,7 @@ Two identical runs give manifests equal except for ``run_id``, ``started_at``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import subprocess
@@ -62,7 +63,9 @@ def build_manifest(plan, rundir, ingest_info: dict, shards: list[dict], executor
     for ps in plan.stages:
         stages.append({"id": ps.id, "name": ps.stage.name, "version": ps.stage.version, "kind": ps.kind,
                        "scope": ps.scope, "params": params_to_dict(ps.spec.params), "fingerprint": ps.fingerprint,
-                       "inputs": ps.stage.fingerprint_inputs()})
+                       "inputs": ps.stage.fingerprint_inputs(),
+                       "artifacts": [dataclasses.asdict(a) for a in ps.stage.artifacts],
+                       "report": [dataclasses.asdict(s) for s in ps.stage.report_sections()]})
     previous = _read_existing(rundir.manifest)
     return {
         "manifest_version": MANIFEST_VERSION,

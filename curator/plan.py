@@ -75,7 +75,20 @@ class Plan:
 
 def make_context(recipe: Recipe, rundir: RunDir, fp: str, quiet: bool) -> StageContext:
     return StageContext(run_dir=rundir.root, cache_dir=rundir.cache(fp), model=recipe.model, device=recipe.device,
-                        dtype=recipe.dtype, seed=recipe.seed, quiet=quiet, recipe_dir=recipe.base_dir)
+                        dtype=recipe.dtype, seed=recipe.seed, quiet=quiet, recipe_dir=recipe.base_dir,
+                        artifacts=declared_artifacts(recipe, rundir))
+
+
+def declared_artifacts(recipe: Recipe, rundir: RunDir) -> dict[str, Path]:
+    """Every artifact the recipe's stages declare: name -> directory (one path per name)."""
+    found: dict[str, Path] = {}
+    for k, spec in enumerate(recipe.stages):
+        for art in get_stage(spec.use, f"stages[{k}].use").artifacts:
+            path = rundir.root / art.path
+            if found.setdefault(art.name, path) != path:
+                raise RecipeError(f"stages[{k}] ({spec.id}): artifact '{art.name}' is declared with two paths "
+                                  f"({found[art.name]} and {path})")
+    return found
 
 
 def ingest_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: bool = False

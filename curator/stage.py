@@ -49,6 +49,28 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Artifact:
+    """Data a stage writes for later stages, queries and reports: a ``curator.keyed_store.KeyedStore``
+    under the run directory. ``curator query`` shows it as a view called ``name``."""
+
+    name: str  # view name, e.g. "rollouts"
+    path: str  # directory relative to RUN_DIR, e.g. "cache/rollouts"
+    key: str  # the store's key column
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A section a stage adds to ``report.html``: a DuckDB query over the run's views, shown as a table,
+    or as the histogram of the result's column ``histogram``."""
+
+    title: str
+    sql: str
+    histogram: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class StageContext:
     """Everything a stage may know about the run it is part of (no global state)."""
 
@@ -60,6 +82,7 @@ class StageContext:
     seed: int = 0
     quiet: bool = False
     recipe_dir: Path = Path(".")  # where the recipe lives: relative data paths in params resolve here
+    artifacts: dict[str, Path] = field(default_factory=dict)  # name -> directory, declared by the recipe's stages
     extra: dict[str, Any] = field(default_factory=dict)
 
     def data_path(self, path: str, where: str) -> Path:
@@ -85,6 +108,7 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ("sample_id",)
     provides: ClassVar[tuple[str, ...]] = ()
     uses_model: ClassVar[bool] = False
+    artifacts: ClassVar[tuple[Artifact, ...]] = ()  # data this stage writes for others (see ``Artifact``)
     map_reduce: ClassVar[bool] = False  # global stages: per-shard ``map_shard`` then one ``reduce``
 
     def __init__(self, params: Any, context: StageContext):
@@ -121,6 +145,10 @@ class Stage:
                 f"stage '{self.name}' needs column(s) {missing} but the data has {schema.names}; "
                 "add the stage that provides them earlier in the recipe"
             )
+
+    def report_sections(self) -> tuple[ReportSection, ...]:
+        """Sections this stage adds to the run report (recorded in the manifest)."""
+        return ()
 
     def setup(self) -> None:
         """Load models and other heavy state once per worker."""
