@@ -12,7 +12,7 @@ import pytest
 
 from curator.manifest import VOLATILE_KEYS, verify
 from curator.pipeline import run
-from curator.plan import build_plan
+from curator.plan import InputFile, build_plan
 from curator.recipe import load_recipe
 from curator.rundir import RunDir
 from tests.support import ENGINE_STAGES, synthetic_rows, write_jsonl, write_recipe
@@ -66,10 +66,11 @@ def test_fingerprint_chain_changes_only_downstream(recipe, tmp_path):
     rec = load_recipe(recipe)
     changed = load_recipe(recipe.read_text().replace("0.8", "0.9"), recipe.parent)
     rd = RunDir(tmp_path / "x")
-    p1, p2 = build_plan(rec, rd, ["h"]), build_plan(changed, rd, ["h"])
-    assert p1.ingest_fingerprint == p2.ingest_fingerprint
+    files = [InputFile(recipe.parent / "data.jsonl", "h")]
+    p1, p2 = build_plan(rec, rd, files), build_plan(changed, rd, files)
+    assert p1.ingest.fingerprint == p2.ingest.fingerprint
     assert [a.fingerprint == b.fingerprint for a, b in zip(p1.stages, p2.stages)] == [True, True, False]
-    p3 = build_plan(rec, rd, ["other-input-hash"])
+    p3 = build_plan(rec, rd, [InputFile(recipe.parent / "data.jsonl", "other-input-hash")])
     assert all(a.fingerprint != b.fingerprint for a, b in zip(p1.stages, p3.stages))
 
 
