@@ -74,6 +74,37 @@ def test_fingerprint_chain_changes_only_downstream(recipe, tmp_path):
     assert all(a.fingerprint != b.fingerprint for a, b in zip(p1.stages, p3.stages))
 
 
+def test_plan_is_built_once_per_run_and_pickles(recipe, tmp_path, monkeypatch):
+    """Units get the plan; none rebuilds it (stage fingerprints are computed once per run, not per unit)."""
+    import pickle
+
+    from curator import pipeline
+    from curator.stage import Stage
+
+    calls = {"plan_ingest": 0, "plan_stages": 0, "fingerprint_inputs": []}
+    for name in ("plan_ingest", "plan_stages"):
+        real = getattr(pipeline, name)
+        monkeypatch.setattr(pipeline, name, lambda *a, _r=real, _n=name, **k: calls.__setitem__(_n, calls[_n] + 1)
+                            or _r(*a, **k))
+    monkeypatch.setattr(Stage, "fingerprint_inputs", lambda self: calls["fingerprint_inputs"].append(self.name) or {})
+    run(recipe, tmp_path / "run", quiet=True)
+    assert (calls["plan_ingest"], calls["plan_stages"]) == (1, 1)
+    assert sorted(calls["fingerprint_inputs"]) == ["decide", "patterns", "quality"]  # 5 shards, still once each
+    plan = build_plan(load_recipe(recipe), RunDir(tmp_path / "run"), [InputFile(recipe.parent / "data.jsonl", "h")])
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    assert [(p.desc, [u.kind for u in p.units], p.final and p.final.kind) for p in plan.phases()] == [
+        ("stages patterns", ["shard"] * 5, None), ("stage quality (per shard)", ["map"] * 5, "global"),
+        ("stage decide (per shard)", [], "global")]
+
+
+def test_ingest_stage_must_come_first(recipe, tmp_path):
+    from curator.errors import RecipeError
+
+    moved = write_recipe(tmp_path, ["data.jsonl"], [{"use": "quality"}, {"use": "normalize"}], shards=2)
+    with pytest.raises(RecipeError, match=r"stages: `normalize` must be the first stage \(it runs at ingest\)"):
+        run(moved, tmp_path / "run", quiet=True)
+
+
 def test_switching_params_back_and_forth_in_one_run_dir_never_reuses_stale_outputs(recipe, tmp_path):
     """A -> B -> A in the same run directory: A's old done markers must not vouch for B's files."""
     changed = recipe.parent / "changed.yaml"
