@@ -167,14 +167,18 @@ def _unit(kind: UnitKind, stages: Sequence[PlannedStage], index: int | None) -> 
 
 
 def plan_ingest(recipe: Recipe, rundir: RunDir, files: Sequence[InputFile], quiet: bool = False) -> Plan:
-    """Phase 0: the registry's ingest stage (the recipe's first stage, or default params) and its
-    fingerprint; the plan has no later stages yet."""
-    cls = ingest_stage()
-    if recipe.stages and recipe.stages[0].use == cls.name:
+    """Phase 0: the ingest stage and its fingerprint; the plan has no later stages yet. The ingest
+    stage is the recipe's first stage if it declares ``kind = "ingest"``, else the registry's only
+    such stage with default params (the registry is searched only then: that loads every stage)."""
+    kinds = [get_stage(s.use, f"stages[{k}].use").kind for k, s in enumerate(recipe.stages)]
+    later = [s.use for s, kind in zip(recipe.stages[1:], kinds[1:]) if kind == "ingest"]
+    if later:
+        raise RecipeError(f"stages: `{later[0]}` must be the first stage (it runs at ingest)")
+    if kinds[:1] == ["ingest"]:
         spec = recipe.stages[0]
-    elif any(s.use == cls.name for s in recipe.stages):
-        raise RecipeError(f"stages: `{cls.name}` must be the first stage (it runs at ingest)")
+        cls = get_stage(spec.use)
     else:
+        cls = ingest_stage()
         spec = StageSpec(use=cls.name, id=cls.name, params=cls.Params())
     if not isinstance(spec.params, IngestParams):
         raise RecipeError(f"stage '{cls.name}' has kind 'ingest', so its Params need the fields "

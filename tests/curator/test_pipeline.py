@@ -103,6 +103,11 @@ def test_ingest_stage_must_come_first(recipe, tmp_path):
     moved = write_recipe(tmp_path, ["data.jsonl"], [{"use": "quality"}, {"use": "normalize"}], shards=2)
     with pytest.raises(RecipeError, match=r"stages: `normalize` must be the first stage \(it runs at ingest\)"):
         run(moved, tmp_path / "run", quiet=True)
+    # not listed: the registry's one ingest stage runs with default params
+    plan = build_plan(load_recipe(write_recipe(tmp_path, ["data.jsonl"], [{"use": "quality"}], shards=2)),
+                      RunDir(tmp_path / "p"), [])
+    assert (plan.ingest.cls.kind, plan.ingest.params, [ps.id for ps in plan.stages]) == (
+        "ingest", plan.ingest.cls.Params(), ["quality"])
 
 
 def test_switching_params_back_and_forth_in_one_run_dir_never_reuses_stale_outputs(recipe, tmp_path):
