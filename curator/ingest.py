@@ -4,7 +4,7 @@ Writes per shard ``input/`` (canonical samples in input order), ``quarantine/`` 
 could not be read or normalised, with the reason) and ``ledger/ingest/`` (a ledger row for
 every quarantined row and every later duplicate). Runs as units on the executor: one per
 input (map), then one per shard (reduce), each with a done marker. Deterministic: the same
-inputs give the same files whatever the number of workers. The registry's ``ingest`` stage
+inputs give the same files whatever the number of workers. The plan's ``ingest`` stage
 normalises the rows; its ``IngestParams`` say what happens to bad rows and duplicates.
 """
 

@@ -4,9 +4,9 @@ A stage is a class with a registry ``name``, a ``version`` (bump it when its out
 change), a frozen dataclass ``Params``, declared ``requires`` / ``provides`` columns and a
 ``kind``:
 
-- ``ingest``:  exactly one registered stage; ``process_batch(batch) -> pa.Table`` normalises every
-               input row at ingest (``_bad_reason`` set on rows to quarantine). Its ``Params`` are
-               also ``IngestParams`` (what the ingest does with bad rows and duplicates).
+- ``ingest``:  ``process_batch(batch) -> pa.Table`` normalises every input row at ingest
+               (``_bad_reason`` set on rows to quarantine); a recipe's first stage, or else the one
+               registered stage of this kind. Its ``Params`` are also ``IngestParams``.
 - ``score``:   ``process_batch(batch) -> pa.Table`` with ``sample_id`` + new columns; drops nothing.
                A row it cannot score (NaN/inf, OOM after splitting) gets null scores and a
                ``flag_reason``; the engine records it as ``flagged`` with that reason.
