@@ -67,7 +67,8 @@ def _run_phases(plan: Plan, exe: Executor) -> dict[str, float]:
     for phase in plan.phases():
         t0 = time.time()
         if phase.final is None or not finished(plan, phase.final):
-            exe.map(plan, [u for u in phase.units if not finished(plan, u)], phase.desc)
+            if phase.units:
+                exe.map(plan, [u for u in phase.units if not finished(plan, u)], phase.desc)
             if phase.final is not None:
                 run_unit(plan, phase.final)
         for sid in phase.stages:
