@@ -19,20 +19,22 @@ import pyarrow.compute as pc
 
 from curator.errors import RunError
 from curator.faults import fault_point
+from curator.ingest import Ingested
 from curator.io import digest_of_files, read_parquet, sha256_file, sha256_path, write_json, write_parquet
 from curator.ledger import LEDGER_SCHEMA, added_rows, counts, final_statuses
 from curator.manifest import build_manifest, write_manifest
-from curator.plan import Plan
+from curator.plan import Plan, PlannedStage
+from curator.result import RunResult
 from curator.rundir import RunDir, shard_name
 from curator.stage import FLAG_COLUMN
 
 
-def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: dict, started: float,
-             timings: dict[str, float], quiet: bool):
-    from curator.pipeline import RunResult
-
+def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, timings: dict[str, float]) -> RunResult:
+    """Write ``ledger/``, ``added/``, ``dataset/``, ``stats.json`` and ``manifest.json`` (last) from the
+    finished stages' files; raise ``RunError`` if the accounting invariant does not hold."""
+    rundir = plan.rundir
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Parquet, Arrow and hashing release the GIL
-        done = list(pool.map(lambda shard: _finalize_shard(plan, rundir, ingest_info, shard), range(plan.recipe.shards)))
+        done = list(pool.map(lambda shard: _finalize_shard(plan, ingested, shard), range(plan.recipe.shards)))
     shards = [entry for entry, _, _ in done]
     kept_parts = [kept for _, kept, _ in done if kept is not None]
     added_parts = [added for _, _, added in done if added is not None]
@@ -41,7 +43,7 @@ def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: dict, star
     digest, dataset_files = publish_dataset(dataset, rundir.dataset, plan.final_fingerprint)
     stats = _stats(rundir, shards, plan)
     write_json(stats, rundir.stats)
-    manifest = build_manifest(plan, rundir, ingest_info, shards, executor, started, timings,
+    manifest = build_manifest(plan, rundir, ingested.inputs, shards, executor, started, timings,
                               {"path": "dataset", "rows": dataset.num_rows, "digest": digest, "files": dataset_files})
     totals = manifest["totals"]
     if dataset.num_rows != totals["kept"] + totals["flagged"] + totals["added"]:
@@ -52,9 +54,9 @@ def finalize(plan: Plan, rundir: RunDir, ingest_info: dict, executor: dict, star
     return RunResult(rundir.root, manifest, digest)
 
 
-def _finalize_shard(plan: Plan, rundir: RunDir, ingest_info: dict, shard: int
-                    ) -> tuple[dict, pa.Table | None, pa.Table | None]:
+def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, pa.Table | None, pa.Table | None]:
     """One shard's ledger file and manifest entry, its kept/flagged samples and its added ones."""
+    rundir = plan.rundir
     files, kept, added_table = {}, None, None
     samples = read_parquet(rundir.input_shard(shard)) if rundir.input_shard(shard).exists() else None
     verdicts = [(ps.id, _verdicts(ps, rundir.scores(ps.id, shard))) for ps in plan.stages
@@ -78,7 +80,7 @@ def _finalize_shard(plan: Plan, rundir: RunDir, ingest_info: dict, shard: int
         if (rundir.root / rel).exists():
             files[rel] = sha256_path(rundir.root / rel)
     c = counts(ledger)
-    expected = ingest_info["shards"][str(shard)]["rows_in"]
+    expected = ingested.rows_in(shard)
     got = c["kept"] + c["dropped"] + c["flagged"] + c["quarantined"]
     if got != expected:
         raise RunError(f"accounting invariant broken on {shard_name(shard)}: {expected} input rows but "
@@ -86,7 +88,7 @@ def _finalize_shard(plan: Plan, rundir: RunDir, ingest_info: dict, shard: int
     return {"shard": shard, "rows_in": expected, **c, "files": dict(sorted(files.items()))}, kept, added_table
 
 
-def _verdicts(ps, path: Path) -> pa.Table:
+def _verdicts(ps: PlannedStage, path: Path) -> pa.Table:
     """A decide stage's verdicts, or a score stage's ``flag_reason`` rows as ``flagged`` verdicts
     (a model stage that could not score a row flags it instead of failing the run)."""
     if ps.kind == "decide":
@@ -143,7 +145,7 @@ def _save_to_disk(table: pa.Table, path: Path, fingerprint: str) -> None:
     and Arrow then writes all rows into its data file, as one stream in batches of 1000 like
     ``datasets`` (whose writer spends most of its time converting features per batch). Empty
     tables and features that embed external files (images, audio) go through ``datasets``."""
-    import datasets
+    import datasets  # start-up time: `datasets` takes seconds to import and only this step needs it
     from datasets import Dataset
     from datasets.features.features import require_storage_embed
     from datasets.table import InMemoryTable

@@ -1,17 +1,20 @@
-"""Ingest: read inputs, adapt to the canonical schema, normalise, id, shard, dedupe, quarantine.
+"""Ingest (phase 0): read inputs, adapt to the canonical schema, normalise, id, shard, dedupe, quarantine.
 
 Writes per shard ``input/`` (canonical samples in input order), ``quarantine/`` (rows that
 could not be read or normalised, with the reason) and ``ledger/ingest/`` (a ledger row for
 every quarantined row and every later duplicate). Runs as units on the executor: one per
 input (map), then one per shard (reduce), each with a done marker. Deterministic: the same
-inputs give the same files whatever the number of workers.
+inputs give the same files whatever the number of workers. The plan's ``ingest`` stage
+normalises the rows; its ``IngestParams`` say what happens to bad rows and duplicates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +23,16 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from curator.errors import InputError
+from curator.executors import Executor
 from curator.faults import fault_point
-from curator.io import atomic_path, read_table, sha256_path, write_parquet
+from curator.io import atomic_path, read_table, write_parquet
 from curator.ledger import LEDGER_SCHEMA
 from curator.parallel import map_chunks
-from curator.plan import ingest_plan
-from curator.rundir import RunDir, shard_name
+from curator.plan import InputFile, Plan, Unit
+from curator.recipe import InputSpec
+from curator.rundir import RunDir
 from curator.samples import adapt, later_repeats, sample_ids, shard_indices
-from curator.stage import Stage
+from curator.stage import IngestParams, Stage
 
 RAW_LIMIT = 65536  # characters of a quarantined row's raw text kept in quarantine/
 QUARANTINE_SCHEMA = pa.schema([
@@ -42,6 +47,18 @@ class InputInfo:
     format: str
     sha256: str
     rows: int
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What the ingest recorded in its ``ingest`` done marker."""
+
+    inputs: list[dict]  # ``InputInfo`` per input, in recipe order
+    shards: dict[str, dict]  # str(shard) -> rows_in, canonical, duplicates, quarantined
+    schema: pa.Schema | None  # of the canonical samples (None: no input had a good row)
+
+    def rows_in(self, shard: int) -> int:
+        return self.shards[str(shard)]["rows_in"]
 
 
 def _raw_id(raw: str) -> str:
@@ -71,19 +88,19 @@ def _selected_rows(n_rows: int, limit: int | None, sample: int | None, seed: int
     return set(rank[:sample])
 
 
-def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage, limit: int | None = None,
-               sample: int | None = None, sample_seed: int = 0,
-               sha256: str | None = None) -> tuple[pa.Table, pa.Table, InputInfo]:
-    """One input -> (canonical good rows with ``sample_id``, quarantine rows, input info).
-    ``sha256``: the input's hash if the caller already has it (else it is computed).
+def read_input(idx: int, file: InputFile, spec: InputSpec, normalizer: Stage, params: IngestParams
+               ) -> tuple[pa.Table | None, pa.Table, InputInfo]:
+    """Input ``idx`` -> (canonical good rows with ``sample_id``, quarantine rows, input info).
 
-    ``limit`` keeps the file's first rows, ``sample`` then a seeded subset (bad rows count as rows)."""
+    ``spec.limit`` keeps the file's first rows, ``spec.sample`` then a seeded subset (bad rows count
+    as rows); ``normalizer`` is the set-up ingest stage and ``params`` its params."""
+    path = file.path
     table, bad = read_table(path)
     file_rows = table.column("_file_row") if "_file_row" in table.column_names else pa.array(
         range(table.num_rows), pa.int64())
     total = max([table.num_rows + len(bad), *(b.row + 1 for b in bad),
                  (pc.max(file_rows).as_py() or 0) + 1 if len(file_rows) else 0])
-    selected = _selected_rows(total, limit, sample, sample_seed)
+    selected = _selected_rows(total, spec.limit, spec.sample, spec.sample_seed)
     if selected is not None:
         keep = pc.is_in(file_rows, value_set=pa.array(sorted(selected), pa.int64()))
         table, file_rows = table.filter(keep), file_rows.filter(keep)
@@ -95,7 +112,7 @@ def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage, limit: 
     if table.num_rows:
         if not table.column_names:
             raise InputError(f"{path}: no columns")
-        canon = adapt(table, fmt, source, str(path))
+        canon = adapt(table, spec.format, spec.source or path.stem, str(path))
 
         def normalize_and_id(chunk: pa.Table) -> pa.Table:
             chunk = normalizer.process_batch(chunk)
@@ -118,11 +135,11 @@ def read_input(idx: int, path, fmt: str, source: str, normalizer: Stage, limit: 
     else:
         canon = None
     quarantined.sort()
-    if quarantined and getattr(normalizer.params, "on_bad_row", "quarantine") == "fail":
+    if quarantined and params.on_bad_row == "fail":
         row, _, why = quarantined[0]
-        raise InputError(f"{path}: row {row} (0-based): {why} ({len(quarantined)} bad row(s); normalize.on_bad_row is 'fail': "
-                         "fix the data or set it to 'quarantine' to set such rows aside and continue)")
-    info = InputInfo(uri=str(path), format=fmt, sha256=sha256 or sha256_path(path), rows=n_rows)
+        raise InputError(f"{path}: row {row} (0-based): {why} ({len(quarantined)} bad row(s); {normalizer.name}.on_bad_row "
+                         "is 'fail': fix the data or set it to 'quarantine' to set such rows aside and continue)")
+    info = InputInfo(uri=str(path), format=spec.format, sha256=file.sha256, rows=n_rows)
     return canon, _quarantine_rows(idx, quarantined), info
 
 
@@ -134,70 +151,74 @@ def _concat(tables: list[pa.Table], where: str) -> pa.Table:
                          "rename or cast the conflicting pass-through column") from None
 
 
-def ingest(recipe, rundir: RunDir, fp: str, specs: list[tuple], input_hashes: list[str], exe, quiet: bool) -> dict:
-    """Run the ingest on ``exe``; ``specs`` are (path, format, source, limit, sample, sample_seed).
-
-    Map: a worker reads, normalises, ids and shards each input into Arrow files in the ingest
-    cache. Reduce: a worker takes each shard's rows from every input (in input order), drops
-    later duplicates and writes the shard's files. Returns per-shard and per-input counts."""
-    head = (recipe, str(rundir.root), [])
-    infos = exe.map(ingest_input_unit, [(*head, idx, input_hashes, quiet, spec) for idx, spec in enumerate(specs)],
-                    "ingest: inputs")
-    parts = [_part(rundir, fp, idx, "good") for idx in range(len(specs))]
-    schema = _schema([ipc.open_file(pa.memory_map(str(p))).schema for p in parts if p.exists()])
-    shards = exe.map(ingest_shard_unit, [(*head, s, input_hashes, quiet, len(specs)) for s in range(recipe.shards)],
-                     "ingest: shards")
-    return {"shards": dict(enumerate(shards)), "inputs": infos, "schema": schema}
-
-
-def ingest_input_unit(job: tuple) -> dict:
-    """Map unit: one input -> ``good`` and ``quarantine`` Arrow files with a ``_shard`` column."""
-    recipe, root, _, idx, input_hashes, quiet, (path, fmt, source, limit, sample, seed) = job
-    rundir = RunDir(Path(root))
-    normalizer, fp, _ = ingest_plan(recipe, rundir, input_hashes, quiet)
-    unit = f"input-{idx:05d}"
-    if not rundir.is_done(fp, unit):
-        good, quar, info = read_input(idx, Path(path), fmt, source, normalizer, limit, sample, seed,
-                                      input_hashes[idx])
-        if good is not None:
-            _write_arrow(good.append_column("_shard", shard_indices(good.column("sample_id"), recipe.shards)),
-                         _part(rundir, fp, idx, "good"))
-        _write_arrow(quar.append_column("_shard", shard_indices(quar.column("sample_id"), recipe.shards)),
-                     _part(rundir, fp, idx, "quarantine"))
-        rundir.mark_done(fp, unit, info.__dict__)
+def run_ingest(plan: Plan, exe: Executor) -> Ingested:
+    """Phase 0 on ``exe``: an ``input`` unit per input file reads, normalises, ids and shards it into
+    Arrow files in the ingest cache (map); an ``ingest`` unit per shard takes that shard's rows from
+    every input (in input order), drops later duplicates and writes the shard's files (reduce). The
+    whole is recorded by the ``ingest`` done marker."""
+    rundir, fp = plan.rundir, plan.ingest.fingerprint
+    rundir.claim_outputs("ingest", fp, [rundir.input_shard(0).parent, rundir.ingest_ledger(0).parent])
+    if not rundir.is_done(fp, "ingest"):
+        t0 = time.time()
+        infos = exe.map(plan, plan.input_units(), "ingest: inputs")
+        parts = [_part(rundir, fp, idx, "good") for idx in range(len(plan.files))]
+        schema = _schema([ipc.open_file(pa.memory_map(str(p))).schema for p in parts if p.exists()])
+        shards = exe.map(plan, plan.ingest_units(), "ingest: shards")
+        rundir.mark_done(fp, "ingest", {
+            "shards": dict(enumerate(shards)), "inputs": infos,
+            "schema": schema.serialize().to_pybytes().hex() if schema is not None else None,
+            "seconds": round(time.time() - t0, 3)})
         fault_point("unit_done")
-    return rundir.read_done(fp, unit)
+    remove_parts(rundir, fp)
+    info = rundir.read_done(fp, "ingest")
+    schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(info["schema"]))) if info["schema"] else None
+    return Ingested(info["inputs"], info["shards"], schema)
 
 
-def ingest_shard_unit(job: tuple) -> dict:
-    """Reduce unit: one shard's ``input/``, ``quarantine/`` and ingest ledger files."""
-    recipe, root, _, shard, input_hashes, quiet, n_inputs = job
-    rundir = RunDir(Path(root))
-    normalizer, fp, _ = ingest_plan(recipe, rundir, input_hashes, quiet)
-    unit = shard_name(shard)
-    if rundir.is_done(fp, unit):
-        return rundir.read_done(fp, unit)
+def input_unit(plan: Plan, unit: Unit, normalizer: Stage) -> dict:
+    """Map unit: input ``unit.index`` -> ``good`` and ``quarantine`` Arrow files with a ``_shard`` column."""
+    rundir, fp, idx = plan.rundir, plan.ingest.fingerprint, unit.index
+    if not rundir.is_done(fp, unit.name):
+        good, quar, info = read_input(idx, plan.files[idx], plan.recipe.inputs[idx], normalizer, plan.ingest.params)
+        if good is not None:
+            _write_arrow(good.append_column("_shard", shard_indices(good.column("sample_id"), plan.recipe.shards)),
+                         _part(rundir, fp, idx, "good"))
+        _write_arrow(quar.append_column("_shard", shard_indices(quar.column("sample_id"), plan.recipe.shards)),
+                     _part(rundir, fp, idx, "quarantine"))
+        rundir.mark_done(fp, unit.name, dataclasses.asdict(info))
+        fault_point("unit_done")
+    return rundir.read_done(fp, unit.name)
+
+
+def shard_unit(plan: Plan, unit: Unit) -> dict:
+    """Reduce unit: shard ``unit.index``'s ``input/``, ``quarantine/`` and ingest ledger files."""
+    rundir, fp, shard = plan.rundir, plan.ingest.fingerprint, unit.index
+    params: IngestParams = plan.ingest.params
+    if rundir.is_done(fp, unit.name):
+        return rundir.read_done(fp, unit.name)
+    n_inputs = len(plan.files)
     goods = [_shard_rows(p, shard) for i in range(n_inputs) if (p := _part(rundir, fp, i, "good")).exists()]
     g = _concat(goods, "inputs") if goods else None
     q = pa.concat_tables([_shard_rows(_part(rundir, fp, i, "quarantine"), shard) for i in range(n_inputs)])
-    ledger_parts = [_ledger(q, "quarantined", q.column("reason"))]
+    stage = plan.ingest.cls.name
+    ledger_parts = [_ledger(q, "quarantined", q.column("reason"), stage)]
     n_dup = 0
-    if g is not None and getattr(normalizer.params, "dedupe", True):
+    if g is not None and params.dedupe:
         dup_mask = _later_duplicates(g)
         if pc.any(dup_mask).as_py():
             dups = g.filter(dup_mask)
             n_dup = dups.num_rows
-            ledger_parts.append(_ledger(dups, "dropped", pa.array(["duplicate"] * n_dup)))
+            ledger_parts.append(_ledger(dups, "dropped", pa.array(["duplicate"] * n_dup), stage))
             g = g.filter(pc.invert(dup_mask))
     if g is not None:
         write_parquet(g, rundir.input_shard(shard))
     write_parquet(q, rundir.quarantine(shard))
     write_parquet(pa.concat_tables(ledger_parts), rundir.ingest_ledger(shard))
     canonical = g.num_rows if g is not None else 0
-    rundir.mark_done(fp, unit, {"rows_in": canonical + n_dup + q.num_rows, "canonical": canonical,
-                                "duplicates": n_dup, "quarantined": q.num_rows})
+    rundir.mark_done(fp, unit.name, {"rows_in": canonical + n_dup + q.num_rows, "canonical": canonical,
+                                     "duplicates": n_dup, "quarantined": q.num_rows})
     fault_point("unit_done")
-    return rundir.read_done(fp, unit)
+    return rundir.read_done(fp, unit.name)
 
 
 def remove_parts(rundir: RunDir, fp: str) -> None:
@@ -236,12 +257,12 @@ def _later_duplicates(table: pa.Table) -> pa.Array:
     return later_repeats(table.column("sample_id").combine_chunks())
 
 
-def _ledger(table: pa.Table, status: str, reasons: pa.Array) -> pa.Table:
+def _ledger(table: pa.Table, status: str, reasons: pa.Array, stage: str) -> pa.Table:
     n = table.num_rows
     prefix = "_" if "_input_idx" in table.column_names else ""
     return pa.table({
         "sample_id": table.column("sample_id"), "status": pa.array([status] * n, pa.string()),
-        "stage": pa.array(["normalize"] * n, pa.string()), "reason": reasons.cast(pa.string()),
+        "stage": pa.array([stage] * n, pa.string()), "reason": reasons.cast(pa.string()),
         "rule": pa.nulls(n, pa.string()), "input_idx": table.column(f"{prefix}input_idx").cast(pa.int32()),
         "input_row": table.column(f"{prefix}input_row").cast(pa.int64()),
     }, schema=LEDGER_SCHEMA)

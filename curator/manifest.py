@@ -53,19 +53,19 @@ def environment(device: str) -> dict:
             "device": device, "packages": versions}
 
 
-def build_manifest(plan, rundir, ingest_info: dict, shards: list[dict], executor: dict, started: float,
+def build_manifest(plan, rundir, inputs: list[dict], shards: list[dict], executor: dict, started: float,
                    timings: dict[str, float], dataset: dict) -> dict:
     recipe = plan.recipe
     totals = {k: sum(s[k] for s in shards) for k in ("rows_in", "kept", "dropped", "flagged", "quarantined", "added")}
-    norm = plan.normalizer
-    stages = [{"id": "normalize", "name": norm.name, "version": norm.version, "kind": "ingest", "scope": "shard",
-               "params": params_to_dict(norm.params), "fingerprint": plan.ingest_fingerprint, "inputs": {}}]
+    ingest = plan.ingest
+    stages = [{"id": ingest.cls.name, "name": ingest.cls.name, "version": ingest.cls.version, "kind": "ingest",
+               "scope": "shard", "params": params_to_dict(ingest.params), "fingerprint": ingest.fingerprint,
+               "inputs": {}}]
     for ps in plan.stages:
-        stages.append({"id": ps.id, "name": ps.stage.name, "version": ps.stage.version, "kind": ps.kind,
-                       "scope": ps.scope, "params": params_to_dict(ps.spec.params), "fingerprint": ps.fingerprint,
-                       "inputs": ps.stage.fingerprint_inputs(),
-                       "artifacts": [dataclasses.asdict(a) for a in ps.stage.artifacts],
-                       "report": [dataclasses.asdict(s) for s in ps.stage.report_sections()]})
+        stages.append({"id": ps.id, "name": ps.cls.name, "version": ps.cls.version, "kind": ps.kind,
+                       "scope": ps.scope, "params": params_to_dict(ps.params), "fingerprint": ps.fingerprint,
+                       "inputs": ps.inputs, "artifacts": [dataclasses.asdict(a) for a in ps.cls.artifacts],
+                       "report": [dataclasses.asdict(s) for s in ps.report]})
     previous = _read_existing(rundir.manifest)
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -78,7 +78,7 @@ def build_manifest(plan, rundir, ingest_info: dict, shards: list[dict], executor
         "recipe": {"name": recipe.name, "sha256": recipe.sha256(), "resolved": recipe.resolved()},
         "executor": executor,
         "n_shards": recipe.shards,
-        "inputs": ingest_info["inputs"],
+        "inputs": inputs,
         "stages": stages,
         "shards": shards,
         "totals": totals,

@@ -1,82 +1,223 @@
-"""Execution plan: stage instances, chained fingerprints, phases, and per-shard views.
+"""Execution plan, built once per run: the ingest stage (phase 0), every later stage with its chained
+fingerprint, and the units executors run.
 
-Fingerprint chain: ``fp_0 = H(inputs sha256, shards, normalize params)`` and
+Fingerprint chain: ``fp_0 = H(inputs sha256, shards, ingest stage params)`` and
 ``fp_i = H(fp_{i-1}, name, version, params, stage.fingerprint_inputs())``: changing one stage
 changes its fingerprint and every later one, and nothing earlier.
+
+Two steps, each taken once: ``plan_ingest`` (phase 0) before the ingest and ``plan_stages`` after it,
+because stages are checked against the ingested columns before they are fingerprinted (fingerprinting
+may build reference artifacts and load models). A ``Plan`` holds stage classes and params, never
+instances, so it pickles for the local process pool and for Ray; workers construct and set up stages.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curator.errors import RecipeError
-from curator.io import read_parquet
 from curator.recipe import Recipe, StageSpec, canonical_json
-from curator.registry import get_stage
-from curator.rundir import RunDir
-from curator.stage import Stage, StageContext, params_to_dict
+from curator.registry import get_stage, ingest_stage
+from curator.rundir import RunDir, shard_name
+from curator.stage import IngestParams, ReportSection, Resources, Stage, StageContext, params_to_dict
 
-INGEST_STAGE = "normalize"
+UnitKind = Literal["input", "ingest", "shard", "map", "global"]
 
 
 def fingerprint(*parts: object) -> str:
     return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:24]
 
 
-@dataclass
+@dataclass(frozen=True)
+class InputFile:
+    """A resolved recipe input (same position as in ``recipe.inputs``) and its content hash."""
+
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
 class PlannedStage:
-    index: int
+    """A stage of the plan: recipe entry, class, fingerprint, and what the driver learnt from an
+    instance of it (resources, the fingerprint inputs hashed into ``fingerprint``, report sections)."""
+
+    index: int  # 0: the ingest stage; later stages count from 1 in recipe order
     spec: StageSpec
-    stage: Stage  # constructed, not set up
+    cls: type[Stage]
     fingerprint: str
+    resources: Resources = Resources()
+    inputs: dict[str, Any] = field(default_factory=dict)
+    report: tuple[ReportSection, ...] = ()
 
     @property
     def id(self) -> str:
         return self.spec.id
 
     @property
+    def params(self) -> Any:
+        return self.spec.params
+
+    @property
     def kind(self) -> str:
-        return self.stage.kind
+        return self.cls.kind
 
     @property
     def scope(self) -> str:
-        return self.stage.scope
+        return self.cls.scope
 
 
-@dataclass
+@dataclass(frozen=True)
+class Unit:
+    """One job with its own done markers (``markers/<stage fp>/<name>.done``). ``input``: read input
+    file ``index``; ``ingest``: write shard ``index``'s canonical files; ``shard``: run consecutive
+    shard-scope stages on shard ``index``; ``map``: a ``map_reduce`` stage's ``map_shard`` on shard
+    ``index``; ``global``: a global stage on every shard at once (run by the driver)."""
+
+    kind: UnitKind
+    stages: tuple[str, ...]  # stage ids in run order (the ingest stage's for input / ingest units)
+    index: int | None  # shard, or input file for ``input``; None for ``global``
+    cpus: float = 1.0  # per worker: the most any of its stages asks for
+    gpus: float = 0.0
+    uses_model: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.kind == "global":
+            return "global"
+        return f"input-{self.index:05d}" if self.kind == "input" else shard_name(self.index)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """``units`` run on an executor in any order; then ``final`` (a global stage) on the driver."""
+
+    desc: str
+    stages: tuple[str, ...]
+    units: tuple[Unit, ...]
+    final: Unit | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     recipe: Recipe
-    normalizer: Stage
-    ingest_fingerprint: str
-    stages: list[PlannedStage]
-
-    def phases(self) -> list[tuple[str, list[PlannedStage]]]:
-        """Consecutive shard-scope stages form one phase; each global stage is its own phase."""
-        out: list[tuple[str, list[PlannedStage]]] = []
-        for ps in self.stages:
-            if ps.scope == "global":
-                out.append(("global", [ps]))
-            elif out and out[-1][0] == "shard":
-                out[-1][1].append(ps)
-            else:
-                out.append(("shard", [ps]))
-        return out
+    rundir: RunDir
+    quiet: bool
+    artifacts: dict[str, Path]  # every artifact the recipe's stages declare: name -> directory
+    files: tuple[InputFile, ...]  # what phase 0 reads
+    ingest: PlannedStage  # phase 0
+    stages: tuple[PlannedStage, ...] = ()  # set by ``plan_stages``
 
     @property
     def final_fingerprint(self) -> str:
-        return self.stages[-1].fingerprint if self.stages else self.ingest_fingerprint
+        return self.stages[-1].fingerprint if self.stages else self.ingest.fingerprint
+
+    def context(self, fp: str) -> StageContext:
+        r = self.recipe
+        return StageContext(run_dir=self.rundir.root, cache_dir=self.rundir.cache(fp), model=r.model, device=r.device,
+                            dtype=r.dtype, seed=r.seed, quiet=self.quiet, recipe_dir=r.base_dir,
+                            artifacts=dict(self.artifacts))
+
+    def new_stage(self, ps: PlannedStage) -> Stage:
+        """A fresh instance of ``ps`` in its own context (not set up)."""
+        return ps.cls(ps.params, self.context(ps.fingerprint))
+
+    def steps(self, unit: Unit) -> tuple[PlannedStage, ...]:
+        """The planned stages ``unit`` runs."""
+        if unit.kind in ("input", "ingest"):
+            return (self.ingest,)
+        by_id = {ps.id: ps for ps in self.stages}
+        return tuple(by_id[sid] for sid in unit.stages)
+
+    def input_units(self) -> tuple[Unit, ...]:
+        return tuple(_unit("input", [self.ingest], i) for i in range(len(self.files)))
+
+    def ingest_units(self) -> tuple[Unit, ...]:
+        return tuple(_unit("ingest", [self.ingest], s) for s in range(self.recipe.shards))
+
+    def phases(self) -> list[Phase]:
+        """Consecutive shard-scope stages form one phase of shard units; each global stage is its own
+        phase (``map`` units first if it is ``map_reduce``)."""
+        groups: list[list[PlannedStage]] = []
+        for ps in self.stages:
+            if ps.scope == "shard" and groups and groups[-1][-1].scope == "shard":
+                groups[-1].append(ps)
+            else:
+                groups.append([ps])
+        shards = range(self.recipe.shards)
+        out = []
+        for group in groups:
+            ids = tuple(ps.id for ps in group)
+            if group[0].scope == "shard":
+                out.append(Phase(f"stages {', '.join(ids)}", ids, tuple(_unit("shard", group, s) for s in shards)))
+            else:
+                maps = tuple(_unit("map", group, s) for s in shards) if group[0].cls.map_reduce else ()
+                out.append(Phase(f"stage {ids[0]} (per shard)", ids, maps, _unit("global", group, None)))
+        return out
 
 
-def make_context(recipe: Recipe, rundir: RunDir, fp: str, quiet: bool) -> StageContext:
-    return StageContext(run_dir=rundir.root, cache_dir=rundir.cache(fp), model=recipe.model, device=recipe.device,
-                        dtype=recipe.dtype, seed=recipe.seed, quiet=quiet, recipe_dir=recipe.base_dir,
-                        artifacts=declared_artifacts(recipe, rundir))
+def _unit(kind: UnitKind, stages: Sequence[PlannedStage], index: int | None) -> Unit:
+    return Unit(kind, tuple(ps.id for ps in stages), index, cpus=max(ps.resources.cpus for ps in stages),
+                gpus=max(ps.resources.gpus for ps in stages), uses_model=any(ps.cls.uses_model for ps in stages))
+
+
+def plan_ingest(recipe: Recipe, rundir: RunDir, files: Sequence[InputFile], quiet: bool = False) -> Plan:
+    """Phase 0: the ingest stage and its fingerprint; the plan has no later stages yet. The ingest
+    stage is the recipe's first stage if it declares ``kind = "ingest"``, else the registry's only
+    such stage with default params (the registry is searched only then: that loads every stage)."""
+    kinds = [get_stage(s.use, f"stages[{k}].use").kind for k, s in enumerate(recipe.stages)]
+    later = [s.use for s, kind in zip(recipe.stages[1:], kinds[1:]) if kind == "ingest"]
+    if later:
+        raise RecipeError(f"stages: `{later[0]}` must be the first stage (it runs at ingest)")
+    if kinds[:1] == ["ingest"]:
+        spec = recipe.stages[0]
+        cls = get_stage(spec.use)
+    else:
+        cls = ingest_stage()
+        spec = StageSpec(use=cls.name, id=cls.name, params=cls.Params())
+    if not isinstance(spec.params, IngestParams):
+        raise RecipeError(f"stage '{cls.name}' has kind 'ingest', so its Params need the fields "
+                          f"{sorted(IngestParams.__annotations__)}")
+    inputs = [(i.format, i.source, i.limit, i.sample, i.sample_seed) for i in recipe.inputs]
+    fp = fingerprint("ingest", [f.sha256 for f in files], inputs, recipe.shards, cls.version,
+                     params_to_dict(spec.params))
+    return Plan(recipe, rundir, quiet, declared_artifacts(recipe, rundir), tuple(files), PlannedStage(0, spec, cls, fp))
+
+
+def plan_stages(plan: Plan, schema: pa.Schema | None) -> Plan:
+    """``plan`` with every later stage: constructed, checked against the ingested columns ``schema``
+    (unless None) before anything is fingerprinted, then fingerprinted in recipe order."""
+    specs = plan.recipe.stages[1:] if plan.recipe.stages[:1] == (plan.ingest.spec,) else plan.recipe.stages
+    classes = [get_stage(spec.use, f"stages[{k}].use") for k, spec in enumerate(specs, start=1)]
+    probes = [cls(spec.params, plan.context(plan.ingest.fingerprint)) for cls, spec in zip(classes, specs)]
+    if schema is not None:
+        check_columns(specs, probes, schema)
+    fp, planned = plan.ingest.fingerprint, []
+    for k, (spec, cls, probe) in enumerate(zip(specs, classes, probes), start=1):
+        inputs = probe.fingerprint_inputs()
+        fp = fingerprint(fp, spec.use, cls.version, params_to_dict(spec.params), inputs)
+        stage = cls(spec.params, plan.context(fp))
+        planned.append(PlannedStage(k, spec, cls, fp, stage.resources(), inputs, tuple(stage.report_sections())))
+    return replace(plan, stages=tuple(planned))
+
+
+def build_plan(recipe: Recipe, rundir: RunDir, files: Sequence[InputFile], quiet: bool = False,
+               schema: pa.Schema | None = None) -> Plan:
+    """Both steps at once, for callers that do not ingest (``build_references``, tests)."""
+    return plan_stages(plan_ingest(recipe, rundir, files, quiet), schema)
+
+
+def build_references(recipe: Recipe, rundir: RunDir, quiet: bool = False, force: bool = False) -> dict[str, dict]:
+    """Build (or find cached) the reference artifacts of every stage of ``recipe`` that has them
+    (``build_artifacts``): {stage id: {artifact: path}}; what ``curator directions build`` prints."""
+    plan = build_plan(recipe, rundir, (), quiet)
+    return {ps.id: plan.new_stage(ps).build_artifacts(force=force) for ps in plan.stages
+            if hasattr(ps.cls, "build_artifacts")}
 
 
 def declared_artifacts(recipe: Recipe, rundir: RunDir) -> dict[str, Path]:
@@ -91,99 +232,13 @@ def declared_artifacts(recipe: Recipe, rundir: RunDir) -> dict[str, Path]:
     return found
 
 
-def ingest_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: bool = False
-                ) -> tuple[Stage, str, list[StageSpec]]:
-    """(normalizer, ingest fingerprint, the remaining stage specs)."""
-    specs = list(recipe.stages)
-    norm_cls = get_stage(INGEST_STAGE)
-    if specs and specs[0].use == INGEST_STAGE:
-        norm_spec, specs = specs[0], specs[1:]
-    elif any(s.use == INGEST_STAGE for s in specs):
-        raise RecipeError("stages: `normalize` must be the first stage (it runs at ingest)")
-    else:
-        norm_spec = StageSpec(use=INGEST_STAGE, id=INGEST_STAGE, params=norm_cls.Params())
-    inputs = [(i.format, i.source, i.limit, i.sample, i.sample_seed) for i in recipe.inputs]
-    fp = fingerprint("ingest", input_hashes, inputs, recipe.shards, norm_cls.version, params_to_dict(norm_spec.params))
-    return norm_cls(norm_spec.params, make_context(recipe, rundir, fp, quiet)), fp, specs
-
-
-def build_plan(recipe: Recipe, rundir: RunDir, input_hashes: list[str], quiet: bool = False,
-               schema: pa.Schema | None = None) -> Plan:
-    """Construct every stage; with ``schema`` check their columns first, then fingerprint them
-    (fingerprinting may build reference artifacts, so bad recipes fail before any model loads)."""
-    normalizer, ingest_fp, specs = ingest_plan(recipe, rundir, input_hashes, quiet)
-    probes = []
-    for k, spec in enumerate(specs, start=1):
-        cls = get_stage(spec.use, f"stages[{k}].use")
-        if getattr(cls, "kind", None) == "ingest":
-            raise RecipeError(f"stages[{k}]: `{spec.use}` runs at ingest and must be the first stage")
-        probes.append((k, spec, cls, cls(spec.params, make_context(recipe, rundir, ingest_fp, quiet))))
-    if schema is not None:
-        check_columns([(k, spec.id, probe) for k, spec, _, probe in probes], schema)
-    fp, planned = ingest_fp, []
-    for k, spec, cls, probe in probes:
-        fp = fingerprint(fp, spec.use, cls.version, params_to_dict(spec.params), probe.fingerprint_inputs())
-        planned.append(PlannedStage(k, spec, cls(spec.params, make_context(recipe, rundir, fp, quiet)), fp))
-    return Plan(recipe, normalizer, ingest_fp, planned)
-
-
-def build_references(recipe: Recipe, rundir: RunDir, quiet: bool = False, force: bool = False) -> dict[str, dict]:
-    """Build (or find cached) the reference artifacts of every stage of ``recipe`` that has them
-    (``build_artifacts``): {stage id: {artifact: path}}; what ``curator directions build`` prints."""
-    plan = build_plan(recipe, rundir, ["directions"], quiet)
-    return {ps.id: ps.stage.build_artifacts(force=force) for ps in plan.stages if hasattr(ps.stage, "build_artifacts")}
-
-
-def check_columns(stages: list[tuple[int, str, Stage]], schema: pa.Schema | None) -> None:
+def check_columns(specs: Sequence[StageSpec], stages: Sequence[Stage], schema: pa.Schema) -> None:
     """Every stage's required columns exist by the time it runs (checked before models load)."""
-    names = list(schema.names) if schema is not None else ["sample_id", "prompt", "response", "messages", "source"]
-    for index, stage_id, stage in stages:
+    names = list(schema.names)
+    for index, (spec, stage) in enumerate(zip(specs, stages), start=1):
         try:
             stage.check_inputs(pa.schema([(n, pa.null()) for n in names]))
         except RecipeError as exc:
-            raise RecipeError(f"stages[{index}] ({stage_id}): {exc}") from None
+            raise RecipeError(f"stages[{index}] ({spec.id}): {exc}") from None
         if stage.kind == "score":
             names += [c for c in stage.provided_columns() if c not in names]
-
-
-def attach(view: pa.Table, sidecar: pa.Table) -> pa.Table:
-    """Append a score sidecar's columns to ``view`` by ``sample_id`` (order of ``view`` kept)."""
-    cols = [c for c in sidecar.column_names if c != "sample_id" and c not in view.column_names]
-    if sidecar.num_rows == view.num_rows and sidecar.column("sample_id").equals(view.column("sample_id")):
-        for c in cols:
-            view = view.append_column(c, sidecar.column(c))
-        return view
-    index = pc.index_in(view.column("sample_id"), value_set=sidecar.column("sample_id"))
-    for c in cols:
-        view = view.append_column(c, pc.take(sidecar.column(c), index))
-    return view
-
-
-def shard_view(rundir: RunDir, plan: Plan, upto: int, shard: int) -> pa.Table | None:
-    """Samples of ``shard`` as seen by stage ``upto``: earlier scores joined, earlier drops removed;
-    only the columns the stage reads (``Stage.view_columns``) are loaded."""
-    path = rundir.input_shard(shard)
-    if not path.exists():
-        return None
-    earlier = [ps for ps in plan.stages if ps.index < upto and ps.kind in ("score", "decide")
-               and rundir.scores(ps.id, shard).exists()]
-    stage = next(ps.stage for ps in plan.stages if ps.index == upto)
-    available = list(pq.read_schema(path).names)
-    for ps in earlier:
-        if ps.kind == "score":
-            available += [c for c in pq.read_schema(rundir.scores(ps.id, shard)).names if c not in available]
-    wanted = {"sample_id", "_input_idx", "_input_row", *stage.view_columns(available)}
-    view = read_parquet(path, wanted)
-    for ps in earlier:
-        side_path = rundir.scores(ps.id, shard)
-        if ps.kind == "score":
-            view = attach(view, read_parquet(side_path, wanted))
-        else:
-            side = read_parquet(side_path, ["sample_id", "status"])
-            dropped = side.filter(pc.equal(side.column("status"), "dropped")).column("sample_id")
-            view = view.filter(pc.invert(pc.is_in(view.column("sample_id"), value_set=dropped)))
-    return view
-
-
-def stage_dirs(root: Path, plan: Plan) -> dict[str, str]:
-    return {ps.id: ps.kind for ps in plan.stages}

@@ -2,9 +2,7 @@
 
 Every problem is reported with its location (``stages[3].with.k: expected int``), all at
 once. Recipes name stages by registry name only; YAML aliases and custom tags are refused.
-Input paths are resolved against the recipe's directory and must stay inside an allowed
-root (the recipe's directory, the working directory, ``CURATOR_ALLOWED_ROOTS``, or roots
-passed by the caller).
+Input paths are resolved against the recipe's directory and confined (``curator.paths``).
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +17,9 @@ from typing import Any, Literal
 import yaml
 
 from curator.errors import RecipeError
-from curator.sources import check_source, source_scheme
+from curator.paths import resolve_input
+from curator.registry import get_stage
+from curator.samples import FORMAT_NAMES
 from curator.stage import build_params, params_to_dict
 
 RECIPE_VERSION = 1
@@ -37,8 +36,6 @@ class InputSpec:
     sample_seed: int = 0
 
     def validate(self) -> None:
-        from curator.samples import FORMAT_NAMES
-
         if self.format not in FORMAT_NAMES:
             raise ValueError(f"format: expected one of {list(FORMAT_NAMES)}, got {self.format!r}")
         if self.limit is not None and self.limit < 0:
@@ -156,8 +153,6 @@ def load_recipe(source: str | Path | dict, base_dir: Path | None = None) -> Reci
 
 
 def _build(raw: Any, text: str, where: str, base: Path) -> Recipe:
-    from curator.registry import get_stage  # late: the registry loads entry points
-
     errors: list[str] = []
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: a recipe must be a mapping with keys curator, name, inputs, stages")
@@ -250,24 +245,3 @@ class _Scalars:
     def validate(self) -> None:
         if not 1 <= self.shards <= 100_000:
             raise ValueError("shards: must be between 1 and 100000")
-
-
-def allowed_roots(base_dir: Path, extra: tuple[Path, ...] = ()) -> list[Path]:
-    env = [Path(p) for p in os.environ.get("CURATOR_ALLOWED_ROOTS", "").split(os.pathsep) if p]
-    return [p.resolve() for p in (base_dir, Path.cwd(), *env, *extra)]
-
-
-def resolve_input(path: str, base_dir: Path, extra_roots: tuple[Path, ...], where: str) -> Path:
-    """Resolve an input path (symlinks followed) and check it stays inside an allowed root."""
-    if source_scheme(path):
-        check_source(path, where)
-        return Path(path)
-    resolved = (base_dir / path).resolve()
-    roots = allowed_roots(base_dir, extra_roots)
-    if not any(resolved == r or r in resolved.parents for r in roots):
-        raise RecipeError(
-            f"{where}: '{path}' resolves to {resolved}, outside the allowed roots "
-            f"({', '.join(map(str, roots))}). Move the data under the recipe's directory, pass it on the "
-            "command line (`curator run RECIPE --input PATH`), or add its folder to CURATOR_ALLOWED_ROOTS."
-        )
-    return resolved

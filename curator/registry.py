@@ -38,3 +38,12 @@ def get_stage(name: str, where: str = "stage") -> type[Stage]:
     if not (isinstance(cls, type) and issubclass(cls, Stage)) or cls.name != name:
         raise RecipeError(f"{where}: entry point '{name}' does not name a curator Stage class")
     return cls
+
+
+def ingest_stage() -> type[Stage]:
+    """The one registered stage of ``kind = "ingest"`` (loads every registered stage to find it)."""
+    found = [cls for name in stage_names() if (cls := get_stage(name)).kind == "ingest"]
+    if len(found) != 1:
+        raise RecipeError(f"exactly one registered stage must have kind 'ingest' (it normalises rows at ingest); "
+                          f"found {[cls.name for cls in found] or 'none'} among {stage_names()}")
+    return found[0]

@@ -4,6 +4,9 @@ A stage is a class with a registry ``name``, a ``version`` (bump it when its out
 change), a frozen dataclass ``Params``, declared ``requires`` / ``provides`` columns and a
 ``kind``:
 
+- ``ingest``:  ``process_batch(batch) -> pa.Table`` normalises every input row at ingest
+               (``_bad_reason`` set on rows to quarantine); a recipe's first stage, or else the one
+               registered stage of this kind. Its ``Params`` are also ``IngestParams``.
 - ``score``:   ``process_batch(batch) -> pa.Table`` with ``sample_id`` + new columns; drops nothing.
                A row it cannot score (NaN/inf, OOM after splitting) gets null scores and a
                ``flag_reason``; the engine records it as ``flagged`` with that reason.
@@ -28,11 +31,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import pyarrow as pa
 
 from curator.errors import RecipeError
+from curator.paths import resolve_input
 
 StageKind = Literal["ingest", "score", "decide", "augment"]
 LEDGER_STATUSES = ("kept", "dropped", "flagged", "quarantined")
@@ -87,9 +91,15 @@ class StageContext:
 
     def data_path(self, path: str, where: str) -> Path:
         """A data file named in a stage parameter, resolved and confined like recipe inputs."""
-        from curator.recipe import resolve_input
-
         return resolve_input(path, self.recipe_dir, (), where)
+
+
+@runtime_checkable
+class IngestParams(Protocol):
+    """Fields the ``Params`` of the ``ingest`` stage have, read by the engine's ingest."""
+
+    on_bad_row: Literal["quarantine", "fail"]  # a row that cannot be read or normalised: set aside, or fail
+    dedupe: bool  # drop later exact duplicates (ledger reason ``duplicate``)
 
 
 @dataclass(frozen=True)

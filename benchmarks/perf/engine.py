@@ -14,6 +14,7 @@ time counts, so a load swing on a shared machine does not land on one system onl
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import random
@@ -27,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
+
+import curator
 
 WORDS = "the a model data safety answer question list step python number value train sample risk".split()
 MAX_CHARS = 700
@@ -64,8 +67,6 @@ stages:
 
 
 def run_curator(paths: list[Path], work: Path, workers: int) -> int:
-    import curator
-
     recipe = curator.load_recipe(recipe_text(paths, workers), base_dir=paths[0].parent)
     res = curator.run(recipe, work / "curator-run", quiet=True)
     return res.counts["kept"]
@@ -113,7 +114,7 @@ def run_pyarrow(paths: list[Path], work: Path) -> int:
 
 
 def run_hf(paths: list[Path], work: Path, workers: int) -> int:
-    import datasets
+    import datasets  # start-up time: seconds to import, skipped with --skip hf
 
     datasets.disable_progress_bars()
     ds = datasets.load_dataset("json", data_files=[str(p) for p in paths], split="train",
@@ -133,7 +134,7 @@ def run_hf(paths: list[Path], work: Path, workers: int) -> int:
 
 
 def run_datatrove(paths: list[Path], work: Path, workers: int) -> int | None:
-    try:
+    try:  # optional dependency (the [bench] extra): this system is skipped without it
         from datatrove.executor import LocalPipelineExecutor
         from datatrove.pipeline.filters import LambdaFilter
         from datatrove.pipeline.readers import JsonlReader
@@ -154,8 +155,6 @@ def run_datatrove(paths: list[Path], work: Path, workers: int) -> int | None:
 
 
 def _lines(path: Path):
-    import gzip
-
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as fh:
         yield from fh

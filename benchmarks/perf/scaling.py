@@ -3,8 +3,8 @@ Ray instance (1 and 2 workers); prints wall time, rows/s and the ratio to local 
 
 The recipe is normalize -> quality -> decide -> ``bench.mean_loss`` (a model stage computing each
 sample's mean response-token loss with a small random Llama built in code, so nothing is
-downloaded). The model stage is registered in this script only: the Ray executor ships the
-driver's stage classes to its workers. Ray start-up is timed once and excluded from the runs.
+downloaded). The model stage is registered in this script only: the plan carries its stage
+classes to the workers of both executors. Ray start-up is timed once and excluded from the runs.
 
     python benchmarks/perf/scaling.py --rows 800 --repeats 2     # ~5 minutes on 2 cores
 """
@@ -12,6 +12,7 @@ driver's stage classes to its workers. Ray start-up is timed once and excluded f
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
+from curator.executors.ray import RayExecutor
 from curator.pipeline import run
 from curator.registry import register
 from curator.stage import Stage
@@ -45,14 +47,14 @@ class BenchLossStage(Stage):
     provides = ("mean_loss",)
 
     def setup(self) -> None:
-        from curator.ml.models import load_model
+        from curator.ml.models import load_model  # start-up time: torch, only where this runs
 
         self.lm = load_model(self.context.model, device="cpu")
 
     def process_batch(self, batch: pa.RecordBatch) -> pa.Table:
-        import torch
+        import torch  # start-up time: torch, only where this runs
 
-        from curator.ml.chat import collate, encode_sample, model_per_sample_loss
+        from curator.ml.chat import collate, encode_sample, model_per_sample_loss  # start-up time, as above
 
         tok = self.lm.tokenizer
         cols = (batch.column(c).to_pylist() for c in ("prompt", "response", "messages"))
@@ -63,8 +65,6 @@ class BenchLossStage(Stage):
 
 
 def make_inputs(work: Path, rows: int) -> Path:
-    import json
-
     path = work / "data.jsonl"
     with open(path, "w") as fh:
         for i in range(rows):
@@ -91,8 +91,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="best of N runs per configuration (interleaved)")
     ap.add_argument("--hidden", type=int, default=128, help="width of the 4-layer random Llama")
     args = ap.parse_args()
-    from curator.executors.ray import RayExecutor
-    from curator.ml.testing import save_tiny_model
+    from curator.ml.testing import save_tiny_model  # start-up time: torch, not needed for --help
 
     work = Path(tempfile.mkdtemp(prefix="curator-scaling-"))
     try:

@@ -1,8 +1,9 @@
 """Local executor: ``workers: 1`` runs units in-process; ``workers: N`` uses N spawned processes.
 
 Units are independent jobs that coordinate only through the run directory, so their order of
-completion never changes the result. One process pool serves every phase of a run (``close``
-ends it), so workers start once and keep their set-up stages between phases.
+completion never changes the result. Each job is ``run_unit(plan, unit)``: the plan is pickled
+with it, never rebuilt. One process pool serves every phase of a run (``close`` ends it), so
+workers start once and keep their set-up stages between phases.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any
 
+from curator.plan import Plan, Unit
 from curator.progress import progress_bar
+from curator.worker import run_unit
 
 
 def _init_worker(threads: int) -> None:
@@ -45,17 +47,17 @@ class LocalExecutor:
             self._pool.shutdown()
             self._pool = None
 
-    def map(self, fn: Callable[[Any], dict], jobs: Sequence[Any], desc: str) -> list[dict]:
-        """Run ``fn`` on every job; results in job order. The first exception is re-raised."""
-        results: list[dict | None] = [None] * len(jobs)
-        with progress_bar(desc, len(jobs), self.quiet) as advance:
-            if self.workers == 1 or len(jobs) <= 1:
-                for i, job in enumerate(jobs):
-                    results[i] = fn(job)
+    def map(self, plan: Plan, units: Sequence[Unit], desc: str) -> list[dict]:
+        """Run every unit of ``plan``; results in unit order. The first exception is re-raised."""
+        results: list[dict | None] = [None] * len(units)
+        with progress_bar(desc, len(units), self.quiet) as advance:
+            if self.workers == 1 or len(units) <= 1:
+                for i, unit in enumerate(units):
+                    results[i] = run_unit(plan, unit)
                     advance()
                 return results  # type: ignore[return-value]
             try:
-                futures = {self._get_pool().submit(fn, job): i for i, job in enumerate(jobs)}
+                futures = {self._get_pool().submit(run_unit, plan, unit): i for i, unit in enumerate(units)}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
                     advance()

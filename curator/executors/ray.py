@@ -1,12 +1,13 @@
-"""Ray executor: shard × stage units as Ray tasks, model stages on a pool of long-lived actors.
+"""Ray executor: units as Ray tasks, units of model stages on a pool of long-lived actors.
 
-Same contract as ``LocalExecutor.map(fn, jobs, desc)``: units coordinate only through the run
+Same contract as ``LocalExecutor.map(plan, units, desc)``: units coordinate only through the run
 directory (markers, atomic writes), so the result and its digest do not depend on the executor.
-Each unit asks Ray for its stages' ``Resources`` (max cpus / gpus over the phase). A phase with a
-``uses_model`` stage runs on ``workers`` actors that call ``fn`` repeatedly, so the pipeline's
-per-process stage cache loads each model once per actor. A unit that raises or whose process
-dies is retried ``retries`` times; then it keeps (or the driver writes) a ``failed`` marker.
-This is the only module that imports ``ray``.
+The plan goes into the object store once per call and each task runs ``run_unit(plan, unit)``;
+the plan carries its stage classes, so stages registered in-process need no entry point. Each task
+asks Ray for its unit's ``cpus`` / ``gpus``. Units that ``uses_model`` run on ``workers`` actors
+that call ``run_unit`` repeatedly, so the per-process stage cache loads each model once per actor.
+A unit that raises or whose process dies is retried ``retries`` times; then it keeps (or the
+driver writes) a ``failed`` marker. This is the only module that imports ``ray``.
 """
 
 from __future__ import annotations
@@ -15,64 +16,31 @@ import logging
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from curator.errors import CuratorError, InputError, RecipeError, RunError
+from curator.plan import Plan, Unit
 from curator.progress import progress_bar
+from curator.worker import run_unit
 
 INSTALL_HINT = "pip install 'curator[ray]'"
 
 
 def _import_ray():
     try:
-        import ray
+        import ray  # optional heavy dependency (the [ray] extra), imported only when this executor is used
     except ImportError as exc:
         raise RecipeError(f"executor 'ray' needs Ray, which is not installed ({exc}); install it with "
                           f"`{INSTALL_HINT}`, or use `executor: {{kind: local}}`") from None
     return ray
 
 
-# -- worker side --------------------------------------------------------------------------------
-def _register(stages: dict[str, type]) -> None:
-    """Make the driver's stage classes (including in-process ``register`` calls) known here."""
-    from curator.registry import register
-
-    for cls in stages.values():
-        register(cls)
-
-
-def _run_unit(fn: Callable[[Any], dict], job: Any, stages: dict[str, type]) -> dict:
-    _register(stages)
-    return fn(job)
-
-
 class _UnitActor:
     """Runs units one after another in one process, keeping set-up (model) stages between them."""
 
-    def __init__(self, stages: dict[str, type]):
-        _register(stages)
-
-    def run(self, fn: Callable[[Any], dict], job: Any) -> dict:
-        return fn(job)
-
-
-# -- driver side --------------------------------------------------------------------------------
-def _plan(job: tuple):
-    from curator.plan import build_plan
-    from curator.rundir import RunDir
-
-    recipe, root, indices, _shard, input_hashes, quiet = job
-    plan = build_plan(recipe, RunDir(Path(root)), input_hashes, quiet)
-    return plan, [ps for ps in plan.stages if ps.index in indices]
-
-
-def _stage_classes(recipe) -> dict[str, type]:
-    from curator.plan import INGEST_STAGE
-    from curator.registry import get_stage
-
-    return {name: get_stage(name) for name in {INGEST_STAGE, *(s.use for s in recipe.stages)}}
+    def run(self, plan: Plan, unit: Unit) -> dict:
+        return run_unit(plan, unit)
 
 
 def _driver_pythonpath() -> str:
@@ -89,24 +57,22 @@ def _driver_pythonpath() -> str:
 class _Slots:
     """``size`` execution slots: plain task submissions, or one actor per slot for model stages."""
 
-    def __init__(self, ray, size: int, cpus: float, gpus: float, actors: bool, stages: dict[str, type]):
+    def __init__(self, ray, size: int, cpus: float, gpus: float, actors: bool):
         self.ray, self.actors, self.opts = ray, actors, {"num_cpus": cpus, "num_gpus": gpus}
         if actors:
             self._actor = ray.remote(_UnitActor)
-            self._stages = stages
             self.free = [self._new_actor() for _ in range(size)]
         else:
-            self._task = ray.remote(_run_unit)
-            self._stages = ray.put(stages)
+            self._task = ray.remote(run_unit)
             self.free = list(range(size))
 
     def _new_actor(self):
-        return self._actor.options(**self.opts, max_restarts=0).remote(self._stages)
+        return self._actor.options(**self.opts, max_restarts=0).remote()
 
-    def submit(self, slot, fn, job):
+    def submit(self, slot, plan_ref, unit: Unit):
         if self.actors:
-            return slot.run.remote(fn, job)
-        return self._task.options(**self.opts, max_retries=0).remote(fn, job, self._stages)
+            return slot.run.remote(plan_ref, unit)
+        return self._task.options(**self.opts, max_retries=0).remote(plan_ref, unit)
 
     def replace(self, slot):
         """A slot whose process died: actors are replaced, task slots are reused as they are."""
@@ -169,29 +135,27 @@ class RayExecutor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def map(self, fn: Callable[[Any], dict], jobs: Sequence[tuple], desc: str) -> list[dict]:
-        """Run ``fn`` on every job; results in job order. Failures do not stop other units; after
-        all units settle, the first failed job's error is raised."""
-        if not jobs:
+    def map(self, plan: Plan, units: Sequence[Unit], desc: str) -> list[dict]:
+        """Run every unit of ``plan`` (units of one call run the same stages); results in unit order.
+        Failures do not stop other units; after all units settle, the first failed unit's error is raised."""
+        if not units:
             return []
         ray = self.ray
-        _, stages = _plan(jobs[0])  # every job of a call runs the same stages on another shard
-        res = [ps.stage.resources() for ps in stages]
-        cpus, gpus = max(r.cpus for r in res), max(r.gpus for r in res)
-        self._check_feasible(cpus, gpus, stages)
-        slots = _Slots(ray, min(self.workers, len(jobs)), cpus, gpus, any(ps.stage.uses_model for ps in stages),
-                       _stage_classes(jobs[0][0]))
-        results: list[dict | None] = [None] * len(jobs)
+        cpus, gpus = max(u.cpus for u in units), max(u.gpus for u in units)
+        self._check_feasible(cpus, gpus, units[0].stages)
+        slots = _Slots(ray, min(self.workers, len(units)), cpus, gpus, any(u.uses_model for u in units))
+        plan_ref = ray.put(plan)
+        results: list[dict | None] = [None] * len(units)
         errors: dict[int, Exception] = {}
-        attempts = [0] * len(jobs)
-        pending, inflight = deque(range(len(jobs))), {}
-        with progress_bar(desc, len(jobs), self.quiet) as advance:
+        attempts = [0] * len(units)
+        pending, inflight = deque(range(len(units))), {}
+        with progress_bar(desc, len(units), self.quiet) as advance:
             try:
                 while pending or inflight:
                     while pending and slots.free:
                         i = pending.popleft()
                         slot = slots.free.pop()
-                        inflight[slots.submit(slot, fn, jobs[i])] = (i, slot)
+                        inflight[slots.submit(slot, plan_ref, units[i])] = (i, slot)
                     [ref], _ = ray.wait(list(inflight), num_returns=1)
                     i, slot = inflight.pop(ref)
                     try:
@@ -199,7 +163,7 @@ class RayExecutor:
                         slots.free.append(slot)
                         advance()
                         continue
-                    except ray.exceptions.RayTaskError as exc:  # fn raised; its process is fine
+                    except ray.exceptions.RayTaskError as exc:  # the unit raised; its process is fine
                         err, died = exc.cause if isinstance(exc.cause, Exception) else exc, False
                     except ray.exceptions.RayError as exc:  # the process died (killed, OOM, node lost)
                         err, died = exc, True
@@ -208,7 +172,7 @@ class RayExecutor:
                     if attempts[i] <= self.retries and not isinstance(err, (RecipeError, InputError)):
                         pending.append(i)
                         continue
-                    errors[i] = self._failure(jobs[i], err, died, attempts[i])
+                    errors[i] = self._failure(plan, units[i], err, died, attempts[i])
                     advance()
             finally:
                 slots.close(inflight)
@@ -216,30 +180,26 @@ class RayExecutor:
             raise errors[min(errors)]
         return results  # type: ignore[return-value]
 
-    def _check_feasible(self, cpus: float, gpus: float, stages) -> None:
+    def _check_feasible(self, cpus: float, gpus: float, stages: tuple[str, ...]) -> None:
         """On a local instance nothing will ever add resources: fail now instead of waiting forever."""
         if not self.owns_cluster:
             return  # an autoscaling cluster may still add nodes
         have = self.ray.cluster_resources()
         if cpus > have.get("CPU", 0) or gpus > have.get("GPU", 0):
-            raise RecipeError(f"stages {[ps.id for ps in stages]} need {cpus:g} CPU and {gpus:g} GPU per worker; "
+            raise RecipeError(f"stages {list(stages)} need {cpus:g} CPU and {gpus:g} GPU per worker; "
                               f"the local Ray instance has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU "
                               "(connect to a cluster with `executor: {kind: ray, address: ...}`)")
 
-    def _failure(self, job: tuple, err: Exception, died: bool, attempts: int) -> Exception:
-        """The error to report for a job that failed ``attempts`` times; writes the ``failed`` marker
+    def _failure(self, plan: Plan, unit: Unit, err: Exception, died: bool, attempts: int) -> Exception:
+        """The error to report for a unit that failed ``attempts`` times; writes the ``failed`` marker
         for a dead process (a raising stage wrote its own)."""
-        unit = f"shard-{job[3]:05d}"
         if not died:
-            return err if isinstance(err, CuratorError) else RunError(f"{unit}: {type(err).__name__}: {err}")
-        from curator.rundir import RunDir
-
-        _, stages = _plan(job)
-        rundir = RunDir(Path(job[1]))
-        ps = next((p for p in stages if not rundir.is_done(p.fingerprint, unit)), stages[-1])
-        marker = rundir.marker(ps.fingerprint, unit, "failed")
-        rundir.mark_failed(ps.fingerprint, unit, {
+            return err if isinstance(err, CuratorError) else RunError(f"{unit.name}: {type(err).__name__}: {err}")
+        rundir, steps = plan.rundir, plan.steps(unit)
+        ps = next((p for p in steps if not rundir.is_done(p.fingerprint, unit.name)), steps[-1])
+        marker = rundir.marker(ps.fingerprint, unit.name, "failed")
+        rundir.mark_failed(ps.fingerprint, unit.name, {
             "stage": ps.id, "error": f"worker process died ({type(err).__name__}) on each of {attempts} attempt(s)",
             "traceback": str(err), "executor": "ray"})
-        return RunError(f"stage '{ps.id}' failed on {unit}: its worker process died {attempts} time(s) "
+        return RunError(f"stage '{ps.id}' failed on {unit.name}: its worker process died {attempts} time(s) "
                         f"({type(err).__name__}); rerun to resume (details in {marker})")

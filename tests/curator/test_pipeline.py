@@ -12,7 +12,7 @@ import pytest
 
 from curator.manifest import VOLATILE_KEYS, verify
 from curator.pipeline import run
-from curator.plan import build_plan
+from curator.plan import InputFile, build_plan
 from curator.recipe import load_recipe
 from curator.rundir import RunDir
 from tests.support import ENGINE_STAGES, synthetic_rows, write_jsonl, write_recipe
@@ -66,11 +66,48 @@ def test_fingerprint_chain_changes_only_downstream(recipe, tmp_path):
     rec = load_recipe(recipe)
     changed = load_recipe(recipe.read_text().replace("0.8", "0.9"), recipe.parent)
     rd = RunDir(tmp_path / "x")
-    p1, p2 = build_plan(rec, rd, ["h"]), build_plan(changed, rd, ["h"])
-    assert p1.ingest_fingerprint == p2.ingest_fingerprint
+    files = [InputFile(recipe.parent / "data.jsonl", "h")]
+    p1, p2 = build_plan(rec, rd, files), build_plan(changed, rd, files)
+    assert p1.ingest.fingerprint == p2.ingest.fingerprint
     assert [a.fingerprint == b.fingerprint for a, b in zip(p1.stages, p2.stages)] == [True, True, False]
-    p3 = build_plan(rec, rd, ["other-input-hash"])
+    p3 = build_plan(rec, rd, [InputFile(recipe.parent / "data.jsonl", "other-input-hash")])
     assert all(a.fingerprint != b.fingerprint for a, b in zip(p1.stages, p3.stages))
+
+
+def test_plan_is_built_once_per_run_and_pickles(recipe, tmp_path, monkeypatch):
+    """Units get the plan; none rebuilds it (stage fingerprints are computed once per run, not per unit)."""
+    import pickle
+
+    from curator import pipeline
+    from curator.stage import Stage
+
+    calls = {"plan_ingest": 0, "plan_stages": 0, "fingerprint_inputs": []}
+    for name in ("plan_ingest", "plan_stages"):
+        real = getattr(pipeline, name)
+        monkeypatch.setattr(pipeline, name, lambda *a, _r=real, _n=name, **k: calls.__setitem__(_n, calls[_n] + 1)
+                            or _r(*a, **k))
+    monkeypatch.setattr(Stage, "fingerprint_inputs", lambda self: calls["fingerprint_inputs"].append(self.name) or {})
+    run(recipe, tmp_path / "run", quiet=True)
+    assert (calls["plan_ingest"], calls["plan_stages"]) == (1, 1)
+    assert sorted(calls["fingerprint_inputs"]) == ["decide", "patterns", "quality"]  # 5 shards, still once each
+    plan = build_plan(load_recipe(recipe), RunDir(tmp_path / "run"), [InputFile(recipe.parent / "data.jsonl", "h")])
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    assert [(p.desc, [u.kind for u in p.units], p.final and p.final.kind) for p in plan.phases()] == [
+        ("stages patterns", ["shard"] * 5, None), ("stage quality (per shard)", ["map"] * 5, "global"),
+        ("stage decide (per shard)", [], "global")]
+
+
+def test_ingest_stage_must_come_first(recipe, tmp_path):
+    from curator.errors import RecipeError
+
+    moved = write_recipe(tmp_path, ["data.jsonl"], [{"use": "quality"}, {"use": "normalize"}], shards=2)
+    with pytest.raises(RecipeError, match=r"stages: `normalize` must be the first stage \(it runs at ingest\)"):
+        run(moved, tmp_path / "run", quiet=True)
+    # not listed: the registry's one ingest stage runs with default params
+    plan = build_plan(load_recipe(write_recipe(tmp_path, ["data.jsonl"], [{"use": "quality"}], shards=2)),
+                      RunDir(tmp_path / "p"), [])
+    assert (plan.ingest.cls.kind, plan.ingest.params, [ps.id for ps in plan.stages]) == (
+        "ingest", plan.ingest.cls.Params(), ["quality"])
 
 
 def test_switching_params_back_and_forth_in_one_run_dir_never_reuses_stale_outputs(recipe, tmp_path):

@@ -70,3 +70,32 @@ def test_paths_confined_to_allowed_roots(tmp_path, monkeypatch):
         load_recipe(BASE.replace("data.jsonl", "/etc/passwd"), inner).input_paths()
     monkeypatch.setenv("CURATOR_ALLOWED_ROOTS", str(tmp_path))
     assert rec.input_paths()[0] == (tmp_path / "secret.jsonl").resolve()
+
+
+def test_exactly_one_registered_stage_runs_at_ingest(monkeypatch):
+    from dataclasses import dataclass
+
+    from curator import registry
+    from curator.stage import Stage
+
+    assert registry.ingest_stage().name == "normalize"
+
+    @dataclass(frozen=True)
+    class P:
+        on_bad_row: str = "quarantine"
+        dedupe: bool = True
+
+    class OtherIngest(Stage):
+        name, kind, Params = "test.other_ingest", "ingest", P
+
+    monkeypatch.setitem(registry._LOCAL, OtherIngest.name, OtherIngest)
+    with pytest.raises(RecipeError, match=r"exactly one registered stage must have kind 'ingest'.*"
+                                          r"\['normalize', 'test.other_ingest'\]"):
+        registry.ingest_stage()
+
+    class NotIngest(Stage):
+        name = "normalize"
+
+    monkeypatch.setattr(registry, "_LOCAL", {"normalize": NotIngest})
+    with pytest.raises(RecipeError, match=r"must have kind 'ingest'.*found none"):
+        registry.ingest_stage()

@@ -1,8 +1,8 @@
 """Ray executor: digest parity with the local executor (engine stages + a tiny-model stage),
 retries and resume after killed worker processes, and the missing-extra error.
 
-The test stages are registered in-process only; the Ray executor ships the driver's stage
-classes to its workers, so no entry point is needed.
+The test stages are registered in-process only; the plan the Ray executor sends its workers
+carries the stage classes, so no entry point is needed.
 """
 
 from __future__ import annotations
