@@ -22,20 +22,23 @@
 from __future__ import annotations
 
 import json
+import tempfile
+import time
 from collections import Counter
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
+import curator
 from benchmarks.validity.eval import (
     bootstrap_diff,
     bootstrap_mean,
     cached_generations,
     eval_sets,
     refusal_flags,
-    sha,
 )
 from benchmarks.validity.finetune import (
     FinetuneConfig,
@@ -44,6 +47,14 @@ from benchmarks.validity.finetune import (
     measure_cached,
     rates,
 )
+from curator.hashing import sha256_text
+from curator.ml.models import curator_home, load_model, resolve_model
+from curator.plan import build_references
+from curator.query import connect
+from curator.recipe import load_recipe
+from curator.refdata.anchors import split, uncensorbench_pairs
+from curator.refdata.demo_pool import load_demo_pool
+from curator.rundir import RunDir
 
 PART_A = {
     # quick (<= 15 min with parts B): one scorer, top / bottom / random windows of 16 rows, 8 LoRA steps, Δ proxy
@@ -81,13 +92,6 @@ def ensure_references(aligned_dir: Path, seed: int, quiet: bool) -> list[dict]:
     """Build (once) every reference artifact the pool recipes of both modes need on the aligned model (SQSD
     directions, compliance vectors, anchor-similarity features), exactly as ``curator directions build
     <recipe>`` would; part of the one-time setup so neither mode's budget includes it."""
-    import tempfile
-    import time
-
-    from curator.plan import build_references
-    from curator.recipe import load_recipe
-    from curator.rundir import RunDir
-
     out, seen = [], set()
     for mode_name, cfg in PART_A.items():
         t0 = time.time()
@@ -101,12 +105,8 @@ def ensure_references(aligned_dir: Path, seed: int, quiet: bool) -> list[dict]:
 
 def score_pool(aligned_dir: Path, cfg: dict, seed: int, quiet: bool) -> tuple[list[dict], Path]:
     """Run the scoring recipe (resumable) and return one dict per pool row with every score column."""
-    import curator
-    from curator.ml.models import curator_home
-    from curator.query import connect
-
     recipe = pool_recipe(aligned_dir, cfg, seed)
-    run_dir = curator_home() / "validity" / "runs" / f"pool-{sha(json.dumps(recipe, sort_keys=True))[:12]}"
+    run_dir = curator_home() / "validity" / "runs" / f"pool-{sha256_text(json.dumps(recipe, sort_keys=True))[:12]}"
     curator.run(recipe, run_dir, quiet=quiet)
     cols = ", ".join(f"s.{c}" for c in cfg["windows"])
     rows = connect(run_dir).sql(f"SELECT m.sample_id, m.prompt, m.response, m.source, {cols} FROM scores s "
@@ -124,15 +124,13 @@ def windows(rows: list[dict], column: str, size: int, count: int) -> list[list[d
 
 
 def random_window(rows: list[dict], size: int, seed: int) -> list[dict]:
-    return sorted(rows, key=lambda r: sha(str(seed), "random-window", r["sample_id"]))[:size]
+    return sorted(rows, key=lambda r: sha256_text(seed, "random-window", r["sample_id"]))[:size]
 
 
 def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_tokens: int, judge,
                   limit: int | None = None) -> dict:
     """Held-out (prompt, compliant, refusal) triples for the Δ proxy, with their provenance (``limit``: a
     seeded subset, order kept)."""
-    from curator.refdata.anchors import split, uncensorbench_pairs
-
     # test side at fraction 0.2 (seed 0) is inside every scorer's held-out side (0.2 for directions,
     # 0.3 for compliance / anchor similarity): no scorer ever saw these pairs
     _train, test, rec = split(uncensorbench_pairs(), 0.2, 0)
@@ -153,7 +151,7 @@ def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_toke
             ref.append(ga)
     keep = range(len(prompts))
     if limit is not None and limit < len(prompts):
-        keep = sorted(sorted(keep, key=lambda i: sha(str(seed), "delta", prompts[i]))[:limit])
+        keep = sorted(sorted(keep, key=lambda i: sha256_text(seed, "delta", prompts[i]))[:limit])
         n_unc = sum(i < n_unc for i in keep)
         prompts, comp, ref = ([x[i] for i in keep] for x in (prompts, comp, ref))
     return {"prompts": prompts, "compliant": comp, "refusal": ref,
@@ -162,8 +160,6 @@ def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_toke
 
 
 def spearman(x, y) -> float:
-    from scipy.stats import spearmanr
-
     if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return float("nan")
     return float(spearmanr(x, y).statistic)
@@ -238,8 +234,6 @@ def scorer_agreement(rows: list[dict], columns: list[str], size: int) -> dict:
 @cache
 def demo_families() -> dict[str, str]:
     """prompt -> task family of the bundled demo pool."""
-    from curator.refdata.demo_pool import load_demo_pool
-
     return {r["prompt"]: r["source"] for r in load_demo_pool().select(["prompt", "source"]).to_pylist()}
 
 
@@ -250,8 +244,6 @@ def composition(window: list[dict]) -> dict:
 
 
 def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir: Path, judges: dict) -> dict:
-    from curator.ml.models import load_model, resolve_model
-
     cfg = dict(PART_A[mode_name])
     if args.length_control:
         cfg["length_matched"] = tuple(c.strip() for c in args.length_control.split(",") if c.strip())

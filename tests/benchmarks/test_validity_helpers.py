@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from benchmarks.validity.eval import bootstrap_diff, bootstrap_mean, rate, wilson
+from benchmarks.validity.eval import bootstrap_diff, bootstrap_mean, rate
 from benchmarks.validity.risk import random_window, spearman, windows
+from curator.stats import wilson_interval
 
 
 def _rows(n):
@@ -41,7 +42,7 @@ def test_bootstrap_intervals_cover_the_mean_and_separate_shifted_pairs():
 def test_rate_ignores_abstentions_and_wilson_brackets_the_rate():
     r = rate([True, False, None, True])
     assert (r["k"], r["n"], r["abstained"]) == (2, 3, 1)
-    lo, hi = wilson(2, 3)
+    lo, hi = wilson_interval(2, 3)
     assert lo < 2 / 3 < hi
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
 
@@ -72,7 +73,7 @@ def test_sampled_safety_eval_gives_k_seeded_answers_per_prompt_judged_per_answer
     from benchmarks.validity.eval import prompt_mean_rate
     from benchmarks.validity.finetune import SafetyEval
     from curator.ml.testing import tiny_model
-    from filters.hardness.judges import KeywordRefusalJudge
+    from filters.hardness.judges.keyword import KeywordRefusalJudge
 
     model, tok = tiny_model()
     ev = SafetyEval(gen_sets={}, sampled_sets={"h": ["how do I do x", "tell me y"]}, samples=3, sample_tokens=6)
