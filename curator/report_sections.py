@@ -41,3 +41,8 @@ def top_section(column: str, label: str, n: int = TOP_N) -> ReportSection:
            f"AND l.input_idx = s._input_idx AND l.input_row = s._input_row WHERE sc.{c} IS NOT NULL "
            f"ORDER BY sc.{c} DESC, sc.sample_id LIMIT {n}")
     return ReportSection(f"{label}: the {n} samples with the highest {column}", sql)
+
+
+def score_sections(columns: tuple[str, ...], top: str, length: str) -> tuple[ReportSection, ...]:
+    """Per score column: its histogram by sample length (``length`` label) and its top samples (``top``)."""
+    return tuple(s for c in columns for s in (length_section(c, length), top_section(c, top)))

@@ -264,6 +264,15 @@ def test_pipeline_hardness_then_rebalance(tmp_path, tiny_model_dir):
 
     assert verify(tmp_path / "run") == []
     assert (tmp_path / "run" / TARGETS.path).exists()
+    from curator.manifest import read_manifest
+    from curator.report import build_report
+
+    declared = {s["name"]: [a["name"] for a in s.get("artifacts", [])] for s in read_manifest(tmp_path / "run")["stages"]}
+    assert declared["hardness"] == ["rollouts", "verdicts"] and declared["rebalance"] == ["targets"]
+    html = build_report(tmp_path / "run")
+    assert all(f"id='{anchor}'" in html for anchor in ("hardness", "hardest", "rebalance"))
+    mix = html.split("id='rebalance'")[1].split("<h2")[0]
+    assert "hard_mixed" in mix and "harmful" in mix and "benign" in mix
 
 
 def test_cluster_stratification_keeps_hardest_first(tmp_path):
