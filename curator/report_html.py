@@ -51,7 +51,7 @@ def png(fig) -> str:
 
 def figure(ncols: int = 1, height: float = 3.0):
     """A matplotlib Figure and its ``ncols`` axes side by side."""
-    from matplotlib.figure import Figure  # Agg canvas; no pyplot, no global backend state
+    from matplotlib.figure import Figure  # start-up time: matplotlib (Agg canvas, no pyplot state)
 
     fig = Figure(figsize=(min(12.0, 4.2 * ncols), height))
     return fig, fig.subplots(1, ncols, squeeze=False)[0]

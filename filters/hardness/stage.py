@@ -1,7 +1,8 @@
 """``hardness``: self-mined hardness of safety prompts (method notes §1.2-1.4, §6.5).
 
 For each selected prompt p, k self-rollouts r_j (``filters.hardness.rollouts``) are judged by
-``judge`` (``make_judge`` spec: "keyword", "classifier", {"llm": ...}, {"ensemble": [...]}) and
+``judge`` (a ``filters.hardness.judges.factory`` spec: "keyword", "classifier", {"llm": ...},
+{"ensemble": [...]}) and
 
     hardness = n_harmful / k      (abstentions count as not harmful; ``abstain: exclude`` divides by k - n_abstain)
 
