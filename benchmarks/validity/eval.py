@@ -94,7 +94,7 @@ def rate(flags: Sequence[bool | None]) -> dict:
     """Share of True among decided flags (None = judge abstained), with a Wilson interval."""
     vals = [f for f in flags if f is not None]
     k, n = sum(vals), len(vals)
-    return {"k": k, "n": n, "rate": k / n if n else float("nan"), "ci95": list(wilson_interval(k, n)),
+    return {"k": k, "n": n, "rate": k / n if n else float("nan"), "ci95": list(wilson_interval(k, n, divide_first=True)),
             "abstained": len(flags) - n}
 
 
