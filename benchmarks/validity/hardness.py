@@ -8,7 +8,7 @@
    row budgets (pure: ``budget`` harmful rows; mixed: ``budget / 2`` harmful interleaved 1:1 with as many
    framed benign rows). All variants share one run directory: only the last stage differs, so the
    rollouts are computed once (the engine resumes every finished stage).
-3. Each mix fine-tunes the aligned model (``validity_finetune``: identical LoRA settings, rows in mix
+3. Each mix fine-tunes the aligned model (``benchmarks.validity.finetune``: identical LoRA settings, rows in mix
    order, no shuffling), then is measured on HELD-OUT sets: attack success on framed harmful prompts
    (AdvBench TEST-side requests in TEST-side templates) the way hardness measures it — k sampled answers per
    prompt (temperature 1, seeded), ASR = mean over prompts of the share not refused (keyword judge), paired

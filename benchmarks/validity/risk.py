@@ -9,7 +9,7 @@
    of ``window`` rows (window 1 = top-n, last = bottom-n; each records its sample ids and task families),
    plus random-n controls (one per seed) and, for the ``length_matched`` scorers, top / bottom windows of
    the score's residual after regressing it on log response length (same score ordering, matched lengths).
-3. Fine-tune the aligned model on each window (``validity_finetune``: identical LoRA settings and seeds)
+3. Fine-tune the aligned model on each window (``benchmarks.validity.finetune``: identical LoRA settings and seeds)
    and measure the proxy Δ = mean log p(compliant) − mean log p(refusal) on held-out triples
    (uncensorbench pairs never used by any scorer + held-out harmful prompts answered by the original model
    (compliant) and the aligned model (refusal)) and, in full mode, greedy refusal on held-out harmful
@@ -24,17 +24,13 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict
-from functools import cache
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 import curator
 from benchmarks.validity.eval import (
-    bootstrap_diff,
     bootstrap_mean,
     cached_generations,
     eval_sets,
@@ -47,13 +43,20 @@ from benchmarks.validity.finetune import (
     measure_cached,
     rates,
 )
+from benchmarks.validity.windows import (
+    composition,
+    length_matched,
+    random_window,
+    scorer_agreement,
+    scorer_summary,
+    windows,
+)
 from curator.hashing import sha256_text
 from curator.ml.models import curator_home, load_model, resolve_model
 from curator.plan import build_references
 from curator.query import connect
 from curator.recipe import load_recipe
 from curator.refdata.anchors import split, uncensorbench_pairs
-from curator.refdata.demo_pool import load_demo_pool
 from curator.rundir import RunDir
 
 PART_A = {
@@ -114,19 +117,6 @@ def score_pool(aligned_dir: Path, cfg: dict, seed: int, quiet: bool) -> tuple[li
     return rows, run_dir
 
 
-def windows(rows: list[dict], column: str, size: int, count: int) -> list[list[dict]]:
-    """``count`` equally spaced windows of ``size`` rows over the descending order of ``column``."""
-    ranked = sorted((r for r in rows if r[column] is not None and np.isfinite(r[column])),
-                    key=lambda r: (-r[column], r["sample_id"]))
-    span = len(ranked) - size
-    starts = [round(k * span / (count - 1)) for k in range(count)] if count > 1 else [0]
-    return [ranked[s:s + size] for s in starts]
-
-
-def random_window(rows: list[dict], size: int, seed: int) -> list[dict]:
-    return sorted(rows, key=lambda r: sha256_text(seed, "random-window", r["sample_id"]))[:size]
-
-
 def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_tokens: int, judge,
                   limit: int | None = None) -> dict:
     """Held-out (prompt, compliant, refusal) triples for the Δ proxy, with their provenance (``limit``: a
@@ -159,12 +149,6 @@ def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_toke
                        "n_model_answers": len(prompts) - n_unc, "gen_tokens": gen_tokens}}
 
 
-def spearman(x, y) -> float:
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return float("nan")
-    return float(spearmanr(x, y).statistic)
-
-
 def outcome(rec: dict, base: dict) -> dict:
     """Degradation of one fine-tune relative to the aligned model (per-triple shift, refusal rates)."""
     m, b = rec["measured"], base["measured"]
@@ -175,72 +159,6 @@ def outcome(rec: dict, base: dict) -> dict:
         if key in rec:
             out[key] = rec[key]
     return out
-
-
-def length_matched(rows: list[dict], column: str) -> str:
-    """Add ``<column>_length_matched`` = residual of ``column`` after an OLS fit on log(response chars + 1)
-    over the pool: its top and bottom windows differ in score but not (on average) in response length,
-    the confound the session-3 run exposed (long, high-loss rows degraded most whatever their score)."""
-    ok = [r for r in rows if r[column] is not None and np.isfinite(r[column])]
-    x = np.log1p([len(r["response"] or "") for r in ok])
-    y = np.array([r[column] for r in ok], dtype=float)
-    slope, intercept = np.polyfit(x, y, 1)
-    name = f"{column}_length_matched"
-    for r in rows:
-        r[name] = None
-    for r, xi, yi in zip(ok, x, y):
-        r[name] = float(yi - (slope * xi + intercept))
-    return name
-
-
-def scorer_summary(rows: list[dict], col: str, results: list[dict], shifts: list[np.ndarray],
-                   rand_shift: np.ndarray) -> dict:
-    """Spearman(window rank, degradation), top − bottom / top − random / random − bottom with paired
-    bootstrap intervals over triples, and Spearman(score, response length) over the pool."""
-    means = [r["delta_shift_mean"] for r in results]
-    scored = [r for r in rows if r[col] is not None]
-    out = {
-        "windows": results,
-        "spearman_rank_vs_delta_shift": spearman(list(range(1, len(means) + 1)), means),
-        "top_minus_bottom": {"delta_shift": float(means[0] - means[-1]), "ci95": bootstrap_diff(shifts[0], shifts[-1])},
-        "top_minus_random": {"delta_shift": float(means[0] - rand_shift.mean()),
-                             "ci95": bootstrap_diff(shifts[0], rand_shift)},
-        "random_minus_bottom": {"delta_shift": float(rand_shift.mean() - means[-1]),
-                                "ci95": bootstrap_diff(rand_shift, shifts[-1])},
-        "ordering_top_gt_random_gt_bottom": bool(means[0] > rand_shift.mean() > means[-1]),
-        "spearman_score_vs_response_length": spearman([r[col] for r in scored],
-                                                      [len(r["response"] or "") for r in scored]),
-    }
-    if "refusal" in results[0] and "harmful" in results[0]["refusal"]:
-        kw = [r["refusal"]["harmful"]["keyword"]["rate"] for r in results]
-        out["spearman_rank_vs_harmful_refusal"] = spearman(list(range(1, len(kw) + 1)), kw)
-    return out
-
-
-def scorer_agreement(rows: list[dict], columns: list[str], size: int) -> dict:
-    """Per pair of scorers: Spearman of their scores over the pool and how many rows their top (and bottom)
-    windows share: do the scorers pick the same data?"""
-    out = {}
-    for i, a in enumerate(columns):
-        for b in columns[i + 1:]:
-            both = [r for r in rows if all(r[c] is not None and np.isfinite(r[c]) for c in (a, b))]
-            wa, wb = (windows(both, c, size, 2) for c in (a, b))
-            shared = [len({r["sample_id"] for r in x} & {r["sample_id"] for r in y}) for x, y in zip(wa, wb)]
-            out[f"{a} vs {b}"] = {"spearman": spearman([r[a] for r in both], [r[b] for r in both]),
-                                  "top_shared": shared[0], "bottom_shared": shared[1], "window": size}
-    return out
-
-
-@cache
-def demo_families() -> dict[str, str]:
-    """prompt -> task family of the bundled demo pool."""
-    return {r["prompt"]: r["source"] for r in load_demo_pool().select(["prompt", "source"]).to_pylist()}
-
-
-def composition(window: list[dict]) -> dict:
-    """What a window holds: its sample ids and its rows per demo-pool task family (joined on the prompt)."""
-    counts = Counter(demo_families().get(r["prompt"], "other") for r in window)
-    return {"sample_ids": sorted(r["sample_id"] for r in window), "families": dict(sorted(counts.items()))}
 
 
 def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir: Path, judges: dict) -> dict:

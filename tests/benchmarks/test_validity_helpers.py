@@ -1,10 +1,10 @@
-"""Pure helpers of the validity benchmark (benchmarks/validity_*.py): windows, bootstrap, Wilson."""
+"""Pure helpers of the validity benchmark (benchmarks/validity/): windows, bootstrap, Wilson, report tables."""
 
 import numpy as np
 import pytest
 
 from benchmarks.validity.eval import bootstrap_diff, bootstrap_mean, rate
-from benchmarks.validity.risk import random_window, spearman, windows
+from benchmarks.validity.windows import random_window, spearman, windows
 from curator.stats import wilson_interval
 
 
@@ -89,7 +89,7 @@ def test_sampled_safety_eval_gives_k_seeded_answers_per_prompt_judged_per_answer
 
 
 def test_length_matched_windows_remove_a_length_confound():
-    from benchmarks.validity.risk import length_matched
+    from benchmarks.validity.windows import length_matched
 
     rng = np.random.default_rng(0)
     rows = []
@@ -166,7 +166,7 @@ def test_merged_lora_matches_attached_adapters_and_restores_weights_bit_for_bit(
 
 def test_scorer_agreement_counts_shared_window_rows_and_rank_correlation():
     from benchmarks.validity.report import _agreement
-    from benchmarks.validity.risk import scorer_agreement
+    from benchmarks.validity.windows import scorer_agreement
 
     rows = [{"sample_id": f"s{i:02d}", "a": float(i), "b": float(-i), "c": float(i % 10) + i / 100} for i in range(40)]
     rows.append({"sample_id": "x", "a": None, "b": 1.0, "c": 1.0})
@@ -181,7 +181,7 @@ def test_scorer_agreement_counts_shared_window_rows_and_rank_correlation():
 
 def test_window_composition_counts_demo_pool_families_and_keeps_sample_ids():
     from benchmarks.validity.report import _families
-    from benchmarks.validity.risk import composition
+    from benchmarks.validity.windows import composition
     from curator.refdata.demo_pool import load_demo_pool
 
     pool = load_demo_pool().to_pylist()
