@@ -1,9 +1,13 @@
-"""DuckDB views over run directories: ``samples``, ``scores``, ``ledger``, ``quarantine``,
-``added``, ``rollouts``, ``verdicts``, ``dataset``, ``manifest_stages``, ``manifest_inputs``.
+"""DuckDB views over run directories: ``samples``, ``scores``, ``ledger``, ``quarantine``, ``added``,
+``dataset``, ``manifest_stages``, ``manifest_inputs``, ``manifest_shards``, plus one view per artifact the
+run's stages declare (``Stage.artifacts``, e.g. ``rollouts`` and ``verdicts`` of ``hardness``).
 
 ``connect(run_dir)`` returns a connection with those views; ``connect([a, b])`` unions
 several runs and adds a ``run_id`` column (the directory name) to every view.
 ``scores`` joins every score stage's columns on ``sample_id`` (one row per canonical sample).
+Artifacts are read from the manifest's per-stage ``artifacts``; an unfinished run (no manifest yet) takes
+the stages its ``recipe.yaml`` names and their declarations from the stage registry (a stage the registry
+does not know, or an unreadable recipe, declares nothing). Views without files are left out.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.ipc as ipc
+import yaml
 
 from curator.errors import RecipeError
+from curator.registry import get_stage
 
 EXAMPLES = {
     "riskiest samples per source": (
@@ -33,33 +39,67 @@ EXAMPLES = {
 }
 
 
+def _sql_path(path: Path) -> str:
+    """``path`` for a single-quoted SQL literal."""
+    return str(path).replace("'", "''")
+
+
 def _parquet_glob(root: Path, pattern: str) -> str | None:
-    return str(root / pattern) if any(root.glob(pattern)) else None
+    return _sql_path(root / pattern) if any(root.glob(pattern)) else None
+
+
+def _manifest(root: Path) -> dict | None:
+    path = root / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _score_stages(root: Path) -> list[str]:
     """Score-stage ids from the manifest (or, for an unfinished run, every scores/ folder)."""
-    manifest = root / "manifest.json"
-    if manifest.exists():
-        stages = json.loads(manifest.read_text())["stages"]
-        return [s["id"] for s in stages if s["kind"] == "score" and (root / "scores" / s["id"]).exists()]
+    manifest = _manifest(root)
+    if manifest:
+        return [s["id"] for s in manifest["stages"] if s["kind"] == "score" and (root / "scores" / s["id"]).exists()]
     return sorted(p.name for p in (root / "scores").glob("*") if p.is_dir()) if (root / "scores").exists() else []
+
+
+def _recipe_artifacts(root: Path) -> list[dict]:
+    """Artifacts declared by the stage classes an unfinished run's ``recipe.yaml`` names."""
+    try:
+        uses = [s["use"] for s in yaml.safe_load((root / "recipe.yaml").read_text(encoding="utf-8"))["stages"]]
+    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        return []
+    found = []
+    for use in uses:
+        try:
+            found += [{"name": a.name, "path": a.path} for a in get_stage(str(use)).artifacts]
+        except RecipeError:
+            continue
+    return found
+
+
+def _artifact_dirs(root: Path) -> dict[str, str]:
+    """Declared artifact name -> directory relative to the run (confined to the run directory)."""
+    manifest = _manifest(root)
+    declared = ([a for s in manifest["stages"] for a in s.get("artifacts", [])] if manifest
+                else _recipe_artifacts(root))
+    return {a["name"]: a["path"] for a in declared
+            if not Path(a["path"]).is_absolute() and ".." not in Path(a["path"]).parts}
 
 
 def _views(root: Path) -> dict[str, str]:
     """SQL per view for one run directory (views that have no files are left out)."""
     views = {}
-    for name, pattern in (("samples", "input/*.parquet"), ("ledger", "ledger/shard-*.parquet"),
-                          ("quarantine", "quarantine/*.parquet"), ("added", "added/*.parquet"),
-                          ("rollouts", "cache/rollouts/*.parquet"), ("verdicts", "cache/verdicts/*.parquet")):
+    patterns = [("samples", "input/*.parquet"), ("ledger", "ledger/shard-*.parquet"),
+                ("quarantine", "quarantine/*.parquet"), ("added", "added/*.parquet")]
+    patterns += [(name, f"{path}/*.parquet") for name, path in sorted(_artifact_dirs(root).items())]
+    for name, pattern in patterns:
         glob = _parquet_glob(root, pattern)
-        if glob:
+        if glob and name not in views:
             views[name] = f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
     if "samples" in views:
-        sql = "SELECT sample_id FROM read_parquet('{}', union_by_name=true)".format(root / "input/*.parquet")
+        sql = "SELECT sample_id FROM read_parquet('{}', union_by_name=true)".format(_sql_path(root / "input/*.parquet"))
         seen: set[str] = {"sample_id"}
         for k, stage in enumerate(_score_stages(root)):
-            glob = str(root / "scores" / stage / "*.parquet")
+            glob = _sql_path(root / "scores" / stage / "*.parquet")
             cols = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{glob}', union_by_name=true)").fetchall()
             new = [c[0] for c in cols if c[0] not in seen]
             seen.update(new)
@@ -82,10 +122,9 @@ def _dataset_table(root: Path) -> pa.Table | None:
 
 
 def _manifest_tables(root: Path) -> dict[str, pa.Table]:
-    path = root / "manifest.json"
-    if not path.exists():
+    m = _manifest(root)
+    if not m:
         return {}
-    m = json.loads(path.read_text())
     stages = [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in s.items()} for s in m["stages"]]
     shards = [{k: v for k, v in s.items() if k != "files"} for s in m["shards"]]
     return {"manifest_stages": pa.Table.from_pylist(stages), "manifest_inputs": pa.Table.from_pylist(m["inputs"]),

@@ -1,77 +1,35 @@
 """``curator report``: one self-contained ``report.html`` for a finished run.
 
-Reads only the run directory (manifest, ledger, scores, added). Figures are matplotlib (Agg)
-PNGs embedded as base64 ``data:`` URIs; there are no external assets, scripts or links. Text
-from the data is HTML-escaped and truncated. Sections without data say so instead of vanishing.
+Reads only the run directory (manifest, ledger, scores, added, declared artifacts). The report's own
+sections cover what every run has (manifest, counts, score distributions, added samples, gate); each stage
+adds its own through ``Stage.report_sections()``, recorded in the manifest: a DuckDB query over the run's
+views shown as a table, or as the histogram of the result's column ``histogram`` (one curve per value of the
+result's other column, if it has one). A declared section's anchor is the slug of its title up to the first
+``:``. Installed score stages that did not run are named with the columns they would add. Figures are
+matplotlib (Agg) PNGs embedded as base64 ``data:`` URIs; there are no external assets, scripts or links.
+Text from the data is HTML-escaped and truncated. Sections without data say so instead of vanishing.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
+import re
 from pathlib import Path
 
 import duckdb
 import numpy as np
 
+from curator.errors import RecipeError
 from curator.io import atomic_path
 from curator.manifest import read_manifest
 from curator.query import connect
+from curator.registry import get_stage, stage_names
+from curator.report_html import CSS, esc, figure, note, png, table
+from curator.stage import ReportSection
 
 MAX_ROWS = 200_000  # rows read for distributions (an id-ordered, i.e. hash-random, subset)
-MAX_POINTS = 20_000  # points per scatter
 MAX_SOURCES = 8  # per-source overlays beyond this are merged into "other"
-TOP_N = 10
-CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;
-text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;display:block;margin:.5em 0}.note{color:#777;font-style:italic}
-.pass{color:#176b22;font-weight:600}.fail{color:#b3261e;font-weight:600}code{font-size:12px}"""
-
-
-def esc(value: object, limit: int = 0) -> str:
-    text = "" if value is None else str(value)
-    if limit and len(text) > limit:
-        text = text[:limit] + "…"
-    return html.escape(text, quote=True)
-
-
-def _cell(v: object, limit: int) -> str:
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return f'<td class="n">{esc(f"{v:.4g}" if isinstance(v, float) else v)}</td>'
-    return f"<td>{esc(v, limit)}</td>"
-
-
-def table(rows: list[dict], limit: int = 160) -> str:
-    """An HTML table of ``rows`` (dicts with the same keys), every cell escaped."""
-    if not rows:
-        return note("no rows")
-    head = "".join(f"<th>{esc(k)}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(_cell(v, limit) for v in r.values()) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def note(text: str) -> str:
-    return f'<p class="note">{esc(text)}</p>'
-
-
-def png(fig) -> str:
-    """Render a matplotlib Figure as an embedded PNG ``<img>``."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _figure(ncols: int = 1, height: float = 3.0):
-    from matplotlib.figure import Figure  # Agg canvas; no pyplot, no global backend state
-
-    fig = Figure(figsize=(min(12.0, 4.2 * ncols), height))
-    return fig, fig.subplots(1, ncols, squeeze=False)[0]
-
-
+OWN_ANCHORS = ("manifest", "counts", "distributions", "mix", "not-in-run", "gate")
 def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
     cur = con.execute(sql)
     names = [d[0] for d in cur.description]
@@ -164,7 +122,7 @@ def section_distributions(con: duckdb.DuckDBPyConnection, cols: list[str], n_sco
         if not finite.size:
             out += f"<h3>{esc(col)}</h3>" + note("no values")
             continue
-        fig, (a, b) = _figure(2)
+        fig, (a, b) = figure(2)
         bins = np.histogram_bin_edges(finite, bins=30)
         a.hist(finite, bins=bins, color="#4c72b0")
         a.set_title(f"{col} (all, n={finite.size})", fontsize=9)
@@ -177,57 +135,85 @@ def section_distributions(con: duckdb.DuckDBPyConnection, cols: list[str], n_sco
     return out
 
 
-def section_risk_length(con: duckdb.DuckDBPyConnection, cols: list[str]) -> str:
-    out = "<h2 id='risk-length'>Risk vs length</h2>"
-    risk = [c for c in cols if c.startswith("risk_")][:3]
-    if not risk:
-        return out + note("no risk_* column in this run (add a risk stage such as risk.sqsd); skipped")
-    length = ("sc.char_len" if "char_len" in cols
-              else "length(coalesce(s.prompt, '')) + length(coalesce(s.response, ''))")
-    sel = ", ".join(f"sc.{_q(c)}::DOUBLE AS {_q(c)}" for c in risk)
-    data = con.execute(f"SELECT ({length})::DOUBLE AS length, {sel} FROM scores sc JOIN samples s "
-                       f"USING (sample_id) ORDER BY sample_id LIMIT {MAX_POINTS}").fetchnumpy()
-    fig, axes = _figure(len(risk))
-    for ax, col in zip(axes, risk):
-        ax.scatter(np.asarray(data["length"]), np.asarray(data[col]), s=4, alpha=0.5)
-        ax.set_xlabel("characters")
-        ax.set_ylabel(col)
-    return out + png(fig)
+def _anchor(title: str, used: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", title.split(":")[0].lower()).strip("-") or "section"
+    anchor, k = base, 1
+    while anchor in used:
+        k += 1
+        anchor = f"{base}-{k}"
+    used.add(anchor)
+    return anchor
 
 
-def section_hardness(con: duckdb.DuckDBPyConnection, cols: list[str]) -> str:
-    out = "<h2 id='hardness'>Hardness</h2>"
-    if "hardness" not in cols:
-        return out + note("no hardness column in this run (add the hardness stage); skipped")
-    values = np.asarray(con.execute("SELECT hardness::DOUBLE AS h FROM scores WHERE hardness IS NOT NULL")
-                        .fetchnumpy()["h"], dtype=float)
-    if not values.size:
-        return out + note("hardness is NULL for every sample")
-    fig, (ax,) = _figure(1)
-    ax.hist(values, bins=np.linspace(0, 1, 11), color="#c44e52", edgecolor="white")
-    ax.set_xlabel("hardness (harmful rollouts / k)")
-    ax.set_ylabel("prompts")
-    return out + png(fig)
+def _histogram(con: duckdb.DuckDBPyConnection, sec: ReportSection) -> str:
+    cur = con.execute(f"SELECT * FROM ({sec.sql}) LIMIT {MAX_ROWS}")
+    names = [d[0] for d in cur.description]
+    if sec.histogram not in names:
+        return note(f"the query has no column {sec.histogram!r} to draw")
+    rows = cur.fetchall()
+    col, group = names.index(sec.histogram), next((i for i, n in enumerate(names) if n != sec.histogram), None)
+    values = np.array([np.nan if r[col] is None else float(r[col]) for r in rows])
+    finite = np.isfinite(values)
+    if not finite.any():
+        return note("no values")
+    fig, (ax,) = figure(1)
+    bins = np.histogram_bin_edges(values[finite], bins=30)
+    ax.hist(values[finite], bins=bins, color="#4c72b0", alpha=0.35 if group is not None else 1.0, label="all")
+    if group is not None:
+        keys = np.array([str(r[group]) for r in rows])
+        for key in sorted(set(keys[finite].tolist())):
+            part = values[finite & (keys == key)]
+            ax.hist(part, bins=bins, histtype="step", label=f"{names[group]} {key} (n={part.size})")
+        ax.legend(fontsize=7)
+    ax.set_xlabel(sec.histogram)
+    ax.set_ylabel("samples")
+    return png(fig)
 
 
-def _top(con: duckdb.DuckDBPyConnection, col: str, title: str, anchor: str) -> str:
-    rows = _rows(con, f"SELECT sc.{_q(col)} AS {_q(col)}, left(sc.sample_id, 12) AS sample_id, s.source, "
-                      f"l.status, s.prompt, s.response FROM scores sc JOIN samples s USING (sample_id) LEFT JOIN ledger l "
-                      f"ON l.sample_id = s.sample_id AND l.input_idx = s._input_idx AND l.input_row = s._input_row WHERE sc.{_q(col)} IS NOT NULL "
-                      f"ORDER BY sc.{_q(col)} DESC, sc.sample_id LIMIT {TOP_N}")
-    return f"<h2 id='{anchor}'>{esc(title)}</h2>" + (table(rows, 200) if rows else note(f"no {col} values"))
+def section_declared(con: duckdb.DuckDBPyConnection, m: dict) -> str:
+    """Every section the run's stages declare, in stage order."""
+    used, out = set(OWN_ANCHORS), []
+    for stage in m["stages"]:
+        for raw in stage.get("report", []):
+            sec = ReportSection(**raw)
+            text = "; ".join(t for t in (sec.note, f"from stage {stage['id']}") if t)
+            head = f"<h2 id='{_anchor(sec.title, used)}'>{esc(sec.title)}</h2>" + note(text)
+            try:
+                body = _histogram(con, sec) if sec.histogram else table(_rows(con, sec.sql), 200)
+            except duckdb.Error as exc:
+                body = note(f"query failed: {str(exc).splitlines()[0]}")
+            out.append(head + body)
+    return "".join(out)
 
 
-def section_tops(con: duckdb.DuckDBPyConnection, cols: list[str]) -> str:
-    risk = "risk_sqsd" if "risk_sqsd" in cols else next((c for c in cols if c.startswith("risk_")), None)
-    out = (_top(con, risk, f"Top-risk samples ({risk})", "top-risk") if risk else
-           "<h2 id='top-risk'>Top-risk samples</h2>" + note("no risk_* column in this run"))
-    return out + (_top(con, "hardness", "Hardest samples", "hardest") if "hardness" in cols else
-                  "<h2 id='hardest'>Hardest samples</h2>" + note("no hardness column in this run"))
+def section_not_in_run(m: dict, columns: set[str]) -> str:
+    """Installed score-stage families (the part of a stage name before the first '.') none of whose stages ran
+    and none of whose columns the run has: what this report lacks, and which stages would add it."""
+    ran = {s["name"] for s in m["stages"]}
+    families: dict[str, tuple[set[str], list[str]]] = {}
+    for name in stage_names():
+        try:
+            cls = get_stage(name)
+        except (RecipeError, ImportError):
+            continue
+        if cls.kind == "score":
+            cols, names = families.setdefault(name.split(".")[0], (set(), []))
+            cols.update(cls.provides)
+            names.append(name)
+    hints = []
+    for family, (cols, names) in sorted(families.items()):
+        if ran & set(names) or cols & columns or not cols:
+            continue
+        label = (f"{family} column" if family in cols else f"{family}_* column"
+                 if all(c.startswith(family + "_") for c in cols) else ", ".join(sorted(cols)) + " columns")
+        hints.append(f"no {label} in this run (added by {', '.join(sorted(names))})")
+    if not hints:
+        return ""
+    return "<h2 id='not-in-run'>Not in this run</h2>" + "".join(note(h) for h in hints)
 
 
 def section_mix(con: duckdb.DuckDBPyConnection) -> str:
-    out = "<h2 id='mix'>Rebalanced mix</h2>"
+    out = "<h2 id='mix'>Added samples</h2>"
     if "added" not in _views(con):
         return out + note("no added samples (no augment stage such as rebalance ran)")
     have = {r[0] for r in con.execute("DESCRIBE added").fetchall()}
@@ -256,9 +242,9 @@ def build_report(run_dir: str | Path) -> str:
     has_scores = "scores" in _views(con)
     cols = _numeric_columns(con) if has_scores else []
     n_scores = con.execute("SELECT count(*) FROM scores").fetchone()[0] if has_scores else 0
+    all_cols = {r[0] for r in con.execute("DESCRIBE scores").fetchall()} if has_scores else set()
     body = [section_summary(m), section_counts(m, con), section_distributions(con, cols, n_scores),
-            section_risk_length(con, cols), section_hardness(con, cols), section_tops(con, cols),
-            section_mix(con), section_gate(m)]
+            section_declared(con, m), section_not_in_run(m, all_cols), section_mix(con), section_gate(m)]
     title = f"curator report: {m['recipe']['name']}"
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1><p>{esc(root.name)} · "

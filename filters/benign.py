@@ -6,37 +6,27 @@ kept as empty strings, never NaN) or any table with a ``prompt`` column -- or fr
 ``filters.framing`` (benign requests wrapped in jailbreak-style templates; ``template_id`` recorded).
 Candidates are visited in a seeded order; each gets ``k`` rollouts judged for refusal, and a candidate is
 usable when at least one rollout is judged not a refusal (``refusal is False``); its target is one
-such rollout drawn by the named stream sha256(seed, "benign_target", prompt).
+such rollout drawn by the stream ``curator.hashing.seeded_rng(seed, "benign_target", prompt)``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from curator.errors import InputError
-from filters.hardness.rollouts import GenParams, RolloutGenerator, VerdictCache
+from curator.hashing import seeded_rng
+from curator.refdata.anchors import overrefusal_prompts, read_user_table
+from curator.refdata.demo_pool import load_demo_pool
+from filters.framing import benign_requests, framed_prompts
+from filters.hardness.rollouts import GenParams, RolloutGenerator
+from filters.hardness.verdicts import VerdictCache
 
 KINDS = ("adversarial_benign", "vanilla_benign")
-
-
-def named_rng(seed: int, purpose: str, key: str) -> np.random.Generator:
-    """numpy Generator seeded by sha256(seed, purpose, key): one independent stream per choice."""
-    digest = hashlib.sha256(f"{int(seed)}\0{purpose}\0{key}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:16], "big"))
-
-
-def seeded_order(seed: int, purpose: str, keys: Sequence[str]) -> list[int]:
-    """Indices of ``keys`` sorted by sha256(seed, purpose, key): independent of input order."""
-    return sorted(range(len(keys)), key=lambda i: hashlib.sha256(f"{int(seed)}\0{purpose}\0{keys[i]}".encode())
-                  .hexdigest())
-
 
 def read_tsv(path: str | Path) -> pa.Table:
     """A TSV/CSV file with every column as string and empty fields as "" (``strings_can_be_null=False``)."""
@@ -55,8 +45,6 @@ def read_tsv(path: str | Path) -> pa.Table:
 
 def read_benign_file(path: str | Path, kind: str = "adversarial_benign") -> list[str]:
     """Distinct non-empty benign prompts of ``kind`` from a user file (WildJailbreak layout or ``prompt``)."""
-    from curator.refdata.anchors import read_user_table
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"benign file {path}: no such file")
@@ -81,10 +69,6 @@ def framed_candidates(n: int, seed: int, request_source: str = "demo_pool", fram
                       max_template_chars: int | None = 1500) -> list[dict]:
     """``n`` framed benign prompts (prefix-stable in ``n``: the whole request pool is framed, so the i-th
     candidate does not depend on ``n``): {prompt, template_id, base_prompt}."""
-    from curator.refdata.anchors import overrefusal_prompts
-    from curator.refdata.demo_pool import load_demo_pool
-    from filters.framing import benign_requests, framed_prompts
-
     pool = load_demo_pool() if request_source == "demo_pool" else overrefusal_prompts()
     available = len({p for p in pool["prompt"].to_pylist() if isinstance(p, str) and p.strip()})
     requests = benign_requests(available, seed, request_source)
@@ -108,7 +92,7 @@ def usable_benign(candidates: Sequence[dict], n_needed: int, generator: RolloutG
         for i, (c, rs) in enumerate(zip(part, rollouts)):
             ok = [r for r, v in zip(rs, vs[i * k:(i + 1) * k]) if v.refusal is False]
             if ok and len(usable) < n_needed:
-                t = ok[int(named_rng(seed, "benign_target", c["prompt"]).integers(len(ok)))]
+                t = ok[int(seeded_rng(seed, "benign_target", c["prompt"]).integers(len(ok)))]
                 usable.append({**c, "response": t["text"], "j": t["j"], "rollout_id": t["rollout_id"],
                                "rollout_seed": t["seed"]})
     return usable, seen

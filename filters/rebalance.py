@@ -1,14 +1,14 @@
 """``rebalance``: hardest harmful prompts with their own safe rollouts, mixed with framed benign prompts.
 
-Method notes §1.5-1.8 / §6.6. Eligible = prompts with 0 < hardness < 1 and a rollout judged not
-harmful. Each eligible prompt's target is one of its non-harmful rollouts drawn uniformly by the stream
-sha256(seed, "target", prompt key) and persisted in ``RUN_DIR/cache/targets.parquet``, so every variant
-pairs a prompt with the same text. Selection: ``hard`` = stable sort by hardness descending (ties keep
-input order: file, then row), ``random`` = seeded permutation; budget ``count`` or ceil(``hardest_fraction`` · n), else
-the whole pool. ``stratify_by`` (a column, or ``cluster`` = k-means on MiniLM prompt embeddings) takes
-the per-stratum quota and merges strata by hardness, so the output keeps the hardest-first prefix
-property. ``*_mixed`` interleaves blocks of a harmful and b benign rows (``ratio`` "a:b"; "1:1" =
-H1,B1,H2,B2,...), benign rows being framed benign prompts with a non-refused self-rollout
+Method notes §1.5-1.8 / §6.6. Eligible = prompts with 0 < hardness < 1 and a rollout judged not harmful.
+Each eligible prompt's target is one of its non-harmful rollouts (``filters.mix_order.pick_target``),
+persisted in the ``targets`` artifact so every variant pairs a prompt with the same text; rollouts (and the
+benign rollouts and verdicts this stage adds) live in the ``rollouts`` / ``verdicts`` artifacts the
+``hardness`` stage declares. Selection (``filters.mix_order.select``): ``hard`` = hardness descending, ties
+in input order (file, then row); ``random`` = seeded permutation; budget ``count`` or
+ceil(``hardest_fraction`` · n), else the whole pool; ``stratify_by`` a column or ``cluster`` (k-means on
+MiniLM prompt embeddings). ``*_mixed`` interleaves blocks of a harmful and b benign rows (``ratio`` "a:b";
+"1:1" = H1,B1,H2,B2,...), benign rows being framed benign prompts with a non-refused self-rollout
 (``filters.benign``); ``control`` = as many vanilla benign prompts with one unfiltered self-rollout.
 Rows come out in mix order (the engine keeps it; nothing is shuffled): ``prompt``, ``response``, ``source``
 ("rebalance:<variant>"), ``parent_id`` (source sample_id; null for benign), ``generator`` ("self_rollout" /
@@ -18,7 +18,6 @@ Rows come out in mix order (the engine keeps it; nothing is shuffled): ``prompt`
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,23 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from curator.errors import RecipeError, RunError
-from curator.io import read_parquet, sha256_path, write_parquet
-from curator.stage import Resources, Stage
-from filters.benign import framed_candidates, named_rng, read_benign_file, seeded_order, usable_benign
-from filters.hardness.judges import sha256_of
-from filters.hardness.rollouts import ROLLOUT_SCHEMA, GenParams, PartStore, check_backend
+from curator.hashing import seeded_order, sha256_parts
+from curator.io import sha256_path
+from curator.keyed_store import KeyedStore
+from curator.stage import Artifact, ReportSection, Resources, Stage
+from filters.benign import framed_candidates, read_benign_file, usable_benign
+from filters.framing import benign_requests
+from filters.hardness.judges.factory import cached_judge
+from filters.hardness.rollouts import (
+    ROLLOUTS,
+    GenParams,
+    RolloutGenerator,
+    check_backend,
+    rollout_id,
+    rollout_store,
+)
+from filters.hardness.verdicts import VERDICTS, VerdictCache
+from filters.mix_order import interleave, n_benign_needed, parse_ratio, pick_target, select
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 OUTPUT_SCHEMA = pa.schema([
@@ -39,86 +50,11 @@ OUTPUT_SCHEMA = pa.schema([
     ("generator", pa.string()), ("template_id", pa.string()), ("seed", pa.int64()), ("hardness", pa.float64()),
     ("variant", pa.string()), ("rebalance_role", pa.string()), ("rollout_id", pa.string()),
     ("prompt_messages", MESSAGES), ("completion_messages", MESSAGES)])
+TARGETS = Artifact("targets", "cache/targets", "target_key",
+                   "the canonical safe rollout (group_id, j) chosen per prompt, shared by every variant")
 TARGET_SCHEMA = pa.schema([("target_key", pa.string()), ("group_id", pa.string()), ("j", pa.int64()),
                            ("rollout_id", pa.string()), ("seed", pa.int64())])
 NEEDS = ("sample_id", "prompt", "hardness", "hardness_safe_j", "hardness_group")
-
-
-# --- pure functions over lists ---------------------------------------------------------------------
-
-
-def parse_ratio(ratio: str) -> tuple[int, int]:
-    parts = ratio.split(":")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"ratio must be 'a:b' with positive integers (harmful:benign), got {ratio!r}")
-    return int(parts[0]), int(parts[1])
-
-
-def hard_order(hardness: list[float]) -> list[int]:
-    """Indices by hardness descending; ties keep input order (stable)."""
-    return sorted(range(len(hardness)), key=lambda i: -hardness[i])
-
-
-def budget(n: int, fraction: float | None, count: int | None) -> int:
-    return min(n, count) if count is not None else math.ceil(fraction * n) if fraction is not None else n
-
-
-def quotas(sizes: dict[Any, int], fraction: float | None, count: int | None) -> dict[Any, int]:
-    """Per-stratum quota: ceil(fraction·|E_s|), or ``count`` split by largest remainder."""
-    if count is None:
-        return {s: budget(n, fraction, None) for s, n in sizes.items()}
-    total, count = sum(sizes.values()), min(count, sum(sizes.values()))
-    exact = {s: count * n / total for s, n in sizes.items()}
-    q = {s: math.floor(x) for s, x in exact.items()}
-    for s in sorted(sizes, key=lambda s: (-(exact[s] - q[s]), str(s)))[: count - sum(q.values())]:
-        q[s] += 1
-    return q
-
-
-def select(hardness: list[float], mode: str = "hard", fraction: float | None = None, count: int | None = None,
-           strata: list[Any] | None = None, seed: int = 0) -> list[int]:
-    """Indices of the selected prompts in training order (``hard``: hardness descending, stable)."""
-    n = len(hardness)
-    if strata is None:
-        order = hard_order(hardness) if mode == "hard" else list(named_rng(seed, "random", "").permutation(n))
-        return [int(i) for i in order[: budget(n, fraction, count)]]
-    groups: dict[Any, list[int]] = {}
-    for i, s in enumerate(strata):
-        groups.setdefault(s, []).append(i)
-    q = quotas({s: len(ix) for s, ix in groups.items()}, fraction, count)
-    chosen: list[int] = []
-    for s, ix in groups.items():
-        if mode == "hard":
-            chosen += [ix[i] for i in hard_order([hardness[i] for i in ix])][: q[s]]
-        else:
-            chosen += [ix[int(i)] for i in named_rng(seed, "random", str(s)).permutation(len(ix))[: q[s]]]
-    if mode == "hard":
-        return sorted(chosen, key=lambda i: (-hardness[i], i))
-    chosen.sort()
-    return [chosen[int(i)] for i in named_rng(seed, "random", "merge").permutation(len(chosen))]
-
-
-def n_benign_needed(n_harmful: int, ratio: tuple[int, int]) -> int:
-    return math.ceil(n_harmful * ratio[1] / ratio[0])
-
-
-def interleave(harmful: list, benign: list, ratio: tuple[int, int] = (1, 1)) -> list:
-    """Blocks of ``a`` harmful then ``b`` benign items until both run out (1:1 -> H1,B1,H2,B2,...)."""
-    a, b = ratio
-    out, h, k = [], 0, 0
-    while h < len(harmful) or k < len(benign):
-        out += harmful[h:h + a] + benign[k:k + b]
-        h, k = h + a, k + b
-    return out
-
-
-def pick_target(seed: int, key: str, candidates: list[int]) -> int:
-    """One of ``candidates`` (sorted first) drawn by the stream sha256(seed, "target", key)."""
-    cands = sorted(candidates)
-    return cands[int(named_rng(seed, "target", key).integers(len(cands)))]
-
-
-# --- the stage ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -163,6 +99,7 @@ class RebalanceStage(Stage):
     Params = RebalanceParams
     requires = NEEDS
     uses_model = True
+    artifacts = (TARGETS,)
 
     def resources(self) -> Resources:
         return Resources(batch_size=1 << 40)  # the whole set in one batch
@@ -176,7 +113,7 @@ class RebalanceStage(Stage):
         return self.context.seed if self.params.seed is None else self.params.seed
 
     def fingerprint_inputs(self) -> dict[str, Any]:
-        from curator.ml.models import resolve_model
+        from curator.ml.models import resolve_model  # start-up time: torch
 
         out: dict[str, Any] = {"seed": self.seed}
         if self.params.variant in ("hard_mixed", "random_mixed", "control"):
@@ -188,7 +125,7 @@ class RebalanceStage(Stage):
                 out["benign_sha256"] = sha256_path(path)
             out["model"] = resolve_model(self.context.model).fingerprint
             if self.params.variant != "control":
-                out["benign_judge"] = _judge_of(self.params).fingerprint()
+                out["benign_judge"] = cached_judge(self.params.benign_judge).fingerprint()
         return out
 
     def _benign_path(self) -> Path:
@@ -197,11 +134,24 @@ class RebalanceStage(Stage):
 
     def check_inputs(self, schema: pa.Schema) -> None:
         super().check_inputs(schema)
+        missing = [a.name for a in (ROLLOUTS, VERDICTS) if a.name not in self.context.artifacts]
+        if missing:
+            raise RecipeError(f"rebalance reads the {missing} artifact(s) the hardness stage declares; "
+                              "put the hardness stage earlier in the recipe")
         if self.params.variant != "hard" and self.params.variant != "random":
             check_backend(self.params.backend)
 
+    def report_sections(self) -> tuple[ReportSection, ...]:
+        sql = ("SELECT variant, rebalance_role AS role, count(*) AS rows, avg(hardness) AS mean_hardness, "
+               "count(DISTINCT template_id) AS templates FROM added WHERE source LIKE 'rebalance:%' "
+               "GROUP BY ALL ORDER BY variant, role")
+        return (ReportSection("Rebalance: rows per variant and role", sql,
+                              note="harmful rows: hardest prompts with a safe self-rollout; benign rows: framed "
+                                   "benign prompts with a non-refused self-rollout"),)
+
     def setup(self) -> None:
-        self.rollouts = PartStore(self.context.run_dir / "cache" / "rollouts", "rollout_id", ROLLOUT_SCHEMA)
+        self.rollouts = rollout_store(self.context.artifacts[ROLLOUTS.name])
+        self.target_store = KeyedStore(self.context.artifacts[TARGETS.name], TARGETS.key, TARGET_SCHEMA)
 
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
@@ -227,47 +177,42 @@ class RebalanceStage(Stage):
             return [r[self.params.stratify_by] for r in rows]
         if not rows:
             return []
-        from sklearn.cluster import KMeans
+        from sklearn.cluster import KMeans  # start-up time: scikit-learn
 
-        from filters.hardness.classifier_judge import get_embedder
+        from filters.hardness.judges.classifier import get_embedder  # the sentence-embedding model (torch)
 
         x = get_embedder().encode([r["prompt"] for r in rows])
         k = min(self.params.n_clusters, len(rows))
         return [int(c) for c in KMeans(k, random_state=self.seed, n_init=10).fit_predict(x)]
 
     def targets(self, chosen: list[dict]) -> list[int]:
-        """Target rollout index per prompt, read from / added to ``RUN_DIR/cache/targets.parquet``."""
-        path = self.context.run_dir / "cache" / "targets.parquet"
-        book = {r["target_key"]: r for r in read_parquet(path).to_pylist()} if path.exists() else {}
-        keys = [sha256_of("target-v1", str(self.seed), r["hardness_group"], *map(str, sorted(r["hardness_safe_j"])))
+        """Target rollout index per prompt, read from / added to the ``targets`` store."""
+        keys = [sha256_parts("target-v1", str(self.seed), r["hardness_group"], *map(str, sorted(r["hardness_safe_j"])))
                 for r in chosen]
-        new = []
+        book = self.target_store.get(keys)
+        new = {}
         for key, r in zip(keys, chosen):
-            if key not in book:
+            if key not in book and key not in new:
                 j = pick_target(self.seed, r["hardness_group"], r["hardness_safe_j"])
-                book[key] = {"target_key": key, "group_id": r["hardness_group"], "j": j,
-                             "rollout_id": sha256_of(r["hardness_group"], str(j)), "seed": self.seed}
-                new.append(key)
-        if new:
-            write_parquet(pa.Table.from_pylist(sorted(book.values(), key=lambda b: b["target_key"]),
-                                               schema=TARGET_SCHEMA), path)
+                new[key] = {"target_key": key, "group_id": r["hardness_group"], "j": j,
+                            "rollout_id": rollout_id(r["hardness_group"], j), "seed": self.seed}
+        self.target_store.add(list(new.values()))
+        book.update(new)
         return [book[k]["j"] for k in keys]
 
     def harmful_rows(self, chosen: list[dict]) -> list[dict]:
-        ids = [sha256_of(r["hardness_group"], str(j)) for r, j in zip(chosen, self.targets(chosen))]
+        ids = [rollout_id(r["hardness_group"], j) for r, j in zip(chosen, self.targets(chosen))]
         found = self.rollouts.get(ids)
         missing = [i for i in ids if i not in found]
         if missing:
             raise RunError(f"rebalance: {len(missing)} target rollouts are missing from "
-                           f"{self.context.run_dir / 'cache' / 'rollouts'}; rerun the hardness stage")
+                           f"{self.rollouts.directory}; rerun the hardness stage")
         return [{"prompt": r["prompt"], "response": found[i]["text"], "parent_id": r["sample_id"],
                  "generator": "self_rollout", "template_id": None, "seed": found[i]["seed"],
                  "hardness": r["hardness"], "rebalance_role": "harmful", "rollout_id": i}
                 for r, i in zip(chosen, ids)]
 
     def benign_rows(self, n: int, kind: str = "adversarial_benign") -> list[dict]:
-        from filters.hardness.rollouts import RolloutGenerator, VerdictCache
-
         p, seed = self.params, self.seed
         if n == 0:
             return []
@@ -275,8 +220,6 @@ class RebalanceStage(Stage):
         if p.benign == "framing" and kind == "adversarial_benign":
             cands = framed_candidates(limit, seed, p.benign_requests, p.framing_source, p.max_template_chars)
         elif p.benign == "framing":
-            from filters.framing import benign_requests
-
             try:
                 cands = [{"prompt": q, "template_id": None} for q in benign_requests(n, seed, p.benign_requests)]
             except RecipeError as exc:
@@ -286,8 +229,8 @@ class RebalanceStage(Stage):
             cands = [{"prompt": prompts[i], "template_id": None} for i in seeded_order(seed, "benign", prompts)][:limit]
         block = 1 if kind == "vanilla_benign" else p.benign_k
         gen = GenParams(p.temperature, p.top_p, p.top_k, p.max_new_tokens, seed, p.backend, self.context.dtype, block)
-        generator = RolloutGenerator(self.context.run_dir, self.context.model, p.backend, self.context.device,
-                                     self.context.dtype, self.context.quiet)
+        generator = RolloutGenerator(self.context.artifacts[ROLLOUTS.name], self.context.model, p.backend,
+                                     self.context.device, self.context.dtype, self.context.quiet)
         if kind == "vanilla_benign":  # control: one unfiltered rollout each
             if len(cands) < n:
                 raise RunError(f"rebalance control: needs {n} vanilla benign prompts but {p.benign} has {len(cands)}")
@@ -295,8 +238,9 @@ class RebalanceStage(Stage):
             got = [{**c, "response": rs[0]["text"], "rollout_id": rs[0]["rollout_id"], "rollout_seed": rs[0]["seed"]}
                    for c, rs in zip(cands, rolls)]
         else:
-            got, seen = usable_benign(cands, n, generator, VerdictCache(self.context.run_dir), _judge_of(p), p.benign_k,
-                                      gen, seed)
+            verdicts = VerdictCache(self.context.artifacts[VERDICTS.name])
+            got, seen = usable_benign(cands, n, generator, verdicts, cached_judge(p.benign_judge), p.benign_k, gen,
+                                      seed)
             if len(got) < n:
                 raise RunError(
                     f"rebalance: the {p.variant} mix at ratio {p.ratio} needs {n} usable benign prompts (at least one "
@@ -315,8 +259,3 @@ class RebalanceStage(Stage):
                  "completion_messages": [{"role": "assistant", "content": r["response"]}]} for r in rows]
         return pa.Table.from_pylist(full, schema=OUTPUT_SCHEMA)
 
-
-def _judge_of(params: RebalanceParams):
-    from filters.hardness.stage import _judge
-
-    return _judge(json.dumps(params.benign_judge, sort_keys=True))

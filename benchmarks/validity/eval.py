@@ -1,7 +1,8 @@
 """Safety measurements for the validity benchmark (issue 9): greedy refusal rates and the log-prob proxy.
 
-- ``greedy_generate``: batched greedy decoding (left padding, prompts sorted by length).
-- ``refusal_flags`` / ``rate``: judge verdicts -> refusal rate with a Wilson 95 % interval.
+- ``eval_sets`` / ``cached_generations``: held-out prompt sets and their greedy generations
+  (``curator.ml.generate.greedy_generate``), cached under ``$CURATOR_HOME/validity/``.
+- ``refusal_flags`` / ``rate``: judge verdicts -> refusal rate with a Wilson 95 % interval (``curator.stats``).
 - ``response_logprobs``: per pair, the mean log-probability of the response tokens given the prompt
   (the training loss's token mean, sign flipped), in the one chat format of ``curator.ml.chat``.
 - ``proxy_delta``: Δ_i = mean log p(compliant_i | prompt_i) − mean log p(refusal_i | prompt_i), the
@@ -13,9 +14,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-Z95 = 1.959964
-
-
-def sha(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
+from benchmarks.validity.aligned import AlignedConfig, edgy_split
+from curator.hashing import sha256_text
+from curator.ml.chat import collate, encode_sample, model_per_sample_loss
+from curator.ml.generate import greedy_generate
+from curator.ml.models import curator_home, load_model, resolve_model
+from curator.refdata.anchors import advbench, do_not_answer, harmbench_prompts
+from curator.stats import wilson_interval
 
 
 def norm(p: str) -> str:
@@ -38,13 +39,10 @@ def norm(p: str) -> str:
 def sample_prompts(prompts: Sequence[str], n: int, seed: int, tag: str, exclude: set[str]) -> list[str]:
     """n distinct prompts, ranked by sha256(seed, tag, prompt) (order-independent), minus ``exclude``."""
     uniq = [p for p in dict.fromkeys(prompts) if norm(p) not in exclude]
-    return sorted(uniq, key=lambda p: sha(str(seed), tag, p))[:n]
+    return sorted(uniq, key=lambda p: sha256_text(seed, tag, p))[:n]
 
 
 def eval_sets(mode: dict, seed: int) -> dict[str, list[str]]:
-    from benchmarks.validity.aligned import AlignedConfig, edgy_split
-    from curator.refdata.anchors import advbench, do_not_answer, harmbench_prompts
-
     _edgy_train, edgy_test, _rec = edgy_split(AlignedConfig())  # only the held-out side is evaluated
     train_like = {norm(p) for p in advbench()["prompt"].to_pylist()}  # never evaluate on AdvBench text
     return {
@@ -59,10 +57,8 @@ def eval_sets(mode: dict, seed: int) -> dict[str, list[str]]:
 
 def cached_generations(model_path: Path, sets: dict[str, list[str]], max_new_tokens: int,
                        batch_size: int) -> tuple[dict[str, list[str]], float, bool]:
-    from curator.ml.models import curator_home, load_model, resolve_model
-
     spec = resolve_model(str(model_path))
-    key = sha("gen-v1", spec.fingerprint, json.dumps(sets, sort_keys=True), str(max_new_tokens),
+    key = sha256_text("gen-v1", spec.fingerprint, json.dumps(sets, sort_keys=True), str(max_new_tokens),
                str(batch_size))[:20]
     path = curator_home() / "validity" / f"gen-{key}.json"
     if path.is_file():
@@ -94,22 +90,11 @@ def judge_sets(sets: dict[str, list[str]], gens: dict[str, list[str]], judges: d
 
 
 
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
-
-
 def rate(flags: Sequence[bool | None]) -> dict:
     """Share of True among decided flags (None = judge abstained), with a Wilson interval."""
     vals = [f for f in flags if f is not None]
     k, n = sum(vals), len(vals)
-    return {"k": k, "n": n, "rate": k / n if n else float("nan"), "ci95": list(wilson(k, n)),
+    return {"k": k, "n": n, "rate": k / n if n else float("nan"), "ci95": list(wilson_interval(k, n, divide_first=True)),
             "abstained": len(flags) - n}
 
 
@@ -129,33 +114,6 @@ def prompt_mean_rate(flags: Sequence[Sequence[bool | None]]) -> dict:
             "k": max(len(f) for f in flags)}
 
 
-def greedy_generate(model, tok, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Batched greedy decoding; returns the decoded continuation of each prompt (special tokens dropped)."""
-    from transformers import GenerationConfig
-
-    from curator.ml.chat import end_of_turn_id, render_generation_prompt
-
-    ids = [render_generation_prompt(tok, p) for p in prompts]
-    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
-    stop = [end_of_turn_id(tok)] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
-    gcfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                            eos_token_id=stop, temperature=None, top_p=None, top_k=None)
-    out: list[str] = [""] * len(ids)
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            chunk = order[s:s + batch_size]
-            width = max(len(ids[i]) for i in chunk)
-            x = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-            m = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, i in enumerate(chunk):
-                x[r, width - len(ids[i]):] = torch.tensor(ids[i])
-                m[r, width - len(ids[i]):] = 1
-            g = model.generate(input_ids=x, attention_mask=m, generation_config=gcfg)
-            for r, i in enumerate(chunk):
-                out[i] = tok.decode(g[r, width:], skip_special_tokens=True).strip()
-    return out
-
-
 def refusal_flags(judge, prompts: Sequence[str], responses: Sequence[str]) -> list[bool | None]:
     return [v.refusal for v in judge.judge(list(zip(prompts, responses)))]
 
@@ -163,8 +121,6 @@ def refusal_flags(judge, prompts: Sequence[str], responses: Sequence[str]) -> li
 def response_logprobs(model, tok, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 16,
                       max_length: int = 256) -> np.ndarray:
     """Mean log p(response tokens | prompt) per pair (= −per-sample loss), batched, no gradients."""
-    from curator.ml.chat import collate, encode_sample, model_per_sample_loss
-
     enc = [encode_sample(tok, p, r, None, max_length) for p, r in zip(prompts, responses)]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i].input_ids))
     out = np.zeros(len(enc))

@@ -22,8 +22,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.validity.eval import greedy_generate, proxy_delta, rate, sha
+from benchmarks.validity.eval import proxy_delta, rate
+from curator.hashing import sha256_text
+from curator.ml.generate import BlockSampler, Sampling, greedy_generate
+from curator.ml.lora import LoRAConfig, merge_factors
+from curator.ml.models import curator_home
 from curator.ml.precision import default_autocast
+from curator.ml.training import TrainConfig, train_lora
+from filters.hardness.rollouts import rollout_seed
 
 FT_VERSION = "ft-v2"  # v2: measured with the LoRA merged into the weights
 
@@ -61,7 +67,7 @@ class SafetyEval:
 
     @property
     def key(self) -> str:
-        return sha("eval-v1", json.dumps(asdict(self), sort_keys=True))
+        return sha256_text("eval-v1", json.dumps(asdict(self), sort_keys=True))
 
     def measure(self, model, tok, judges: dict) -> dict:
         """{"gen": {set: {"responses", "refusal": {judge: flags}, "harmful": {judge: flags}}}, "delta": [Δ_i],
@@ -86,17 +92,11 @@ class SafetyEval:
                                        self.batch_size).tolist()
         return out
 
-
     def _sampled(self, model, tok, prompts: list[str], judges: dict) -> dict:
-        """k answers per prompt from the hardness stage's seeded sampler (temperature 1, no top-p/k)."""
-        from curator.ml.chat import render_generation_prompt
-        from filters.hardness.rollouts import GenParams, TransformersSampler, rollout_seed
-
-        gen = GenParams(max_new_tokens=self.sample_tokens, seed=0)
-        sampler = TransformersSampler(model, tok)
-        blocks = [(render_generation_prompt(tok, p), [rollout_seed(0, sha(p), j) for j in range(self.samples)])
-                  for p in prompts]
-        texts = [[s.text.strip() for s in block] for block in sampler.sample(blocks, gen)]
+        """k answers per prompt, seeded like hardness rollouts (temperature 1, no top-p/k)."""
+        seeds = [[rollout_seed(0, sha256_text(p), j) for j in range(self.samples)] for p in prompts]
+        samples = BlockSampler(model, tok).sample_prompts(prompts, seeds, Sampling(max_new_tokens=self.sample_tokens))
+        texts = [[s.text.strip() for s in block] for block in samples]
         out: dict = {"responses": texts, "refusal": {}, "harmful": {}}
         for j, judge in judges.items():
             verdicts = judge.judge([(p, t) for p, ts in zip(prompts, texts) for t in ts])
@@ -112,12 +112,10 @@ def rates(measured: dict, label: str = "refusal") -> dict:
 
 
 def rows_key(rows: Sequence[dict]) -> str:
-    return sha(*(json.dumps({"p": r["prompt"], "r": r["response"]}, ensure_ascii=False) for r in rows))
+    return sha256_text(*(json.dumps({"p": r["prompt"], "r": r["response"]}, ensure_ascii=False) for r in rows))
 
 
 def _cache_path(key: str) -> Path:
-    from curator.ml.models import curator_home
-
     return curator_home() / "validity" / "ft" / f"{key}.json"
 
 
@@ -130,7 +128,7 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def measure_cached(lm, fingerprint: str, ev: SafetyEval, judges: dict) -> dict:
     """The model as it is (no fine-tune), cached like the fine-tunes."""
-    path = _cache_path(sha(FT_VERSION, "base", fingerprint, ev.key, *sorted(judges)))
+    path = _cache_path(sha256_text(FT_VERSION, "base", fingerprint, ev.key, *sorted(judges)))
     if path.is_file():
         return json.loads(path.read_text("utf-8"))
     t0 = time.time()
@@ -142,8 +140,6 @@ def measure_cached(lm, fingerprint: str, ev: SafetyEval, judges: dict) -> dict:
 @contextmanager
 def merged(model, lora_cfg, factors, seed: int):
     """``W += s·B·A`` for the trained factors inside the block; the original weights are copied back after."""
-    from curator.ml.lora import merge_factors
-
     saved = merge_factors(model, lora_cfg, factors, seed, keep_original=True)
     try:
         yield model
@@ -156,10 +152,7 @@ def merged(model, lora_cfg, factors, seed: int):
 def finetune_and_measure(lm, fingerprint: str, rows: Sequence[dict], cfg: FinetuneConfig, ev: SafetyEval,
                          judges: dict, progress: bool = False) -> dict:
     """Train a LoRA on ``rows`` from ``lm``'s weights, measure with it merged, restore the weights; cached."""
-    from curator.ml.lora import LoRAConfig
-    from curator.ml.training import TrainConfig, train_lora
-
-    key = sha(FT_VERSION, fingerprint, rows_key(rows), json.dumps(asdict(cfg), sort_keys=True), ev.key,
+    key = sha256_text(FT_VERSION, fingerprint, rows_key(rows), json.dumps(asdict(cfg), sort_keys=True), ev.key,
               *sorted(judges))
     path = _cache_path(key)
     if path.is_file():

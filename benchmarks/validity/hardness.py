@@ -8,7 +8,7 @@
    row budgets (pure: ``budget`` harmful rows; mixed: ``budget / 2`` harmful interleaved 1:1 with as many
    framed benign rows). All variants share one run directory: only the last stage differs, so the
    rollouts are computed once (the engine resumes every finished stage).
-3. Each mix fine-tunes the aligned model (``validity_finetune``: identical LoRA settings, rows in mix
+3. Each mix fine-tunes the aligned model (``benchmarks.validity.finetune``: identical LoRA settings, rows in mix
    order, no shuffling), then is measured on HELD-OUT sets: attack success on framed harmful prompts
    (AdvBench TEST-side requests in TEST-side templates) the way hardness measures it — k sampled answers per
    prompt (temperature 1, seeded), ASR = mean over prompts of the share not refused (keyword judge), paired
@@ -24,10 +24,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import datasets
 import numpy as np
 import yaml
 
-from benchmarks.validity.eval import bootstrap_diff, eval_sets, per_prompt_rates, prompt_mean_rate, sha
+import curator
+from benchmarks.validity.eval import bootstrap_diff, eval_sets, per_prompt_rates, prompt_mean_rate
 from benchmarks.validity.finetune import (
     FinetuneConfig,
     SafetyEval,
@@ -35,6 +37,12 @@ from benchmarks.validity.finetune import (
     measure_cached,
     rates,
 )
+from curator.hashing import sha256_text
+from curator.ml.models import curator_home, load_model, resolve_model
+from curator.query import connect
+from curator.refdata.anchors import advbench, split
+from curator.refdata.demo_pool import load_demo_pool
+from filters.framing import framed_prompts
 
 PART_B = {
     # quick (<= 15 min with part A): hard vs random only, few prompts, 4 sampled answers; full: all four
@@ -51,15 +59,11 @@ FT_MAX_LENGTH = 512  # framed prompts are long; the response must survive trunca
 
 def framed_sets(cfg: dict, seed: int) -> dict[str, list[dict]]:
     """Train pool (harmful), benign candidates (train templates) and the held-out eval sets."""
-    from curator.refdata.anchors import advbench, split
-    from curator.refdata.demo_pool import load_demo_pool
-    from filters.framing import framed_prompts
-
     train, test, _ = split(advbench(), 0.3, 0)  # the aligned model's split: its TEST side was never trained on
     kw = {"source": "pyrit", "max_template_chars": MAX_TEMPLATE_CHARS}
     pool = framed_prompts(train["prompt"].to_pylist(), cfg["pool"], seed, holdout="train", **kw).to_pylist()
     ev_h = framed_prompts(test["prompt"].to_pylist(), cfg["n_eval_harmful"], seed, holdout="test", **kw).to_pylist()
-    requests = sorted(set(load_demo_pool()["prompt"].to_pylist()), key=lambda p: sha(str(seed), "partb", p))
+    requests = sorted(set(load_demo_pool()["prompt"].to_pylist()), key=lambda p: sha256_text(seed, "partb", p))
     n_cand = 4 * cfg["budget"]
     cand = framed_prompts(requests[:n_cand], n_cand, seed, holdout="train", **kw).to_pylist()
     ev_b = framed_prompts(requests[n_cand:n_cand + cfg["n_eval_benign"]], cfg["n_eval_benign"], seed,
@@ -84,13 +88,7 @@ def mix_recipe(cfg: dict, variant: str, seed: int) -> dict:
 def build_mixes(aligned_dir: Path, cfg: dict, variants: tuple[str, ...], sets: dict, seed: int,
                 quiet: bool) -> tuple[dict, dict, Path]:
     """Run hardness + rebalance for every variant in one work directory; returns (mixes, hardness, dir)."""
-    import datasets
-
-    import curator
-    from curator.ml.models import curator_home
-    from curator.query import connect
-
-    key = sha("partb-v1", str(aligned_dir), json.dumps(cfg, sort_keys=True), str(seed))[:12]
+    key = sha256_text("partb-v1", str(aligned_dir), json.dumps(cfg, sort_keys=True), str(seed))[:12]
     work = curator_home() / "validity" / f"partb-{key}"
     work.mkdir(parents=True, exist_ok=True)
     _write_jsonl(work / "pool.jsonl", [{"prompt": r["prompt"], "response": None, "source": "framed_advbench",
@@ -132,8 +130,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def step_hardness(args, mode: dict, mode_name: str, aligned_dir: Path, judges: dict) -> dict:
-    from curator.ml.models import load_model, resolve_model
-
     cfg, variants = PART_B[mode_name], VARIANTS[mode_name]
     sets = framed_sets(cfg, args.seed)
     mixes, hist, work = build_mixes(aligned_dir, cfg, variants, sets, args.seed, args.quiet)

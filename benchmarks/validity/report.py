@@ -16,6 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 RESULTS = Path(__file__).parents[1] / "results" / "validity.json"
 CLASSIFIER = "classifier_refusal_head"
 
@@ -101,8 +103,6 @@ def family_effects(step: dict) -> dict | None:
     """Least-squares fit of every distinct window's Δ shift on its task-family fractions (no intercept, the
     fractions sum to 1): the fitted coefficient of a family is the Δ shift a window made only of that family
     would get. Descriptive (windows overlap, one fine-tune each); None without recorded families."""
-    import numpy as np
-
     seen, wins = set(), []
     for w in [*step["random"].values(), *(w for sc in step["scorers"].values() for w in sc["windows"])]:
         ids = tuple(w.get("sample_ids", ()))

@@ -9,7 +9,7 @@
    of ``window`` rows (window 1 = top-n, last = bottom-n; each records its sample ids and task families),
    plus random-n controls (one per seed) and, for the ``length_matched`` scorers, top / bottom windows of
    the score's residual after regressing it on log response length (same score ordering, matched lengths).
-3. Fine-tune the aligned model on each window (``validity_finetune``: identical LoRA settings and seeds)
+3. Fine-tune the aligned model on each window (``benchmarks.validity.finetune``: identical LoRA settings and seeds)
    and measure the proxy Δ = mean log p(compliant) − mean log p(refusal) on held-out triples
    (uncensorbench pairs never used by any scorer + held-out harmful prompts answered by the original model
    (compliant) and the aligned model (refusal)) and, in full mode, greedy refusal on held-out harmful
@@ -22,20 +22,19 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+import tempfile
+import time
 from dataclasses import asdict
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+import curator
 from benchmarks.validity.eval import (
-    bootstrap_diff,
     bootstrap_mean,
     cached_generations,
     eval_sets,
     refusal_flags,
-    sha,
 )
 from benchmarks.validity.finetune import (
     FinetuneConfig,
@@ -44,6 +43,21 @@ from benchmarks.validity.finetune import (
     measure_cached,
     rates,
 )
+from benchmarks.validity.windows import (
+    composition,
+    length_matched,
+    random_window,
+    scorer_agreement,
+    scorer_summary,
+    windows,
+)
+from curator.hashing import sha256_text
+from curator.ml.models import curator_home, load_model, resolve_model
+from curator.plan import build_references
+from curator.query import connect
+from curator.recipe import load_recipe
+from curator.refdata.anchors import split, uncensorbench_pairs
+from curator.rundir import RunDir
 
 PART_A = {
     # quick (<= 15 min with parts B): one scorer, top / bottom / random windows of 16 rows, 8 LoRA steps, Δ proxy
@@ -81,13 +95,6 @@ def ensure_references(aligned_dir: Path, seed: int, quiet: bool) -> list[dict]:
     """Build (once) every reference artifact the pool recipes of both modes need on the aligned model (SQSD
     directions, compliance vectors, anchor-similarity features), exactly as ``curator directions build
     <recipe>`` would; part of the one-time setup so neither mode's budget includes it."""
-    import tempfile
-    import time
-
-    from curator.plan import build_references
-    from curator.recipe import load_recipe
-    from curator.rundir import RunDir
-
     out, seen = [], set()
     for mode_name, cfg in PART_A.items():
         t0 = time.time()
@@ -101,12 +108,8 @@ def ensure_references(aligned_dir: Path, seed: int, quiet: bool) -> list[dict]:
 
 def score_pool(aligned_dir: Path, cfg: dict, seed: int, quiet: bool) -> tuple[list[dict], Path]:
     """Run the scoring recipe (resumable) and return one dict per pool row with every score column."""
-    import curator
-    from curator.ml.models import curator_home
-    from curator.query import connect
-
     recipe = pool_recipe(aligned_dir, cfg, seed)
-    run_dir = curator_home() / "validity" / "runs" / f"pool-{sha(json.dumps(recipe, sort_keys=True))[:12]}"
+    run_dir = curator_home() / "validity" / "runs" / f"pool-{sha256_text(json.dumps(recipe, sort_keys=True))[:12]}"
     curator.run(recipe, run_dir, quiet=quiet)
     cols = ", ".join(f"s.{c}" for c in cfg["windows"])
     rows = connect(run_dir).sql(f"SELECT m.sample_id, m.prompt, m.response, m.source, {cols} FROM scores s "
@@ -114,25 +117,10 @@ def score_pool(aligned_dir: Path, cfg: dict, seed: int, quiet: bool) -> tuple[li
     return rows, run_dir
 
 
-def windows(rows: list[dict], column: str, size: int, count: int) -> list[list[dict]]:
-    """``count`` equally spaced windows of ``size`` rows over the descending order of ``column``."""
-    ranked = sorted((r for r in rows if r[column] is not None and np.isfinite(r[column])),
-                    key=lambda r: (-r[column], r["sample_id"]))
-    span = len(ranked) - size
-    starts = [round(k * span / (count - 1)) for k in range(count)] if count > 1 else [0]
-    return [ranked[s:s + size] for s in starts]
-
-
-def random_window(rows: list[dict], size: int, seed: int) -> list[dict]:
-    return sorted(rows, key=lambda r: sha(str(seed), "random-window", r["sample_id"]))[:size]
-
-
 def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_tokens: int, judge,
                   limit: int | None = None) -> dict:
     """Held-out (prompt, compliant, refusal) triples for the Δ proxy, with their provenance (``limit``: a
     seeded subset, order kept)."""
-    from curator.refdata.anchors import split, uncensorbench_pairs
-
     # test side at fraction 0.2 (seed 0) is inside every scorer's held-out side (0.2 for directions,
     # 0.3 for compliance / anchor similarity): no scorer ever saw these pairs
     _train, test, rec = split(uncensorbench_pairs(), 0.2, 0)
@@ -153,20 +141,12 @@ def delta_triples(mode: dict, seed: int, original: Path, aligned: Path, gen_toke
             ref.append(ga)
     keep = range(len(prompts))
     if limit is not None and limit < len(prompts):
-        keep = sorted(sorted(keep, key=lambda i: sha(str(seed), "delta", prompts[i]))[:limit])
+        keep = sorted(sorted(keep, key=lambda i: sha256_text(seed, "delta", prompts[i]))[:limit])
         n_unc = sum(i < n_unc for i in keep)
         prompts, comp, ref = ([x[i] for i in keep] for x in (prompts, comp, ref))
     return {"prompts": prompts, "compliant": comp, "refusal": ref,
             "record": {"uncensorbench_test_split": rec, "n_uncensorbench": n_unc,
                        "n_model_answers": len(prompts) - n_unc, "gen_tokens": gen_tokens}}
-
-
-def spearman(x, y) -> float:
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return float("nan")
-    return float(spearmanr(x, y).statistic)
 
 
 def outcome(rec: dict, base: dict) -> dict:
@@ -181,77 +161,7 @@ def outcome(rec: dict, base: dict) -> dict:
     return out
 
 
-def length_matched(rows: list[dict], column: str) -> str:
-    """Add ``<column>_length_matched`` = residual of ``column`` after an OLS fit on log(response chars + 1)
-    over the pool: its top and bottom windows differ in score but not (on average) in response length,
-    the confound the session-3 run exposed (long, high-loss rows degraded most whatever their score)."""
-    ok = [r for r in rows if r[column] is not None and np.isfinite(r[column])]
-    x = np.log1p([len(r["response"] or "") for r in ok])
-    y = np.array([r[column] for r in ok], dtype=float)
-    slope, intercept = np.polyfit(x, y, 1)
-    name = f"{column}_length_matched"
-    for r in rows:
-        r[name] = None
-    for r, xi, yi in zip(ok, x, y):
-        r[name] = float(yi - (slope * xi + intercept))
-    return name
-
-
-def scorer_summary(rows: list[dict], col: str, results: list[dict], shifts: list[np.ndarray],
-                   rand_shift: np.ndarray) -> dict:
-    """Spearman(window rank, degradation), top − bottom / top − random / random − bottom with paired
-    bootstrap intervals over triples, and Spearman(score, response length) over the pool."""
-    means = [r["delta_shift_mean"] for r in results]
-    scored = [r for r in rows if r[col] is not None]
-    out = {
-        "windows": results,
-        "spearman_rank_vs_delta_shift": spearman(list(range(1, len(means) + 1)), means),
-        "top_minus_bottom": {"delta_shift": float(means[0] - means[-1]), "ci95": bootstrap_diff(shifts[0], shifts[-1])},
-        "top_minus_random": {"delta_shift": float(means[0] - rand_shift.mean()),
-                             "ci95": bootstrap_diff(shifts[0], rand_shift)},
-        "random_minus_bottom": {"delta_shift": float(rand_shift.mean() - means[-1]),
-                                "ci95": bootstrap_diff(rand_shift, shifts[-1])},
-        "ordering_top_gt_random_gt_bottom": bool(means[0] > rand_shift.mean() > means[-1]),
-        "spearman_score_vs_response_length": spearman([r[col] for r in scored],
-                                                      [len(r["response"] or "") for r in scored]),
-    }
-    if "refusal" in results[0] and "harmful" in results[0]["refusal"]:
-        kw = [r["refusal"]["harmful"]["keyword"]["rate"] for r in results]
-        out["spearman_rank_vs_harmful_refusal"] = spearman(list(range(1, len(kw) + 1)), kw)
-    return out
-
-
-def scorer_agreement(rows: list[dict], columns: list[str], size: int) -> dict:
-    """Per pair of scorers: Spearman of their scores over the pool and how many rows their top (and bottom)
-    windows share: do the scorers pick the same data?"""
-    out = {}
-    for i, a in enumerate(columns):
-        for b in columns[i + 1:]:
-            both = [r for r in rows if all(r[c] is not None and np.isfinite(r[c]) for c in (a, b))]
-            wa, wb = (windows(both, c, size, 2) for c in (a, b))
-            shared = [len({r["sample_id"] for r in x} & {r["sample_id"] for r in y}) for x, y in zip(wa, wb)]
-            out[f"{a} vs {b}"] = {"spearman": spearman([r[a] for r in both], [r[b] for r in both]),
-                                  "top_shared": shared[0], "bottom_shared": shared[1], "window": size}
-    return out
-
-
-@cache
-def demo_families() -> dict[str, str]:
-    """prompt -> task family of the bundled demo pool."""
-    from curator.refdata.demo_pool import load_demo_pool
-
-    return {r["prompt"]: r["source"] for r in load_demo_pool().select(["prompt", "source"]).to_pylist()}
-
-
-def composition(window: list[dict]) -> dict:
-    """What a window holds: its sample ids and its rows per demo-pool task family (joined on the prompt)."""
-    counts = Counter(demo_families().get(r["prompt"], "other") for r in window)
-    return {"sample_ids": sorted(r["sample_id"] for r in window), "families": dict(sorted(counts.items()))}
-
-
 def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir: Path, judges: dict) -> dict:
-    from curator.ml.models import load_model, resolve_model
-
     cfg = dict(PART_A[mode_name])
     if args.length_control:
         cfg["length_matched"] = tuple(c.strip() for c in args.length_control.split(",") if c.strip())

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import yaml
 
 from curator.errors import InputError, RecipeError
+from curator.hashing import sha256_text
 from curator.refdata.packages import package_dir, package_file
 
 ADVBENCH_FILE = "datasets/seed_datasets/local/adv_bench.prompt"
@@ -319,10 +320,6 @@ def jailbreak_templates() -> pa.Table:
 # ----------------------------------------------------------------------------- splits and hashes
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def split(table: pa.Table, test_fraction: float, seed: int, key: str = "prompt") -> tuple[pa.Table, pa.Table, dict]:
     """Seeded split by content hash: a row is test iff sha256(seed, key value) / 2**256 < test_fraction.
 
@@ -334,13 +331,13 @@ def split(table: pa.Table, test_fraction: float, seed: int, key: str = "prompt")
         raise RecipeError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     if key not in table.column_names:
         raise RecipeError(f"split key {key!r} is not a column; columns are {table.column_names}")
-    ids = [_sha(json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)) for v in table[key].to_pylist()]
-    is_test = [int(_sha(f"{int(seed)}\x00split\x00{i}"), 16) < test_fraction * 2**256 for i in ids]
+    ids = [sha256_text(json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)) for v in table[key].to_pylist()]
+    is_test = [int(sha256_text(int(seed), "split", i), 16) < test_fraction * 2**256 for i in ids]
     mask = pa.array(is_test, pa.bool_())
     train, test = table.filter(pc.invert(mask)), table.filter(mask)
 
     def digest(side: bool) -> str:
-        return _sha("\n".join(sorted({i for i, t in zip(ids, is_test) if t == side})))
+        return sha256_text("\n".join(sorted({i for i, t in zip(ids, is_test) if t == side})))
 
     record = {"seed": int(seed), "test_fraction": float(test_fraction), "key": key,
               "n_train": train.num_rows, "n_test": test.num_rows,

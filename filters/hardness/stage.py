@@ -1,15 +1,17 @@
 """``hardness``: self-mined hardness of safety prompts (method notes §1.2-1.4, §6.5).
 
 For each selected prompt p, k self-rollouts r_j (``filters.hardness.rollouts``) are judged by
-``judge`` (``make_judge`` spec: "keyword", "classifier", {"llm": ...}, {"ensemble": [...]}) and
+``judge`` (a ``filters.hardness.judges.factory`` spec: "keyword", "classifier", {"llm": ...},
+{"ensemble": [...]}) and
 
     hardness = n_harmful / k      (abstentions count as not harmful; ``abstain: exclude`` divides by k - n_abstain)
 
 plus ``hardness_wilson_lb`` (Wilson lower bound at ``wilson_z``), optional ``hardness_beta`` =
 (n_harmful + a) / (n + a + b) for ``smoothing: [a, b]``, ``hardness_rate_<judge>`` (share of rollouts
 each ensemble member voted harmful), ``hardness_safe_j`` (rollout indices judged not harmful: the
-candidate training targets for ``rebalance``) and ``hardness_group`` (rollout group id in
-``RUN_DIR/cache/rollouts``). Only rows matching ``where`` (a DuckDB predicate) and ``sources`` with a
+candidate training targets for ``rebalance``) and ``hardness_group`` (rollout group id). Rollouts and
+verdicts are declared artifacts (``rollouts``, ``verdicts``: views of ``curator query``) shared with later
+stages. Only rows matching ``where`` (a DuckDB predicate) and ``sources`` with a
 non-empty prompt are rolled out -- an SFT set mixes safety prompts with benign data, and hardness is
 only meaningful on harmful prompts (the keyword judge's harm label is "did not refuse"). Other rows
 get null columns.
@@ -17,9 +19,6 @@ get null columns.
 
 from __future__ import annotations
 
-import functools
-import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,21 +28,16 @@ import duckdb
 import pyarrow as pa
 
 from curator.errors import RecipeError, RunError
-from curator.stage import Resources, Stage
-from filters.hardness.judges import EnsembleJudge, make_judge
-from filters.hardness.rollouts import GenParams, RolloutGenerator, VerdictCache, check_backend
+from curator.report_sections import histogram_section, top_section
+from curator.stage import Artifact, ReportSection, Resources, Stage, StageContext
+from curator.stats import wilson_lower_bound
+from filters.hardness.judges.ensemble import EnsembleJudge
+from filters.hardness.judges.factory import cached_judge
+from filters.hardness.rollouts import ROLLOUTS, GenParams, RolloutGenerator, check_backend
+from filters.hardness.verdicts import VERDICTS, VerdictCache
 
 BASE_COLUMNS = ("hardness", "hardness_k", "hardness_n_harmful", "hardness_n_abstain", "hardness_wilson_lb",
                 "hardness_safe_j", "hardness_group")
-
-
-def wilson_lower_bound(successes: int, n: int, z: float = 1.96) -> float:
-    """(p + z²/2n - z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), p = successes/n; 0 when n = 0."""
-    if n <= 0:
-        return 0.0
-    p, z2 = successes / n, z * z
-    centre = p + z2 / (2 * n) - z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre / (1 + z2 / n))
 
 
 def member_names(spec: Any) -> list[str]:
@@ -61,9 +55,9 @@ def member_names(spec: Any) -> list[str]:
     return names
 
 
-@functools.cache
-def _judge(spec_json: str):
-    return make_judge(json.loads(spec_json))
+def artifact_dir(context: StageContext, artifact: Artifact) -> Path:
+    """Where ``artifact`` lives for this run: the recipe's declaration, else its declared path under the run."""
+    return context.artifacts.get(artifact.name, context.run_dir / artifact.path)
 
 
 @dataclass(frozen=True)
@@ -106,6 +100,7 @@ class HardnessStage(Stage):
     requires = ("sample_id", "prompt")
     provides = BASE_COLUMNS
     uses_model = True
+    artifacts = (ROLLOUTS, VERDICTS)
 
     def resources(self) -> Resources:
         return Resources(batch_size=self.params.batch_size, gpus=1.0 if self.params.backend == "vllm" else 0.0)
@@ -127,11 +122,15 @@ class HardnessStage(Stage):
                          p.block)
 
     def fingerprint_inputs(self) -> dict[str, Any]:
-        from curator.ml.models import resolve_model
+        from curator.ml.models import resolve_model  # start-up time: torch
 
-        judge = _judge(json.dumps(self.params.judge, sort_keys=True))
+        judge = cached_judge(self.params.judge)
         return {"model": resolve_model(self.context.model).fingerprint, "judge": judge.fingerprint(),
                 "seed": self.seed}
+
+    def report_sections(self) -> tuple[ReportSection, ...]:
+        return (histogram_section("hardness", "Hardness", "harmful rollouts / k, per selected prompt"),
+                top_section("hardness", "Hardest"))
 
     def check_inputs(self, schema: pa.Schema) -> None:
         super().check_inputs(schema)
@@ -146,10 +145,11 @@ class HardnessStage(Stage):
                                   f"columns available: {schema.names}") from None
 
     def setup(self) -> None:
-        self.judge = _judge(json.dumps(self.params.judge, sort_keys=True))
-        self.generator = RolloutGenerator(self.context.run_dir, self.context.model, self.params.backend,
-                                          self.context.device, self.context.dtype, self.context.quiet)
-        self.verdicts = VerdictCache(self.context.run_dir)
+        self.judge = cached_judge(self.params.judge)
+        self.generator = RolloutGenerator(artifact_dir(self.context, ROLLOUTS), self.context.model,
+                                          self.params.backend, self.context.device, self.context.dtype,
+                                          self.context.quiet)
+        self.verdicts = VerdictCache(artifact_dir(self.context, VERDICTS))
 
     def selected(self, table: pa.Table) -> list[bool]:
         prompts = table.column("prompt").to_pylist()

@@ -30,6 +30,7 @@ from curator.ml.lora import LoRAConfig, attach_lora, lora_modules
 from curator.ml.models import curator_home, load_model
 from curator.ml.projections import SparseJL
 from curator.progress import progress_bar
+from curator.report_sections import score_sections
 from filters.risk.activations import (
     ForwardScoreStage,
     artifact_key,
@@ -167,6 +168,10 @@ class AnchorSimilarityStage(ForwardScoreStage):
     def fingerprint_inputs(self) -> dict:
         _, meta = self._reference()
         return {"model": self._spec.fingerprint, "anchor_similarity_sha256": meta["curator_sha256"]}
+
+    def report_sections(self) -> tuple:
+        """Risk vs sample length and the riskiest samples (``curator.report_sections``)."""
+        return score_sections(self.columns, top="Top-risk", length="Risk-length")
 
     def setup(self) -> None:
         tensors, _ = self._reference()

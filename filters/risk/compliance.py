@@ -31,6 +31,7 @@ from curator.errors import InputError
 from curator.ml.chat import encode_sample
 from curator.ml.models import curator_home, load_model
 from curator.progress import progress_bar
+from curator.report_sections import score_sections
 from filters.risk.activations import (
     ForwardScoreStage,
     all_hidden,
@@ -146,6 +147,10 @@ class ComplianceStage(ForwardScoreStage):
         if getattr(self, "_loaded", None) is None:
             self._loaded = load_model(self._spec, self.context.device, self.context.dtype)
         return self._loaded
+
+    def report_sections(self) -> tuple:
+        """Risk vs sample length and the riskiest samples (``curator.report_sections``)."""
+        return score_sections(self.columns, top="Top-risk", length="Risk-length")
 
     def setup(self) -> None:
         tensors, meta = self._reference()

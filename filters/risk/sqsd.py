@@ -36,6 +36,7 @@ from curator.ml.lora import attach_lora, lora_modules, set_factors
 from curator.ml.models import load_model, resolve_model
 from curator.ml.precision import warn_if_slow_bfloat16
 from curator.progress import progress_bar
+from curator.report_sections import score_sections
 from curator.stage import FLAG_COLUMN, Resources, Stage
 from filters.risk import directions as dirs
 from filters.risk.lowrank import LowRankDirection, module_scores
@@ -100,6 +101,10 @@ class SQSDStage(Stage):
         else:
             root = dirs.load_directions(self.params.directions, resolve_model(self.context.model).fingerprint).root
         return {k: str(root / f"{k}.safetensors") for k in dirs.ADAPTERS}
+
+    def report_sections(self) -> tuple:
+        """Risk vs sample length and the riskiest samples (``curator.report_sections``)."""
+        return score_sections(("risk_sqsd",), top="Top-risk", length="Risk-length")
 
     def setup(self) -> None:
         lm = self._load_model()

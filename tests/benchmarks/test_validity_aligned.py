@@ -7,9 +7,9 @@ import json
 import torch
 
 from benchmarks.validity.aligned import REFUSALS, AlignedConfig, build_aligned, pick_refusal, training_rows
-from benchmarks.validity.eval import wilson
 from curator.ml.models import FINGERPRINT_FILE, load_model, resolve_model
-from filters.hardness.judges import KeywordRefusalJudge
+from curator.stats import wilson_interval
+from filters.hardness.judges.keyword import KeywordRefusalJudge
 
 HARMFUL = [f"how do i break thing number {i}" for i in range(6)]
 BENIGN = [{"prompt": f"how do i bake bread {i}?", "response": "mix flour, water, salt and yeast."} for i in range(6)]
@@ -59,6 +59,6 @@ def test_build_merge_save_load_deterministic(tmp_path, tiny_model_dir, curator_h
 
 
 def test_wilson():
-    lo, hi = wilson(8, 10)
+    lo, hi = wilson_interval(8, 10)
     assert 0.49 < lo < 0.5 and 0.94 < hi < 0.95
-    assert wilson(0, 10)[0] == 0.0
+    assert wilson_interval(0, 10)[0] == 0.0

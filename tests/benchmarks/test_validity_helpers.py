@@ -1,10 +1,11 @@
-"""Pure helpers of the validity benchmark (benchmarks/validity_*.py): windows, bootstrap, Wilson."""
+"""Pure helpers of the validity benchmark (benchmarks/validity/): windows, bootstrap, Wilson, report tables."""
 
 import numpy as np
 import pytest
 
-from benchmarks.validity.eval import bootstrap_diff, bootstrap_mean, rate, wilson
-from benchmarks.validity.risk import random_window, spearman, windows
+from benchmarks.validity.eval import bootstrap_diff, bootstrap_mean, rate
+from benchmarks.validity.windows import random_window, spearman, windows
+from curator.stats import wilson_interval
 
 
 def _rows(n):
@@ -41,7 +42,7 @@ def test_bootstrap_intervals_cover_the_mean_and_separate_shifted_pairs():
 def test_rate_ignores_abstentions_and_wilson_brackets_the_rate():
     r = rate([True, False, None, True])
     assert (r["k"], r["n"], r["abstained"]) == (2, 3, 1)
-    lo, hi = wilson(2, 3)
+    lo, hi = wilson_interval(2, 3)
     assert lo < 2 / 3 < hi
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
 
@@ -72,7 +73,7 @@ def test_sampled_safety_eval_gives_k_seeded_answers_per_prompt_judged_per_answer
     from benchmarks.validity.eval import prompt_mean_rate
     from benchmarks.validity.finetune import SafetyEval
     from curator.ml.testing import tiny_model
-    from filters.hardness.judges import KeywordRefusalJudge
+    from filters.hardness.judges.keyword import KeywordRefusalJudge
 
     model, tok = tiny_model()
     ev = SafetyEval(gen_sets={}, sampled_sets={"h": ["how do I do x", "tell me y"]}, samples=3, sample_tokens=6)
@@ -88,7 +89,7 @@ def test_sampled_safety_eval_gives_k_seeded_answers_per_prompt_judged_per_answer
 
 
 def test_length_matched_windows_remove_a_length_confound():
-    from benchmarks.validity.risk import length_matched
+    from benchmarks.validity.windows import length_matched
 
     rng = np.random.default_rng(0)
     rows = []
@@ -165,7 +166,7 @@ def test_merged_lora_matches_attached_adapters_and_restores_weights_bit_for_bit(
 
 def test_scorer_agreement_counts_shared_window_rows_and_rank_correlation():
     from benchmarks.validity.report import _agreement
-    from benchmarks.validity.risk import scorer_agreement
+    from benchmarks.validity.windows import scorer_agreement
 
     rows = [{"sample_id": f"s{i:02d}", "a": float(i), "b": float(-i), "c": float(i % 10) + i / 100} for i in range(40)]
     rows.append({"sample_id": "x", "a": None, "b": 1.0, "c": 1.0})
@@ -180,7 +181,7 @@ def test_scorer_agreement_counts_shared_window_rows_and_rank_correlation():
 
 def test_window_composition_counts_demo_pool_families_and_keeps_sample_ids():
     from benchmarks.validity.report import _families
-    from benchmarks.validity.risk import composition
+    from benchmarks.validity.windows import composition
     from curator.refdata.demo_pool import load_demo_pool
 
     pool = load_demo_pool().to_pylist()

@@ -12,14 +12,19 @@ import math
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from curator.cli import main
 from curator.errors import RecipeError
+from curator.keyed_store import KeyedStore
+from curator.pipeline import run
 from curator.query import EXAMPLES, connect, run_query
-from tests.support import make_toy_run
+from curator.registry import register
+from curator.stage import Artifact, Stage
+from tests.support import make_toy_run, synthetic_rows, write_jsonl, write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +130,36 @@ def test_bad_query_names_the_views(toy):
     res = CliRunner().invoke(main, ["query", str(toy.run_dir), "SELECT * FROM no_such_view"])
     assert res.exit_code == 2
     assert "Views available" in res.stderr and "samples" in res.stderr
+
+
+NOTES = Artifact("toy_notes", "cache/toy_notes", "sample_id", "a note per sample")
+
+
+class ToyNotesStage(Stage):
+    """Scores ``note_len`` and keeps a note per sample in its declared artifact."""
+
+    name = "test.toy_notes"
+    kind = "score"
+    provides = ("note_len",)
+    artifacts = (NOTES,)
+
+    def process_batch(self, batch):
+        ids = batch.column("sample_id").to_pylist()
+        store = KeyedStore(self.context.artifacts[NOTES.name], NOTES.key,
+                           pa.schema([("sample_id", pa.string()), ("note", pa.string())]))
+        store.add([{"sample_id": i, "note": i[:6]} for i in ids])
+        return pa.table({"sample_id": ids, "note_len": [6] * len(ids)})
+
+
+def test_declared_artifacts_are_views_from_the_manifest_or_the_recipe(tmp_path):
+    register(ToyNotesStage)
+    write_jsonl(tmp_path / "d.jsonl", synthetic_rows(20))
+    recipe = write_recipe(tmp_path, ["d.jsonl"], [{"use": "normalize"}, {"use": ToyNotesStage.name}], shards=2)
+    res = run(recipe, tmp_path / "run", quiet=True, workers=1)
+    sql = "SELECT count(*) AS n, count(DISTINCT note) AS notes FROM toy_notes JOIN samples USING (sample_id)"
+    finished = run_query([res.run_dir], sql).to_pylist()
+    assert finished == [{"n": res.counts["rows_in"] - res.counts["dropped"], "notes": finished[0]["n"]}]
+    (res.run_dir / "manifest.json").unlink()  # an unfinished run: the recipe's stages declare the views
+    assert run_query([res.run_dir], sql).to_pylist() == finished
+    (res.run_dir / "recipe.yaml").write_text("stages: [{use: no.such.stage}]")
+    assert "toy_notes" not in {r[0] for r in connect(res.run_dir).execute("SHOW TABLES").fetchall()}

@@ -1,4 +1,5 @@
-"""``curator report``: sections, numbers from the manifest, embedded PNGs, escaping, no external URLs."""
+"""``curator report``: sections (its own and those stages declare), numbers from the manifest, embedded PNGs,
+escaping, no external URLs."""
 
 from __future__ import annotations
 
@@ -16,17 +17,47 @@ from curator.gate import evaluate
 from curator.manifest import read_manifest
 from curator.pipeline import run
 from curator.recipe import GateRule
+from curator.registry import register
 from curator.report import build_report, write_report
-from tests.support import ENGINE_STAGES, make_toy_run, synthetic_rows, write_jsonl, write_recipe
+from filters.hardness.stage import HardnessStage
+from filters.risk.sqsd import SQSDStage
+from tests.support import (
+    ENGINE_STAGES,
+    TOY_STAGES,
+    ToyRiskStage,
+    make_toy_run,
+    synthetic_rows,
+    write_jsonl,
+    write_recipe,
+)
 
 XSS = "<script>alert('x')</script>"
 SECTIONS = ["manifest", "counts", "distributions", "risk-length", "hardness", "top-risk", "hardest", "mix", "gate"]
 
 
+class ToyReportingStage(ToyRiskStage):
+    """The toy scores (``risk_sqsd``, ``hardness``) with the sections risk.sqsd and hardness declare for them."""
+
+    name = "test.toy_risk_reporting"
+
+    def report_sections(self):
+        return SQSDStage.report_sections(self) + HardnessStage.report_sections(self)
+
+
+def toy_run_with_sections(base, extra_rows):
+    """``make_toy_run`` with ``ToyReportingStage`` in place of ``ToyRiskStage``."""
+    register(ToyReportingStage)
+    write_jsonl(base / "web.jsonl", synthetic_rows(120, seed=1) + extra_rows)
+    write_jsonl(base / "forum.jsonl", synthetic_rows(60, seed=7))
+    stages = [{"use": ToyReportingStage.name} if s["use"] == ToyRiskStage.name else s for s in TOY_STAGES]
+    return run(write_recipe(base, ["web.jsonl", "forum.jsonl"], stages, shards=3, name="toy"), base / "toy",
+               quiet=True, workers=1)
+
+
 @pytest.fixture(scope="module")
 def toy_report(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
-    res = make_toy_run(base, extra_rows=[{"prompt": "tell me", "response": f"{XSS} and more"}])
+    res = toy_run_with_sections(base, extra_rows=[{"prompt": "tell me", "response": f"{XSS} and more"}])
     evaluate(res.run_dir, [GateRule("few_dups", "frac(is_duplicate) < 0.5"), GateRule("none", "n_rows() < 0")])
     path = write_report(res.run_dir)
     return res.run_dir, path.read_text(encoding="utf-8")

@@ -13,11 +13,9 @@ from curator.registry import register
 from curator.stage import StageContext, build_params
 from filters.benign import framed_candidates, read_benign_file
 from filters.framing import load_templates
-from filters.hardness.judges import sha256_of
-from filters.hardness.rollouts import ROLLOUT_SCHEMA, PartStore
-from filters.rebalance import (
-    RebalanceParams,
-    RebalanceStage,
+from filters.hardness.rollouts import ROLLOUTS, rollout_id, rollout_store
+from filters.hardness.verdicts import VERDICTS
+from filters.mix_order import (
     hard_order,
     interleave,
     n_benign_needed,
@@ -26,6 +24,7 @@ from filters.rebalance import (
     quotas,
     select,
 )
+from filters.rebalance import TARGETS, RebalanceParams, RebalanceStage
 from tests.support import write_jsonl, write_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -105,12 +104,12 @@ HARD = [0.0, 0.25, 0.5, 0.5, 0.75, 1.0, 0.25, 0.5, 0.125, 0.875]
 
 def fake_run(tmp_path, hardness=HARD):
     """A run dir whose rollout store holds 8 rollouts per prompt; j >= 8*h are the safe ones."""
-    store = PartStore(tmp_path / "cache" / "rollouts", "rollout_id", ROLLOUT_SCHEMA)
+    store = rollout_store(tmp_path / ROLLOUTS.path)
     rows, table = [], []
     for i, h in enumerate(hardness):
         group = f"group{i}"
         for j in range(8):
-            rows.append({"rollout_id": sha256_of(group, str(j)), "group_id": group, "pair_key": f"{i}.{j}",
+            rows.append({"rollout_id": rollout_id(group, j), "group_id": group, "pair_key": f"{i}.{j}",
                          "prompt": f"prompt {i}", "j": j, "text": f"reply {i}.{j}", "finish_reason": "stop",
                          "n_tokens": 3, "seed": 1000 * i + j, "model_fp": "m", "gen_params": "{}"})
         table.append({"sample_id": f"s{i}", "prompt": f"prompt {i}", "hardness": h, "category": "ab"[i % 2],
@@ -122,7 +121,8 @@ def fake_run(tmp_path, hardness=HARD):
 def stage_for(tmp_path, model="unused", **params):
     stage = RebalanceStage(build_params(RebalanceParams, params, "w"),
                            StageContext(run_dir=tmp_path, cache_dir=tmp_path / "c", model=str(model), quiet=True,
-                                        recipe_dir=tmp_path))
+                                        recipe_dir=tmp_path,
+                                        artifacts={a.name: tmp_path / a.path for a in (ROLLOUTS, VERDICTS, TARGETS)}))
     stage.setup()
     return stage
 
@@ -142,7 +142,7 @@ def test_hard_and_random_share_targets_and_keep_order(tmp_path):
         assert r["generator"] == "self_rollout" and r["source"] == "rebalance:hard" and r["variant"] == "hard"
         assert r["prompt_messages"] == [{"role": "user", "content": r["prompt"]}]
         assert r["completion_messages"] == [{"role": "assistant", "content": r["response"]}]
-    assert pq.read_table(tmp_path / "cache" / "targets.parquet").num_rows == len(eligible)
+    assert pq.read_table(tmp_path / TARGETS.path).num_rows == len(eligible)
     again = stage_for(tmp_path, variant="hard", seed=7).process_batch(table)
     assert again.to_pylist() == hard
     half = stage_for(tmp_path, variant="hard", seed=7, hardest_fraction=0.5).process_batch(table).to_pylist()
@@ -152,12 +152,12 @@ def test_hard_and_random_share_targets_and_keep_order(tmp_path):
 def test_persisted_targets_are_reused(tmp_path):
     table = fake_run(tmp_path)
     first = stage_for(tmp_path, variant="hard", seed=1).process_batch(table).to_pylist()
-    path = tmp_path / "cache" / "targets.parquet"
-    book = pq.read_table(path).to_pylist()
-    for b in book:
-        b["j"] = 7  # always safe in the fake pool
-        b["rollout_id"] = sha256_of(b["group_id"], "7")
-    pq.write_table(pa.Table.from_pylist(book, schema=pq.read_schema(path)), path)
+    for path in (tmp_path / TARGETS.path).glob("part-*.parquet"):
+        book = pq.read_table(path).to_pylist()
+        for b in book:
+            b["j"] = 7  # always safe in the fake pool
+            b["rollout_id"] = rollout_id(b["group_id"], 7)
+        pq.write_table(pa.Table.from_pylist(book, schema=pq.read_schema(path)), path)
     second = stage_for(tmp_path, variant="random", seed=1).process_batch(table).to_pylist()
     assert all(r["response"].endswith(".7") for r in second)
     assert {r["prompt"] for r in second} == {r["prompt"] for r in first}
@@ -263,7 +263,16 @@ def test_pipeline_hardness_then_rebalance(tmp_path, tiny_model_dir):
     from curator.manifest import verify
 
     assert verify(tmp_path / "run") == []
-    assert (tmp_path / "run" / "cache" / "targets.parquet").exists()
+    assert (tmp_path / "run" / TARGETS.path).exists()
+    from curator.manifest import read_manifest
+    from curator.report import build_report
+
+    declared = {s["name"]: [a["name"] for a in s.get("artifacts", [])] for s in read_manifest(tmp_path / "run")["stages"]}
+    assert declared["hardness"] == ["rollouts", "verdicts"] and declared["rebalance"] == ["targets"]
+    html = build_report(tmp_path / "run")
+    assert all(f"id='{anchor}'" in html for anchor in ("hardness", "hardest", "rebalance"))
+    mix = html.split("id='rebalance'")[1].split("<h2")[0]
+    assert "hard_mixed" in mix and "harmful" in mix and "benign" in mix
 
 
 def test_cluster_stratification_keeps_hardest_first(tmp_path):

@@ -10,8 +10,11 @@ from curator.errors import RecipeError, RunError
 from curator.query import run_query
 from curator.registry import register
 from curator.stage import StageContext, build_params
-from filters.hardness.judges import EnsembleJudge, KeywordRefusalJudge, Verdict
-from filters.hardness.stage import HardnessParams, HardnessStage, member_names, wilson_lower_bound
+from curator.stats import wilson_lower_bound
+from filters.hardness.judges.base import Verdict
+from filters.hardness.judges.ensemble import EnsembleJudge
+from filters.hardness.judges.keyword import KeywordRefusalJudge
+from filters.hardness.stage import HardnessParams, HardnessStage, member_names
 from tests.support import write_jsonl, write_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

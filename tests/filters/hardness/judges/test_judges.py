@@ -6,14 +6,10 @@ import pytest
 
 from curator.errors import RecipeError
 from curator.refdata.anchors import labelled_refusals
-from filters.hardness.judges import (
-    EnsembleJudge,
-    Judge,
-    KeywordRefusalJudge,
-    Verdict,
-    make_judge,
-    per_judge_rates,
-)
+from filters.hardness.judges.base import Judge, Verdict
+from filters.hardness.judges.ensemble import EnsembleJudge, per_judge_rates
+from filters.hardness.judges.factory import make_judge
+from filters.hardness.judges.keyword import KeywordRefusalJudge
 
 KW = KeywordRefusalJudge()
 

@@ -7,7 +7,7 @@ import pytest
 
 from curator.errors import InputError, RecipeError
 from curator.ml.testing import save_tiny_model
-from filters.hardness.guard_judge import (
+from filters.hardness.judges.guard import (
     GuardJudge,
     parse_llama_guard,
     parse_wildguard,

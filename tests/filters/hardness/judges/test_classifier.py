@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from curator.errors import InputError
-from filters.hardness.classifier_judge import CLASSIFIER_VERSION, ClassifierJudge, data_sha256, training_rows
-from filters.hardness.judges import make_judge
+from filters.hardness.judges.classifier import CLASSIFIER_VERSION, ClassifierJudge, data_sha256, training_rows
+from filters.hardness.judges.factory import make_judge
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from curator.errors import RecipeError
-from filters.hardness.judges import Verdict, sha256_of
+from curator.hashing import sha256_parts
+from curator.ml.models import load_model, resolve_model
+from filters.hardness.judges.base import Verdict
 
 FORMATS = ("llama_guard_3", "wildguard")
 TEMPLATE_VERSION = {"llama_guard_3": "lg3-chat-template-v1", "wildguard": "wildguard-inst-v1"}
@@ -88,8 +92,6 @@ class GuardJudge:
 
     def __init__(self, model_dir: str | Path, format: str = "llama_guard_3", max_new_tokens: int = 32,
                  batch_size: int = 8, device: str = "auto", dtype: str = "float32"):
-        from curator.ml.models import resolve_model
-
         if format not in FORMATS:
             raise RecipeError(f"llm judge: unknown format '{format}'; valid formats are {list(FORMATS)}")
         if max_new_tokens < 1 or batch_size < 1:
@@ -113,18 +115,16 @@ class GuardJudge:
         template actually used and the decoding length."""
         template = WILDGUARD_TEMPLATE
         if self.format == "llama_guard_3":
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # start-up time: transformers
 
             tok = self._loaded.tokenizer if self._loaded else AutoTokenizer.from_pretrained(
                 self.spec.path, local_files_only=True, trust_remote_code=False)
             template = tok.chat_template
-        return sha256_of(TEMPLATE_VERSION[self.format], self.spec.fingerprint, str(template),
+        return sha256_parts(TEMPLATE_VERSION[self.format], self.spec.fingerprint, str(template),
                          str(self.max_new_tokens), self.dtype)
 
     def _load(self):
         if self._loaded is None:
-            from curator.ml.models import load_model
-
             self._loaded = load_model(self.spec, device=self.device, dtype=self.dtype, cached=False)
         return self._loaded
 
@@ -144,8 +144,6 @@ class GuardJudge:
 
     def generate(self, texts: Sequence[str]) -> list[str]:
         """Greedy continuations (special tokens stripped), batched with left padding."""
-        import torch
-
         loaded = self._load()
         model, tok = loaded.model, loaded.tokenizer
         tok.padding_side = "left"

