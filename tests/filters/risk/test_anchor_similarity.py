@@ -96,7 +96,7 @@ def test_batched_equals_one_by_one_and_bidirectional(env):
     for col in ("risk_rep", "risk_grad"):
         assert batched.column(col).to_pylist() == pytest.approx(single.column(col).to_pylist(), abs=1e-5)
     # the harmful anchors themselves score higher than their refusals (bidirectional anchoring, in-sample)
-    train, *_ = big._anchors
+    train, *_ = big.anchor_split
     rows = [{"sample_id": f"{k}{i}", "prompt": r["prompt"], "response": r[k]}
             for k in ("compliant", "refusal") for i, r in enumerate(train.to_pylist())]
     out = big.process_batch(_batch(rows)).to_pylist()

@@ -65,7 +65,7 @@ def test_reference_artifact(env):
     paths = stage.build_artifacts()
     path = Path(paths["compliance"])
     assert path.is_relative_to(Path(env["root"]) / "home" / "directions")
-    from filters.risk.activations import load_artifact
+    from filters.risk.anchor_reference import load_artifact
 
     tensors, meta = load_artifact(path)
     n_layers = 3
@@ -107,7 +107,7 @@ def test_auto_layer_batching_and_cache_resume(env, monkeypatch):
     batch = pa.Table.from_pylist(ROWS).to_batches()[0]
     one = _stage(env, cache="c1", batch_size=1)
     one.setup()
-    assert one.layer == int(json.loads(one._reference()[1]["cas_layer"]))
+    assert one.layer == int(json.loads(one.reference()[1]["cas_layer"]))
     by_one = one.process_batch(batch).column("risk_compliance").to_pylist()
     stage = _stage(env, cache="c2", batch_size=3)
     stage.setup()
@@ -128,7 +128,7 @@ def test_auto_layer_batching_and_cache_resume(env, monkeypatch):
     monkeypatch.setattr(broken, "score_chunk", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         broken.process_batch(batch)
-    assert len(list((env["root"] / "c3").glob("part-*.parquet"))) == 1
+    assert len(list((env["root"] / "c3" / "scores").glob("part-*.parquet"))) == 1
     resumed = _stage(env, cache="c3", batch_size=3)
     resumed.setup()
     calls.clear()
