@@ -106,6 +106,36 @@ def test_batched_equals_one_by_one_and_bidirectional(env):
         assert sum(pos) / n > sum(neg) / n, col
 
 
+def test_killed_shard_resumes_computing_only_missing_rows(env, monkeypatch):
+    """Interrupted after the first chunk: the resumed run scores only the other rows and ends identical."""
+    rows = RISK_ROWS + [{"sample_id": "e", "prompt": "explain data curation", "response": "filters samples by risk"}]
+    whole = _stage(env, cache="w", batch_size=3)
+    whole.setup()
+    want = whole.process_batch(_batch(rows))
+    broken = _stage(env, cache="k", batch_size=3)
+    broken.setup()
+    real, calls = broken.score_chunk, []
+
+    def interrupt_second(samples, b):
+        calls.append(len(samples))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(samples, b)
+
+    monkeypatch.setattr(broken, "score_chunk", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        broken.process_batch(_batch(rows))
+    assert len(broken.store.keys()) == 3  # the first chunk was stored
+    resumed = _stage(env, cache="k", batch_size=3)
+    resumed.setup()
+    calls.clear()
+    real = resumed.score_chunk
+    monkeypatch.setattr(resumed, "score_chunk", lambda s, b: calls.append(len(s)) or real(s, b))
+    got = resumed.process_batch(_batch(rows))
+    assert sum(calls) == len(rows) - 3
+    assert got.equals(want)
+
+
 def test_methods_param_and_validation(env):
     assert _stage(env, methods=["grad"]).provided_columns() == ("risk_grad",)
     assert _stage(env).provided_columns() == ("risk_rep", "risk_grad")
