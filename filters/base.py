@@ -99,47 +99,49 @@ class ModelScoreStage(Stage):
         ids = batch.column("sample_id").to_pylist()
         rows = self.store.get(ids)
         todo = [i for i, sid in enumerate(ids) if sid not in rows]
-        encoded = dict(zip(todo, encode_rows(self.load().tokenizer, batch.take(pa.array(todo, pa.int64())), self.params.max_length)))
-        order = []
-        for i, enc in encoded.items():
+        encoded = encode_rows(self.load().tokenizer, batch.take(pa.array(todo, pa.int64())), self.params.max_length)
+        scorable: list[tuple[str, EncodedSample]] = []
+        for sid, enc in zip((ids[i] for i in todo), encoded):
             if isinstance(enc, str):
-                rows[ids[i]] = self._row(ids[i], None, enc)
-            elif enc.response_len == 0:
-                rows[ids[i]] = self._row(ids[i], None, None)
+                rows[sid] = self._row(sid, None, enc)
+            elif enc.response_len == 0:  # a prompt for hardness: nothing to score
+                rows[sid] = self._row(sid, None, None)
             else:
-                order.append(i)
-        order.sort(key=lambda i: len(encoded[i].input_ids))
+                scorable.append((sid, enc))
+        scorable.sort(key=lambda item: len(item[1].input_ids))
         size = self.params.batch_size
-        chunks = [order[k : k + size] for k in range(0, len(order), size)]
+        self._score_chunks([scorable[k : k + size] for k in range(0, len(scorable), size)], rows)
+        return pa.Table.from_pylist([rows[sid] for sid in ids], schema=self.store.schema)
+
+    def _score_chunks(self, chunks: list[list[tuple[str, EncodedSample]]], rows: dict[str, dict]) -> None:
+        """Score ``chunks`` into ``rows``, storing them every ``FLUSH_EVERY`` chunks and on interruption."""
         pending: list[dict] = []
         try:
             with progress_bar(self.name, len(chunks), self.context.quiet or len(chunks) < 2) as advance:
                 for n, chunk in enumerate(chunks, start=1):
-                    pending += self._score_rows([ids[i] for i in chunk], [encoded[i] for i in chunk])
+                    pending += self._score_rows(chunk)
                     advance()
                     if n % FLUSH_EVERY == 0:
-                        self._store_rows(pending, rows)
+                        self._save(pending, rows)
                         pending = []
         finally:  # also on interruption: finished chunks are kept for the resumed run
-            self._store_rows(pending, rows)
-        schema = self.store.schema
-        return pa.Table.from_pylist([rows[sid] for sid in ids], schema=schema)
+            self._save(pending, rows)
 
-    def _store_rows(self, new: list[dict], rows: dict[str, dict]) -> None:
+    def _save(self, new: list[dict], rows: dict[str, dict]) -> None:
         self.store.add(new)
         rows.update((r["sample_id"], r) for r in new)
 
-    def _score_rows(self, ids: list[str], samples: list[EncodedSample]) -> list[dict]:
-        """One row per sample of a chunk scored through ``score_robustly``."""
+    def _score_rows(self, chunk: list[tuple[str, EncodedSample]]) -> list[dict]:
+        """One row per sample of ``chunk``, scored through ``score_robustly``."""
         columns = self.provided_columns()
 
         def score(part: Sequence[EncodedSample]) -> list[tuple[float, ...]]:
             values = self.score_chunk(list(part), self.collate(part))
             return [tuple(values[c][k] for c in columns) for k in range(len(part))]
 
-        scores, reasons = score_robustly(score, samples)
+        scores, reasons = score_robustly(score, [enc for _, enc in chunk])
         return [self._row(sid, s, None if why is None else f"scoring failed: {why}")
-                for sid, s, why in zip(ids, scores, reasons)]
+                for (sid, _), s, why in zip(chunk, scores, reasons)]
 
     def _row(self, sample_id: str, scores: Sequence[float] | None, reason: str | None) -> dict[str, Any]:
         columns = self.provided_columns()
