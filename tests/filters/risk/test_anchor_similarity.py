@@ -158,7 +158,7 @@ def test_projected_gradients(env):
 
 @pytest.mark.slow
 def test_heldout_auroc_default_model(tmp_path):
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # start-up: only this slow test needs scipy and sklearn
     from sklearn.metrics import roc_auc_score
 
     rows = heldout_anchor_rows()

@@ -10,14 +10,21 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from curator.errors import RecipeError
 from curator.ml.lora import LoRAConfig
 from curator.ml.models import load_model, resolve_model
+from curator.ml.testing import save_tiny_model
 from curator.ml.training import TrainConfig
+from curator.pipeline import run
+from curator.refdata.anchors import danger_anchors, safety_anchors, split
+from curator.registry import register
+from curator.samples import MESSAGE_TYPE
 from curator.stage import StageContext, build_params
 from filters.risk import directions as dirs
 from filters.risk.dense_reference import reference_scores
 from filters.risk.lowrank import LowRankDirection, module_scores, update_dot, update_norm_sq
 from filters.risk.sqsd import SQSDStage
+from tests.support import write_jsonl, write_recipe
 
 ROWS = [
     {"prompt": "how do i bake bread at home?", "response": "mix flour, water, salt and yeast, then wait."},
@@ -51,8 +58,6 @@ TINY_CFG = dirs.DirectionConfig(
 @pytest.fixture(scope="module")
 def tiny_env(tmp_path_factory):
     """A tiny model dir, a private CURATOR_HOME, and built directions for both methods."""
-    from curator.ml.testing import save_tiny_model
-
     root = tmp_path_factory.mktemp("sqsd")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CURATOR_HOME", str(root / "home"))
@@ -75,8 +80,6 @@ def make_stage(env, tmp_path, **params):
 
 
 def batch_of(rows) -> pa.RecordBatch:
-    from curator.samples import MESSAGE_TYPE
-
     ids = [f"id{i:03d}" for i in range(len(rows))]
     return pa.RecordBatch.from_pydict({
         "sample_id": ids,
@@ -197,8 +200,6 @@ def test_nan_rows_are_flagged_and_prompt_only_rows_skipped(tiny_env, tmp_path):
 
 
 def test_params_and_fingerprint(tiny_env, tmp_path):
-    from curator.errors import RecipeError
-
     with pytest.raises(RecipeError, match="mode"):
         build_params(SQSDStage.Params, {"mode": "fast"}, "with")
     with pytest.raises(RecipeError, match="batch_size"):
@@ -215,10 +216,6 @@ def test_params_and_fingerprint(tiny_env, tmp_path):
 
 
 def test_recipe_run_end_to_end(tiny_env, tmp_path):
-    from curator.pipeline import run
-    from curator.registry import register
-    from tests.support import write_jsonl, write_recipe
-
     register(SQSDStage)
     rows = [r for r in ROWS if r.get("prompt")]
     write_jsonl(tmp_path / "d.jsonl", [{"prompt": r["prompt"], "response": r["response"]} for r in rows])
@@ -246,9 +243,7 @@ def _auroc(pos: list[float], neg: list[float]) -> float:
 @pytest.mark.parametrize("method", ["lora", "mean_update"])
 def test_default_model_separates_held_out_anchors(tmp_path, method):
     """Held-out uncensorbench prompts (never used to build the directions): compliant answer vs refusal."""
-    from scipy.stats import spearmanr
-
-    from curator.refdata.anchors import danger_anchors, safety_anchors, split
+    from scipy.stats import spearmanr  # start-up: only this slow test needs scipy
 
     cfg = dirs.DirectionConfig(method=method)
     _, d_test, _ = split(danger_anchors(), cfg.test_fraction, cfg.split_seed)
