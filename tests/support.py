@@ -92,7 +92,7 @@ def uneven_samples(tok) -> list:
 
 def heldout_anchor_rows() -> list[dict]:
     """Held-out uncensorbench pairs (the 0.3 test side, seed 0) as rows: ``compliant<i>`` / ``refusal<i>``."""
-    from filters.risk.activations import anchor_pairs
+    from filters.risk.anchor_reference import anchor_pairs
 
     _, test, _, _ = anchor_pairs("default", 0.3, 0)
     return [{"sample_id": f"{k}{i}", "prompt": r["prompt"], "response": r[k]}

@@ -2,7 +2,7 @@
 
 Prints samples/s of the stage in ``exact`` (2 forward/backward passes), ``shared_state`` (1 pass) and
 exact with ``base_compute: bfloat16`` (mixed precision), and of the batch-1 dense reference written
-like the authors' code (``tests/risk/sqsd_reference``:
+like the authors' code (``filters.risk.dense_reference``:
 ``loss.backward()`` per sample, dense ``ΔW = -(gB@A + B@gA)`` per module, flattened cosine with the
 dense ``B_dir@A_dir``), measured in the same run, with their ratio; and checks that exact-mode scores
 equal the reference's (relative error vs Σ_m |cos| < 1e-4), and the bf16 scores' agreement with the
@@ -27,11 +27,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import torch
+from scipy.stats import spearmanr
 
-from curator.ml.precision import native_bfloat16  # noqa: E402
-from curator.stage import StageContext, build_params  # noqa: E402
-from filters.risk.dense_reference import dense_directions, reference_scores  # noqa: E402
-from filters.risk.sqsd import COLUMNS, SQSDStage  # noqa: E402
+from curator.keyed_store import KeyedStore
+from curator.ml.precision import native_bfloat16
+from curator.stage import StageContext, build_params
+from filters.risk.dense_reference import dense_directions, reference_scores
+from filters.risk.sqsd import COLUMNS, SQSDStage
 
 WORDS = ("data model safety answer question river mountain bread flour water salt yeast bake oven time "
          "because first second third explain why how what when where list steps careful simple").split()
@@ -88,7 +90,7 @@ def main() -> None:
         stages[key].setup()
         stages[key].process_batch(batch_of(rows[:2], 10_000))  # warm-up (not timed)
     keep = stages["exact"]
-    lm, d = keep._lm, keep.directions
+    lm, d = keep.load(), keep.directions
     t0 = time.perf_counter()
     dense = (dense_directions(d.danger), dense_directions(d.safety))
     merge_s = time.perf_counter() - t0
@@ -101,7 +103,7 @@ def main() -> None:
         ref = reference_scores(lm.model, lm.tokenizer, rows[:ref_n], d, 1.0, 256, dense=dense)
         times["reference"].append((time.perf_counter() - t0) / ref_n)
         for key, stage in stages.items():
-            stage.cache.clear()
+            stage.store = KeyedStore(tmp / f"cache-{time.time_ns()}", "sample_id", stage.store.schema)  # all rows
             t0 = time.perf_counter()
             scores[key] = stage.process_batch(batch_of(rows)).to_pylist()
             times[key].append((time.perf_counter() - t0) / n)
@@ -114,8 +116,6 @@ def main() -> None:
                 err = abs(got[f"risk_sqsd_{part}"] - want[part]) / max(abs(want[part]), want[f"{part}_l1"])
                 worst = max(worst, err)
         return worst
-
-    from scipy.stats import spearmanr
 
     worst = worst_rel(scores["exact"])
     ref_rate = 1 / min(times["reference"])

@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
+from curator.keyed_store import KeyedStore
 from curator.ml.chat import collate, encode_sample
 from curator.refdata.demo_pool import load_demo_pool
 from curator.stage import StageContext
@@ -84,8 +85,7 @@ def main() -> None:
 
     def run_stage(s, tag):
         def go():
-            s._cache = None
-            s.context = StageContext(run_dir=work, cache_dir=work / f"{tag}-{time.time_ns()}", model="default", quiet=True)
+            s.store = KeyedStore(work / f"{tag}-{time.time_ns()}", "sample_id", s.store.schema)  # empty: score all rows
             s.process_batch(table.to_batches(max_chunksize=len(rows))[0])
         return go
 

@@ -12,13 +12,13 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import torch
+
 T = TypeVar("T")
 Scores = tuple[float, ...]
 
 
 def is_oom(exc: BaseException) -> bool:
-    import torch
-
     return isinstance(exc, torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 

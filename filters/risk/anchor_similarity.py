@@ -22,28 +22,19 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import pyarrow as pa
 import torch
 
 from curator.ml.chat import encode_sample
 from curator.ml.gradients import per_sample_lora_grads
 from curator.ml.lora import LoRAConfig, attach_lora, lora_modules
-from curator.ml.models import curator_home, load_model
+from curator.ml.models import LoadedModel, load_model
 from curator.ml.projections import SparseJL
 from curator.progress import progress_bar
 from curator.report_sections import score_sections
-from filters.risk.activations import (
-    ForwardScoreStage,
-    artifact_key,
-    at,
-    collate_to,
-    layer_hidden,
-    load_artifact,
-    num_layers,
-    positions,
-    save_artifact,
-)
+from filters.risk.activations import at, layer_hidden, num_layers, positions
+from filters.risk.anchor_reference import AnchorReferenceStage
 
-ARTIFACT_FORMAT = 1
 COLUMNS = {"rep": "risk_rep", "grad": "risk_grad"}
 
 
@@ -70,34 +61,27 @@ class AnchorSimilarityParams:
             raise ValueError("max_length must be >= 8 and anchor_test_fraction in (0, 1)")
 
 
-class AnchorSimilarityStage(ForwardScoreStage):
+class AnchorSimilarityStage(AnchorReferenceStage):
     name = "risk.anchor_similarity"
     version = 1
     Params = AnchorSimilarityParams
     provides = ("risk_rep", "risk_grad")
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(COLUMNS[m] for m in self.params.methods)
+    reference_name = "anchor_similarity"
 
     def provided_columns(self) -> tuple[str, ...]:
-        return self.columns
+        return tuple(COLUMNS[m] for m in self.params.methods)
 
-    def artifact_path(self):
-        p, (_, _, record, sha) = self.params, self._anchors
-        key = artifact_key(format=ARTIFACT_FORMAT, model=self._spec.fingerprint, anchors=sha, split=record,
-                           max_length=p.max_length, anchor_response_tokens=p.anchor_response_tokens,
-                           lora_rank=p.lora_rank, proj_dim=p.proj_dim, seed=p.seed, dtype=self.context.dtype)
-        return curator_home() / "directions" / "anchor_similarity" / f"{key}.safetensors"
+    def reference_params(self) -> dict:
+        p = self.params
+        return {"anchor_response_tokens": p.anchor_response_tokens, "lora_rank": p.lora_rank,
+                "proj_dim": p.proj_dim, "seed": p.seed}
 
-    def load(self):
-        """The model with a seeded zero-B LoRA attached (a private copy; outputs equal the base model's)."""
-        if getattr(self, "_loaded", None) is None:
-            loaded = load_model(self._spec, self.context.device, self.context.dtype, cached=False)
-            attach_lora(loaded.model, LoRAConfig(r=self.params.lora_rank, alpha=float(self.params.lora_rank)),
-                        seed=self.params.seed)
-            self._loaded = loaded
-        return self._loaded
+    def open_model(self) -> LoadedModel:
+        """A private copy with a seeded zero-B LoRA attached (outputs equal the base model's)."""
+        loaded = load_model(self.model_spec, self.context.device, self.context.dtype, cached=False)
+        attach_lora(loaded.model, LoRAConfig(r=self.params.lora_rank, alpha=float(self.params.lora_rank)),
+                    seed=self.params.seed)
+        return loaded
 
     # -- features ----------------------------------------------------------------------------------
     def rep_features(self, samples, batch) -> torch.Tensor:
@@ -134,47 +118,27 @@ class AnchorSimilarityStage(ForwardScoreStage):
         with progress_bar(desc, len(samples), self.context.quiet) as advance:
             for i in range(0, len(samples), p.batch_size):
                 chunk = samples[i : i + p.batch_size]
-                batch = collate_to(chunk, self.load())
+                batch = self.collate(chunk)
                 out.append((self.grad_features if grad else self.rep_features)(chunk, batch).cpu())
                 advance(len(chunk))
         return torch.cat(out)
 
-    def build_artifacts(self, force: bool = False) -> dict[str, str]:
-        """Anchor representations and mean normalised anchor gradients -> ``$CURATOR_HOME/directions/...``."""
-        path = self.artifact_path()
-        if path.is_file() and not force:
-            load_artifact(path)
-            return {"anchor_similarity": str(path)}
-        train, _, record, sha = self._anchors
+    def compute_reference(self, train: pa.Table) -> tuple[dict[str, torch.Tensor], dict]:
+        """Anchor representations and mean normalised anchor gradients, harmful and safe."""
         tensors = {}
         for kind, reply in (("harmful", "compliant"), ("safe", "refusal")):
             texts = list(zip(train.column("prompt").to_pylist(), train.column(reply).to_pylist()))
             tensors[f"rep_{kind}"] = self._anchor_features(texts, False, f"{self.name}: {kind} anchors (rep)")
             grads = self._anchor_features(texts, True, f"{self.name}: {kind} anchors (grad)")
             tensors[f"grad_{kind}"] = grads.mean(0)
-        p = self.params
-        meta = {"kind": "risk.anchor_similarity reference", "format": ARTIFACT_FORMAT, "model": self.context.model,
-                "model_fingerprint": self._spec.fingerprint, "anchors": p.anchors, "anchors_sha256": sha,
-                "split": record, "max_length": p.max_length, "anchor_response_tokens": p.anchor_response_tokens,
-                "lora_rank": p.lora_rank, "proj_dim": p.proj_dim, "seed": p.seed,
-                "harmful_anchor": "prompt + compliant answer", "safe_anchor": "prompt + refusal (weight -1)"}
-        save_artifact(path, tensors, meta)
-        return {"anchor_similarity": str(path)}
-
-    def _reference(self):
-        self.build_artifacts()
-        return load_artifact(self.artifact_path())
-
-    def fingerprint_inputs(self) -> dict:
-        _, meta = self._reference()
-        return {"model": self._spec.fingerprint, "anchor_similarity_sha256": meta["curator_sha256"]}
+        return tensors, {"harmful_anchor": "prompt + compliant answer", "safe_anchor": "prompt + refusal (weight -1)"}
 
     def report_sections(self) -> tuple:
         """Risk vs sample length and the riskiest samples (``curator.report_sections``)."""
         return score_sections(self.columns, top="Top-risk", length="Risk-length")
 
     def setup(self) -> None:
-        tensors, _ = self._reference()
+        tensors, _ = self.reference()
         device = self.load().device
         self.ref = {k: v.to(device) for k, v in tensors.items()}
 

@@ -25,28 +25,15 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+import pyarrow as pa
 import torch
 
 from curator.errors import InputError
 from curator.ml.chat import encode_sample
-from curator.ml.models import curator_home, load_model
 from curator.progress import progress_bar
 from curator.report_sections import score_sections
-from filters.risk.activations import (
-    ForwardScoreStage,
-    all_hidden,
-    artifact_key,
-    at,
-    collate_to,
-    layer_hidden,
-    load_artifact,
-    masked_mean,
-    num_layers,
-    positions,
-    save_artifact,
-)
-
-ARTIFACT_FORMAT = 1
+from filters.risk.activations import all_hidden, at, layer_hidden, masked_mean, num_layers, positions
+from filters.risk.anchor_reference import AnchorReferenceStage
 
 
 @dataclass(frozen=True)
@@ -82,26 +69,15 @@ def cas(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(between / total) if float(total) > 0 else float("nan")
 
 
-class ComplianceStage(ForwardScoreStage):
+class ComplianceStage(AnchorReferenceStage):
     name = "risk.compliance"
     version = 1
     Params = ComplianceParams
     provides = ("risk_compliance",)
-    columns = ("risk_compliance",)
+    reference_name = "compliance"
 
-    def artifact_path(self):
-        _, _, record, sha = self._anchors
-        key = artifact_key(format=ARTIFACT_FORMAT, model=self._spec.fingerprint, anchors=sha, split=record,
-                           max_length=self.params.max_length, dtype=self.context.dtype)
-        return curator_home() / "directions" / "compliance" / f"{key}.safetensors"
-
-    def build_artifacts(self, force: bool = False) -> dict[str, str]:
-        """Compliance vectors and CAS per layer (+ ℓ* for ``auto``) -> ``$CURATOR_HOME/directions/compliance``."""
-        path = self.artifact_path()
-        if path.is_file() and not force:
-            load_artifact(path)  # verifies the sha256
-            return {"compliance": str(path)}
-        train, _, record, sha = self._anchors
+    def compute_reference(self, train: pa.Table) -> tuple[dict[str, torch.Tensor], dict]:
+        """Compliance vectors and CAS per layer, and ℓ* for ``auto``."""
         loaded = self.load()
         feats = {}
         for kind in ("compliant", "refusal"):
@@ -113,7 +89,7 @@ class ComplianceStage(ForwardScoreStage):
             with progress_bar(f"{self.name}: reference ({kind})", len(samples), self.context.quiet) as advance:
                 for k in range(0, len(samples), size):
                     chunk = samples[k : k + size]
-                    batch = collate_to(chunk, loaded)
+                    batch = self.collate(chunk)
                     pos = positions(chunk, batch)
                     with torch.inference_mode():
                         hs = all_hidden(loaded.model, batch)
@@ -126,34 +102,16 @@ class ComplianceStage(ForwardScoreStage):
         scores = torch.tensor([cas(feats["refusal"][1][:, ell], feats["compliant"][1][:, ell])
                                for ell in range(directions.shape[0])], dtype=torch.float64)
         best = int(torch.nan_to_num(scores[1:], nan=-1.0).argmax()) + 1
-        meta = {"kind": "risk.compliance reference", "format": ARTIFACT_FORMAT, "model": self.context.model,
-                "model_fingerprint": self._spec.fingerprint, "anchors": self.params.anchors,
-                "anchors_sha256": sha, "split": record, "max_length": self.params.max_length,
-                "cas_layer": best, "cas": [round(float(x), 6) for x in scores],
+        meta = {"cas_layer": best, "cas": [round(float(x), 6) for x in scores],
                 "layer_convention": "row l = hidden_states[l]; 0 = embeddings, L = final norm output"}
-        save_artifact(path, {"directions": directions, "cas": scores}, meta)
-        return {"compliance": str(path)}
-
-    def _reference(self) -> tuple[dict, dict]:
-        self.build_artifacts()
-        return load_artifact(self.artifact_path())
-
-    def fingerprint_inputs(self) -> dict:
-        """Model fingerprint and the reference's sha256 (built here on first use)."""
-        _, meta = self._reference()
-        return {"model": self._spec.fingerprint, "compliance_sha256": meta["curator_sha256"]}
-
-    def load(self):
-        if getattr(self, "_loaded", None) is None:
-            self._loaded = load_model(self._spec, self.context.device, self.context.dtype)
-        return self._loaded
+        return {"directions": directions, "cas": scores}, meta
 
     def report_sections(self) -> tuple:
         """Risk vs sample length and the riskiest samples (``curator.report_sections``)."""
         return score_sections(self.columns, top="Top-risk", length="Risk-length")
 
     def setup(self) -> None:
-        tensors, meta = self._reference()
+        tensors, meta = self.reference()
         self.layer = json.loads(meta["cas_layer"]) if self.params.layer == "auto" else self.params.layer
         if self.layer > num_layers(self.load().model):
             raise InputError(f"risk.compliance: layer {self.layer} > the model's {num_layers(self.load().model)}")

@@ -54,6 +54,7 @@ from curator.ml.models import curator_home
 from curator.ml.training import TrainConfig, train_lora
 from curator.progress import progress_bar
 from curator.refdata.anchors import danger_anchors, safety_anchors, split, table_sha256
+from curator.refdata.demo_pool import load_demo_pool
 
 BUILDER_VERSION = 1
 ADAPTERS = ("danger", "safety", "initial")
@@ -126,8 +127,6 @@ def _subset(rows: list[dict], n: int, seed: int) -> list[dict]:
 
 def default_anchor_data(cfg: DirectionConfig) -> AnchorData:
     """Train split of uncensorbench's pairs (danger: compliant, safety: refusal) + a demo-pool subset."""
-    from curator.refdata.demo_pool import load_demo_pool
-
     d_train, _, d_rec = split(danger_anchors(), cfg.test_fraction, cfg.split_seed)
     s_train, _, s_rec = split(safety_anchors(), cfg.test_fraction, cfg.split_seed)
     pool = load_demo_pool()

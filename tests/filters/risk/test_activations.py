@@ -1,28 +1,11 @@
-"""Shared forward features: layer-index convention, early exit, masking with padding, artifacts, cache."""
+"""Hidden states and positions: layer-index convention, early exit, masking with padding."""
 
-import math
-
-import pyarrow as pa
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from curator.errors import InputError
 from curator.ml.chat import collate
 from curator.ml.testing import tiny_model
-from filters.risk.activations import (
-    SampleCache,
-    all_hidden,
-    at,
-    layer_hidden,
-    load_artifact,
-    masked_mean,
-    num_layers,
-    output_table,
-    positions,
-    save_artifact,
-    score_row,
-)
+from filters.risk.activations import all_hidden, at, layer_hidden, masked_mean, num_layers, positions
 from tests.support import uneven_samples
 
 
@@ -87,36 +70,3 @@ def test_masked_mean_of_empty_mask_is_nan():
     h = torch.ones(2, 3, 4)
     out = masked_mean(h, torch.tensor([[1, 1, 0], [0, 0, 0]], dtype=torch.bool))
     assert torch.equal(out[0], torch.ones(4)) and torch.isnan(out[1]).all()
-
-
-def test_artifact_round_trip_and_tamper(tmp_path):
-    path = tmp_path / "a" / "ref.safetensors"
-    tensors = {"directions": torch.randn(4, 8), "cas": torch.rand(4, dtype=torch.float64)}
-    sha = save_artifact(path, tensors, {"model_fingerprint": "abc", "split": {"seed": 0}})
-    got, meta = load_artifact(path)
-    assert all(torch.equal(got[k], tensors[k]) for k in tensors)
-    assert meta["curator_sha256"] == sha and meta["model_fingerprint"] == "abc" and meta["split"] == '{"seed": 0}'
-    assert not list(path.parent.glob(".*tmp"))  # atomic write left no temp file
-    bad = load_file(str(path))
-    bad["directions"][0, 0] += 1.0
-    save_file(bad, str(path), metadata=meta)  # same metadata (old hash), changed tensor
-    with pytest.raises(InputError, match="integrity check") as err:
-        load_artifact(path)
-    assert str(path) in str(err.value)
-    path.write_bytes(b"garbage")
-    with pytest.raises(InputError, match=str(path)):
-        load_artifact(path)
-
-
-def test_score_row_and_cache(tmp_path):
-    rows = [score_row("a", {"x": 1.5}), score_row("b", {"x": math.nan}), score_row("c", {"x": math.inf}),
-            score_row("d", {"x": None}, "cannot encode: boom")]
-    assert rows[0]["flag_reason"] is None and rows[1]["x"] is None and rows[2]["x"] is None
-    assert rows[1]["flag_reason"] == "non-finite x" and rows[3]["flag_reason"] == "cannot encode: boom"
-    cache = SampleCache(tmp_path, ["x"])
-    cache.add(rows[:2])
-    cache.add(rows[2:])
-    again = SampleCache(tmp_path, ["x"])
-    assert again.rows == {r["sample_id"]: r for r in rows}
-    table = output_table(rows, ["x"])
-    assert table.schema.field("x").type == pa.float64() and table.column("flag_reason").null_count == 1

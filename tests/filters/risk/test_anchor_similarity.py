@@ -96,7 +96,7 @@ def test_batched_equals_one_by_one_and_bidirectional(env):
     for col in ("risk_rep", "risk_grad"):
         assert batched.column(col).to_pylist() == pytest.approx(single.column(col).to_pylist(), abs=1e-5)
     # the harmful anchors themselves score higher than their refusals (bidirectional anchoring, in-sample)
-    train, *_ = big._anchors
+    train, *_ = big.anchor_split
     rows = [{"sample_id": f"{k}{i}", "prompt": r["prompt"], "response": r[k]}
             for k in ("compliant", "refusal") for i, r in enumerate(train.to_pylist())]
     out = big.process_batch(_batch(rows)).to_pylist()
@@ -104,6 +104,36 @@ def test_batched_equals_one_by_one_and_bidirectional(env):
     for col in ("risk_rep", "risk_grad"):
         pos, neg = [o[col] for o in out[:n]], [o[col] for o in out[n:]]
         assert sum(pos) / n > sum(neg) / n, col
+
+
+def test_killed_shard_resumes_computing_only_missing_rows(env, monkeypatch):
+    """Interrupted after the first chunk: the resumed run scores only the other rows and ends identical."""
+    rows = RISK_ROWS + [{"sample_id": "e", "prompt": "explain data curation", "response": "filters samples by risk"}]
+    whole = _stage(env, cache="w", batch_size=3)
+    whole.setup()
+    want = whole.process_batch(_batch(rows))
+    broken = _stage(env, cache="k", batch_size=3)
+    broken.setup()
+    real, calls = broken.score_chunk, []
+
+    def interrupt_second(samples, b):
+        calls.append(len(samples))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(samples, b)
+
+    monkeypatch.setattr(broken, "score_chunk", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        broken.process_batch(_batch(rows))
+    assert len(broken.store.keys()) == 3  # the first chunk was stored
+    resumed = _stage(env, cache="k", batch_size=3)
+    resumed.setup()
+    calls.clear()
+    real = resumed.score_chunk
+    monkeypatch.setattr(resumed, "score_chunk", lambda s, b: calls.append(len(s)) or real(s, b))
+    got = resumed.process_batch(_batch(rows))
+    assert sum(calls) == len(rows) - 3
+    assert got.equals(want)
 
 
 def test_methods_param_and_validation(env):
@@ -128,7 +158,7 @@ def test_projected_gradients(env):
 
 @pytest.mark.slow
 def test_heldout_auroc_default_model(tmp_path):
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # start-up: only this slow test needs scipy and sklearn
     from sklearn.metrics import roc_auc_score
 
     rows = heldout_anchor_rows()

@@ -8,10 +8,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from click.testing import CliRunner
 
+from curator.cli import main
 from curator.errors import InputError, RecipeError
 from curator.ml.chat import encode_sample
+from curator.pipeline import run
+from curator.registry import register
 from curator.stage import StageContext, build_params
+from filters.risk.anchor_reference import load_artifact
+from filters.risk.anchor_similarity import AnchorSimilarityStage
 from filters.risk.compliance import ComplianceParams, ComplianceStage, cas
 from tests.support import RISK_ROWS, heldout_anchor_rows, risk_stage, tiny_risk_env, write_jsonl, write_recipe
 
@@ -65,8 +71,6 @@ def test_reference_artifact(env):
     paths = stage.build_artifacts()
     path = Path(paths["compliance"])
     assert path.is_relative_to(Path(env["root"]) / "home" / "directions")
-    from filters.risk.activations import load_artifact
-
     tensors, meta = load_artifact(path)
     n_layers = 3
     assert tensors["directions"].shape == (n_layers + 1, 32)
@@ -107,7 +111,7 @@ def test_auto_layer_batching_and_cache_resume(env, monkeypatch):
     batch = pa.Table.from_pylist(ROWS).to_batches()[0]
     one = _stage(env, cache="c1", batch_size=1)
     one.setup()
-    assert one.layer == int(json.loads(one._reference()[1]["cas_layer"]))
+    assert one.layer == int(json.loads(one.reference()[1]["cas_layer"]))
     by_one = one.process_batch(batch).column("risk_compliance").to_pylist()
     stage = _stage(env, cache="c2", batch_size=3)
     stage.setup()
@@ -128,7 +132,7 @@ def test_auto_layer_batching_and_cache_resume(env, monkeypatch):
     monkeypatch.setattr(broken, "score_chunk", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         broken.process_batch(batch)
-    assert len(list((env["root"] / "c3").glob("part-*.parquet"))) == 1
+    assert len(list((env["root"] / "c3" / "scores").glob("part-*.parquet"))) == 1
     resumed = _stage(env, cache="c3", batch_size=3)
     resumed.setup()
     calls.clear()
@@ -166,10 +170,6 @@ def test_params_and_inputs_checked_before_model_load(env):
 
 def test_end_to_end_recipe_with_both_stages(env, tmp_path, monkeypatch):
     monkeypatch.setenv("CURATOR_ALLOWED_ROOTS", str(env["root"]))  # the shared anchor file
-    from curator.pipeline import run
-    from curator.registry import register
-    from filters.risk.anchor_similarity import AnchorSimilarityStage
-
     register(ComplianceStage)
     register(AnchorSimilarityStage)
     rows = [{k: v for k, v in r.items() if k != "sample_id"} for r in ROWS if r["prompt"]] * 1
@@ -193,10 +193,6 @@ def test_end_to_end_recipe_with_both_stages(env, tmp_path, monkeypatch):
         assert "compliance_sha256" in json.dumps(stages["risk.compliance"])
     again = run(recipe, tmp_path / "run2", quiet=True, workers=1)
     assert again.digest == res.digest
-    from click.testing import CliRunner
-
-    from curator.cli import main
-
     out = CliRunner().invoke(main, ["directions", "build", str(recipe), "--quiet"], catch_exceptions=False)
     built = json.loads(out.output)  # every stage with reference artifacts, cached by the runs above
     assert sorted(built) == ["risk.anchor_similarity", "risk.compliance"]
@@ -206,7 +202,7 @@ def test_end_to_end_recipe_with_both_stages(env, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_heldout_auroc_default_model(tmp_path):
     """Held-out UncensorBench pairs: (prompt -> compliant) scores above (prompt -> refusal)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # start-up: only this slow test needs scipy and sklearn
     from sklearn.metrics import roc_auc_score
 
     rows = heldout_anchor_rows()

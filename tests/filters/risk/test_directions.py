@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from curator.errors import InputError
 from curator.ml.chat import collate, encode_sample, model_per_sample_loss
 from curator.ml.lora import attach_lora, detach_lora, lora_modules
+from curator.ml.testing import tiny_model
 from curator.ml.training import TrainConfig
+from curator.refdata.anchors import danger_anchors, split
 from filters.risk import directions as dirs
 from tests.filters.risk.test_sqsd import TINY_CFG, tiny_data
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from curator.ml.testing import tiny_model
-
     model, tok = tiny_model()
     root = tmp_path_factory.mktemp("dirs")
     out = {m: dirs.build_directions(model, tok, tiny_data(), dirs.DirectionConfig(**{**TINY_CFG.__dict__, "method": m}),
@@ -48,14 +50,10 @@ def test_round_trip_and_metadata(built):
 
 
 def test_tampered_swapped_and_foreign_files_are_errors(built, tmp_path):
-    import shutil
-
     paths, _, _ = built
     copy = tmp_path / "copy"
     shutil.copytree(paths["lora"], copy)
     tensors = load_file(str(copy / "danger.safetensors"))
-    from safetensors import safe_open
-
     with safe_open(str(copy / "danger.safetensors"), "pt") as fh:
         meta = fh.metadata()
     key = next(iter(tensors))
@@ -116,8 +114,6 @@ def test_default_directions_are_cached_by_key(tiny, curator_home, monkeypatch):
 def test_default_anchor_data_uses_train_split_only():
     cfg = dirs.DirectionConfig()
     data = dirs.default_anchor_data(cfg)
-    from curator.refdata.anchors import danger_anchors, split
-
     _, test, rec = split(danger_anchors(), cfg.test_fraction, cfg.split_seed)
     held_out = set(test["prompt"].to_pylist())
     assert held_out and not held_out & {r["prompt"] for r in data.danger + data.safety}

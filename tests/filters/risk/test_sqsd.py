@@ -10,14 +10,21 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from curator.errors import RecipeError
 from curator.ml.lora import LoRAConfig
 from curator.ml.models import load_model, resolve_model
+from curator.ml.testing import save_tiny_model
 from curator.ml.training import TrainConfig
+from curator.pipeline import run
+from curator.refdata.anchors import danger_anchors, safety_anchors, split
+from curator.registry import register
+from curator.samples import MESSAGE_TYPE
 from curator.stage import StageContext, build_params
 from filters.risk import directions as dirs
 from filters.risk.dense_reference import reference_scores
 from filters.risk.lowrank import LowRankDirection, module_scores, update_dot, update_norm_sq
 from filters.risk.sqsd import SQSDStage
+from tests.support import write_jsonl, write_recipe
 
 ROWS = [
     {"prompt": "how do i bake bread at home?", "response": "mix flour, water, salt and yeast, then wait."},
@@ -51,8 +58,6 @@ TINY_CFG = dirs.DirectionConfig(
 @pytest.fixture(scope="module")
 def tiny_env(tmp_path_factory):
     """A tiny model dir, a private CURATOR_HOME, and built directions for both methods."""
-    from curator.ml.testing import save_tiny_model
-
     root = tmp_path_factory.mktemp("sqsd")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CURATOR_HOME", str(root / "home"))
@@ -75,8 +80,6 @@ def make_stage(env, tmp_path, **params):
 
 
 def batch_of(rows) -> pa.RecordBatch:
-    from curator.samples import MESSAGE_TYPE
-
     ids = [f"id{i:03d}" for i in range(len(rows))]
     return pa.RecordBatch.from_pydict({
         "sample_id": ids,
@@ -126,7 +129,7 @@ def test_stage_equals_batch1_dense_reference(tiny_env, tmp_path, method, mode, m
     stage.setup()
     out = stage.process_batch(batch_of(ROWS)).to_pylist()
     d = dirs.load_directions(tiny_env["dirs"][method])
-    ref = reference_scores(stage._lm.model, stage._lm.tokenizer, ROWS, d, safety_scaling=0.8, max_length=48,
+    ref = reference_scores(stage.load().model, stage.load().tokenizer, ROWS, d, safety_scaling=0.8, max_length=48,
                            metric=metric, mode=mode)
     assert [r["sample_id"] for r in out] == [f"id{i:03d}" for i in range(len(ROWS))]
     for row, r in zip(out, ref):
@@ -135,7 +138,7 @@ def test_stage_equals_batch1_dense_reference(tiny_env, tmp_path, method, mode, m
         assert rel(row["risk_sqsd_safety"], r["safety"], r["safety_l1"]) < 1e-4, (row, r)
         assert row["risk_sqsd"] == pytest.approx(row["risk_sqsd_danger"] - row["risk_sqsd_safety"])
     if method == "lora" and mode == "exact":  # the two states really differ
-        shared = reference_scores(stage._lm.model, stage._lm.tokenizer, ROWS[:2], d, 0.8, 48, metric, "shared_state")
+        shared = reference_scores(stage.load().model, stage.load().tokenizer, ROWS[:2], d, 0.8, 48, metric, "shared_state")
         assert all(rel(s["safety"], r["safety"]) > 1e-3 for s, r in zip(shared, ref[:2]))
     stage.teardown()
 
@@ -149,7 +152,7 @@ def test_bf16_base_compute_tracks_float32_scores(tiny_env, tmp_path):
     mixed = make_stage(tiny_env, tmp_path / "b", base_compute="bfloat16", **kw)
     mixed.setup()
     got = mixed.process_batch(batch_of(ROWS)).to_pylist()
-    assert mixed._lm.model.dtype == torch.float32  # the model itself stays float32
+    assert mixed.load().model.dtype == torch.float32  # the model itself stays float32
     for g, w in zip(got, want):
         assert g["flag_reason"] is None
         for col in ("risk_sqsd_danger", "risk_sqsd_safety"):
@@ -161,16 +164,14 @@ def test_cache_resume_computes_only_missing_rows(tiny_env, tmp_path):
     batch = batch_of(ROWS)
     ids = batch.column("sample_id").to_pylist()
     done = ids[: len(ids) // 2]
-    from filters.risk.sqsd import CACHE_SCHEMA
-
     pre = [{"sample_id": i, "risk_sqsd": 7.0, "risk_sqsd_danger": 9.0, "risk_sqsd_safety": 2.0, "flag_reason": None}
            for i in done]
     (tmp_path / "cache" / "scores").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(pre, schema=CACHE_SCHEMA), tmp_path / "cache" / "scores" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(pre, schema=stage.store.schema), tmp_path / "cache" / "scores" / "part-0.parquet")
     stage.setup()
     seen = []
-    original = stage.score_encoded
-    stage.score_encoded = lambda samples: (seen.append(len(samples)), original(samples))[1]
+    original = stage.score_chunk
+    stage.score_chunk = lambda samples, b: (seen.append(len(samples)), original(samples, b))[1]
     out = stage.process_batch(batch).to_pylist()
     assert sum(seen) == len(ids) - len(done)
     assert [r["risk_sqsd"] for r in out[: len(done)]] == [7.0] * len(done)
@@ -179,14 +180,14 @@ def test_cache_resume_computes_only_missing_rows(tiny_env, tmp_path):
     # a fresh worker (e.g. after a kill) finds everything cached and computes nothing
     again = make_stage(tiny_env, tmp_path, batch_size=4)
     again.setup()
-    again.score_encoded = lambda samples: pytest.fail("recomputed a cached sample")
+    again.score_chunk = lambda samples, b: pytest.fail("recomputed a cached sample")
     assert again.process_batch(batch).to_pylist() == out
 
 
 def test_nan_rows_are_flagged_and_prompt_only_rows_skipped(tiny_env, tmp_path):
     stage = make_stage(tiny_env, tmp_path, batch_size=8)
     stage.setup()
-    tok, model = stage._lm.tokenizer, stage._lm.model
+    tok, model = stage.load().tokenizer, stage.load().model
     poison = tok.convert_tokens_to_ids("Z")
     assert all("Z" not in (r.get("response") or "") + (r.get("prompt") or "") for r in ROWS)
     with torch.no_grad():
@@ -199,8 +200,6 @@ def test_nan_rows_are_flagged_and_prompt_only_rows_skipped(tiny_env, tmp_path):
 
 
 def test_params_and_fingerprint(tiny_env, tmp_path):
-    from curator.errors import RecipeError
-
     with pytest.raises(RecipeError, match="mode"):
         build_params(SQSDStage.Params, {"mode": "fast"}, "with")
     with pytest.raises(RecipeError, match="batch_size"):
@@ -217,10 +216,6 @@ def test_params_and_fingerprint(tiny_env, tmp_path):
 
 
 def test_recipe_run_end_to_end(tiny_env, tmp_path):
-    from curator.pipeline import run
-    from curator.registry import register
-    from tests.support import write_jsonl, write_recipe
-
     register(SQSDStage)
     rows = [r for r in ROWS if r.get("prompt")]
     write_jsonl(tmp_path / "d.jsonl", [{"prompt": r["prompt"], "response": r["response"]} for r in rows])
@@ -248,9 +243,7 @@ def _auroc(pos: list[float], neg: list[float]) -> float:
 @pytest.mark.parametrize("method", ["lora", "mean_update"])
 def test_default_model_separates_held_out_anchors(tmp_path, method):
     """Held-out uncensorbench prompts (never used to build the directions): compliant answer vs refusal."""
-    from scipy.stats import spearmanr
-
-    from curator.refdata.anchors import danger_anchors, safety_anchors, split
+    from scipy.stats import spearmanr  # start-up: only this slow test needs scipy
 
     cfg = dirs.DirectionConfig(method=method)
     _, d_test, _ = split(danger_anchors(), cfg.test_fraction, cfg.split_seed)
@@ -290,15 +283,15 @@ def test_default_model_separates_held_out_anchors(tmp_path, method):
 def test_failing_micro_batch_is_retried_per_sample(tiny_env, tmp_path):
     stage = make_stage(tiny_env, tmp_path, batch_size=4)
     stage.setup()
-    original = stage.score_encoded
-    bad = len(stage._lm.tokenizer.encode("hello", add_special_tokens=False)) + 1  # + end of turn
+    original = stage.score_chunk
+    bad = len(stage.load().tokenizer.encode("hello", add_special_tokens=False)) + 1  # + end of turn
 
-    def flaky(samples):
+    def flaky(samples, b):
         if any(s.response_len == bad for s in samples):  # "hello" row: fails alone and in a batch
             raise RuntimeError("simulated out of memory")
-        return original(samples)
+        return original(samples, b)
 
-    stage.score_encoded = flaky
+    stage.score_chunk = flaky
     out = stage.process_batch(batch_of(ROWS[:4])).to_pylist()
     failed = [r for r in out if r["flag_reason"]]
     assert len(failed) == 1 and "simulated out of memory" in failed[0]["flag_reason"]
