@@ -108,7 +108,7 @@ class ComplianceStage(AnchorReferenceStage):
 
     def report_sections(self) -> tuple:
         """Risk vs sample length and the riskiest samples (``curator.report_sections``)."""
-        return score_sections(self.columns, top="Top-risk", length="Risk-length")
+        return score_sections(self.provided_columns(), top="Top-risk", length="Risk-length")
 
     def setup(self) -> None:
         tensors, meta = self.reference()
