@@ -27,6 +27,7 @@ import duckdb
 from curator.errors import RecipeError
 from curator.io import write_json
 from curator.manifest import read_manifest, write_manifest
+from curator.query import connect
 from curator.recipe import GateRule, load_yaml
 from curator.rundir import RunLock
 from curator.stage import build_params
@@ -157,8 +158,6 @@ def recipe_rules(run_dir: Path) -> list[GateRule]:
 
 def _connect(run_dir: Path) -> duckdb.DuckDBPyConnection:
     """Views over the run (``curator.query``), then file access confined to the run directory."""
-    from curator.query import connect
-
     con = connect(run_dir)
     if not con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'scores'").fetchall():
         con.execute(_EMPTY_SCORES)

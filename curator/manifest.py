@@ -20,7 +20,7 @@ import jsonschema
 
 from curator import __version__
 from curator.errors import RunError
-from curator.io import sha256_path, write_json
+from curator.io import read_parquet, sha256_path, write_json
 from curator.ledger import counts
 from curator.stage import params_to_dict
 
@@ -120,8 +120,6 @@ def read_manifest(run_dir: Path) -> dict:
 
 def verify(run_dir: Path) -> list[str]:
     """Re-hash every output listed in the manifest and re-check the accounting; return problems."""
-    from curator.io import read_parquet
-
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     problems = []

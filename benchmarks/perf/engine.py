@@ -135,10 +135,10 @@ def run_hf(paths: list[Path], work: Path, workers: int) -> int:
 
 def run_datatrove(paths: list[Path], work: Path, workers: int) -> int | None:
     try:  # optional dependency (the [bench] extra): this system is skipped without it
-        from datatrove.executor import LocalPipelineExecutor
-        from datatrove.pipeline.filters import LambdaFilter
-        from datatrove.pipeline.readers import JsonlReader
-        from datatrove.pipeline.writers import JsonlWriter
+        from datatrove.executor import LocalPipelineExecutor  # optional: the [bench] extra
+        from datatrove.pipeline.filters import LambdaFilter  # optional: the [bench] extra
+        from datatrove.pipeline.readers import JsonlReader  # optional: the [bench] extra
+        from datatrove.pipeline.writers import JsonlWriter  # optional: the [bench] extra
     except ImportError:
         return None
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import pearsonr, spearmanr
 
 import curator
 from benchmarks.validity.risk import delta_triples
@@ -166,8 +167,6 @@ def similarity(gr: Grads, pool: dict[str, torch.Tensor], d: dict[str, torch.Tens
 
 
 def window_stats(rows: list[dict], scores: np.ndarray, windows: list[dict]) -> dict:
-    from scipy.stats import pearsonr, spearmanr
-
     index = {r["sample_id"]: i for i, r in enumerate(rows)}
     means = [float(np.mean([scores[index[s]] for s in w["sample_ids"]])) for w in windows]
     shifts = [w["delta_shift"] for w in windows]
@@ -219,8 +218,6 @@ def main(argv: list[str] | None = None) -> None:
     for w in windows:
         idx = torch.tensor([index[s] for s in w["sample_ids"]])
         sign_adam.append(float(sum((pool[n][idx].double().mean(0).sign() * target[n]).sum() for n in gr.names)))
-    from scipy.stats import pearsonr, spearmanr
-
     shifts = [w["delta_shift"] for w in windows]
     e2 = {"first_order": window_stats(rows, first_order, windows) | {"scores": first_order.tolist()},
           "sign_step": {"spearman": float(spearmanr(sign_adam, shifts).statistic),

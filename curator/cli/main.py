@@ -32,8 +32,8 @@ def main() -> None:
 @friendly
 def run(recipe, run_dir, inputs, workers, executor, wait, quiet):
     """Run RECIPE (resumes whatever is already finished in the run directory)."""
-    from curator.pipeline import run as run_recipe
-    from curator.recipe import load_recipe
+    from curator.pipeline import run as run_recipe  # start-up time: each command imports only what it uses
+    from curator.recipe import load_recipe  # start-up time: each command imports only what it uses
 
     rec = load_recipe(recipe)
     out = Path(run_dir or Path("runs") / rec.name)
@@ -47,8 +47,8 @@ def run(recipe, run_dir, inputs, workers, executor, wait, quiet):
 @friendly
 def validate(recipes):
     """Check RECIPES and report every problem with its location."""
-    from curator.errors import RecipeError
-    from curator.recipe import load_recipe
+    from curator.errors import RecipeError  # start-up time: each command imports only what it uses
+    from curator.recipe import load_recipe  # start-up time: each command imports only what it uses
 
     bad = 0
     for path in recipes:
@@ -68,7 +68,7 @@ def validate(recipes):
 @friendly
 def status(run_dir):
     """Show what has finished in RUN_DIR (reads only its files)."""
-    from curator.status import run_status
+    from curator.status import run_status  # start-up time: each command imports only what it uses
 
     click.echo(json.dumps(run_status(Path(run_dir)), indent=2))
 
@@ -78,7 +78,7 @@ def status(run_dir):
 @friendly
 def verify(run_dir):
     """Re-hash every output of RUN_DIR and re-check the accounting against the manifest."""
-    from curator.manifest import verify as verify_run
+    from curator.manifest import verify as verify_run  # start-up time: each command imports only what it uses
 
     problems = verify_run(Path(run_dir))
     for p in problems:
@@ -92,8 +92,11 @@ def verify(run_dir):
 @friendly
 def stages():
     """List every registered stage with its parameters, types and defaults."""
-    from curator.registry import get_stage, stage_names
-    from curator.stage import describe_params
+    from curator.registry import (  # start-up time: each command imports only what it uses
+        get_stage,
+        stage_names,
+    )
+    from curator.stage import describe_params  # start-up time: each command imports only what it uses
 
     for name in stage_names():
         cls = get_stage(name)
@@ -113,8 +116,8 @@ def stages():
 @friendly
 def query(run_dirs, sql, fmt, out):
     """Run SQL over RUN_DIRS (views: samples, scores, ledger, quarantine, added, rollouts, verdicts, dataset)."""
-    from curator.cli.tables import render_table
-    from curator.query import run_query
+    from curator.cli.tables import render_table  # start-up time: each command imports only what it uses
+    from curator.query import run_query  # start-up time: each command imports only what it uses
 
     table = run_query(list(run_dirs), sql)
     render_table(table, fmt, out)
@@ -128,9 +131,9 @@ def query(run_dirs, sql, fmt, out):
 def demo(run_dir, workers, quiet):
     """Run the bundled demo recipe end to end on the default model, then report and gate it."""
 
-    from curator.gate import evaluate
-    from curator.pipeline import run as run_recipe
-    from curator.report import write_report
+    from curator.gate import evaluate  # start-up time: each command imports only what it uses
+    from curator.pipeline import run as run_recipe  # start-up time: each command imports only what it uses
+    from curator.report import write_report  # start-up time: each command imports only what it uses
 
     recipe = Path(__file__).parent / "demo.yaml"
     result = run_recipe(recipe, Path(run_dir), workers=workers, quiet=quiet)
@@ -165,9 +168,9 @@ def directions() -> None:
 @friendly
 def directions_build(recipe, force, quiet):
     """Build (or find cached) every artifact the stages of RECIPE need; print their paths."""
-    from curator.plan import build_references
-    from curator.recipe import load_recipe
-    from curator.rundir import RunDir
+    from curator.plan import build_references  # start-up time: each command imports only what it uses
+    from curator.recipe import load_recipe  # start-up time: each command imports only what it uses
+    from curator.rundir import RunDir  # start-up time: each command imports only what it uses
 
     built = build_references(load_recipe(recipe), RunDir(Path(".")), quiet, force)
     if not built:

@@ -26,8 +26,8 @@ def render_table(table: pa.Table, fmt: str, out: str | None) -> None:
     elif fmt == "json":
         text = "".join(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in table.to_pylist())
     else:
-        from rich.console import Console
-        from rich.table import Table
+        from rich.console import Console  # start-up time
+        from rich.table import Table  # start-up time
 
         grid = Table(*table.column_names)
         for row in table.to_pylist()[:1000]:

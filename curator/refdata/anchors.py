@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 import yaml
 
 from curator.errors import InputError, RecipeError
@@ -91,7 +93,7 @@ def read_user_table(path: str | Path) -> pa.Table:
         raise InputError(f"{path}: no such file or directory")
     try:
         if path.is_dir():
-            import datasets
+            import datasets  # start-up time: datasets is only needed for a save_to_disk folder
 
             ds = datasets.load_from_disk(str(path))
             if isinstance(ds, datasets.DatasetDict):
@@ -103,12 +105,8 @@ def read_user_table(path: str | Path) -> pa.Table:
             lines = path.read_text(encoding="utf-8").splitlines()
             return pa.Table.from_pylist([json.loads(ln) for ln in lines if ln.strip()])
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             return pq.read_table(path)
         if suffix == ".csv":
-            import pyarrow.csv as pcsv
-
             return pcsv.read_csv(path)
     except InputError:
         raise

@@ -126,7 +126,7 @@ class RolloutGenerator:
                 self._sampler = _VLLM[key]
             else:
                 from curator.ml.generate import BlockSampler  # start-up time: torch
-                from curator.ml.models import load_model
+                from curator.ml.models import load_model  # start-up time: torch
 
                 m = load_model(self.spec, device=self.device, dtype=self.dtype)
                 self._sampler = BlockSampler(m.model, m.tokenizer, m.device)

@@ -31,7 +31,7 @@ class VLLMSampler:
     def sample(self, blocks: Sequence[tuple[list[int], list[int]]], sampling: Sampling) -> list[list[Sample]]:
         """``blocks`` = (prompt token ids, one seed per row); returns the samples per block."""
         from vllm import SamplingParams  # optional dependency (GPU)
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs import TokensPrompt  # optional: vllm
 
         rows = [(ids, seed) for ids, seeds in blocks for seed in seeds]
         params = [SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,

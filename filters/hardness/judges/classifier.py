@@ -161,7 +161,7 @@ class ClassifierJudge:
         """Fit both heads on the seeded training groups of ``rows`` (default :func:`training_rows`);
         metadata records held-out metrics per head."""
         from sklearn.linear_model import LogisticRegression  # start-up time: scikit-learn
-        from sklearn.metrics import roc_auc_score
+        from sklearn.metrics import roc_auc_score  # start-up time: scikit-learn
 
         embedder = embedder or get_embedder()
         rows = list(rows) if rows is not None else training_rows()
