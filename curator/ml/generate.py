@@ -22,16 +22,7 @@ import numpy as np
 import torch
 
 from curator.ml.chat import end_of_turn_id, render_generation_prompt
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters, always passed explicitly (``top_k = 0``: off; ``temperature = 0``: greedy)."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 64
+from curator.ml.sampling import Sampling
 
 
 @dataclass(frozen=True)

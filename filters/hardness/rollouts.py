@@ -23,6 +23,7 @@ import pyarrow as pa
 from curator.errors import RecipeError
 from curator.hashing import sha256_parts, sha256_text
 from curator.keyed_store import KeyedStore
+from curator.ml.sampling import Sampling
 from curator.progress import progress_bar
 from curator.stage import Artifact
 from filters.hardness.verdicts import pair_key
@@ -37,13 +38,9 @@ ROLLOUT_SCHEMA = pa.schema([
 
 
 @dataclass(frozen=True)
-class GenParams:
-    """Everything that fixes a rollout besides the model and prompt (``top_k = 0``: off)."""
+class GenParams(Sampling):
+    """Everything that fixes a rollout besides the model and prompt: the sampling parameters and these."""
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 64
     seed: int = 0
     backend: str = "transformers"
     dtype: str = "float32"
@@ -60,10 +57,8 @@ class GenParams:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
-    def sampling(self):
-        """The ``curator.ml.generate.Sampling`` part."""
-        from curator.ml.generate import Sampling  # start-up time: torch
-
+    def sampling(self) -> Sampling:
+        """The sampling parameters alone."""
         return Sampling(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
 
 
