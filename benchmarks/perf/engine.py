@@ -5,7 +5,7 @@ run on the same files, the ratio against (a) a plain pyarrow read -> compute -> 
 with the same logic, (b) HF ``datasets`` map + filter, (c) a datatrove LocalPipelineExecutor
 with an equivalent filter (optional: ``pip install datatrove``).
 
-    python benchmarks/perf/engine.py --rows 1000000      # ~5-10 minutes on 2 cores
+    python -m benchmarks.perf.engine --rows 1000000      # ~5-10 minutes on 2 cores
 
 Each system runs ``--rounds`` times (default 2), interleaved in alternating order, and its best
 time counts, so a load swing on a shared machine does not land on one system only.

@@ -9,8 +9,8 @@ are interleaved over ``--rounds`` rounds and the best round of each is reported 
 on response tokens + causal attention) + activation-gradient backward (same linear FLOPs, 2x attention)
 + per-sample LoRA einsums; the same count is used for the loop and the engine.
 
-    python benchmarks/perf/gradients.py            # ~5-8 min on 2 cores
-    python benchmarks/perf/gradients.py --quick    # ~1-2 min
+    python -m benchmarks.perf.gradients            # ~5-8 min on 2 cores
+    python -m benchmarks.perf.gradients --quick    # ~1-2 min
 """
 
 from __future__ import annotations
@@ -291,7 +291,7 @@ def main() -> None:
         print("\n".join(block), flush=True)
         lines += block
     if args.out:
-        cmd = "python benchmarks/perf/gradients.py " + " ".join(sys.argv[1:])
+        cmd = "python -m benchmarks.perf.gradients " + " ".join(sys.argv[1:])
         with open(args.out, "w") as fh:
             fh.write(
                 f"# Per-sample LoRA gradients: benchmark results\n\nCommand: `{cmd}`\n\n"

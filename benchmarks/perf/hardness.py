@@ -11,7 +11,7 @@ Same run, same model (the default SmolLM2-135M-Instruct unless --model), same pr
 Generated tokens/s are reported with their ratio to the one-at-a-time loop. Judge throughput: pairs/s
 of the keyword and classifier judges on the batched rollouts (model loading excluded).
 
-    python benchmarks/perf/hardness.py --out benchmarks/results/hardness.md
+    python -m benchmarks.perf.hardness --out benchmarks/results/hardness.md
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
     r_b, r_s, r_h = n_batched / t_batched, n_single / t_single, n_hf / t_hf
     lines = [
         "# Hardness benchmark", "",
-        f"Command: `python benchmarks/perf/hardness.py --prompts {args.prompts} --block {args.block} "
+        f"Command: `python -m benchmarks.perf.hardness --prompts {args.prompts} --block {args.block} "
         f"--single-rows {args.single_rows} --max-new-tokens {args.max_new_tokens} --threads {args.threads}`", "",
         f"Machine: {platform.machine()}, torch threads {torch.get_num_threads()}, CPU only; model `{args.model}` "
         f"(end-of-turn id {end_of_turn_id(tok)}). Other jobs shared the CPU, so only ratios within this run mean "

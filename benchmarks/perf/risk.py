@@ -10,8 +10,8 @@ float32 ones (Spearman, max abs diff). Methods are interleaved over ``--rounds``
 machine); each reports its best round and the median per-round ratio. Uses (and builds on first use)
 the default directions under $CURATOR_HOME. (benchmarks/perf/risk_forward.py covers the forward-only scorers.)
 
-    python benchmarks/perf/risk.py            # 32 samples per mode, 8 for the reference
-    python benchmarks/perf/risk.py --quick    # 8 / 4
+    python -m benchmarks.perf.risk            # 32 samples per mode, 8 for the reference
+    python -m benchmarks.perf.risk --quick    # 8 / 4
 """
 
 from __future__ import annotations

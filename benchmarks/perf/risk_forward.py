@@ -6,8 +6,8 @@ full forward pass: the causal LM with ``output_hidden_states=True`` (what DataSh
 runs) and the bare decoder stack (no LM head). Reference artifacts are built (or loaded) before timing.
 Timings interleave the methods over ``--rounds`` rounds and report the median, since the machine is shared.
 
-    python benchmarks/perf/risk_forward.py              # 64 samples x 3 rounds
-    python benchmarks/perf/risk_forward.py --quick      # 16 samples x 1 round
+    python -m benchmarks.perf.risk_forward              # 64 samples x 3 rounds
+    python -m benchmarks.perf.risk_forward --quick      # 16 samples x 1 round
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ sample's mean response-token loss with a small random Llama built in code, so no
 downloaded). The model stage is registered in this script only: the plan carries its stage
 classes to the workers of both executors. Ray start-up is timed once and excluded from the runs.
 
-    python benchmarks/perf/scaling.py --rows 800 --repeats 2     # ~5 minutes on 2 cores
+    python -m benchmarks.perf.scaling --rows 800 --repeats 2     # ~5 minutes on 2 cores
 """
 
 from __future__ import annotations

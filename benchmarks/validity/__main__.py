@@ -50,7 +50,7 @@ from benchmarks.validity.hardness import step_hardness as run_part_b
 from benchmarks.validity.risk import ensure_references
 from benchmarks.validity.risk import step_risk as run_part_a
 from curator.hashing import sha256_text
-from curator.ml.models import resolve_model
+from curator.ml.models import curator_home, resolve_model
 from filters.hardness.judges.classifier import ClassifierJudge
 from filters.hardness.judges.keyword import KeywordRefusalJudge
 
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
                           "torch": torch.__version__}
         run[s] = res
         args.out.parent.mkdir(parents=True, exist_ok=True)  # after every step: a later failure keeps it
-        args.out.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
+        text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+        args.out.write_text(text.replace(str(curator_home()), "$CURATOR_HOME"), "utf-8")  # no machine paths
         print(f"wrote {args.out} ({s})", flush=True)
 
 

@@ -1,7 +1,7 @@
 """Markdown tables of the validity benchmark's recorded results (``benchmarks/results/validity.json``).
 
-    python benchmarks/validity/report.py              # every mode on record
-    python benchmarks/validity/report.py --mode full
+    python -m benchmarks.validity.report              # every mode on record
+    python -m benchmarks.validity.report --mode full
 
 Prints, per mode: wall time per step, the aligned starting model's refusal rates, Part A's windows
 (Δ shift with bootstrap intervals, greedy refusal with Wilson intervals) and paired differences, Part B's
