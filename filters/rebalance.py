@@ -113,7 +113,7 @@ class RebalanceStage(Stage):
         return self.context.seed if self.params.seed is None else self.params.seed
 
     def fingerprint_inputs(self) -> dict[str, Any]:
-        from curator.ml.models import resolve_model  # start-up time: torch
+        from curator.ml.models import model_inputs, resolve_model  # start-up time: torch
 
         out: dict[str, Any] = {"seed": self.seed}
         if self.params.variant in ("hard_mixed", "random_mixed", "control"):
@@ -123,7 +123,7 @@ class RebalanceStage(Stage):
                     raise RecipeError(f"rebalance benign: {self.params.benign!r} is neither 'framing' nor an existing "
                                       "file (WildJailbreak TSV, JSONL, Parquet or CSV with a prompt column)")
                 out["benign_sha256"] = sha256_path(path)
-            out["model"] = resolve_model(self.context.model).fingerprint
+            out.update(model_inputs(resolve_model(self.context.model)))
             if self.params.variant != "control":
                 out["benign_judge"] = cached_judge(self.params.benign_judge).fingerprint()
         return out

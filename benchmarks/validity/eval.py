@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.validity.aligned import AlignedConfig, edgy_split
 from curator.hashing import sha256_text
 from curator.ml.chat import collate, encode_sample, model_per_sample_loss
 from curator.ml.generate import greedy_generate
 from curator.ml.models import curator_home, load_model, resolve_model
+from curator.ml.safety_adapter import AdapterConfig, edgy_split
 from curator.refdata.anchors import advbench, do_not_answer, harmbench_prompts
 from curator.stats import wilson_interval
 
@@ -43,7 +43,7 @@ def sample_prompts(prompts: Sequence[str], n: int, seed: int, tag: str, exclude:
 
 
 def eval_sets(mode: dict, seed: int) -> dict[str, list[str]]:
-    _edgy_train, edgy_test, _rec = edgy_split(AlignedConfig())  # only the held-out side is evaluated
+    _edgy_train, edgy_test, _rec = edgy_split(AdapterConfig())  # only the held-out side is evaluated
     train_like = {norm(p) for p in advbench()["prompt"].to_pylist()}  # never evaluate on AdvBench text
     return {
         "harmbench": sample_prompts(harmbench_prompts()["prompt"].to_pylist(), mode["n_harmbench"], seed,

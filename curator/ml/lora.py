@@ -8,6 +8,7 @@ Factors are saved as safetensors (``<module>.lora_A`` / ``<module>.lora_B``) wit
 from __future__ import annotations
 
 import hashlib
+import os
 import math
 import re
 from collections.abc import Callable
@@ -209,6 +210,9 @@ def save_factors(path: str | Path, factors: Factors, metadata: dict[str, str]) -
     meta[HASH_KEY] = tensors_sha256(tensors)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # safetensors writes 0600; artifacts are shared like other outputs
 
 
 def load_verified(path: str | Path, what: str, remedy: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

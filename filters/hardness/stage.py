@@ -122,11 +122,10 @@ class HardnessStage(Stage):
                          p.block)
 
     def fingerprint_inputs(self) -> dict[str, Any]:
-        from curator.ml.models import resolve_model  # start-up time: torch
+        from curator.ml.models import model_inputs, resolve_model  # start-up time: torch
 
         judge = cached_judge(self.params.judge)
-        return {"model": resolve_model(self.context.model).fingerprint, "judge": judge.fingerprint(),
-                "seed": self.seed}
+        return {**model_inputs(resolve_model(self.context.model)), "judge": judge.fingerprint(), "seed": self.seed}
 
     def report_sections(self) -> tuple[ReportSection, ...]:
         return (histogram_section("hardness", "Hardness", "harmful rollouts / k, per selected prompt"),

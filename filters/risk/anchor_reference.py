@@ -23,7 +23,7 @@ from curator.errors import InputError
 from curator.hashing import sha256_text
 from curator.io import atomic_path
 from curator.ml.lora import HASH_KEY, load_verified, tensors_sha256
-from curator.ml.models import curator_home
+from curator.ml.models import curator_home, model_inputs
 from curator.refdata.anchors import read_user_table, split, table_sha256, uncensorbench_pairs
 from filters.base import ModelScoreStage
 
@@ -128,4 +128,4 @@ class AnchorReferenceStage(ModelScoreStage):
     def fingerprint_inputs(self) -> dict:
         """Model fingerprint and the reference's sha256 (built here on first use)."""
         _, meta = self.reference()
-        return {"model": self.model_spec.fingerprint, f"{self.reference_name}_sha256": meta[HASH_KEY]}
+        return {**model_inputs(self.model_spec), f"{self.reference_name}_sha256": meta[HASH_KEY]}

@@ -26,7 +26,7 @@ import torch
 from curator.errors import RecipeError
 from curator.ml.gradients import per_sample_lora_grads
 from curator.ml.lora import attach_lora, lora_modules, set_factors
-from curator.ml.models import LoadedModel, load_model
+from curator.ml.models import LoadedModel, load_model, model_inputs
 from curator.ml.precision import warn_if_slow_bfloat16
 from curator.report_sections import score_sections
 from filters.base import ModelScoreStage
@@ -69,8 +69,8 @@ class SQSDStage(ModelScoreStage):
         fp = self.model_spec.fingerprint
         if self.params.directions == "default":
             cfg, record = _default_record(self.params.method)
-            return {"model": fp, "directions_key": dirs.build_key(fp, cfg, record)}
-        return {"model": fp, "directions_sha256": dirs.directions_sha256(self.params.directions)}
+            return {**model_inputs(self.model_spec), "directions_key": dirs.build_key(fp, cfg, record)}
+        return {**model_inputs(self.model_spec), "directions_sha256": dirs.directions_sha256(self.params.directions)}
 
     def open_model(self) -> LoadedModel:
         """A private copy: ``setup`` attaches the directions' LoRA."""

