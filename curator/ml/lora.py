@@ -8,8 +8,8 @@ Factors are saved as safetensors (``<module>.lora_A`` / ``<module>.lora_B``) wit
 from __future__ import annotations
 
 import hashlib
-import os
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
