@@ -94,13 +94,13 @@ def pool_rows(n: int, seed: int) -> list[dict]:
 
 def encode(tok, prompt: str, response: str, encoding: str):
     if encoding == "left192":
-        return encode_sample(tok, prompt, response, max_length=192)
+        return encode_sample(tok, prompt, response, max_length=192, truncation_side="left")
     if encoding == "right192":
         return encode_sample(tok, prompt, response, max_length=192, truncation_side="right")
     if encoding == "full1024":
         return encode_sample(tok, prompt, response, max_length=1024, truncation_side="right")
     if encoding == "left256_first10":
-        s = encode_sample(tok, prompt, response, max_length=256)
+        s = encode_sample(tok, prompt, response, max_length=256, truncation_side="left")
         k = 10
     else:
         s = encode_sample(tok, prompt, response, max_length=4096)
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     attach_lora(lm.model, LORA, seed=0)
     gr = Grads(lm)
     tok = lm.tokenizer
-    pool = gr.per_sample([encode_sample(tok, r["prompt"], r["response"], max_length=POOL_MAX_LENGTH) for r in rows],
+    pool = gr.per_sample([encode_sample(tok, r["prompt"], r["response"], max_length=POOL_MAX_LENGTH,
+                                       truncation_side="left") for r in rows],
                          "pool")
 
     # E2: first-order predictor from the evaluation triples themselves
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     triples = delta_triples(mode, 0, Path(original), args.aligned, 64, KeywordRefusalJudge())
     tg = {}
     for side in ("compliant", "refusal"):
-        samples = [encode_sample(tok, p, a, max_length=256) for p, a in zip(triples["prompts"], triples[side])]
+        samples = [encode_sample(tok, p, a, max_length=256, truncation_side="left")  # as the Δ of those runs
+                   for p, a in zip(triples["prompts"], triples[side])]
         g = gr.per_sample(samples, f"Δ triples, {side}")
         tg[side] = {n: g[n].double().mean(0) for n in gr.names}
         del g
