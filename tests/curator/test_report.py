@@ -135,7 +135,7 @@ def test_cli_report_out(tmp_path):
     assert cli.exit_code == 0, cli.output
     assert out.read_text().startswith("<!DOCTYPE html>") and not (res.run_dir / "report.html").exists()
     bad = CliRunner().invoke(report, [str(tmp_path)])
-    assert bad.exit_code == 1 and "no manifest.json" in bad.stderr
+    assert bad.exit_code == 2 and "not a curator run directory" in bad.stderr
 
 
 @pytest.mark.slow
