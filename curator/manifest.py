@@ -158,8 +158,9 @@ def verify_run(run_dir: Path) -> Verification:
     listed: dict[str, str] = {}
     for shard in manifest.get("shards", []):
         listed.update(shard["files"])
-        ledger_path = run_dir / "ledger" / f"shard-{shard['shard']:05d}.parquet"
-        if ledger_path.exists():
+        rel = f"ledger/shard-{shard['shard']:05d}.parquet"
+        ledger_path = run_dir / rel
+        if ledger_path.exists() and rel in shard["files"] and _check_file(run_dir, rel, shard["files"][rel]) is None:
             c = counts(read_parquet(ledger_path))
             if c["kept"] + c["dropped"] + c["flagged"] + c["quarantined"] != shard["rows_in"]:
                 problems.append(f"shard {shard['shard']}: ledger rows do not add up to {shard['rows_in']} input rows")

@@ -1,7 +1,7 @@
 """``curator status``: what has finished in a run directory, per stage name, read only from its files.
 
 Stages are named by the finished run's manifest or, while a run is going, by ``cache/owners/`` (the fingerprint
-each stage's outputs belong to); a finished run also shows its totals, gate verdict and warnings
+each stage's outputs belong to, in the order of the run's ``recipe.yaml``); a finished run also shows its totals, gate verdict and warnings
 (``curator.run_warnings``).
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import yaml
 
 from curator.query import connect
 from curator.run_warnings import run_warnings
@@ -26,7 +28,12 @@ def _owners(root: Path) -> list[tuple[str, str]]:
     owners = root / "cache" / "owners"
     found = [(p.name.removeprefix("stage-"), p.read_text(encoding="utf-8").strip())
              for p in sorted(owners.iterdir())] if owners.is_dir() else []
-    return sorted(found, key=lambda item: item[0] != "ingest")
+    try:
+        raw = yaml.safe_load((root / "recipe.yaml").read_text(encoding="utf-8"))["stages"]
+        order = ["ingest", *(str(s.get("id") or s.get("use")) for s in raw)]
+    except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError):
+        order = ["ingest"]
+    return sorted(found, key=lambda item: order.index(item[0]) if item[0] in order else len(order))
 
 
 def run_status(root: Path) -> dict:
