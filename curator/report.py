@@ -69,7 +69,8 @@ def section_summary(m: dict) -> str:
              {"field": "executor", "value": f"{m['executor']['kind']} x{m['executor']['workers']}"},
              {"field": "shards", "value": m["n_shards"]}, {"field": "dataset digest", "value": m["dataset"]["digest"]},
              {"field": "dataset rows", "value": m["dataset"]["rows"]}]
-    inputs = [{"uri": i["uri"], "format": i["format"], "rows": i["rows"], "sha256": i["sha256"][:16]}
+    inputs = [{"name": i.get("name", ""), "uri": i["uri"], "format": i["format"], "rows": i["rows"],
+               "sha256": i["sha256"][:16]}
               for i in m["inputs"]]
     return ("<h2 id='manifest'>Manifest summary</h2>" + table(facts, 400) + "<h3>Inputs</h3>" + table(inputs, 400))
 

@@ -36,7 +36,7 @@ def missing_responses(con: duckdb.DuckDBPyConnection) -> list[str]:
         return []
     total = sum(n for _, n in rows)
     by_source = ", ".join(f"{s} {n}" for s, n in rows[:5])
-    return [f"{total} samples have no response ({by_source}): stages that score responses left them unscored; "
+    return [f"{total} sample{'s have' if total > 1 else ' has'} no response ({by_source}): stages that score responses left them unscored; "
             "they are prompts for stages such as hardness, not training rows, unless a response is added"]
 
 
