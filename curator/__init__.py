@@ -1,7 +1,8 @@
 """curator: safety-aware data curation for LLM fine-tuning and pre-training data.
 
 Python API mirroring the CLI: ``curator.run(recipe, run_dir)``, ``curator.apply(data, stages=[...])``,
-``curator.load_recipe(path)``, ``curator.query.connect(run_dir)``, ``curator.verify(run_dir)``. Submodules load
+``curator.load_recipe(path)``, ``curator.query.connect(run_dir)``, ``curator.verify(run_dir)``,
+``curator.RunResult.load(run_dir)``. Submodules load
 on first use, so ``import curator`` stays light.
 """
 
@@ -12,9 +13,11 @@ _LAZY_MODULES = ("query", "gate", "report", "status")
 
 
 def __getattr__(name: str):
-    """``curator.query`` and the other reader modules, imported when first used."""
+    """``curator.query`` and the other reader modules, and ``curator.RunResult``, imported when first used."""
     if name in _LAZY_MODULES:
         return importlib.import_module(f"curator.{name}")
+    if name == "RunResult":
+        return importlib.import_module("curator.result").RunResult
     raise AttributeError(f"module 'curator' has no attribute {name!r}")
 
 

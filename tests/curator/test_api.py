@@ -15,7 +15,6 @@ import pytest
 
 import curator
 from curator.errors import RecipeError
-from curator.result import RunResult
 
 README = Path(__file__).parents[2] / "README.md"
 ROWS = [{"prompt": f"question {i}?", "response": "word " * (i + 1), "id": i} for i in range(12)]
@@ -35,7 +34,7 @@ def test_apply_returns_every_input_row_with_scores_and_status(kind, tmp_path):
     assert status[0] == ("kept", None)
     assert status[11] == ("dropped", "char_len > 50")  # 'question 11?' + 12 words
     assert status[12] == ("dropped", "duplicate") and status[13] == ("quarantined", "empty response")
-    res = RunResult.load(tmp_path / "run")
+    res = curator.RunResult.load(tmp_path / "run")
     assert res.dataset.num_rows == res.counts["kept"] + res.counts["flagged"]
     assert res.ledger.num_rows == len(ROWS) and "char_len" in res.scores.column_names
 
