@@ -5,7 +5,7 @@
     rows → encode (chat template, ``params.max_length``) → stable sort by token length
          → chunks of ``params.batch_size`` → ``score_chunk(samples, batch) -> {column: [value per sample]}``
 
-with one float64 column per ``provided_columns()`` and ``flag_reason``. Per-sample cache: a
+with one float64 column per ``provided_columns()`` (int64 for ``count_columns``) and ``flag_reason``. Per-sample cache: a
 ``KeyedStore`` keyed by ``sample_id`` under ``cache_dir/scores``; stored rows are left out before sorting,
 so a killed shard resumes computing only the missing rows (and, as rows are stored by whole chunks, forms
 the same chunks as an uninterrupted run). Chunks are stored every ``FLUSH_EVERY`` chunks and on
@@ -57,6 +57,7 @@ class ModelScoreStage(Stage):
     uses_model = True
     requires = ("sample_id", "prompt", "response")
     chunks_per_call: ClassVar[int] = 32  # the engine hands ``batch_size * chunks_per_call`` rows per call
+    count_columns: ClassVar[tuple[str, ...]] = ()  # provided columns that hold counts (int64)
     _loaded: LoadedModel | None = None
 
     def resources(self) -> Resources:
@@ -91,7 +92,8 @@ class ModelScoreStage(Stage):
     @cached_property
     def store(self) -> KeyedStore:
         """Rows already scored, by ``sample_id``."""
-        schema = pa.schema([("sample_id", pa.string()), *[(c, pa.float64()) for c in self.provided_columns()],
+        schema = pa.schema([("sample_id", pa.string()),
+                            *[(c, pa.int64() if c in self.count_columns else pa.float64()) for c in self.provided_columns()],
                             (FLAG_COLUMN, pa.string())])
         return KeyedStore(self.context.cache_dir / "scores", "sample_id", schema)
 
@@ -145,5 +147,6 @@ class ModelScoreStage(Stage):
 
     def _row(self, sample_id: str, scores: Sequence[float] | None, reason: str | None) -> dict[str, Any]:
         columns = self.provided_columns()
-        values = [None] * len(columns) if scores is None else [float(v) for v in scores]
+        values = [None] * len(columns) if scores is None else \
+            [int(v) if c in self.count_columns else float(v) for c, v in zip(columns, scores)]
         return {"sample_id": sample_id, **dict(zip(columns, values)), FLAG_COLUMN: reason}

@@ -10,6 +10,8 @@ variants that step from SQSD (``mean_update``) to ``risk_grad`` one factor at a 
 - anchor tokens (``encoding``): ``left192`` (SQSD today: the last 192 tokens, which drops the prompt and the
   answer's opening for most anchors), ``left256_first10`` (``risk_grad`` today: the last 256 tokens, then the
   loss on the first 10 response tokens left), ``right192`` (prompt kept, response cut at the end),
+  ``resp_end192`` (encode_sample's
+  default since the fix: the prompt's end and the response's opening, a long response cut at its end),
   ``full1024`` (no truncation in practice), ``first10`` / ``first32`` (prompt + the first k response tokens);
 - anchor aggregation (``agg``): ``raw`` mean of anchor gradients (SQSD) or mean of unit-normalised ones;
 - space: ``dW`` (the update ΔW = −∇B·A, SQSD) or ``B`` (the LoRA-B gradient itself, ``risk_grad``);
@@ -61,7 +63,7 @@ from filters.hardness.judges.keyword import KeywordRefusalJudge
 from filters.risk import directions as dirs
 
 RESULTS = Path(__file__).parents[1] / "results"
-ENCODINGS = ("left192", "left256_first10", "right192", "full1024", "first10", "first32")
+ENCODINGS = ("left192", "resp_end192", "left256_first10", "right192", "full1024", "first10", "first32")
 LORA = LoRAConfig(r=8, alpha=16.0)  # the fine-tunes', SQSD's and risk_grad's LoRA (same seed-0 A)
 POOL_MAX_LENGTH = 256
 
@@ -95,6 +97,8 @@ def pool_rows(n: int, seed: int) -> list[dict]:
 def encode(tok, prompt: str, response: str, encoding: str):
     if encoding == "left192":
         return encode_sample(tok, prompt, response, max_length=192, truncation_side="left")
+    if encoding == "resp_end192":  # encode_sample's default now: prompt end + response opening, cut at the end
+        return encode_sample(tok, prompt, response, max_length=192)
     if encoding == "right192":
         return encode_sample(tok, prompt, response, max_length=192, truncation_side="right")
     if encoding == "full1024":
@@ -188,9 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", nargs="+", type=Path,
                     default=[RESULTS / "validity.json", RESULTS / "validity_length_control.json"])
     ap.add_argument("--out", type=Path, default=RESULTS / "validity_diagnosis.json")
-    ap.add_argument("--original", default="default", help="the model before alignment (for the Δ triples)")
+    ap.add_argument("--original", default="smollm2-135m-instruct", help="the model before alignment (for the Δ triples)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--step", choices=("e0-e2", "e3"), default="e0-e2")
+    ap.add_argument("--encodings", nargs="+", choices=ENCODINGS, default=list(ENCODINGS),
+                    help="anchor encodings to compare (each costs one pass over the anchors)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.step == "e3":
@@ -239,42 +245,35 @@ def main(argv: list[str] | None = None) -> None:
     print(f"E2 first-order: Spearman {e2['first_order']['spearman']:+.2f}, Pearson {e2['first_order']['pearson']:+.2f}; "
           f"sign step: Spearman {e2['sign_step']['spearman']:+.2f}", flush=True)
 
-    anchors: dict[str, dict] = {}
-    for split_fraction in (0.2, 0.3):  # SQSD's directions split / risk_grad's anchor split
-        train, _, _ = split(uncensorbench_pairs(), split_fraction, 0)
-        for encoding in ENCODINGS if split_fraction == 0.2 else ("left256_first10",):
-            for side, reply in (("danger", "compliant"), ("safety", "refusal")):
-                samples = [encode(tok, p, a, encoding) for p, a in
-                           zip(train["prompt"].to_pylist(), train[reply].to_pylist())]
-                g = gr.per_sample(samples, f"{side} anchors, {encoding}, split {split_fraction}")
-                key = f"{encoding}@{split_fraction}"
-                anchors.setdefault(key, {})[side] = gr.aggregate(g)
-                anchors[key].setdefault("tokens", {})[side] = float(np.mean([s.response_len for s in samples]))
-                del g
-
-    variants = {}
-    for key, a in anchors.items():
-        for agg in ("raw", "unit"):
-            for space in ("dW", "B"):
-                for sim in ("module_cos", "global_cos", "unit_dot"):
-                    danger = similarity(gr, pool, a["danger"][agg], space, sim)
-                    safety = similarity(gr, pool, a["safety"][agg], space, sim)
-                    name = f"{key}|{agg}|{space}|{sim}"
-                    variants[name] = {"danger": window_stats(rows, danger, windows),
-                                      "safety": window_stats(rows, safety, windows),
-                                      "risk": window_stats(rows, danger - safety, windows),
-                                      "scores": {"danger": danger.tolist(), "safety": safety.tolist()}}
-                    print(f"{name:55s} risk Spearman {variants[name]['risk']['spearman']:+.2f} "
-                          f"(danger {variants[name]['danger']['spearman']:+.2f}, "
-                          f"safety {variants[name]['safety']['spearman']:+.2f})", flush=True)
-
     record = {"command": "python -m benchmarks.validity.diagnose --aligned <aligned model dir>",
               "aligned_fingerprint": spec.fingerprint, "windows": windows,
               "pool": [{"sample_id": r["sample_id"], "source": r["source"], "response_chars": len(r["response"])}
                        for r in rows],
-              "anchor_tokens": {k: a["tokens"] for k, a in anchors.items()},
-              "variants": variants, "e2": e2, "seconds": round(time.time() - t_start, 1)}
-    args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", "utf-8")
+              "anchor_tokens": {}, "variants": {}, "e2": e2}
+    plan = [(0.2, e) for e in args.encodings] + ([(0.3, "left256_first10")] if "left256_first10" in args.encodings else [])
+    for split_fraction, encoding in plan:  # SQSD's directions split / risk_grad's anchor split
+        train, _, _ = split(uncensorbench_pairs(), split_fraction, 0)
+        key, anchor = f"{encoding}@{split_fraction}", {}
+        for side, reply in (("danger", "compliant"), ("safety", "refusal")):
+            samples = [encode(tok, p, a, encoding) for p, a in zip(train["prompt"].to_pylist(), train[reply].to_pylist())]
+            g = gr.per_sample(samples, f"{side} anchors, {encoding}, split {split_fraction}")
+            anchor[side] = gr.aggregate(g)
+            record["anchor_tokens"].setdefault(key, {})[side] = float(np.mean([s.response_len for s in samples]))
+            del g
+        for agg in ("raw", "unit"):
+            for space in ("dW", "B"):
+                for sim in ("module_cos", "global_cos", "unit_dot"):
+                    danger = similarity(gr, pool, anchor["danger"][agg], space, sim)
+                    safety = similarity(gr, pool, anchor["safety"][agg], space, sim)
+                    name = f"{key}|{agg}|{space}|{sim}"
+                    v = record["variants"][name] = {
+                        "danger": window_stats(rows, danger, windows), "safety": window_stats(rows, safety, windows),
+                        "risk": window_stats(rows, danger - safety, windows),
+                        "scores": {"danger": danger.tolist(), "safety": safety.tolist()}}
+                    print(f"{name:55s} risk Spearman {v['risk']['spearman']:+.2f} Pearson {v['risk']['pearson']:+.2f} "
+                          f"(danger {v['danger']['spearman']:+.2f}, safety {v['safety']['spearman']:+.2f})", flush=True)
+        record["seconds"] = round(time.time() - t_start, 1)
+        args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", "utf-8")  # partial results kept
     print(f"wrote {args.out} ({record['seconds']}s)", flush=True)
 
 

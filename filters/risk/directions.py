@@ -17,10 +17,12 @@ A directions directory holds ``danger.safetensors``, ``safety.safetensors``, ``i
 All adapters share one LoRA init seed, so their ``A`` start identical; this is what PEFT + the HF
 Trainer's fixed default seed give the authors' three adapters [derived], and it keeps the danger
 direction's row space aligned with the scoring state. Defaults (1 epoch = 15 / 15 / 12 steps of 8,
-≤192 tokens, lr 1e-3, r=8, α=16, all-linear) are sized for CPU and the 135M default model; the
-``lora`` build measured 25 CPU-minutes (≈12 min wall on 2 idle cores), ``mean_update`` about a third
-of that. The paper's values (3k BeaverTails / 10k PKU-SafeRLHF samples, lr 5e-6, thousands of
-steps; §1.2, §1.9) are out of reach on CPU and are not the defaults.
+≤1024 tokens as in the paper, lr 1e-3, r=8, α=16, all-linear) are sized for CPU and the 135M default model.
+Anchors are encoded whole up to 1024 tokens; a longer one keeps its prompt and its answer's opening
+(``encode_sample``): at 192 tokens, cut from the left, 118 of 119 compliant anchors had lost the opening
+("Sure, here is how to …") that makes them compliant. The ``lora`` build measured 25 CPU-minutes at
+192 tokens (longer at 1024); ``mean_update`` is a fraction of that. The paper's values (3k BeaverTails /
+10k PKU-SafeRLHF samples, lr 5e-6, thousands of steps; §1.2, §1.9) are out of reach on CPU and are not the defaults.
 """
 
 from __future__ import annotations
@@ -67,15 +69,15 @@ class DirectionConfig:
 
     method: str = "lora"
     lora: LoRAConfig = LoRAConfig(r=8, alpha=16.0, target_modules="all-linear")
-    danger_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=192)
-    safety_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=192)
-    initial_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=192)
+    danger_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=1024)
+    safety_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=1024)
+    initial_train: TrainConfig = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=1024)
     initial_rows: int = 96
     test_fraction: float = 0.2
     split_seed: int = 0
     init_seed: int = 0
     mean_batch_size: int = 8
-    mean_max_length: int = 192
+    mean_max_length: int = 1024  # the paper's; anchors are encoded whole (a longer one loses its end)
 
     def __post_init__(self):
         if self.method not in ("lora", "mean_update"):

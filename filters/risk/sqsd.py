@@ -6,6 +6,10 @@ Per LoRA module m, sample i's update at LoRA state (A, B) is ``ΔW = −(∇B·A
     risk_sqsd_safety = Σ_m metric(ΔW at the safety state (scaling = safety_scaling), D_safety,m)
     risk_sqsd        = risk_sqsd_danger − risk_sqsd_safety
 
+``risk_sqsd_tokens`` is the number of response tokens scored: a sample longer than ``max_length`` keeps
+its prompt's end and its response's opening, and loses the response's end (``curator.ml.chat.encode_sample``).
+The default ``method="mean_update"`` takes the directions as the mean one-step anchor updates at a fresh LoRA
+(the first step of the paper's trained task vectors, minutes on a CPU); ``method="lora"`` trains them.
 ``mode="shared_state"`` takes both projections from one pass at the initial state (half the cost).
 ``base_compute="bfloat16"`` runs the frozen base model in bf16 (mixed precision; LoRA factors, gradients
 and metrics stay float32): faster on CPUs with bf16 matmuls, scores approximate the float32 ones
@@ -33,13 +37,13 @@ from filters.base import ModelScoreStage
 from filters.risk import directions as dirs
 from filters.risk.lowrank import LowRankDirection, module_scores
 
-COLUMNS = ("risk_sqsd", "risk_sqsd_danger", "risk_sqsd_safety")
+COLUMNS = ("risk_sqsd", "risk_sqsd_danger", "risk_sqsd_safety", "risk_sqsd_tokens")
 
 
 @dataclass(frozen=True)
 class SQSDParams:
     directions: str = "default"  # or a directions directory (or a file inside one)
-    method: Literal["lora", "mean_update"] = "lora"
+    method: Literal["lora", "mean_update"] = "mean_update"
     safety_scaling: float = 1.0
     mode: Literal["exact", "shared_state"] = "exact"
     batch_size: int = 8
@@ -60,9 +64,10 @@ def _default_record(method: str) -> tuple[dirs.DirectionConfig, dict]:
 
 class SQSDStage(ModelScoreStage):
     name = "risk.sqsd"
-    version = 1
+    version = 2  # 2: risk_sqsd_tokens; long responses cut at their end; directions from 1024-token anchors
     Params = SQSDParams
     provides = COLUMNS
+    count_columns = ("risk_sqsd_tokens",)  # response tokens scored (a long response is cut at its end)
     chunks_per_call = 8  # engine batches of 8 chunks, as before the shared base: same chunks, same scores
 
     def fingerprint_inputs(self) -> dict:
@@ -129,4 +134,4 @@ class SQSDStage(ModelScoreStage):
             parts.update(zip(which, totals))
         danger, safety = parts["danger"].tolist(), parts["safety"].tolist()
         return {"risk_sqsd": [a - b for a, b in zip(danger, safety)], "risk_sqsd_danger": danger,
-                "risk_sqsd_safety": safety}
+                "risk_sqsd_safety": safety, "risk_sqsd_tokens": [s.response_len for s in samples]}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from curator.errors import RecipeError
+from curator.ml.chat import encode_sample
 from curator.ml.lora import LoRAConfig
 from curator.ml.models import load_model, resolve_model
 from curator.ml.testing import save_tiny_model
@@ -140,6 +141,30 @@ def test_stage_equals_batch1_dense_reference(tiny_env, tmp_path, method, mode, m
     if method == "lora" and mode == "exact":  # the two states really differ
         shared = reference_scores(stage.load().model, stage.load().tokenizer, ROWS[:2], d, 0.8, 48, metric, "shared_state")
         assert all(rel(s["safety"], r["safety"]) > 1e-3 for s, r in zip(shared, ref[:2]))
+    stage.teardown()
+
+
+def test_long_response_is_scored_by_its_opening_and_counted(tiny_env, tmp_path):
+    """Past ``max_length`` the response's end is cut, never its start: answers that share their opening
+    score the same whatever their tails, answers that differ only in their opening do not, and
+    ``risk_sqsd_tokens`` says how many response tokens were scored."""
+    opening = "sure! here are the steps: first mix the flour, then add water and salt. "
+    rows = [{"prompt": "how do i bake bread at home?", "response": opening + "then wait an hour. " * 40},
+            {"prompt": "how do i bake bread at home?", "response": opening + "bake it in a hot oven. " * 40},
+            {"prompt": "how do i bake bread at home?", "response": "i cannot help with that. " + opening
+             + "then wait an hour. " * 40},
+            {"prompt": "hi", "response": "hello"}]
+    stage = make_stage(tiny_env, tmp_path, method="mean_update", batch_size=2, max_length=40)
+    stage.setup()
+    out = stage.process_batch(batch_of(rows)).to_pylist()
+    tok = stage.load().tokenizer
+    full = [len(tok.encode(r["response"], add_special_tokens=False)) for r in rows]
+    assert [o["risk_sqsd_tokens"] for o in out] == [encode_sample(tok, r["prompt"], r["response"], max_length=40)
+                                                     .response_len for r in rows]
+    assert all(o["risk_sqsd_tokens"] < n for o, n in zip(out[:3], full[:3])) and out[3]["risk_sqsd_tokens"] >= 1
+    assert out[0]["risk_sqsd"] == pytest.approx(out[1]["risk_sqsd"], rel=1e-6)
+    assert out[0]["risk_sqsd"] != pytest.approx(out[2]["risk_sqsd"], rel=1e-3)
+    assert pa.types.is_int64(stage.process_batch(batch_of(rows[3:])).schema.field("risk_sqsd_tokens").type)
     stage.teardown()
 
 
