@@ -77,7 +77,7 @@ def score_pool(aligned_dir: Path, cfg: dict, seed: int, quiet: bool) -> list[dic
     recipe = {"curator": 1, "name": "validity-replicated", "shards": 4, "model": str(aligned_dir), "seed": seed,
               "inputs": [{"path": str(pool)}], "stages": stages, "executor": {"kind": "local", "workers": 1}}
     run_dir = curator_home() / "validity" / "runs" / f"replicated-{sha256_text(json.dumps(recipe, sort_keys=True))[:12]}"
-    curator.run(recipe, run_dir, quiet=quiet)
+    curator.run(recipe, run_dir, inputs=[str(pool)], quiet=quiet)  # as --input: the pool lives under $CURATOR_HOME
     cols = ", ".join(f"s.{c}" for c in cfg["scorers"])
     return connect(run_dir).sql(f"SELECT m.sample_id, m.prompt, m.response, m.source, {cols} FROM scores s "
                                 "JOIN samples m USING (sample_id) ORDER BY m.sample_id").to_arrow_table().to_pylist()
