@@ -26,6 +26,7 @@ predictor of the benchmark's own outcome: one step on row i moves Δ by about
 (an oracle that looks at the test set: it bounds what a gradient scorer can do at this scale), plus the
 Adam-like sign variant on each window's mean gradient.
 
+``--step fixed``: the dev pool scored by ``risk.sqsd`` with its shipped defaults (window correlations as above).
 E3 (``--step e3``): ``method: lora`` directions (the paper's trained task vectors: danger, safety and a
 benign initial adapter) built on the aligned model with max_length 1024 (no anchor is truncated), and
 the pool scored by ``risk.sqsd`` itself with them (danger projection at the initial adapter, safety
@@ -33,6 +34,8 @@ projection at the safety adapter).
 
     python -m benchmarks.validity.diagnose --aligned $CURATOR_HOME/models/aligned-<key> \\
         --out benchmarks/results/validity_diagnosis.json
+    python -m benchmarks.validity.diagnose --step fixed --aligned $CURATOR_HOME/models/smollm2-135m-instruct-safe-<sha> \\
+        --out benchmarks/results/validity_diagnosis_fixed.json
     python -m benchmarks.validity.diagnose --step e3 --aligned ... --out benchmarks/results/validity_diagnosis_e3.json
 """
 
@@ -194,13 +197,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "validity_diagnosis.json")
     ap.add_argument("--original", default="smollm2-135m-instruct", help="the model before alignment (for the Δ triples)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--step", choices=("e0-e2", "e3"), default="e0-e2")
+    ap.add_argument("--step", choices=("e0-e2", "e3", "fixed"), default="e0-e2")
     ap.add_argument("--encodings", nargs="+", choices=ENCODINGS, default=list(ENCODINGS),
                     help="anchor encodings to compare (each costs one pass over the anchors)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.step == "e3":
-        return e3(args)
+    if args.step in ("e3", "fixed"):
+        return e3(args) if args.step == "e3" else fixed(args)
     t_start = time.time()
     windows = measured_windows(args.results)
     rows = pool_rows(160, 0)
@@ -277,6 +280,34 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out} ({record['seconds']}s)", flush=True)
 
 
+def stage_window_stats(model: Path, params: dict, windows: list[dict], name: str) -> tuple[dict, list[dict]]:
+    """The dev pool scored by the ``risk.sqsd`` stage itself with ``params``; window stats per column."""
+    recipe = {"curator": 1, "name": name, "shards": 4, "model": str(model), "seed": 0,
+              "inputs": [{"path": "builtin:demo_pool", "sample": 160, "sample_seed": 0}],
+              "stages": [{"use": "normalize"}, {"use": "risk.sqsd", "with": params}]}
+    run_dir = curator_home() / "validity" / "diagnosis" / f"{name}-run"
+    curator.run(recipe, run_dir, quiet=True)
+    rows = connect(run_dir).sql("SELECT m.sample_id, s.risk_sqsd, s.risk_sqsd_danger, s.risk_sqsd_safety FROM scores s "
+                                "JOIN samples m USING (sample_id) ORDER BY m.sample_id").to_arrow_table().to_pylist()
+    return {col: window_stats(rows, np.array([r[col] for r in rows], dtype=float), windows)
+            for col in ("risk_sqsd", "risk_sqsd_danger", "risk_sqsd_safety")}, rows
+
+
+def fixed(args) -> None:
+    """``risk.sqsd`` as shipped (stage defaults) on the dev pool: the configuration choice's evidence."""
+    t0 = time.time()
+    windows = measured_windows(args.results)
+    out, rows = stage_window_stats(args.aligned, {}, windows, "fixed")
+    record = {"command": "python -m benchmarks.validity.diagnose --step fixed --aligned <model dir>",
+              "windows": [w["label"] for w in windows], "stats": out,
+              "scores": {r["sample_id"]: [r["risk_sqsd_danger"], r["risk_sqsd_safety"]] for r in rows},
+              "seconds": round(time.time() - t0, 1)}
+    args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", "utf-8")
+    print(f"fixed risk.sqsd on the dev pool: risk Spearman {out['risk_sqsd']['spearman']:+.2f} Pearson "
+          f"{out['risk_sqsd']['pearson']:+.2f} (danger {out['risk_sqsd_danger']['spearman']:+.2f}, safety "
+          f"{out['risk_sqsd_safety']['spearman']:+.2f}); wrote {args.out}", flush=True)
+
+
 def e3(args) -> None:
     """``method: lora`` directions at max_length 1024 on the aligned model; the pool scored by ``risk.sqsd``."""
     t0 = time.time()
@@ -291,16 +322,8 @@ def e3(args) -> None:
         dirs.build_directions(lm.model, lm.tokenizer, dirs.default_anchor_data(cfg), cfg, root, spec.fingerprint)
         del lm
     built = time.time() - t0
-    recipe = {"curator": 1, "name": "e3", "shards": 4, "model": str(args.aligned), "seed": 0,
-              "inputs": [{"path": "builtin:demo_pool", "sample": 160, "sample_seed": 0}],
-              "stages": [{"use": "normalize"}, {"use": "risk.sqsd", "with": {"directions": str(root), "method": "lora",
-                                                                             "max_length": 1024}}]}
-    run_dir = curator_home() / "validity" / "diagnosis" / "e3-run"
-    curator.run(recipe, run_dir, quiet=True)
-    rows = connect(run_dir).sql("SELECT m.sample_id, s.risk_sqsd, s.risk_sqsd_danger, s.risk_sqsd_safety FROM scores s "
-                                "JOIN samples m USING (sample_id) ORDER BY m.sample_id").to_arrow_table().to_pylist()
-    out = {col: window_stats(rows, np.array([r[col] for r in rows], dtype=float), windows)
-           for col in ("risk_sqsd", "risk_sqsd_danger", "risk_sqsd_safety")}
+    out, rows = stage_window_stats(args.aligned, {"directions": str(root), "method": "lora", "max_length": 1024},
+                                   windows, "e3")
     logs = json.loads((root / dirs.SUMMARY).read_text())["train_logs"]
     record = {"command": "python -m benchmarks.validity.diagnose --step e3 --aligned <aligned model dir>",
               "directions": {"method": "lora", "max_length": 1024, "train_logs": logs, "build_seconds": round(built, 1)},
