@@ -156,19 +156,45 @@ def part_b_tables(step: dict) -> str:
                         table(["paired sampled ASR difference", "mean [95% bootstrap over prompts]", "prompts"], pairs)])
 
 
+def replicated_tables(step: dict) -> str:
+    """Every replicate window, then per scorer the band contrasts under the hierarchical bootstrap."""
+    a = step["aligned"]
+    head = (f"Confirmation pool: {step['config']['pool']} demo-pool rows disjoint from the full mode's; aligned model "
+            f"before tuning: Δ = {a['delta_mean']:.3f}, harmful refusal {pct(a['refusal']['harmful']['keyword'])}; "
+            f"{step['config']['replicates']} windows of {step['config']['window']} rows per band; "
+            f"Δ triples: {step['config']['delta_triples']['n']}.")
+    rows = [["random", f"#{j + 1}", "—", f"{w['response_chars_mean']:.0f}", num(w["delta_shift_mean"], w.get("delta_shift_ci95")),
+             _harmful_refusal(w), _families(w)] for j, w in enumerate(step["random"])]
+    summary = []
+    for col, sc in step["scorers"].items():
+        for band in ("top", "bottom"):
+            rows += [[col, f"{band} #{j + 1}", f"{w['score_mean']:.3f}", f"{w['response_chars_mean']:.0f}",
+                      num(w["delta_shift_mean"], w.get("delta_shift_ci95")), _harmful_refusal(w), _families(w)]
+                     for j, w in enumerate(sc["windows"][band])]
+        summary.append([col] + [num(sc[k]["delta_shift"], sc[k]["ci95"]) for k in
+                                ("top_minus_bottom", "top_minus_random", "random_minus_bottom")]
+                       + ["**yes**" if sc["orders_its_windows"] else "no"])
+    return "\n\n".join([head, table(["scorer", "window", "mean score", "mean response chars", "Δ shift [95% bootstrap]",
+                                      "harmful refusal, keyword", "rows per task family"], rows),
+                         table(["scorer", "top − bottom [95% hierarchical bootstrap]", "top − random", "random − bottom",
+                                "orders its windows"], summary)])
+
+
 def report(record: dict, modes: list[str]) -> str:
     out, aligned_shown = [], False
     for mode in modes:
         run = record.get(mode)
         if not run:
             continue
-        walls = ", ".join(f"{s} {run[s]['wall_seconds'] / 60:.1f} min" for s in ("aligned", "risk", "hardness") if s in run)
+        walls = ", ".join(f"{s} {run[s]['wall_seconds'] / 60:.1f} min" for s in ("aligned", "risk", "replicated", "hardness") if s in run)
         out.append(f"### {mode} mode\n\nWall time per step: {walls}.")
         if "aligned" in run and not aligned_shown:  # one model shared by both modes
             out.append("#### Aligned starting model\n\n" + aligned_table(run["aligned"]))
             aligned_shown = True
         if "risk" in run:
             out.append("#### Part A: score windows → fine-tune → Δ shift\n\n" + part_a_tables(run["risk"]))
+        if "replicated" in run:
+            out.append("#### Part A, replicated\n\n" + replicated_tables(run["replicated"]))
         if "hardness" in run:
             out.append("#### Part B: hardness-selected safety mixes\n\n" + part_b_tables(run["hardness"]))
     return "\n\n".join(out) + "\n"
@@ -176,11 +202,11 @@ def report(record: dict, modes: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=("quick", "full", "all"), default="all")
+    ap.add_argument("--mode", choices=("quick", "full", "replicated", "all"), default="all")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     record = json.loads(args.results.read_text("utf-8"))
-    print(report(record, ["full", "quick"] if args.mode == "all" else [args.mode]), end="")
+    print(report(record, ["full", "replicated", "quick"] if args.mode == "all" else [args.mode]), end="")
 
 
 if __name__ == "__main__":
