@@ -181,6 +181,24 @@ def similarity(gr: Grads, pool: dict[str, torch.Tensor], d: dict[str, torch.Tens
     return out.numpy()
 
 
+def record_summary(diagnosis: Path, validity: Path = RESULTS / "validity.json") -> None:
+    """Copy a diagnosis file's window statistics (no per-sample scores) into ``validity.json["diagnosis"]``."""
+    d = json.loads(diagnosis.read_text("utf-8"))
+    strip = lambda v: {k: x for k, x in v.items() if k not in ("scores", "window_means")}  # noqa: E731
+    if "variants" in d:
+        entry = {"e2": {k: strip(v) if isinstance(v, dict) else v for k, v in d["e2"].items()},
+                 "e0_e1": {name: {t: strip(v[t]) for t in ("danger", "safety", "risk")}
+                           for name, v in d["variants"].items()},
+                 "anchor_tokens": d["anchor_tokens"], "key": "e0-e2"}
+    else:
+        entry = {"stats": {k: strip(v) for k, v in d["stats"].items()}, "key": d["command"].split("--step ")[1].split()[0]}
+    entry |= {"command": d["command"], "windows": [w["label"] if isinstance(w, dict) else w for w in d["windows"]],
+              "seconds": d.get("seconds")}
+    record = json.loads(validity.read_text("utf-8")) if validity.is_file() else {}
+    record.setdefault("diagnosis", {})[entry.pop("key")] = entry
+    validity.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
+
+
 def window_stats(rows: list[dict], scores: np.ndarray, windows: list[dict]) -> dict:
     index = {r["sample_id"]: i for i, r in enumerate(rows)}
     means = [float(np.mean([scores[index[s]] for s in w["sample_ids"]])) for w in windows]
@@ -194,14 +212,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--aligned", required=True, type=Path, help="the aligned model directory the windows used")
     ap.add_argument("--results", nargs="+", type=Path,
                     default=[RESULTS / "validity.json", RESULTS / "validity_length_control.json"])
-    ap.add_argument("--out", type=Path, default=RESULTS / "validity_diagnosis.json")
+    ap.add_argument("--out", type=Path, nargs="+", default=[RESULTS / "validity_diagnosis.json"])
     ap.add_argument("--original", default="smollm2-135m-instruct", help="the model before alignment (for the Δ triples)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--step", choices=("e0-e2", "e3", "fixed"), default="e0-e2")
+    ap.add_argument("--step", choices=("e0-e2", "e3", "fixed", "record"), default="e0-e2",
+                    help="record: copy the window statistics of the --out files into results/validity.json")
     ap.add_argument("--encodings", nargs="+", choices=ENCODINGS, default=list(ENCODINGS),
                     help="anchor encodings to compare (each costs one pass over the anchors)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.step == "record":
+        for path in args.out:
+            record_summary(path)
+        return None
+    args.out = args.out[0]
     if args.step in ("e3", "fixed"):
         return e3(args) if args.step == "e3" else fixed(args)
     t_start = time.time()
