@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.errors import InputError
-from curator.io import MIXED_TAG
+from curator.readers import MIXED_TAG
+from curator.strings import hex_digests
 
 MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 CANONICAL = ("sample_id", "prompt", "response", "messages", "source")
@@ -203,7 +204,6 @@ def _id_of(prompt: str | None, response: str | None, messages: list | None) -> s
 _CARE = r'[\x00-\x1f"\\]'  # a row whose JSON literal is not just the text in quotes
 _JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
 _OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
-_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
 def _json_literals(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -220,20 +220,6 @@ def _json_literals(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     return pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null"), other
 
 
-def _sha256_hex(arr: pa.Array) -> pa.Array:
-    """Hex sha256 of every value of a (non-null) string array, hashed in place from its buffers."""
-    if len(arr) == 0:
-        return pa.array([], pa.string())
-    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4).tolist()
-    data = memoryview(arr.buffers()[2] or b"")
-    digest = np.frombuffer(b"".join([hashlib.sha256(data[a:b]).digest() for a, b in zip(offsets, offsets[1:])]),
-                           np.uint8)
-    hexed = np.empty(digest.size * 2, np.uint8)
-    hexed[0::2], hexed[1::2] = _HEX[digest >> 4], _HEX[digest & 15]
-    bounds = np.arange(0, hexed.size + 1, 64, dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), len(arr), [None, pa.py_buffer(bounds), pa.py_buffer(hexed)])
-
-
 def sample_ids(table: pa.Table) -> pa.Array:
     """sha256 of the canonical JSON of (prompt, response, messages) per row, hex.
 
@@ -247,7 +233,7 @@ def sample_ids(table: pa.Table) -> pa.Array:
     p_lit, p_other = _json_literals(prompt)
     r_lit, r_other = _json_literals(response)
     payload = pc.binary_join_element_wise('{"messages":null,"prompt":', p_lit, ',"response":', r_lit, "}", "")
-    ids = _sha256_hex(payload)
+    ids = hex_digests(payload)
     slow = pc.or_(pc.is_valid(messages), pc.or_(p_other, r_other))
     if pc.any(slow).as_py():
         rows = pc.indices_nonzero(slow)
@@ -258,19 +244,20 @@ def sample_ids(table: pa.Table) -> pa.Array:
 
 def later_repeats(values: pa.Array, order_by: pa.Table | None = None) -> pa.Array:
     """True where an earlier row has the same value; earlier = by the columns of ``order_by``
-    (ascending) if given, else by row number. Only values seen more than once reach Python."""
+    (ascending) if given, else by row number (ties by row number). Only values seen more than once are sorted."""
     counts = pc.value_counts(values)
     repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     mask = np.zeros(len(values), np.bool_)
     if len(repeated):
         rows = pc.indices_nonzero(pc.is_in(values, value_set=repeated))
+        keys = {"v": values.take(rows)}
         if order_by is not None:
-            keys = order_by.take(rows)
-            rows = rows.take(pc.sort_indices(keys, [(c, "ascending") for c in keys.column_names]))
-        seen: set = set()
-        for row, value in zip(rows.to_pylist(), values.take(rows).to_pylist()):
-            mask[row] = value in seen
-            seen.add(value)
+            keys.update({f"k{i}": c for i, c in enumerate(order_by.take(rows).columns)})
+        keys["row"] = rows
+        order = pc.sort_indices(pa.table(keys), [(k, "ascending") for k in keys])
+        ranked = keys["v"].take(order)
+        same = pc.equal(ranked.slice(1), ranked.slice(0, len(ranked) - 1)).to_numpy(zero_copy_only=False)
+        mask[rows.take(order).to_numpy()[1:][same]] = True
     return pa.array(mask)
 
 

@@ -61,6 +61,17 @@ def test_two_workers_give_the_recorded_bytes(tmp_path):
     _check(run_recipe("engine", tmp_path, workers=2), json.loads(RECORD.read_text("utf-8"))["engine"])
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_tiny_batches_give_the_recorded_bytes(name, tmp_path, monkeypatch):
+    """Inputs read a few hundred bytes at a time, views a few rows at a time: the same files."""
+    from curator import readers, views, worker
+
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 700)
+    monkeypatch.setattr(views, "VIEW_BYTES", 900)
+    monkeypatch.setattr(worker, "_STREAM_ROWS", 7)
+    _check(run_recipe(name, tmp_path), json.loads(RECORD.read_text("utf-8"))[name])
+
+
 def update(names: list[str]) -> None:
     import tempfile
 
