@@ -102,6 +102,20 @@ class RunDir:
                 return False
         return True
 
+    def damaged(self) -> list[tuple[Path, str]]:
+        """(file, how it changed) for every run-directory file a done marker lists (not the intermediate
+        files under ``cache/`` that a finished step removes)."""
+        found = []
+        for marker in sorted((self.root / "markers").glob("*/*.done")):
+            try:
+                outputs = json.loads(marker.read_text()).get("outputs", {})
+            except (OSError, ValueError):
+                continue
+            found += [(self.root / rel, p) for rel, want in outputs.items()
+                      if (not rel.startswith("cache/") or rel.startswith("cache/ingest-ledger/"))
+                      and (p := _changed(self.root / rel, want))]
+        return found
+
     def mark_done(self, fingerprint: str, unit: str, info: dict) -> None:
         write_json(info, self.marker(fingerprint, unit))
         self.marker(fingerprint, unit, "failed").unlink(missing_ok=True)
