@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from curator.errors import InputError
 from curator.readers import MIXED_TAG
-from curator.strings import hex_digests
+from curator.strings import from_buffers, hex_digests, rows_of, text_buffers
 
 MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 CANONICAL = ("sample_id", "prompt", "response", "messages", "source")
@@ -201,23 +201,26 @@ def _id_of(prompt: str | None, response: str | None, messages: list | None) -> s
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-_CARE = r'[\x00-\x1f"\\]'  # a row whose JSON literal is not just the text in quotes
-_JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
-_OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+_ESCAPED = np.arange(256, dtype=np.uint8)  # the letter after the backslash json.dumps writes
+_ESCAPED[[0x0A, 0x0D, 0x09]] = np.frombuffer(b"nrt", np.uint8)
+_OTHER_CONTROL = np.zeros(256, np.bool_)  # control characters json.dumps writes as \uXXXX, \b or \f
+_OTHER_CONTROL[[*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]] = True
 
 
-def _json_literals(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _json_literals(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """(``json.dumps(value, ensure_ascii=False)`` per string, rows with other control characters,
-    whose literal the caller must build). Kernels run only on rows that need escaping."""
-    care = pc.fill_null(pc.match_substring_regex(arr, _CARE), False)
-    other = pa.repeat(pa.scalar(False), len(arr))
-    if pc.any(care).as_py():
-        sub = arr.filter(care)
-        other = pc.replace_with_mask(other, care, pc.fill_null(pc.match_substring_regex(sub, _OTHER_CONTROL), False))
-        for old, new in _JSON_ESCAPES:
-            sub = pc.replace_substring(sub, old, new)
-        arr = pc.replace_with_mask(arr, care, sub)
-    return pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null"), other
+    whose literal the caller must build): backslashes inserted before quotes, backslashes, newlines,
+    carriage returns and tabs, on the buffer at once."""
+    valid = pc.is_valid(arr) if arr.null_count else None
+    data, offsets = text_buffers(arr)
+    pos = np.flatnonzero((data < 0x20) | (data == 0x22) | (data == 0x5C))
+    found = data[pos]
+    other = np.zeros(len(arr), np.bool_)
+    other[rows_of(pos[_OTHER_CONTROL[found]], offsets)] = True
+    out = np.insert(data, pos, np.uint8(0x5C))
+    out[pos + np.arange(1, len(pos) + 1)] = _ESCAPED[found]
+    literal = pc.binary_join_element_wise('"', from_buffers(out, offsets + np.searchsorted(pos, offsets)), '"', "")
+    return (pc.if_else(valid, literal, "null") if valid is not None else literal), other
 
 
 def sample_ids(table: pa.Table) -> pa.Array:
@@ -234,7 +237,7 @@ def sample_ids(table: pa.Table) -> pa.Array:
     r_lit, r_other = _json_literals(response)
     payload = pc.binary_join_element_wise('{"messages":null,"prompt":', p_lit, ',"response":', r_lit, "}", "")
     ids = hex_digests(payload)
-    slow = pc.or_(pc.is_valid(messages), pc.or_(p_other, r_other))
+    slow = pc.or_(pc.is_valid(messages), pa.array(p_other | r_other))
     if pc.any(slow).as_py():
         rows = pc.indices_nonzero(slow)
         p, r, m = (col.take(rows).to_pylist() for col in (prompt, response, messages))

@@ -109,11 +109,11 @@ class ShardView:
             ids = base.column("sample_id")
             alive, seen = np.ones(base.num_rows, np.bool_), {}
             for p in self.earlier:
-                if p.kind == "decide":
+                if p.kind == "decide" and len(dropped[p.id]):
                     alive = alive & ~pc.is_in(ids, value_set=dropped[p.id]).to_numpy(zero_copy_only=False)
-                else:
+                elif p.kind == "score":
                     seen[p.id] = alive
-            view = base.filter(pa.array(alive))
+            view = base if alive.all() else base.filter(pa.array(alive))
             for pid, mask in seen.items():
                 if pid not in whole:
                     side = readers[pid].take(int(mask.sum()))

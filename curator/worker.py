@@ -23,6 +23,7 @@ from curator.errors import CuratorError, RunError
 from curator.faults import fault_point
 from curator.ingest import input_unit, shard_unit
 from curator.io import ParquetSink
+from curator.parallel import map_ordered
 from curator.plan import Plan, PlannedStage, Unit
 from curator.rundir import shard_name
 from curator.samples import MESSAGE_TYPE, sample_ids, shard_indices
@@ -137,13 +138,14 @@ def _global_unit(plan: Plan, unit: Unit) -> dict:
 
 
 def _per_shard(plan: Plan, ps: PlannedStage, write: Callable[[ParquetSink, int], None]) -> dict[int, tuple[dict, int]]:
-    """``write(sink, shard)`` fills ``scores/<stage>/`` of every shard: shard -> (file record, rows)."""
-    out = {}
-    for shard in range(plan.recipe.shards):
+    """``write(sink, shard)`` fills ``scores/<stage>/`` of every shard (shards on threads, each streamed):
+    shard -> (file record, rows)."""
+    def one(shard: int) -> tuple[dict, int]:
         with ParquetSink(plan.rundir.scores(ps.id, shard)) as sink:
             write(sink, shard)
-            out[shard] = (sink.close(), sink.rows)
-    return out
+            return sink.close(), sink.rows
+
+    return dict(zip(range(plan.recipe.shards), map_ordered(one, range(plan.recipe.shards))))
 
 
 def _reduce(plan: Plan, ps: PlannedStage, stage: Stage) -> dict[int, tuple[dict, int]]:
