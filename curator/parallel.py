@@ -3,6 +3,7 @@ independent batches are processed on every core a worker has (``set_threads``)."
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,12 +27,15 @@ def set_threads(n: int) -> None:
 def map_ordered(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
     """``fn(item)`` for each item, in order, with at most one item per thread running and one ready
     ahead: memory stays bounded by a few items whatever the length of ``items``."""
-    if _threads == 1:
+    items = iter(items)
+    head = list(itertools.islice(items, 2))
+    if _threads == 1 or len(head) < 2:  # nothing to overlap: no threads to start
+        yield from map(fn, head)
         yield from map(fn, items)
         return
     with ThreadPoolExecutor(_threads) as pool:
         pending: deque = deque()
-        for item in items:
+        for item in itertools.chain(head, items):
             pending.append(pool.submit(fn, item))
             if len(pending) > _threads:
                 yield pending.popleft().result()

@@ -13,6 +13,7 @@ shard in batches: the quantiles are computed first over the whole set (``summari
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 import duckdb
@@ -108,10 +109,17 @@ class DecideStage(Stage):
                 msg = str(exc).splitlines()[0]
                 raise RecipeError(f"decide rule {rule!r} ({status}): {msg}; columns available: {schema.names}") from None
 
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        """One in-memory DuckDB per thread (shards are decided on threads), made once."""
+        local = self.__dict__.setdefault("_local", threading.local())
+        if not hasattr(local, "con"):
+            local.con = duckdb.connect()
+        return local.con
+
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         rules = self._rules()
-        con = duckdb.connect()
+        con = self._connection()
         con.register("samples", table)
         if getattr(self, "_quantiles", None) is not None:
             con.register(_QUANTILES, self._quantiles)
@@ -120,6 +128,8 @@ class DecideStage(Stage):
             fired = con.sql(f"SELECT sample_id, CASE {cases} END AS hit FROM samples").to_arrow_table()
         except duckdb.Error as exc:
             raise RecipeError(f"decide: a rule failed on the data: {str(exc).splitlines()[0]}") from None
+        finally:
+            con.unregister("samples")
         fired = fired.filter(pc.is_valid(fired.column("hit")))
         hit = fired.column("hit")
         rule_text = pa.array([r for _, r in rules], pa.string())
