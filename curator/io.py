@@ -128,7 +128,7 @@ class ParquetSink:
 
     def _write_group(self) -> None:
         table = self._buffered()
-        if self._writer is not None and table.schema != self._writer.schema_arrow:
+        if self._writer is not None and table.schema != self._writer.schema:
             self._writer.close()  # a later table has other columns: rewrite what was written with both
             table = pa.concat_tables([pq.read_table(self._tmp), table], promote_options="permissive")
             self._writer = None
