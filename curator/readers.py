@@ -5,9 +5,9 @@ sources), streamed in blocks of bounded size.
 rows in that range that could not be parsed at all (a broken JSON line, invalid UTF-8) as ``BadRow``s
 instead of failing the file. A file that cannot be read at all raises ``InputError`` naming it.
 
-JSONL is parsed by Arrow's streaming reader; the first block fixes the column types. A later block
-that does not fit them (a type change, a new column, a broken line, invalid UTF-8) makes the reader
-start over on the whole-file path (``read_table``: Arrow's reader over the file, else line by line
+JSONL is cut into blocks of whole lines, one in memory at a time, each parsed by Arrow; the first
+block fixes the column types. A later block that does not fit them (a type change, a new column, a
+broken line, invalid UTF-8) makes the reader start over on the whole-file path (``read_table``: Arrow's reader over the file, else line by line
 with per-row errors) and yield ``Restart`` first, so a consumer drops what it took from the stream:
 both paths give the same rows and types for a well-formed file.
 """
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
@@ -92,12 +93,11 @@ def read_blocks(path: Path) -> Iterator[Block | Restart]:
         raise InputError(f"{path}: cannot read this {kind} file: {exc}") from None
 
 
-def _numbered(batches: Iterator[pa.RecordBatch | pa.Table]) -> Iterator[Block]:
-    """Blocks of consecutive batches, file rows counted from 0."""
-    first = 0
+def _numbered(batches: Iterator[pa.RecordBatch | pa.Table], first: int = 0) -> Iterator[Block]:
+    """Blocks of consecutive batches, file rows counted from ``first``."""
     for batch in batches:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-        yield Block(table, pa.array(range(first, first + table.num_rows), pa.int64()))
+        yield Block(table, pa.array(np.arange(first, first + table.num_rows, dtype=np.int64)))
         first += table.num_rows
 
 
@@ -119,22 +119,42 @@ def _slices(table: pa.Table, bad: list[BadRow]) -> Iterator[Block]:
 
 
 def _jsonl_blocks(path: Path) -> Iterator[Block | Restart]:
+    """Blocks of whole lines, one in memory at a time; the first fixes the types of all."""
     if path.stat().st_size == 0:
         return
-    streamed = 0
+    streamed, schema = 0, None
     try:
-        reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=BLOCK_BYTES),
-                                  parse_options=pajson.ParseOptions(unexpected_field_behavior="error"))
-        for block in _numbered(reader):
-            block.table.validate(full=True)
-            streamed += 1
-            yield block
+        for chunk in _line_chunks(path):
+            opts = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error") if schema else None
+            table = pajson.read_json(pa.BufferReader(chunk), read_options=pajson.ReadOptions(block_size=len(chunk) + 1),
+                                     parse_options=opts)
+            table.validate(full=True)
+            schema = schema or table.schema
+            yield from _numbered([table], streamed)
+            streamed += table.num_rows
         return
     except pa.ArrowInvalid:
         pass
     if streamed:
         yield Restart()
     yield from _slices(*read_table(path))
+
+
+def _line_chunks(path: Path) -> Iterator[bytes]:
+    """The file in chunks of about ``BLOCK_BYTES`` that end at a line end (a longer line is one chunk)."""
+    rest = b""
+    with open(path, "rb") as fh:
+        while block := fh.read(BLOCK_BYTES):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                rest = block
+                continue
+            rest = block[cut:]
+            if block[:cut].strip():
+                yield block[:cut]
+    if rest.strip():
+        yield rest
 
 
 def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block]:
