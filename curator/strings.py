@@ -108,27 +108,30 @@ def split_join_lower(arr: pa.Array) -> pa.Array:
     gives two empty words). Nulls read as empty strings."""
     data, offsets = text_buffers(arr)
     ascii_only = pc.all(pc.string_is_ascii(arr)).as_py() is not False
-    space = ASCII_SPACE[data]  # every byte of a whitespace character
-    start = space.copy()  # first byte of a whitespace character
-    wide = np.zeros(0, np.int64)
+    low = np.flatnonzero(data < 32)  # rare but for newlines and tabs: fix them up one by one
+    space = data <= 32  # every byte of a whitespace character, once the low non-spaces are cleared
+    space[low[~ASCII_SPACE[data[low]]]] = False
+    out = data.copy()
+    out[low[ASCII_SPACE[data[low]]]] = 32
+    start, wide = space, np.zeros(0, np.int64)  # start: first byte of a whitespace character
     if not ascii_only:
         wide, width = _wide_spaces(data)
-        for k in range(1, 3):
+        start = space.copy()
+        for k in range(3):
             space[wide[width > k] + k] = True
-        space[wide] = True
         start[wide] = True
-    row_start = np.zeros(len(data) + 1, np.bool_)
-    row_start[offsets[:-1]] = True
-    prev_space = np.zeros(len(data), np.bool_)
-    prev_space[1:] = space[:-1] & ~row_start[1:len(data)]
-    drop = space & ~(start & ~prev_space)  # all but the first character of each run, continuation bytes
+        out[wide] = 32
+    prev_space = np.empty(len(data), np.bool_)
+    prev_space[:1] = False
+    prev_space[1:] = space[:-1]
+    prev_space[offsets[1:-1][offsets[1:-1] < len(data)]] = False  # runs stop at row ends
+    drop = space & prev_space if start is space else space & ~(start & ~prev_space)
     # a run of 2+ characters ending a row keeps its last character as a second space
     tail = offsets[1:][offsets[1:] > offsets[:-1]] - 1
     tail = tail[space[tail]]
     cont = ~start[tail]
     tail[cont] = wide[np.searchsorted(wide, tail[cont], side="right") - 1]
     drop[tail[prev_space[tail]]] = False
-    out = np.where(space, np.uint8(32), data)
     removed = np.flatnonzero(drop)
     if len(removed):
         out = np.delete(out, removed)
@@ -138,6 +141,18 @@ def split_join_lower(arr: pa.Array) -> pa.Array:
         non_ascii = pc.invert(pc.string_is_ascii(result))
         result = pc.replace_with_mask(result, non_ascii, pc.utf8_lower(result.filter(non_ascii)))
     return result
+
+
+def hex_to_uint64(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """16-digit lower-case hex strings as the integers they spell."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    data, _ = buffers(arr)
+    digits = _HEX_VALUE[data.reshape(len(arr), 16)].astype(np.uint64)
+    return pa.array((digits << (4 * np.arange(15, -1, -1, dtype=np.uint64))).sum(axis=1, dtype=np.uint64))
+
+
+_HEX_VALUE = np.zeros(256, np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
 
 
 def hex_digests(arr: pa.Array, algo: str = "sha256", chars: int = 64) -> pa.Array:

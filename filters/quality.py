@@ -6,7 +6,7 @@ fenced block), ``has_math`` (digits joined by an arithmetic operator), ``norm_ha
 lower-cased, whitespace-collapsed prompt + response) and ``is_duplicate`` (an earlier row, in
 input order, has the same ``norm_hash``). Global scope so duplicates are found across shards;
 the statistics are computed per shard on the workers (``map_shard``), duplicates once (``reduce``,
-on ``norm_hash`` and the input position only).
+on 16 bytes a row: ``norm_hash`` and the input position as integers).
 
 "Whitespace-collapsed" and ``word_count`` follow Arrow's ``utf8_split_whitespace`` + ``binary_join``:
 a leading whitespace run gives an empty word, a trailing one one empty word, or two if it holds two or
@@ -21,9 +21,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator.samples import later_repeats
 from curator.stage import Resources, Stage
-from curator.strings import buffers, count_byte, count_per_row, hex_digests, split_join_lower
+from curator.strings import (
+    buffers,
+    count_byte,
+    count_per_row,
+    hex_digests,
+    hex_to_uint64,
+    rows_of,
+    split_join_lower,
+)
 
 LIST_LINE = r"(?m)^\s*(?:[-*•+]|\d{1,3}[.)])\s+\S"
 MATH = r"\d\s*[-+*/×÷^=]\s*\d"
@@ -43,6 +50,17 @@ def _normalised(text: pa.Array) -> tuple[pa.Array, pa.Array]:
     return hex_digests(norm, "sha1", 16), pa.array(count_per_row(data == 32, offsets) + 1)
 
 
+def _has_code(response: pa.Array) -> pa.Array:
+    """Does the text hold a code fence? Searched only in rows with a backtick."""
+    data, offsets = buffers(response)
+    tick = np.zeros(len(response), np.bool_)
+    tick[rows_of(np.flatnonzero(data == 0x60), offsets)] = True
+    if not tick.any():
+        return pa.array(tick)
+    tick = pa.array(tick)
+    return pc.replace_with_mask(tick, tick, pc.match_substring(response.filter(tick), "```"))
+
+
 def row_stats(table: pa.Table) -> pa.Table:
     """Every per-row column (all but ``is_duplicate``) for a batch of rows."""
     prompt = pc.fill_null(table.column("prompt"), "").combine_chunks()
@@ -58,7 +76,7 @@ def row_stats(table: pa.Table) -> pa.Table:
         "word_count": word_count,
         "line_count": pa.array(count_byte(response, 10) + 1),
         "has_list": pc.match_substring_regex(response, LIST_LINE),
-        "has_code": pc.match_substring(response, "```"),
+        "has_code": _has_code(response),
         "has_math": pc.match_substring_regex(text, MATH),
         "norm_hash": norm_hash,
     })
@@ -69,7 +87,7 @@ class QualityStage(Stage):
     kind = "score"
     scope = "global"
     map_reduce = True  # per-row statistics per shard on the workers; duplicates once, globally
-    reduce_columns = ("norm_hash", *POSITION)
+    reduce_columns = ("_norm_key", "_position")  # 16 bytes a row: norm_hash and input position as integers
     version = 1
     Params = QualityParams
     requires = ("sample_id", "prompt", "response")
@@ -86,23 +104,28 @@ class QualityStage(Stage):
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         stats = self.map_shard(table)
         added = self.reduce(stats.select([c for c in self.reduce_columns if c in stats.column_names]))
-        stats = stats.drop_columns([c for c in POSITION if c in stats.column_names])
+        stats = stats.drop_columns([c for c in stats.column_names if c.startswith("_")])
         return stats.append_column("is_duplicate", added.column("is_duplicate"))
 
     def map_shard(self, view: pa.Table) -> pa.Table:
-        """Row statistics, plus the input position (if known) that orders duplicates."""
+        """Row statistics, plus what orders duplicates: ``_norm_key`` (``norm_hash`` as an integer) and
+        ``_position`` (input index << 40 | input row), if the view has the input position."""
         stats = row_stats(view.select(["sample_id", "prompt", "response"]))
-        for col in POSITION:
-            if col in view.column_names:
-                stats = stats.append_column(col, view.column(col))
+        stats = stats.append_column("_norm_key", hex_to_uint64(stats.column("norm_hash")))
+        if all(c in view.column_names for c in POSITION):
+            idx, row = (pc.cast(view.column(c), pa.int64()) for c in POSITION)
+            stats = stats.append_column("_position", pc.bit_wise_or(pc.shift_left(idx, 40), row))
         return stats
 
     def reduce(self, parts: pa.Table) -> pa.Table:
-        """``is_duplicate`` for every row of ``parts`` (``norm_hash`` and, if known, the input position)."""
-        position = [c for c in POSITION if c in parts.column_names]
-        if self.params.mark_duplicates:
-            hashes = parts.column("norm_hash").combine_chunks()
-            dup = later_repeats(hashes, parts.select(position) if len(position) == 2 else None)
-        else:
-            dup = pa.array(np.zeros(parts.num_rows, np.bool_))
-        return pa.table({"is_duplicate": dup})
+        """``is_duplicate`` for every row of ``parts``: an earlier row (by ``_position`` if given, else by
+        row number) has the same ``_norm_key``."""
+        dup = np.zeros(parts.num_rows, np.bool_)
+        if self.params.mark_duplicates and parts.num_rows:
+            key = parts.column("_norm_key").to_numpy()
+            pos = (parts.column("_position").to_numpy() if "_position" in parts.column_names
+                   else np.arange(parts.num_rows))
+            order = np.lexsort((pos, key))
+            ranked = key[order]
+            dup[order[1:][ranked[1:] == ranked[:-1]]] = True
+        return pa.table({"is_duplicate": pa.array(dup)})

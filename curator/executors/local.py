@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from curator.allocator import keep_freed_memory
 from curator.parallel import set_threads
 from curator.plan import Plan, Unit
 from curator.progress import progress_bar
@@ -28,6 +29,7 @@ def _init_worker(threads: int) -> None:
     """Share the cores between workers: torch (imported later by model stages) reads the env."""
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(max(1, threads))
     set_threads(threads)
+    keep_freed_memory()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, threads))
 
@@ -36,6 +38,7 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int = 1, quiet: bool = False):
+        keep_freed_memory()  # this process runs units too (global stages, small runs)
         self.workers = max(1, workers)
         self.quiet = quiet
         self._pool: ProcessPoolExecutor | None = None
