@@ -155,7 +155,8 @@ def _reduce(plan: Plan, ps: PlannedStage, stage: Stage) -> dict[int, tuple[dict,
         return {}
     names = pq.read_schema(next(iter(maps.values()))).names
     wanted = [c for c in names if c in stage.reduce_columns] if stage.reduce_columns else None
-    parts = pa.concat_tables([pq.read_table(p, columns=wanted) for p in maps.values()], promote_options="permissive")
+    parts = pa.concat_tables([pq.read_table(p, columns=wanted) for p in maps.values()],
+                             promote_options="permissive").combine_chunks()
     added = stage.reduce(parts)
     if added.num_rows != parts.num_rows:
         raise RunError(f"stage '{stage.name}': reduce returned {added.num_rows} rows for {parts.num_rows}")
