@@ -93,6 +93,22 @@ def read_blocks(path: Path) -> Iterator[Block | Restart]:
         raise InputError(f"{path}: cannot read this {kind} file: {exc}") from None
 
 
+def read_file(path: Path) -> tuple[pa.Table, list[BadRow]]:
+    """A whole input (any kind ``read_blocks`` reads) as one table and its unparseable rows (for callers that
+    need it at once, such as a fetched URL input)."""
+    tables: list[pa.Table] = []
+    bad: list[BadRow] = []
+    for block in read_blocks(path):
+        if isinstance(block, Restart):
+            tables, bad = [], []
+            continue
+        tables.append(block.table)
+        bad.extend(block.bad)
+    if not tables:
+        return pa.table({}), bad
+    return pa.concat_tables(tables, promote_options="permissive"), bad
+
+
 def _numbered(batches: Iterator[pa.RecordBatch | pa.Table], first: int = 0) -> Iterator[Block]:
     """Blocks of consecutive batches, file rows counted from ``first``."""
     for batch in batches:

@@ -29,6 +29,7 @@ from curator.errors import RecipeError, RunError
 from curator.hashing import seeded_order, sha256_parts
 from curator.io import sha256_path
 from curator.keyed_store import KeyedStore
+from curator.report_sections import sample_section, warning_section
 from curator.stage import Artifact, ReportSection, Resources, Stage
 from filters.benign import framed_candidates, read_benign_file, usable_benign
 from filters.framing import benign_requests
@@ -54,6 +55,7 @@ TARGETS = Artifact("targets", "cache/targets", "target_key",
                    "the canonical safe rollout (group_id, j) chosen per prompt, shared by every variant")
 TARGET_SCHEMA = pa.schema([("target_key", pa.string()), ("group_id", pa.string()), ("j", pa.int64()),
                            ("rollout_id", pa.string()), ("seed", pa.int64())])
+SMALL_MIX = 20  # fewer added rows than this: the report says why
 NEEDS = ("sample_id", "prompt", "hardness", "hardness_safe_j", "hardness_group")
 
 
@@ -145,9 +147,22 @@ class RebalanceStage(Stage):
         sql = ("SELECT variant, rebalance_role AS role, count(*) AS rows, avg(hardness) AS mean_hardness, "
                "count(DISTINCT template_id) AS templates FROM added WHERE source LIKE 'rebalance:%' "
                "GROUP BY ALL ORDER BY variant, role")
+        budget = (f"hardest_fraction {self.params.hardest_fraction} of them" if self.params.hardest_fraction
+                  else f"count {self.params.count}" if self.params.count else "all of them")
+        why = ("SELECT 'the mix has only ' || n_added || ' rows: of ' || n_scored || ' prompts with a hardness, ' || "
+               "n_one || ' were answered harmfully in every rollout (hardness 1: the model complies, so no safe answer "
+               "to train on) and ' || n_zero || ' in none (hardness 0: nothing to learn); only the ' || n_eligible || "
+               f"' with 0 < hardness < 1 are eligible, and the recipe takes {budget}. A safety-aligned `model:` or a "
+               "larger k gives more eligible prompts' AS warning FROM (SELECT (SELECT count(*) FROM ledger WHERE "
+               "reason = 'added') AS n_added, count(hardness) AS n_scored, count(*) FILTER (WHERE hardness "
+               ">= 1) AS n_one, count(*) FILTER (WHERE hardness <= 0) AS n_zero, count(*) FILTER (WHERE hardness > 0 "
+               f"AND hardness < 1) AS n_eligible FROM scores) WHERE n_added < {SMALL_MIX}")
         return (ReportSection("Rebalance: rows per variant and role", sql,
                               note="harmful rows: hardest prompts with a safe self-rollout; benign rows: framed "
-                                   "benign prompts with a non-refused self-rollout"),)
+                                   "benign prompts with a non-refused self-rollout"),
+                sample_section("Rebalance: samples of the mix by role", "added", "rebalance_role",
+                               ("prompt", "response", "hardness", "template_id"), where="source LIKE 'rebalance:%'"),
+                warning_section("Rebalance: why the mix is small", why))
 
     def setup(self) -> None:
         self.rollouts = rollout_store(self.context.artifacts[ROLLOUTS.name])
