@@ -161,8 +161,7 @@ class DatasetParts:
             for batch in ds.dataset(path, format="parquet").to_batches(columns=columns):
                 part = pa.Table.from_batches([batch]).filter(pa.array(mask[start:start + batch.num_rows]))
                 start += batch.num_rows
-                if part.num_rows or part.column(0).num_chunks:
-                    yield self._promote(part)
+                yield self._promote(part)
         if self.extra is not None:
             yield self._promote(self.extra.drop_columns([c for c in self.extra.column_names if c.startswith("_")]))
 
@@ -180,8 +179,32 @@ class DatasetParts:
         return pa.concat_tables(tables) if tables else pa.Table.from_batches([], schema=self.schema)
 
     def batches(self, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """What ``Table.to_batches(max_chunksize=1000)`` gives for all the parts concatenated: a slice at every
+        chunk boundary of any column, zero-row batches for empty chunks (but none after the last row)."""
+        pending: list[pa.RecordBatch] = []
         for table in self.tables():
-            yield from table.cast(schema).to_batches(max_chunksize=1000)
+            for batch in _chunk_slices(table.cast(schema), 1000):
+                if batch.num_rows:
+                    yield from pending
+                    pending = []
+                    yield batch
+                else:
+                    pending.append(batch)
+
+
+def _chunk_slices(table: pa.Table, max_rows: int) -> Iterator[pa.RecordBatch]:
+    """Arrow's ``TableBatchReader`` over ``table``, read to the last chunk of every column (not stopping at
+    the last row, so empty chunks after it give batches too)."""
+    columns = [table.column(i) for i in range(table.num_columns)]
+    number, offset = [0] * len(columns), [0] * len(columns)
+    while columns and all(number[i] < col.num_chunks for i, col in enumerate(columns)):
+        size = min([max_rows] + [len(col.chunk(number[i])) - offset[i] for i, col in enumerate(columns)])
+        yield pa.RecordBatch.from_arrays([col.chunk(number[i]).slice(offset[i], size) for i, col in enumerate(columns)],
+                                         schema=table.schema)
+        for i, col in enumerate(columns):
+            offset[i] += size
+            if offset[i] == len(col.chunk(number[i])):
+                number[i], offset[i] = number[i] + 1, 0
 
 
 def publish_dataset(table: pa.Table | DatasetParts, dest: Path, fingerprint: str) -> tuple[str, dict[str, str]]:

@@ -78,3 +78,32 @@ def test_many_row_groups_and_small_batches_give_the_same_rows(tmp_path, monkeypa
             small = tmp_path / "small" / rel / f.name
             assert pq.read_table(small).equals(pq.read_table(f)), small
     assert max(pq.ParquetFile(f).metadata.num_row_groups for f in (tmp_path / "small" / "scores" / "patterns").glob("*")) > 1
+
+
+def _whole_table_batches(self, schema):
+    """The dataset as finalize wrote it before it streamed: every kept shard read whole, filtered, concatenated."""
+    parts = [pq.read_table(self.rundir.input_shard(shard)).filter(pa.array(mask)) for shard, mask in self.kept]
+    if self.extra is not None:
+        parts.append(self.extra)
+    table = pa.concat_tables(parts, promote_options="permissive")
+    table = table.drop_columns([c for c in table.column_names if c.startswith("_")])
+    return table.cast(schema).to_batches(max_chunksize=1000)
+
+
+@pytest.mark.parametrize("rows, shards, blocks", [(2, 8, None), (0, 3, None), (700, 3, 20_000), (3, 5, 200)])
+def test_the_streamed_dataset_file_is_the_whole_table_one(tmp_path, monkeypatch, rows, shards, blocks):
+    """Empty shards (a zero-row batch each, but none after the last row), row groups and batches of any size."""
+    from curator import finalize
+
+    data = synthetic_rows(max(rows, 6))[:rows] + [{"prompt": "odd", "response": "x", "extra": 1}] * (rows > 100)
+    write_jsonl(tmp_path / "data.jsonl", data)
+    recipe = write_recipe(tmp_path, ["data.jsonl"], ENGINE_STAGES, shards=shards)
+    if blocks:
+        monkeypatch.setattr(io, "ROW_GROUP_BYTES", blocks)
+        monkeypatch.setattr(readers, "BLOCK_BYTES", blocks)
+    streamed = run(recipe, tmp_path / "streamed", quiet=True)
+    monkeypatch.setattr(finalize.DatasetParts, "batches", _whole_table_batches)
+    whole = run(recipe, tmp_path / "whole", quiet=True)
+    assert streamed.digest == whole.digest and streamed.counts == whole.counts
+    if blocks and rows > 100:
+        assert max(pq.ParquetFile(f).metadata.num_row_groups for f in (tmp_path / "whole" / "input").glob("*")) > 1
