@@ -227,26 +227,36 @@ def publish_dataset(table: pa.Table | DatasetParts, dest: Path, fingerprint: str
     return digest_of_files(list(files.items())), files
 
 
-def _save_to_disk(table: pa.Table | DatasetParts, path: Path, fingerprint: str) -> None:
-    """``Dataset.save_to_disk`` layout: ``datasets`` writes the metadata files (saving one row)
-    and Arrow then writes all rows into its data file, as one stream in batches of 1000 like
-    ``datasets`` (whose writer spends most of its time converting features per batch), a part at a time.
-    Empty tables and features that embed external files (images, audio) go through ``datasets``."""
-    import datasets  # start-up time: `datasets` takes seconds to import and only this step needs it
-    from datasets import Dataset  # start-up time: datasets (~1 s)
-    from datasets.features.features import require_storage_embed  # start-up time: datasets (~1 s)
-    from datasets.table import InMemoryTable  # start-up time: datasets (~1 s)
+def _save_to_disk(table: pa.Table | DatasetParts, path: Path, fingerprint: str, *, use_datasets: bool = False) -> None:
+    """``Dataset.save_to_disk`` layout, all rows in one Arrow stream in batches of 1000 like ``datasets``
+    (whose writer spends most of its time converting features per batch), a part at a time. The metadata
+    files come from ``curator.hf_layout`` for plain Arrow types (importing ``datasets`` takes about a second
+    of a small run); otherwise ``datasets`` writes them (saving one row) and Arrow the rows. Empty tables and
+    features that embed external files (images, audio) go through ``datasets`` entirely."""
+    from curator.hf_layout import DATA_FILE, layout, write_metadata
 
-    datasets.disable_progress_bars()
-    first = table.slice(0, 1) if isinstance(table, pa.Table) else table.first_row()
-    head = Dataset(InMemoryTable(first), fingerprint=fingerprint)
-    if table.num_rows == 0 or require_storage_embed(head.features):
-        whole = table if isinstance(table, pa.Table) else table.whole()
-        Dataset(InMemoryTable(whole), fingerprint=fingerprint).save_to_disk(str(path))
-        return
-    head.save_to_disk(str(path))
-    (data_file,) = path.glob("data-*.arrow")
-    schema = pa.ipc.open_stream(pa.memory_map(str(data_file))).schema
+    described = None if use_datasets or table.num_rows == 0 else layout(table.schema)
+    if described is not None:
+        schema, features = described
+        path.mkdir(parents=True)
+        write_metadata(path, features, fingerprint)
+        data_file = path / DATA_FILE
+    else:
+        import datasets  # start-up time: `datasets` takes seconds to import and only this step needs it
+        from datasets import Dataset  # start-up time: datasets (~1 s)
+        from datasets.features.features import require_storage_embed  # start-up time: datasets (~1 s)
+        from datasets.table import InMemoryTable  # start-up time: datasets (~1 s)
+
+        datasets.disable_progress_bars()
+        first = table.slice(0, 1) if isinstance(table, pa.Table) else table.first_row()
+        head = Dataset(InMemoryTable(first), fingerprint=fingerprint)
+        if table.num_rows == 0 or require_storage_embed(head.features):
+            whole = table if isinstance(table, pa.Table) else table.whole()
+            Dataset(InMemoryTable(whole), fingerprint=fingerprint).save_to_disk(str(path))
+            return
+        head.save_to_disk(str(path))
+        (data_file,) = path.glob("data-*.arrow")
+        schema = pa.ipc.open_stream(pa.memory_map(str(data_file))).schema
     batches = table.cast(schema).to_batches(max_chunksize=1000) if isinstance(table, pa.Table) else table.batches(schema)
     with pa.ipc.new_stream(str(data_file), schema) as writer:
         for batch in batches:
