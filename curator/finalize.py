@@ -18,13 +18,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from curator.errors import RunError
 from curator.faults import fault_point
 from curator.ingest import Ingested
-from curator.io import digest_of_files, read_parquet, sha256_file, sha256_path, write_json, write_parquet
+from curator.io import (
+    digest_of_files,
+    parquet_chunks,
+    read_parquet,
+    sha256_file,
+    sha256_path,
+    write_json,
+    write_parquet,
+)
 from curator.ledger import LEDGER_SCHEMA, added_rows, counts, final_statuses
 from curator.manifest import build_manifest, write_manifest
 from curator.plan import Plan, PlannedStage
@@ -158,9 +165,9 @@ class DatasetParts:
                 yield self._promote(read_parquet(path, columns))
                 continue
             start = 0
-            for batch in ds.dataset(path, format="parquet").to_batches(columns=columns):
-                part = pa.Table.from_batches([batch]).filter(pa.array(mask[start:start + batch.num_rows]))
-                start += batch.num_rows
+            for chunk in parquet_chunks(path, columns):
+                part = chunk.filter(pa.array(mask[start:start + chunk.num_rows]))
+                start += chunk.num_rows
                 yield self._promote(part)
         if self.extra is not None:
             yield self._promote(self.extra.drop_columns([c for c in self.extra.column_names if c.startswith("_")]))

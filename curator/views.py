@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.errors import RunError
+from curator.io import read_parquet
 from curator.plan import Plan, PlannedStage
 
 VIEW_BYTES = 16 << 20  # uncompressed input bytes read per batch
@@ -95,7 +96,7 @@ class ShardView:
         self.schema = pa.schema(fields)
 
     def _dropped(self, p: PlannedStage) -> pa.Array:
-        side = pq.read_table(self.sides[p.id], columns=["sample_id", "status"])
+        side = read_parquet(self.sides[p.id], ["sample_id", "status"]).select(["sample_id", "status"])
         return side.filter(pc.equal(side.column("status"), "dropped")).column("sample_id").combine_chunks()
 
     def tables(self) -> Iterator[pa.Table]:
@@ -120,7 +121,7 @@ class ShardView:
                     if side.column("sample_id").equals(ids.filter(pa.array(mask))):
                         view = attach(view, side.filter(pa.array(alive[mask])))
                         continue
-                    whole[pid] = pq.read_table(self.sides[pid], columns=self.columns[pid])  # reordered rows
+                    whole[pid] = read_parquet(self.sides[pid], self.columns[pid]).select(self.columns[pid])  # reordered rows
                 view = attach(view, whole[pid])
             yield view
 

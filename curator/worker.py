@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from curator.errors import CuratorError, RunError
 from curator.faults import fault_point
 from curator.ingest import input_unit, shard_unit
-from curator.io import ParquetSink
+from curator.io import ParquetSink, read_parquet
 from curator.parallel import map_ordered
 from curator.plan import Plan, PlannedStage, Unit
 from curator.rundir import shard_name
@@ -155,7 +155,8 @@ def _reduce(plan: Plan, ps: PlannedStage, stage: Stage) -> dict[int, tuple[dict,
         return {}
     names = pq.read_schema(next(iter(maps.values()))).names
     wanted = [c for c in names if c in stage.reduce_columns] if stage.reduce_columns else None
-    parts = pa.concat_tables([pq.read_table(p, columns=wanted) for p in maps.values()],
+    parts = pa.concat_tables([read_parquet(p, wanted) if wanted is None else read_parquet(p, wanted).select(wanted)
+                              for p in maps.values()],
                              promote_options="permissive").combine_chunks()
     added = stage.reduce(parts)
     if added.num_rows != parts.num_rows:
