@@ -1,4 +1,4 @@
-"""A tiny model-free run pays no fixed cost it does not need: no model or plotting libraries are imported,
+"""A tiny model-free run pays no fixed cost it does not need: no model, plotting or `datasets` libraries are imported,
 and no worker processes are started for inputs that one process handles faster."""
 
 import json
@@ -9,7 +9,7 @@ from curator.executors import local
 from curator.pipeline import run
 from tests.support import ENGINE_STAGES, synthetic_rows, write_jsonl, write_recipe
 
-HEAVY = ("torch", "transformers", "sklearn", "matplotlib")
+HEAVY = ("torch", "transformers", "sklearn", "matplotlib", "datasets", "pyarrow.dataset")
 
 
 def test_the_model_free_path_imports_no_model_or_plotting_library(tmp_path):
