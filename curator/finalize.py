@@ -11,16 +11,27 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from curator.errors import RunError
 from curator.faults import fault_point
 from curator.ingest import Ingested
-from curator.io import digest_of_files, read_parquet, sha256_file, sha256_path, write_json, write_parquet
+from curator.io import (
+    digest_of_files,
+    parquet_chunks,
+    read_parquet,
+    sha256_file,
+    sha256_path,
+    write_json,
+    write_parquet,
+)
 from curator.ledger import LEDGER_SCHEMA, added_rows, counts, final_statuses
 from curator.manifest import build_manifest, write_manifest
 from curator.plan import Plan, PlannedStage
@@ -36,9 +47,9 @@ def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, tim
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Parquet, Arrow and hashing release the GIL
         done = list(pool.map(lambda shard: _finalize_shard(plan, ingested, shard), range(plan.recipe.shards)))
     shards = [entry for entry, _, _ in done]
-    kept_parts = [kept for _, kept, _ in done if kept is not None]
+    kept_masks = [(entry["shard"], mask) for entry, mask, _ in done if mask is not None]
     added_parts = [added for _, _, added in done if added is not None]
-    dataset = _dataset_table(kept_parts, added_parts, plan)
+    dataset = DatasetParts(plan, kept_masks, added_parts)
     fault_point("before_publish")
     digest, dataset_files = publish_dataset(dataset, rundir.dataset, plan.final_fingerprint)
     stats = _stats(rundir, shards, plan)
@@ -54,18 +65,20 @@ def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, tim
     return RunResult(rundir.root, manifest, digest)
 
 
-def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, pa.Table | None, pa.Table | None]:
-    """One shard's ledger file and manifest entry, its kept/flagged samples and its added ones."""
+def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, np.ndarray | None, pa.Table | None]:
+    """One shard's ledger file and manifest entry, which of its samples are kept or flagged (a mask: the
+    samples themselves are read again when the dataset is written, a batch at a time) and its added ones."""
     rundir = plan.rundir
     files, kept, added_table = {}, None, None
-    samples = read_parquet(rundir.input_shard(shard)) if rundir.input_shard(shard).exists() else None
+    path = rundir.input_shard(shard)
+    samples = read_parquet(path, ["sample_id", "_input_idx", "_input_row"]) if path.exists() else None
     verdicts = [(ps.id, _verdicts(ps, rundir.scores(ps.id, shard))) for ps in plan.stages
                 if ps.kind in ("score", "decide") and rundir.scores(ps.id, shard).exists()]
     parts = [read_parquet(rundir.ingest_ledger(shard))]
     if samples is not None:
         status = final_statuses(samples, verdicts)
         parts.append(status)
-        kept = samples.filter(pc.is_in(status.column("status"), value_set=pa.array(["kept", "flagged"])))
+        kept = pc.is_in(status.column("status"), value_set=pa.array(["kept", "flagged"])).to_numpy()
     augment = [ps for ps in plan.stages if ps.kind == "augment"]
     added = [read_parquet(rundir.scores(ps.id, shard)) for ps in augment if rundir.scores(ps.id, shard).exists()]
     if added:
@@ -103,24 +116,105 @@ def _verdicts(ps: PlannedStage, path: Path) -> pa.Table:
                      "reason": flagged.column(FLAG_COLUMN).cast(pa.string()), "rule": pa.nulls(n, pa.string())})
 
 
-def _dataset_table(kept: list[pa.Table], added: list[pa.Table], plan: Plan) -> pa.Table:
-    tables = []
-    if kept:
-        tables.append(pa.concat_tables(kept, promote_options="permissive"))
-    if added:
-        order = {ps.id: ps.index for ps in plan.stages}
-        extra = pa.concat_tables(added, promote_options="permissive")
-        rank = pa.array([order[s] for s in extra.column("added_by").to_pylist()], pa.int64())
-        extra = extra.append_column("_stage_rank", rank)
-        extra = extra.take(pc.sort_indices(extra, [("_stage_rank", "ascending"), ("_order", "ascending")]))
-        tables.append(extra)
-    if not tables:
-        return pa.table({"sample_id": pa.array([], pa.string())})
-    table = pa.concat_tables(tables, promote_options="permissive")
-    return table.drop_columns([c for c in table.column_names if c.startswith("_")])
+class DatasetParts:
+    """The dataset, in order, without holding it: each shard's kept/flagged samples (read from its input
+    shard a batch at a time, as ``read_parquet`` would chunk them) and then the added samples (by stage,
+    then the order their stage emitted them), all in one schema (the permissive union of the parts',
+    ``_``-prefixed columns dropped). ``batches(schema)`` gives the Arrow record batches of at most 1000 rows
+    that ``concat_tables(parts).cast(schema).to_batches(1000)`` gives."""
+
+    def __init__(self, plan: Plan, kept: list[tuple[int, np.ndarray]], added: list[pa.Table]):
+        self.rundir = plan.rundir
+        self.kept = kept
+        self.extra = None
+        if added:
+            order = {ps.id: ps.index for ps in plan.stages}
+            extra = pa.concat_tables(added, promote_options="permissive")
+            rank = pa.array([order[s] for s in extra.column("added_by").to_pylist()], pa.int64())
+            extra = extra.append_column("_stage_rank", rank)
+            self.extra = extra.take(pc.sort_indices(extra, [("_stage_rank", "ascending"), ("_order", "ascending")]))
+        schemas = [pq.ParquetFile(self.rundir.input_shard(shard)).schema_arrow for shard, _ in kept]
+        if self.extra is not None:
+            schemas.append(self.extra.schema)
+        if schemas:
+            empty = [pa.Table.from_batches([], schema=sch) for sch in schemas]
+            self.schema = pa.concat_tables(empty, promote_options="permissive").schema
+        else:
+            self.schema = pa.schema([("sample_id", pa.string())])
+        self.schema = pa.schema([f for f in self.schema if not f.name.startswith("_")], metadata=self.schema.metadata)
+        self.num_rows = sum(int(mask.sum()) for _, mask in kept) + (self.extra.num_rows if self.extra is not None else 0)
+
+    def _promote(self, table: pa.Table) -> pa.Table:
+        have = set(table.column_names)
+        cols = []
+        for f in self.schema:
+            if f.name not in have:
+                cols.append(pa.chunked_array([pa.nulls(table.num_rows, f.type)]))
+            else:
+                col = table.column(f.name)
+                cols.append(col if col.type == f.type else col.cast(f.type))
+        return pa.Table.from_arrays(cols, schema=self.schema)
+
+    def tables(self) -> Iterator[pa.Table]:
+        """The parts in order, each in ``self.schema``; kept samples a Parquet batch at a time."""
+        names = set(self.schema.names)
+        for shard, mask in self.kept:
+            path = self.rundir.input_shard(shard)
+            columns = [n for n in pq.ParquetFile(path).schema_arrow.names if n in names]
+            if len(mask) == 0:  # an empty file reads as one empty chunk, which is a (0-row) batch of its own
+                yield self._promote(read_parquet(path, columns))
+                continue
+            start = 0
+            for chunk in parquet_chunks(path, columns):
+                part = chunk.filter(pa.array(mask[start:start + chunk.num_rows]))
+                start += chunk.num_rows
+                yield self._promote(part)
+        if self.extra is not None:
+            yield self._promote(self.extra.drop_columns([c for c in self.extra.column_names if c.startswith("_")]))
+
+    def first_row(self) -> pa.Table:
+        for table in self.tables():
+            if table.num_rows:
+                return table.slice(0, 1)
+        return self.schema.empty_table()
+
+    def whole(self) -> pa.Table:
+        """All rows at once (an empty data set, or features ``datasets`` must embed)."""
+        if not self.kept and self.extra is None:
+            return pa.table({"sample_id": pa.array([], pa.string())})
+        tables = list(self.tables())
+        return pa.concat_tables(tables) if tables else pa.Table.from_batches([], schema=self.schema)
+
+    def batches(self, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """What ``Table.to_batches(max_chunksize=1000)`` gives for all the parts concatenated: a slice at every
+        chunk boundary of any column, zero-row batches for empty chunks (but none after the last row)."""
+        pending: list[pa.RecordBatch] = []
+        for table in self.tables():
+            for batch in _chunk_slices(table.cast(schema), 1000):
+                if batch.num_rows:
+                    yield from pending
+                    pending = []
+                    yield batch
+                else:
+                    pending.append(batch)
 
 
-def publish_dataset(table: pa.Table, dest: Path, fingerprint: str) -> tuple[str, dict[str, str]]:
+def _chunk_slices(table: pa.Table, max_rows: int) -> Iterator[pa.RecordBatch]:
+    """Arrow's ``TableBatchReader`` over ``table``, read to the last chunk of every column (not stopping at
+    the last row, so empty chunks after it give batches too)."""
+    columns = [table.column(i) for i in range(table.num_columns)]
+    number, offset = [0] * len(columns), [0] * len(columns)
+    while columns and all(number[i] < col.num_chunks for i, col in enumerate(columns)):
+        size = min([max_rows] + [len(col.chunk(number[i])) - offset[i] for i, col in enumerate(columns)])
+        yield pa.RecordBatch.from_arrays([col.chunk(number[i]).slice(offset[i], size) for i, col in enumerate(columns)],
+                                         schema=table.schema)
+        for i, col in enumerate(columns):
+            offset[i] += size
+            if offset[i] == len(col.chunk(number[i])):
+                number[i], offset[i] = number[i] + 1, 0
+
+
+def publish_dataset(table: pa.Table | DatasetParts, dest: Path, fingerprint: str) -> tuple[str, dict[str, str]]:
     """Write a ``datasets.load_from_disk``-compatible directory atomically; return (digest, file hashes)."""
     tmp = Path(tempfile.mkdtemp(prefix=".dataset.", dir=dest.parent))
     try:
@@ -140,26 +234,39 @@ def publish_dataset(table: pa.Table, dest: Path, fingerprint: str) -> tuple[str,
     return digest_of_files(list(files.items())), files
 
 
-def _save_to_disk(table: pa.Table, path: Path, fingerprint: str) -> None:
-    """``Dataset.save_to_disk`` layout: ``datasets`` writes the metadata files (saving one row)
-    and Arrow then writes all rows into its data file, as one stream in batches of 1000 like
-    ``datasets`` (whose writer spends most of its time converting features per batch). Empty
-    tables and features that embed external files (images, audio) go through ``datasets``."""
-    import datasets  # start-up time: `datasets` takes seconds to import and only this step needs it
-    from datasets import Dataset  # start-up time: datasets (~1 s)
-    from datasets.features.features import require_storage_embed  # start-up time: datasets (~1 s)
-    from datasets.table import InMemoryTable  # start-up time: datasets (~1 s)
+def _save_to_disk(table: pa.Table | DatasetParts, path: Path, fingerprint: str, *, use_datasets: bool = False) -> None:
+    """``Dataset.save_to_disk`` layout, all rows in one Arrow stream in batches of 1000 like ``datasets``
+    (whose writer spends most of its time converting features per batch), a part at a time. The metadata
+    files come from ``curator.hf_layout`` for plain Arrow types (importing ``datasets`` takes about a second
+    of a small run); otherwise ``datasets`` writes them (saving one row) and Arrow the rows. Empty tables and
+    features that embed external files (images, audio) go through ``datasets`` entirely."""
+    from curator.hf_layout import DATA_FILE, layout, write_metadata
 
-    datasets.disable_progress_bars()
-    full = Dataset(InMemoryTable(table), fingerprint=fingerprint)
-    if table.num_rows == 0 or require_storage_embed(full.features):
-        full.save_to_disk(str(path))
-        return
-    Dataset(InMemoryTable(table.slice(0, 1)), fingerprint=fingerprint).save_to_disk(str(path))
-    (data_file,) = path.glob("data-*.arrow")
-    schema = pa.ipc.open_stream(pa.memory_map(str(data_file))).schema
+    described = None if use_datasets or table.num_rows == 0 else layout(table.schema)
+    if described is not None:
+        schema, features = described
+        path.mkdir(parents=True)
+        write_metadata(path, features, fingerprint)
+        data_file = path / DATA_FILE
+    else:
+        import datasets  # start-up time: `datasets` takes seconds to import and only this step needs it
+        from datasets import Dataset  # start-up time: datasets (~1 s)
+        from datasets.features.features import require_storage_embed  # start-up time: datasets (~1 s)
+        from datasets.table import InMemoryTable  # start-up time: datasets (~1 s)
+
+        datasets.disable_progress_bars()
+        first = table.slice(0, 1) if isinstance(table, pa.Table) else table.first_row()
+        head = Dataset(InMemoryTable(first), fingerprint=fingerprint)
+        if table.num_rows == 0 or require_storage_embed(head.features):
+            whole = table if isinstance(table, pa.Table) else table.whole()
+            Dataset(InMemoryTable(whole), fingerprint=fingerprint).save_to_disk(str(path))
+            return
+        head.save_to_disk(str(path))
+        (data_file,) = path.glob("data-*.arrow")
+        schema = pa.ipc.open_stream(pa.memory_map(str(data_file))).schema
+    batches = table.cast(schema).to_batches(max_chunksize=1000) if isinstance(table, pa.Table) else table.batches(schema)
     with pa.ipc.new_stream(str(data_file), schema) as writer:
-        for batch in table.cast(schema).to_batches(max_chunksize=1000):
+        for batch in batches:
             writer.write_batch(batch)
 
 

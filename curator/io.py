@@ -1,9 +1,8 @@
-"""Readers (HF dataset dir, Arrow IPC file/stream, Parquet, JSONL, CSV) and atomic writers.
+"""Run-directory file I/O: content hashes, atomic writes, a streaming Parquet writer.
 
-Readers return ``(table, bad_rows)``: rows that cannot be parsed at all (a broken JSON line,
-invalid UTF-8) are returned as ``BadRow``s with their position instead of failing the file.
-A file that cannot be read at all raises ``InputError`` naming it. Writers write to a
-temporary name in the same directory, fsync, then rename: a reader never sees half a file.
+Writers write to a temporary name in the same directory and rename it into place, so a reader never
+sees half a file. They do not fsync: a unit's done marker records the size and sha256 of what it
+wrote, and a rerun redoes any unit whose files a crash left short or changed (``RunDir.verify_done``).
 """
 
 from __future__ import annotations
@@ -14,166 +13,16 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.ipc as ipc
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from curator.errors import InputError, RunError
+from curator.errors import RunError
 from curator.faults import fault_point
-from curator.sources import load_source, source_scheme, source_sha256
+from curator.sources import source_scheme, source_sha256
 
-READ_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow", "hf")
-
-
-@dataclass(frozen=True)
-class BadRow:
-    row: int  # 0-based position in the file (line number - 1 for JSONL)
-    raw: str
-    reason: str
-
-
-def detect_kind(path: Path) -> str:
-    if path.is_dir():
-        if (path / "state.json").exists() or (path / "dataset_info.json").exists():
-            return "hf"
-        raise InputError(f"{path}: a directory that is not a `datasets.save_to_disk` dataset")
-    suffix = path.suffix.lower()
-    kinds = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-             ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
-    if suffix not in kinds:
-        raise InputError(f"{path}: cannot tell the file type from '{suffix}'; use one of {sorted(kinds)}")
-    return kinds[suffix]
-
-
-def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
-    """Read one input file, dataset directory or named source (``builtin:<name>``)."""
-    if source_scheme(path):
-        return load_source(path), []
-    if not path.exists():
-        raise InputError(f"{path}: input not found")
-    kind = detect_kind(path)
-    try:
-        if kind == "jsonl":
-            return _read_jsonl(path)
-        if kind == "json":
-            return _read_json_array(path)
-        if kind in ("csv", "tsv"):
-            return _read_csv(path, "\t" if kind == "tsv" else ","), []
-        if kind == "parquet":
-            return pq.read_table(path), []
-        if kind == "arrow":
-            return _read_arrow(path), []
-        return _read_hf(path), []
-    except InputError:
-        raise
-    except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read this {kind} file: {exc}") from None
-
-
-def _read_jsonl(path: Path) -> tuple[pa.Table, list[BadRow]]:
-    if path.stat().st_size == 0:
-        return pa.table({}), []
-    try:  # fast path: a well-formed file with consistent types and valid UTF-8
-        table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 26))
-        table.validate(full=True)
-        return table, []
-    except pa.ArrowInvalid:
-        pass
-    rows, bad = [], []
-    with open(path, "rb") as fh:
-        for i, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad.append(BadRow(i, line[:200].decode("utf-8", "replace"), f"invalid UTF-8 at byte {exc.start}"))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                bad.append(BadRow(i, text[:200], f"invalid JSON: {exc.msg} (column {exc.colno})"))
-                continue
-            if not isinstance(obj, dict):
-                bad.append(BadRow(i, text[:200], f"a JSON {type(obj).__name__}, expected an object"))
-                continue
-            rows.append((i, obj))
-    return _rows_to_table(rows), bad
-
-
-def _rows_to_table(rows: list[tuple[int, dict]]) -> pa.Table:
-    """Rows of mixed types: string-typed text columns; other values kept when Arrow can type them."""
-    names: dict[str, None] = {}
-    for _, obj in rows:
-        names.update(dict.fromkeys(obj))
-    cols = {}
-    for name in names:
-        values = [obj.get(name) for _, obj in rows]
-        try:
-            cols[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            cols[name] = _mixed(values)
-    cols["_file_row"] = pa.array([i for i, _ in rows], pa.int64())
-    return pa.table(cols)
-
-
-MIXED_TAG = "\x00json:"
-
-
-def _mixed(values: list) -> pa.Array:
-    """A column whose rows have different JSON types (Arrow cannot hold it as one type).
-
-    Strings stay strings; other values become ``MIXED_TAG + typename + ":" + json`` so the
-    adapter can report the row's real type.
-    """
-    out = [v if v is None or isinstance(v, str) else f"{MIXED_TAG}{type(v).__name__}:{json.dumps(v)}" for v in values]
-    return pa.array(out, pa.string())
-
-
-def _read_json_array(path: Path) -> tuple[pa.Table, list[BadRow]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not valid UTF-8 JSON ({exc}); use JSONL for row-level error recovery") from None
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a JSON array of objects")
-    good = [(i, o) for i, o in enumerate(data) if isinstance(o, dict)]
-    bad = [BadRow(i, json.dumps(o)[:200], "not a JSON object") for i, o in enumerate(data) if not isinstance(o, dict)]
-    return _rows_to_table(good), bad
-
-
-def _read_csv(path: Path, delimiter: str) -> pa.Table:
-    if path.stat().st_size == 0:
-        return pa.table({})
-    header = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                            read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
-    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in header},
-                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
-    return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                          convert_options=convert)
-
-
-def _read_arrow(path: Path) -> pa.Table:
-    with open(path, "rb") as fh:
-        magic = fh.read(6)
-    source = pa.memory_map(str(path))
-    if magic == b"ARROW1":
-        return ipc.open_file(source).read_all()
-    return ipc.open_stream(source).read_all()
-
-
-def _read_hf(path: Path) -> pa.Table:
-    state = path / "state.json"
-    if not state.exists():
-        raise InputError(f"{path}: looks like a DatasetDict; point the input at one split's directory")
-    files = [path / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
-    return pa.concat_tables([ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files])
-
+ROW_GROUP_BYTES = 32 << 20  # in-memory Arrow bytes a ParquetSink buffers before it writes a row group
 
 # -- hashing and atomic writes -------------------------------------------------------------------
 
@@ -216,7 +65,7 @@ def _kind(dest: Path) -> str:
 
 @contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success fsync and rename it onto ``dest``."""
+    """Yield a temporary path beside ``dest``; on success rename it onto ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
@@ -226,8 +75,6 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; published files get normal permissions
     try:
         yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
         fault_point(f"write:{_kind(dest)}")
         os.replace(tmp_path, dest)
     except OSError as exc:
@@ -245,14 +92,101 @@ def write_parquet(table: pa.Table, dest: Path) -> str:
     return sha256_file(dest)
 
 
+def file_record(path: Path) -> dict:
+    """What a done marker records of an output: ``{"size", "sha256"}``."""
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+class ParquetSink:
+    """Writes a Parquet file from consecutive tables, atomically, holding at most ``ROW_GROUP_BYTES`` of
+    them: each time the buffer reaches that size it becomes one row group. A file whose tables fit in one
+    buffer is exactly what ``write_parquet(concat_tables(tables, promote_options="permissive"))`` writes
+    (an empty one needs ``schema``). ``close()`` renames the file into place and returns its
+    ``file_record``; leaving the ``with`` block on an exception removes it."""
+
+    def __init__(self, dest: Path, schema: pa.Schema | None = None):
+        self.dest, self.schema = dest, schema
+        self._atomic = atomic_path(dest)
+        self._tmp = self._atomic.__enter__()
+        self._writer: pq.ParquetWriter | None = None
+        self._buffer: list[pa.Table] = []
+        self._bytes = 0
+        self._open = True
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._buffer.append(table)
+        self._bytes += table.nbytes
+        self.rows += table.num_rows
+        if self._bytes >= ROW_GROUP_BYTES:
+            self._write_group()
+
+    def _buffered(self) -> pa.Table:
+        table = pa.concat_tables(self._buffer, promote_options="permissive") if self._buffer else None
+        self._buffer, self._bytes = [], 0
+        return table if table is not None else self.schema.empty_table()
+
+    def _write_group(self) -> None:
+        table = self._buffered()
+        if self._writer is not None and table.schema != self._writer.schema:
+            self._writer.close()  # a later table has other columns: rewrite what was written with both
+            table = pa.concat_tables([read_parquet(self._tmp), table], promote_options="permissive")
+            self._writer = None
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+        self._writer.write_table(table)
+
+    def close(self) -> dict:
+        if self._writer is None:
+            pq.write_table(self._buffered(), self._tmp, compression="zstd")
+        else:
+            if self._buffer:
+                self._write_group()
+            self._writer.close()
+        self._open = False
+        self._atomic.__exit__(None, None, None)
+        return file_record(self.dest)
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self._open:
+            self._open = False
+            if self._writer is not None:
+                self._writer.close()
+            self._atomic.__exit__(exc_type, exc, tb)
+
+
 def write_json(obj: object, dest: Path) -> str:
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     return sha256_file(dest)
 
 
+READ_BATCH_ROWS = 131072  # pyarrow.parquet.read_table's batch size: each row group is read in slices of this many rows
+
+
+def parquet_chunks(path: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """A Parquet file (or only those of ``columns`` it has, in file order) as the one-chunk tables that make up
+    ``pq.read_table``'s chunks (row groups in slices of ``READ_BATCH_ROWS``; a file without rows: one empty
+    chunk), read a row group at a time. ``pq.read_table`` goes through ``pyarrow.dataset``, whose import
+    loads pandas (a quarter of a second); ``ParquetFile`` does not."""
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    cols = None if columns is None else [c for c in names if c in columns]
+    if pf.metadata.num_rows == 0:
+        schema = pf.schema_arrow if cols is None else pa.schema([pf.schema_arrow.field(c) for c in cols],
+                                                                  metadata=pf.schema_arrow.metadata)
+        yield pa.Table.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+        return
+    for i in range(pf.num_row_groups):
+        group = pf.read_row_group(i, columns=cols)
+        for batch in group.to_batches(max_chunksize=READ_BATCH_ROWS):
+            yield pa.Table.from_batches([batch], schema=group.schema)
+
+
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """A Parquet file, or only those of ``columns`` it has."""
-    if columns is None:
-        return pq.read_table(path)
-    return pq.read_table(path, columns=[c for c in pq.read_schema(path).names if c in columns])
+    """A Parquet file, or only those of ``columns`` it has, chunked as ``pq.read_table`` chunks it."""
+    chunks = list(parquet_chunks(path, columns))
+    return pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]

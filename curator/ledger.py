@@ -10,6 +10,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curator.stage import LEDGER_STATUSES
+
 LEDGER_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("status", pa.string()), ("stage", pa.string()),
     ("reason", pa.string()), ("rule", pa.string()), ("input_idx", pa.int32()), ("input_row", pa.int64()),
@@ -54,7 +56,7 @@ def added_rows(added: pa.Table, stage_ids: pa.Array | list[str]) -> pa.Table:
 
 def counts(ledger: pa.Table) -> dict[str, int]:
     """Rows per status, plus ``added`` (kept rows that came from an augment stage)."""
-    out = {s: 0 for s in ("kept", "dropped", "flagged", "quarantined")}
+    out = {s: 0 for s in LEDGER_STATUSES}
     for item in pc.value_counts(ledger.column("status")).to_pylist():
         out[item["values"]] = item["counts"]
     added = pc.sum(pc.equal(pc.fill_null(ledger.column("reason"), ""), "added")).as_py() or 0

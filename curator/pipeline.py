@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from curator.errors import RunError
+from curator.errors import InputError, RunError
 from curator.executors import Executor
 from curator.executors.local import LocalExecutor
 from curator.executors.ray import RayExecutor
@@ -23,6 +23,7 @@ from curator.plan import InputFile, Plan, plan_ingest, plan_stages
 from curator.recipe import Recipe, load_recipe
 from curator.result import RunResult
 from curator.rundir import RunDir, RunLock
+from curator.sources import source_scheme
 from curator.worker import finished, run_unit
 
 
@@ -34,7 +35,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
     recipe, extra_roots = override_inputs(recipe, inputs)
     rundir = RunDir(Path(run_dir).resolve())
     rundir.root.mkdir(parents=True, exist_ok=True)
-    paths = recipe.input_paths(extra_roots)
+    paths = _input_paths(recipe, extra_roots, rundir)
     with RunLock(rundir.root, wait):
         started = time.time()
         _remove_stale_temporaries(rundir.root)
@@ -71,6 +72,25 @@ def _run_phases(plan: Plan, exe: Executor) -> dict[str, float]:
         for sid in phase.stages:
             timings[sid] = round(time.time() - t0, 3)
     return timings
+
+
+def _input_paths(recipe: Recipe, extra_roots: tuple[Path, ...], rundir: RunDir) -> list[Path]:
+    """The recipe's inputs, which must exist; a missing one is named together with the first damaged file of
+    this run directory if there is one (it cannot be redone without the input)."""
+    try:
+        paths = recipe.input_paths(extra_roots)
+        missing = [p for p in paths if not source_scheme(p) and not p.exists()]
+        if missing:
+            raise InputError(f"{missing[0]}: input not found")
+        return paths
+    except InputError as exc:
+        damaged = rundir.damaged() if (rundir.root / "markers").is_dir() else []
+        if not damaged:
+            raise
+        path, problem = damaged[0]
+        raise InputError(f"{exc}; {path} is damaged ({problem}) and cannot be redone without that input "
+                         f"({len(damaged)} damaged file(s)): restore the input unchanged and run again, or run "
+                         "into a new directory") from None
 
 
 def _remove_stale_temporaries(root: Path) -> None:

@@ -114,6 +114,17 @@ class Plan:
     stages: tuple[PlannedStage, ...] = ()  # set by ``plan_stages``
 
     @property
+    def input_bytes(self) -> int:
+        """Bytes of the input files on disk (named sources count as none)."""
+        total = 0
+        for f in self.files:
+            if f.path.is_file():
+                total += f.path.stat().st_size
+            elif f.path.is_dir():
+                total += sum(p.stat().st_size for p in f.path.rglob("*") if p.is_file())
+        return total
+
+    @property
     def final_fingerprint(self) -> str:
         return self.stages[-1].fingerprint if self.stages else self.ingest.fingerprint
 

@@ -1,13 +1,17 @@
 """Run-directory layout (DESIGN §5), completion markers and the run lock.
 
 Executors coordinate only through these files, so ``status``, ``query``, ``gate`` and
-``verify`` work the same whichever executor produced a run.
+``verify`` work the same whichever executor produced a run. A done marker lists the files its unit
+wrote (``outputs``: run-relative path -> size and sha256); the driver trusts a marker only after
+``verify_done`` found them unchanged, so a rerun redoes a unit whose files were truncated, deleted or
+altered since, and says which file.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import time
@@ -16,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curator.errors import RunError
-from curator.io import write_json
+from curator.io import sha256_file, write_json
+
+log = logging.getLogger("curator")
 
 
 def shard_name(shard: int) -> str:
@@ -76,6 +82,40 @@ class RunDir:
     def read_done(self, fingerprint: str, unit: str) -> dict:
         return json.loads(self.marker(fingerprint, unit).read_text())
 
+    def verify_done(self, fingerprint: str, unit: str, step: str) -> bool:
+        """Is ``unit`` of ``step`` done, with every file its marker lists unchanged (size, then sha256)? A
+        marker that cannot be read or whose files changed is removed, with a log line naming the file."""
+        marker = self.marker(fingerprint, unit)
+        if not marker.exists():
+            return False
+        try:
+            outputs = json.loads(marker.read_text()).get("outputs", {})
+        except (OSError, ValueError):
+            log.warning("%s: unreadable done marker; redoing %s of %s", marker, unit, step)
+            marker.unlink(missing_ok=True)
+            return False
+        for rel, want in outputs.items():
+            problem = _changed(self.root / rel, want)
+            if problem:
+                log.warning("%s: %s; redoing %s of %s", self.root / rel, problem, unit, step)
+                marker.unlink(missing_ok=True)
+                return False
+        return True
+
+    def damaged(self) -> list[tuple[Path, str]]:
+        """(file, how it changed) for every run-directory file a done marker lists (not the intermediate
+        files under ``cache/`` that a finished step removes)."""
+        found = []
+        for marker in sorted((self.root / "markers").glob("*/*.done")):
+            try:
+                outputs = json.loads(marker.read_text()).get("outputs", {})
+            except (OSError, ValueError):
+                continue
+            found += [(self.root / rel, p) for rel, want in outputs.items()
+                      if (not rel.startswith("cache/") or rel.startswith("cache/ingest-ledger/"))
+                      and (p := _changed(self.root / rel, want))]
+        return found
+
     def mark_done(self, fingerprint: str, unit: str, info: dict) -> None:
         write_json(info, self.marker(fingerprint, unit))
         self.marker(fingerprint, unit, "failed").unlink(missing_ok=True)
@@ -106,6 +146,18 @@ class RunDir:
         tmp = stamp.with_name(f".{name}.tmp")
         tmp.write_text(fingerprint, encoding="utf-8")
         os.replace(tmp, stamp)
+
+
+def _changed(path: Path, want: dict) -> str | None:
+    """How ``path`` differs from its recorded ``{"size", "sha256"}``, or None."""
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != want["size"]:
+        return f"{size} bytes, its done marker recorded {want['size']}"
+    if sha256_file(path) != want["sha256"]:
+        return "content changed since its done marker recorded its sha256"
+    return None
 
 
 class RunLock:

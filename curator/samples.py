@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.errors import InputError
-from curator.io import MIXED_TAG
+from curator.readers import MIXED_TAG
+from curator.strings import from_buffers, hex_digests, rows_of, text_buffers
 
 MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 CANONICAL = ("sample_id", "prompt", "response", "messages", "source")
@@ -200,38 +201,26 @@ def _id_of(prompt: str | None, response: str | None, messages: list | None) -> s
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-_CARE = r'[\x00-\x1f"\\]'  # a row whose JSON literal is not just the text in quotes
-_JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
-_OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
-_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+_ESCAPED = np.arange(256, dtype=np.uint8)  # the letter after the backslash json.dumps writes
+_ESCAPED[[0x0A, 0x0D, 0x09]] = np.frombuffer(b"nrt", np.uint8)
+_OTHER_CONTROL = np.zeros(256, np.bool_)  # control characters json.dumps writes as \uXXXX, \b or \f
+_OTHER_CONTROL[[*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]] = True
 
 
-def _json_literals(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _json_literals(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """(``json.dumps(value, ensure_ascii=False)`` per string, rows with other control characters,
-    whose literal the caller must build). Kernels run only on rows that need escaping."""
-    care = pc.fill_null(pc.match_substring_regex(arr, _CARE), False)
-    other = pa.repeat(pa.scalar(False), len(arr))
-    if pc.any(care).as_py():
-        sub = arr.filter(care)
-        other = pc.replace_with_mask(other, care, pc.fill_null(pc.match_substring_regex(sub, _OTHER_CONTROL), False))
-        for old, new in _JSON_ESCAPES:
-            sub = pc.replace_substring(sub, old, new)
-        arr = pc.replace_with_mask(arr, care, sub)
-    return pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null"), other
-
-
-def _sha256_hex(arr: pa.Array) -> pa.Array:
-    """Hex sha256 of every value of a (non-null) string array, hashed in place from its buffers."""
-    if len(arr) == 0:
-        return pa.array([], pa.string())
-    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4).tolist()
-    data = memoryview(arr.buffers()[2] or b"")
-    digest = np.frombuffer(b"".join([hashlib.sha256(data[a:b]).digest() for a, b in zip(offsets, offsets[1:])]),
-                           np.uint8)
-    hexed = np.empty(digest.size * 2, np.uint8)
-    hexed[0::2], hexed[1::2] = _HEX[digest >> 4], _HEX[digest & 15]
-    bounds = np.arange(0, hexed.size + 1, 64, dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), len(arr), [None, pa.py_buffer(bounds), pa.py_buffer(hexed)])
+    whose literal the caller must build): backslashes inserted before quotes, backslashes, newlines,
+    carriage returns and tabs, on the buffer at once."""
+    valid = pc.is_valid(arr) if arr.null_count else None
+    data, offsets = text_buffers(arr)
+    pos = np.flatnonzero((data < 0x20) | (data == 0x22) | (data == 0x5C))
+    found = data[pos]
+    other = np.zeros(len(arr), np.bool_)
+    other[rows_of(pos[_OTHER_CONTROL[found]], offsets)] = True
+    out = np.insert(data, pos, np.uint8(0x5C))
+    out[pos + np.arange(1, len(pos) + 1)] = _ESCAPED[found]
+    literal = pc.binary_join_element_wise('"', from_buffers(out, offsets + np.searchsorted(pos, offsets)), '"', "")
+    return (pc.if_else(valid, literal, "null") if valid is not None else literal), other
 
 
 def sample_ids(table: pa.Table) -> pa.Array:
@@ -247,8 +236,8 @@ def sample_ids(table: pa.Table) -> pa.Array:
     p_lit, p_other = _json_literals(prompt)
     r_lit, r_other = _json_literals(response)
     payload = pc.binary_join_element_wise('{"messages":null,"prompt":', p_lit, ',"response":', r_lit, "}", "")
-    ids = _sha256_hex(payload)
-    slow = pc.or_(pc.is_valid(messages), pc.or_(p_other, r_other))
+    ids = hex_digests(payload)
+    slow = pc.or_(pc.is_valid(messages), pa.array(p_other | r_other))
     if pc.any(slow).as_py():
         rows = pc.indices_nonzero(slow)
         p, r, m = (col.take(rows).to_pylist() for col in (prompt, response, messages))
@@ -258,19 +247,20 @@ def sample_ids(table: pa.Table) -> pa.Array:
 
 def later_repeats(values: pa.Array, order_by: pa.Table | None = None) -> pa.Array:
     """True where an earlier row has the same value; earlier = by the columns of ``order_by``
-    (ascending) if given, else by row number. Only values seen more than once reach Python."""
+    (ascending) if given, else by row number (ties by row number). Only values seen more than once are sorted."""
     counts = pc.value_counts(values)
     repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     mask = np.zeros(len(values), np.bool_)
     if len(repeated):
         rows = pc.indices_nonzero(pc.is_in(values, value_set=repeated))
+        keys = {"v": values.take(rows)}
         if order_by is not None:
-            keys = order_by.take(rows)
-            rows = rows.take(pc.sort_indices(keys, [(c, "ascending") for c in keys.column_names]))
-        seen: set = set()
-        for row, value in zip(rows.to_pylist(), values.take(rows).to_pylist()):
-            mask[row] = value in seen
-            seen.add(value)
+            keys.update({f"k{i}": c for i, c in enumerate(order_by.take(rows).columns)})
+        keys["row"] = rows
+        order = pc.sort_indices(pa.table(keys), [(k, "ascending") for k in keys])
+        ranked = keys["v"].take(order)
+        same = pc.equal(ranked.slice(1), ranked.slice(0, len(ranked) - 1)).to_numpy(zero_copy_only=False)
+        mask[rows.take(order).to_numpy()[1:][same]] = True
     return pa.array(mask)
 
 

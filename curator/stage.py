@@ -16,10 +16,17 @@ change), a frozen dataclass ``Params``, declared ``requires`` / ``provides`` col
                (``parent_id, generator, template_id, seed``); ``scope = "global"`` stages see the
                whole data set once, after every shard.
 
-A global stage whose per-row work needs no global state sets ``map_reduce = True``: the engine
-runs ``map_shard(view)`` per shard on the worker pool, then ``reduce(parts)`` once on the
-concatenated outputs (in shard order); ``process_batch(batch)`` must equal
-``reduce(map_shard(batch))``.
+The engine streams: a shard's view reaches a stage in consecutive batches. A global stage gets
+the whole set in one ``process_batch`` call unless it says how to do without:
+
+- ``map_reduce = True`` (its per-row work needs no global state): the engine runs ``map_shard``
+  on consecutive batches of each shard's view on the worker pool (so it must be row-local), then
+  ``reduce(parts)`` once on the columns ``reduce_columns`` names (all if empty) of every shard's
+  output, in shard order; ``reduce`` returns the columns it adds, one row per row of ``parts``.
+  A shard's result is its ``map_shard`` output without ``_``-prefixed columns, plus those.
+- ``summary_columns(available)`` not None: the engine passes those columns of the whole set
+  (with ``sample_id`` and the input position) to ``summarise`` once, then calls ``process_batch``
+  shard by shard in bounded batches, which must give what one call on the whole set would.
 
 ``setup()`` runs once per worker (load models there) and ``teardown()`` at the end.
 """
@@ -120,6 +127,7 @@ class Stage:
     uses_model: ClassVar[bool] = False
     artifacts: ClassVar[tuple[Artifact, ...]] = ()  # data this stage writes for others (see ``Artifact``)
     map_reduce: ClassVar[bool] = False  # global stages: per-shard ``map_shard`` then one ``reduce``
+    reduce_columns: ClassVar[tuple[str, ...]] = ()  # map_reduce: what ``reduce`` reads (empty: every column)
 
     def __init__(self, params: Any, context: StageContext):
         self.params = params
@@ -167,12 +175,21 @@ class Stage:
         raise NotImplementedError
 
     def map_shard(self, view: pa.Table) -> pa.Table:
-        """``map_reduce`` stages: the per-row part for one shard's view."""
+        """``map_reduce`` stages: the per-row part for a batch of one shard's view."""
         raise NotImplementedError
 
     def reduce(self, parts: pa.Table) -> pa.Table:
-        """``map_reduce`` stages: the result from every shard's ``map_shard`` output."""
+        """``map_reduce`` stages: the columns added to every row of ``parts`` (``reduce_columns`` of every
+        shard's ``map_shard`` output)."""
         raise NotImplementedError
+
+    def summary_columns(self, available: list[str]) -> list[str] | None:
+        """Global stages: the columns ``summarise`` needs of the whole set before ``process_batch`` can run
+        shard by shard in bounded batches; None (the default): the whole set in one batch."""
+        return None
+
+    def summarise(self, table: pa.Table) -> None:
+        """Global stages with ``summary_columns``: take their values over the whole set."""
 
     def teardown(self) -> None:
         """Free what ``setup`` loaded."""

@@ -19,7 +19,8 @@ import fsspec
 
 from curator.errors import InputError, RecipeError
 from curator.hashing import sha256_text
-from curator.io import read_table, sha256_path
+from curator.io import sha256_path
+from curator.readers import read_file
 
 VERSION_KEYS = ("size", "ETag", "etag", "mtime", "LastModified", "last_modified", "created", "last_commit",
                 "blob_id", "VersionId", "version_id", "generation")
@@ -78,7 +79,7 @@ class URLInputs:
         return self._local(name, tuple(sorted(self._version(name).items())))
 
     def load(self, name: str):
-        table, bad = read_table(self.fetch(name))
+        table, bad = read_file(self.fetch(name))
         if bad:
             raise InputError(f"{self.url(name)}: {len(bad)} row(s) cannot be read (row {bad[0].row}: {bad[0].reason}); "
                              "fix the file, or copy it to a local path and name that (local inputs quarantine bad rows)")

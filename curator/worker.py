@@ -1,8 +1,9 @@
 """Running one unit of a plan in this process (``run_unit``): what every executor calls.
 
-A unit writes each stage's output atomically, then that stage's ``done`` marker, so a rerun skips
-finished work; a stage that raises leaves a ``failed`` marker with its traceback and the unit
-raises. Stages are constructed and set up once per process for each (fingerprint, run directory):
+A unit streams each stage's view through the stage in batches and writes its output as it goes
+(``ParquetSink``), then that stage's ``done`` marker listing the files and their hashes, so a rerun
+skips finished work it can verify; a stage that raises leaves a ``failed`` marker with its traceback and
+the unit raises. Stages are constructed and set up once per process for each (fingerprint, run directory):
 a worker that serves two runs never writes one run's cache into the other.
 """
 
@@ -10,22 +11,24 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from curator.errors import CuratorError, RunError
 from curator.faults import fault_point
 from curator.ingest import input_unit, shard_unit
-from curator.io import read_parquet, write_parquet
+from curator.io import ParquetSink, read_parquet
+from curator.parallel import map_ordered
 from curator.plan import Plan, PlannedStage, Unit
 from curator.rundir import shard_name
 from curator.samples import MESSAGE_TYPE, sample_ids, shard_indices
 from curator.stage import Stage
-from curator.views import shard_view
+from curator.views import ShardView
 
 _STAGES: dict[tuple[str, str], Stage] = {}  # (fingerprint, run dir) -> set-up stage, per process
 
@@ -42,8 +45,8 @@ def stage_for(plan: Plan, ps: PlannedStage) -> Stage:
 
 
 def finished(plan: Plan, unit: Unit) -> bool:
-    """Every stage of ``unit`` has its done marker."""
-    return all(plan.rundir.is_done(ps.fingerprint, unit.name) for ps in plan.steps(unit))
+    """Every stage of ``unit`` has its done marker, and the files it lists are unchanged."""
+    return all([plan.rundir.verify_done(ps.fingerprint, unit.name, ps.id) for ps in plan.steps(unit)])
 
 
 def run_unit(plan: Plan, unit: Unit) -> dict:
@@ -65,13 +68,14 @@ def _shard_unit(plan: Plan, unit: Unit) -> dict:
         t0 = time.time()
         try:
             view = _view(plan, ps, shard)
-            result = _apply(stage_for(plan, ps), view) if view is not None else None
-            info = {"rows_in": 0 if view is None else view.num_rows, "seconds": 0.0}
-            if result is not None:
-                if ps.kind == "augment":
-                    result = _prepare_added(result, ps.id)
-                info["sha256"] = write_parquet(result, rundir.scores(ps.id, shard))
-                info["rows_out"] = result.num_rows
+            info = {"rows_in": 0, "seconds": 0.0}
+            if view is not None:
+                stage = stage_for(plan, ps)
+                with ParquetSink(rundir.scores(ps.id, shard)) as sink:
+                    info["rows_in"] = _stream(stage, view.batches(max(1, stage.resources().batch_size)),
+                                              view.schema, sink, ps.id)
+                    info["outputs"] = {_rel(plan, sink.dest): sink.close()}
+                info["sha256"], info["rows_out"] = info["outputs"][_rel(plan, sink.dest)]["sha256"], sink.rows
             info["seconds"] = round(time.time() - t0, 3)
             rundir.mark_done(ps.fingerprint, unit.name, info)
             out[ps.id] = info
@@ -82,16 +86,24 @@ def _shard_unit(plan: Plan, unit: Unit) -> dict:
 
 
 def _map_unit(plan: Plan, unit: Unit) -> dict:
-    """The per-shard part (``map_shard``) of a ``map_reduce`` global stage."""
+    """The per-shard part (``map_shard``, batch by batch) of a ``map_reduce`` global stage."""
     (ps,) = plan.steps(unit)
     rundir = plan.rundir
     if not rundir.is_done(ps.fingerprint, unit.name):
         t0 = time.time()
         try:
             view = _view(plan, ps, unit.index)
-            info = {"rows_in": 0 if view is None else view.num_rows}
+            info = {"rows_in": 0}
             if view is not None:
-                info["sha256"] = write_parquet(stage_for(plan, ps).map_shard(view), _map_output(plan, ps, unit.index))
+                stage = stage_for(plan, ps)
+                with ParquetSink(_map_output(plan, ps, unit.index)) as sink:
+                    for table in view.tables():
+                        sink.write(stage.map_shard(table))
+                        info["rows_in"] += table.num_rows
+                    if not sink.rows:
+                        sink.write(stage.map_shard(view.schema.empty_table()))
+                    info["outputs"] = {_rel(plan, sink.dest): sink.close()}
+                info["sha256"] = info["outputs"][_rel(plan, sink.dest)]["sha256"]
             info["seconds"] = round(time.time() - t0, 3)
             rundir.mark_done(ps.fingerprint, unit.name, info)
         except Exception as exc:
@@ -101,51 +113,125 @@ def _map_unit(plan: Plan, unit: Unit) -> dict:
 
 
 def _global_unit(plan: Plan, unit: Unit) -> dict:
-    """A global stage sees every shard's view (or, ``map_reduce``, every shard's ``map_shard``
-    output) at once; its output is split back by shard."""
+    """A global stage on every shard: a ``map_reduce`` stage reduces the columns it names of every shard's
+    ``map_shard`` output, and each shard's output is that output plus the reduced columns; a stage with
+    ``summary_columns`` summarises those columns of the whole set, then runs shard by shard in batches; any
+    other global stage sees every shard's view at once. The output is written per shard."""
     (ps,) = plan.steps(unit)
-    rundir, shards = plan.rundir, range(plan.recipe.shards)
+    rundir = plan.rundir
     if rundir.is_done(ps.fingerprint, unit.name):
         return rundir.read_done(ps.fingerprint, unit.name)
+    t0 = time.time()
     try:
         stage = stage_for(plan, ps)
-        if ps.cls.map_reduce:
-            parts = [read_parquet(p) for s in shards if (p := _map_output(plan, ps, s)).exists()]
-        else:
-            parts = [v for s in shards if (v := _view(plan, ps, s)) is not None]
-        t0 = time.time()
-        whole = pa.concat_tables(parts, promote_options="permissive") if parts else None
-        result = _apply(stage, whole, stage.reduce if ps.cls.map_reduce else None) if whole is not None else None
+        outputs = _reduce(plan, ps, stage) if ps.cls.map_reduce else _global_views(plan, ps, stage)
     except Exception as exc:
         _failed(plan, ps, unit, exc)
-    hashes = {}
-    if result is not None:
-        if ps.kind == "augment":
-            result = _prepare_added(result, ps.id)
-        shard_of_row = shard_indices(result.column("sample_id"), plan.recipe.shards)
-        for shard in shards:
-            hashes[shard] = write_parquet(result.filter(pc.equal(shard_of_row, shard)), rundir.scores(ps.id, shard))
-    info = {"seconds": round(time.time() - t0, 3), "sha256": hashes, "rows_out": 0 if result is None else result.num_rows}
+    info = {"seconds": round(time.time() - t0, 3), "rows_out": sum(rows for _, rows in outputs.values()),
+            "sha256": {s: rec["sha256"] for s, (rec, _) in outputs.items()},
+            "outputs": {_rel(plan, plan.rundir.scores(ps.id, s)): rec for s, (rec, _) in outputs.items()}}
     rundir.mark_done(ps.fingerprint, unit.name, info)
-    for shard in shards:  # map outputs are not needed once the stage is done
+    for shard in range(plan.recipe.shards):  # map outputs are not needed once the stage is done
         _map_output(plan, ps, shard).unlink(missing_ok=True)
     fault_point("unit_done")
     return info
 
 
+def _per_shard(plan: Plan, ps: PlannedStage, write: Callable[[ParquetSink, int], None]) -> dict[int, tuple[dict, int]]:
+    """``write(sink, shard)`` fills ``scores/<stage>/`` of every shard (shards on threads, each streamed):
+    shard -> (file record, rows)."""
+    def one(shard: int) -> tuple[dict, int]:
+        with ParquetSink(plan.rundir.scores(ps.id, shard)) as sink:
+            write(sink, shard)
+            return sink.close(), sink.rows
+
+    return dict(zip(range(plan.recipe.shards), map_ordered(one, range(plan.recipe.shards))))
+
+
+def _reduce(plan: Plan, ps: PlannedStage, stage: Stage) -> dict[int, tuple[dict, int]]:
+    """``reduce`` on the ``reduce_columns`` of every map output, then each shard's output streamed."""
+    maps = {s: p for s in range(plan.recipe.shards) if (p := _map_output(plan, ps, s)).exists()}
+    if not maps:
+        return {}
+    names = pq.read_schema(next(iter(maps.values()))).names
+    wanted = [c for c in names if c in stage.reduce_columns] if stage.reduce_columns else None
+    parts = pa.concat_tables([read_parquet(p, wanted) if wanted is None else read_parquet(p, wanted).select(wanted)
+                              for p in maps.values()],
+                             promote_options="permissive").combine_chunks()
+    added = stage.reduce(parts)
+    if added.num_rows != parts.num_rows:
+        raise RunError(f"stage '{stage.name}': reduce returned {added.num_rows} rows for {parts.num_rows}")
+    starts, at = {}, 0
+    for s, p in maps.items():
+        starts[s], at = at, at + pq.ParquetFile(p).metadata.num_rows
+    empty = pq.read_schema(next(iter(maps.values()))).empty_table()
+
+    def write(sink: ParquetSink, shard: int) -> None:
+        at = starts.get(shard, 0)
+        if shard in maps:
+            for batch in pq.ParquetFile(maps[shard]).iter_batches(batch_size=_STREAM_ROWS):
+                sink.write(_finish(pa.Table.from_batches([batch]), added.slice(at, batch.num_rows)))
+                at += batch.num_rows
+        if not sink.rows:
+            sink.write(_finish(empty, added.slice(0, 0)))
+
+    return _per_shard(plan, ps, write)
+
+
+def _finish(mapped: pa.Table, added: pa.Table) -> pa.Table:
+    """A map output batch without its private (``_``) columns, plus what ``reduce`` added for its rows."""
+    table = mapped.drop_columns([c for c in mapped.column_names if c.startswith("_")])
+    for name in added.column_names:
+        table = table.append_column(name, added.column(name))
+    return table
+
+
+def _global_views(plan: Plan, ps: PlannedStage, stage: Stage) -> dict[int, tuple[dict, int]]:
+    views = {s: v for s in range(plan.recipe.shards) if (v := _view(plan, ps, s)) is not None}
+    if not views:
+        return {}
+    schema = next(iter(views.values())).schema
+    summary = stage.summary_columns(list(schema.names))
+    if summary is None:  # the whole set in one call
+        whole = pa.concat_tables([_table(v) for v in views.values()], promote_options="permissive")
+        result = _apply(stage, whole)
+        if ps.kind == "augment":
+            result = _prepare_added(result, ps.id)
+        shard_of_row = shard_indices(result.column("sample_id"), plan.recipe.shards)
+        return _per_shard(plan, ps, lambda sink, s: sink.write(result.filter(pc.equal(shard_of_row, s))))
+    if summary:
+        stage.summarise(pa.concat_tables([_table(ShardView(plan, ps, s, lambda _: summary)) for s in views]))
+
+    def write(sink: ParquetSink, shard: int) -> None:
+        view = views.get(shard)
+        batches = view.batches(_STREAM_ROWS) if view is not None else iter(())
+        _stream(stage, batches, schema, sink, ps.id)
+
+    return _per_shard(plan, ps, write)
+
+
+_STREAM_ROWS = 1 << 16  # rows per batch where a stage's own batch size is "the whole set"
 _RUNNERS: dict[str, Callable[[Plan, Unit], dict]] = {
     "input": _input_unit, "ingest": shard_unit, "shard": _shard_unit, "map": _map_unit, "global": _global_unit}
 
 
-def _view(plan: Plan, ps: PlannedStage, shard: int) -> pa.Table | None:
+def _table(view: ShardView) -> pa.Table:
+    return pa.concat_tables([view.schema.empty_table(), *view.tables()])
+
+
+def _view(plan: Plan, ps: PlannedStage, shard: int) -> ShardView | None:
     """``ps``'s view of ``shard``; None when the shard has no samples."""
     if not plan.rundir.input_shard(shard).exists():
         return None
-    return shard_view(plan, ps, shard, stage_for(plan, ps).view_columns)
+    return ShardView(plan, ps, shard, stage_for(plan, ps).view_columns)
 
 
 def _map_output(plan: Plan, ps: PlannedStage, shard: int) -> Path:
     return plan.rundir.cache(ps.fingerprint) / f"map-{shard_name(shard)}.parquet"
+
+
+def _rel(plan: Plan, path: Path) -> str:
+    return path.relative_to(plan.rundir.root).as_posix()
 
 
 def _failed(plan: Plan, ps: PlannedStage, unit: Unit, exc: Exception) -> NoReturn:
@@ -159,27 +245,51 @@ def _failed(plan: Plan, ps: PlannedStage, unit: Unit, exc: Exception) -> NoRetur
                    f"(traceback in {rundir.marker(ps.fingerprint, unit.name, 'failed')})") from exc
 
 
-def _apply(stage: Stage, view: pa.Table, fn: Callable[[pa.RecordBatch], pa.Table] | None = None) -> pa.Table:
-    """Feed ``view`` to ``fn`` (default ``stage.process_batch``) in batches of
-    ``resources().batch_size``; concatenate results."""
-    fn = fn or stage.process_batch
-    size = max(1, stage.resources().batch_size)
-    view = view.combine_chunks()  # batches are cut by size only, never by how the table was read
-    parts = [fn(b) for b in view.to_batches(max_chunksize=size)] if view.num_rows else []
-    if not parts:
-        parts = [fn(pa.RecordBatch.from_pylist([], schema=view.schema))]
-    parts = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in parts]
-    result = pa.concat_tables(parts, promote_options="permissive")
+def _check(stage: Stage, result: pa.Table, rows: int) -> None:
     if stage.kind == "score":
         missing = [c for c in ("sample_id", *stage.provided_columns()) if c not in result.column_names]
-        if missing or result.num_rows != view.num_rows:
+        if missing or result.num_rows != rows:
             raise RunError(f"stage '{stage.name}' returned columns {result.column_names} and {result.num_rows} "
-                           f"rows; expected {['sample_id', *stage.provided_columns()]} for {view.num_rows} rows")
+                           f"rows; expected {['sample_id', *stage.provided_columns()]} for {rows} rows")
+
+
+def _as_table(result: pa.Table | pa.RecordBatch) -> pa.Table:
+    return result if isinstance(result, pa.Table) else pa.Table.from_batches([result])
+
+
+def _stream(stage: Stage, batches: Iterator[pa.RecordBatch], schema: pa.Schema, sink: ParquetSink, stage_id: str) -> int:
+    """``stage.process_batch`` on every batch (once on an empty one if there are none) into ``sink``;
+    returns the rows seen. Augment output gets its ids and emission order (``_prepare_added``)."""
+    rows = emitted = 0
+    for batch in batches:
+        result = _as_table(stage.process_batch(batch))
+        _check(stage, result, batch.num_rows)
+        if stage.kind == "augment":
+            result = _prepare_added(result, stage_id, emitted)
+            emitted += result.num_rows
+        sink.write(result)
+        rows += batch.num_rows
+    if not rows:
+        result = _as_table(stage.process_batch(pa.RecordBatch.from_pylist([], schema=schema)))
+        _check(stage, result, 0)
+        sink.write(_prepare_added(result, stage_id) if stage.kind == "augment" else result)
+    return rows
+
+
+def _apply(stage: Stage, view: pa.Table) -> pa.Table:
+    """``stage.process_batch`` over ``view`` in batches of ``resources().batch_size``; results concatenated."""
+    size = max(1, stage.resources().batch_size)
+    view = view.combine_chunks()  # batches are cut by size only, never by how the table was read
+    parts = [_as_table(stage.process_batch(b)) for b in view.to_batches(max_chunksize=size)] if view.num_rows else []
+    if not parts:
+        parts = [_as_table(stage.process_batch(pa.RecordBatch.from_pylist([], schema=view.schema)))]
+    result = pa.concat_tables(parts, promote_options="permissive")
+    _check(stage, result, view.num_rows)
     return result
 
 
-def _prepare_added(added: pa.Table, stage_id: str) -> pa.Table:
-    """Give augment output its ``sample_id``, ``added_by`` and emission order ``_order``."""
+def _prepare_added(added: pa.Table, stage_id: str, first: int = 0) -> pa.Table:
+    """Give augment output its ``sample_id``, ``added_by`` and emission order ``_order`` (from ``first``)."""
     for col in ("prompt", "response", "messages"):
         if col not in added.column_names:
             added = added.append_column(col, pa.nulls(added.num_rows, MESSAGE_TYPE if col == "messages" else pa.string()))
@@ -187,4 +297,4 @@ def _prepare_added(added: pa.Table, stage_id: str) -> pa.Table:
         added = added.drop_columns(["sample_id"])
     added = pa.table({"sample_id": sample_ids(added), **{c: added.column(c) for c in added.column_names}})
     added = added.append_column("added_by", pa.array([stage_id] * added.num_rows, pa.string()))
-    return added.append_column("_order", pa.array(range(added.num_rows), pa.int64()))
+    return added.append_column("_order", pa.array(range(first, first + added.num_rows), pa.int64()))

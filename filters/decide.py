@@ -5,11 +5,15 @@ A rule is a DuckDB SQL predicate over the columns seen so far, e.g. ``char_len >
 q-quantile of ``col`` over the whole data set. A rule that evaluates to NULL (a missing
 score) does not fire. Drop rules are checked before flag rules; the first rule that fires
 is recorded as the row's ``rule``.
+
+Rules that read nothing of other rows but ``quantile`` (no window, subquery or table name) run shard by
+shard in batches: the quantiles are computed first over the whole set (``summarise``).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 import duckdb
@@ -25,6 +29,10 @@ _SIMPLE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|>|<=|<)\s*(.+?)\s*$")
 _QUANTILE = re.compile(r"\bquantile\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*([0-9]*\.?[0-9]+)\s*\)", re.I)
 
 
+_WHOLE_SET = re.compile(r"\b(over|select|from|samples|qualify|window)\b", re.I)
+_QUANTILES = "_curator_quantiles"
+
+
 def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -32,6 +40,10 @@ def _sql_text(text: str) -> str:
 def expand_macros(sql: str) -> str:
     """``quantile(col, q)`` -> the whole-set quantile as a window aggregate."""
     return _QUANTILE.sub(r"(quantile_cont(\1, \2) OVER ())", sql)
+
+
+def _macro_key(match: re.Match) -> tuple[str, str]:
+    return match.group(1).lower(), match.group(2)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,28 @@ class DecideStage(Stage):
             return available
         return [c for c in available if c.lower() in text]
 
+    def summary_columns(self, available: list[str]) -> list[str] | None:
+        """The columns inside ``quantile(...)``, if every rule is otherwise row-local; else None."""
+        rules = [r for _, r in self._rules()]
+        if any(_WHOLE_SET.search(_QUANTILE.sub("0", r)) for r in rules):
+            return None
+        self._macros = sorted({_macro_key(m) for r in rules for m in _QUANTILE.finditer(r)})
+        self._quantiles = None
+        return [c for c in available if c.lower() in {col for col, _ in self._macros}]
+
+    def summarise(self, table: pa.Table) -> None:
+        """Each ``quantile(col, q)`` over the whole set (the window aggregate's value, as DuckDB types it)."""
+        con = duckdb.connect()
+        con.register("samples", table)
+        cols = ", ".join(f"quantile_cont({col}, {q}) AS q{i}" for i, (col, q) in enumerate(self._macros))
+        self._quantiles = con.sql(f"SELECT {cols} FROM samples").to_arrow_table()
+
+    def _expand(self, rule: str) -> str:
+        if getattr(self, "_quantiles", None) is None:
+            return expand_macros(rule)
+        index = {key: i for i, key in enumerate(self._macros)}
+        return _QUANTILE.sub(lambda m: f"(SELECT q{index[_macro_key(m)]} FROM {_QUANTILES})", rule)
+
     def check_inputs(self, schema: pa.Schema) -> None:
         empty = pa.table({n: pa.array([], pa.float64()) for n in schema.names})
         con = duckdb.connect()
@@ -93,16 +127,27 @@ class DecideStage(Stage):
                 msg = str(exc).splitlines()[0]
                 raise RecipeError(f"decide rule {rule!r} ({status}): {msg}; columns available: {schema.names}") from None
 
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        """One in-memory DuckDB per thread (shards are decided on threads), made once."""
+        local = self.__dict__.setdefault("_local", threading.local())
+        if not hasattr(local, "con"):
+            local.con = duckdb.connect()
+        return local.con
+
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         rules = self._rules()
-        con = duckdb.connect()
+        con = self._connection()
         con.register("samples", table)
-        cases = " ".join(f"WHEN coalesce(({expand_macros(r)}), false) THEN {i}" for i, (_, r) in enumerate(rules))
+        if getattr(self, "_quantiles", None) is not None:
+            con.register(_QUANTILES, self._quantiles)
+        cases = " ".join(f"WHEN coalesce(({self._expand(r)}), false) THEN {i}" for i, (_, r) in enumerate(rules))
         try:
             fired = con.sql(f"SELECT sample_id, CASE {cases} END AS hit FROM samples").to_arrow_table()
         except duckdb.Error as exc:
             raise RecipeError(f"decide: a rule failed on the data: {str(exc).splitlines()[0]}") from None
+        finally:
+            con.unregister("samples")
         fired = fired.filter(pc.is_valid(fired.column("hit")))
         hit = fired.column("hit")
         rule_text = pa.array([r for _, r in rules], pa.string())

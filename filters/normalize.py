@@ -12,12 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.stage import Stage
+from curator.strings import rows_of, text_buffers
 
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_CONTROL = np.zeros(256, np.bool_)  # the same characters, by byte (UTF-8 never encodes them otherwise)
+_CONTROL[[*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]] = True
 
 
 @dataclass(frozen=True)
@@ -35,14 +39,20 @@ class NormalizeParams:
 
 
 def _clean(arr: pa.Array, params: NormalizeParams) -> pa.Array:
-    """Normalise and strip; kernels run only on the rows that can change (ASCII is NFC already)."""
+    """Normalise and strip; kernels run only on the rows that can change (ASCII is NFC already; control
+    characters are found by byte)."""
     if params.unicode_form != "none":
         non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
         if pc.any(non_ascii).as_py():
             arr = pc.replace_with_mask(arr, non_ascii, pc.utf8_normalize(arr.filter(non_ascii), params.unicode_form))
     if params.strip_control:
-        has = pc.fill_null(pc.match_substring_regex(arr, CONTROL_CHARS), False)
-        if pc.any(has).as_py():
+        data, offsets = text_buffers(arr)
+        low = np.flatnonzero((data < 0x20) | (data == 0x7F))
+        hits = low[_CONTROL[data[low]]]
+        if len(hits):
+            has = np.zeros(len(arr), np.bool_)
+            has[rows_of(hits, offsets)] = True
+            has = pa.array(has)
             arr = pc.replace_with_mask(arr, has, pc.replace_substring_regex(arr.filter(has), CONTROL_CHARS, ""))
     return arr
 

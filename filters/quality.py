@@ -5,24 +5,36 @@ Columns: ``char_len`` (prompt + response characters), ``prompt_chars``, ``respon
 fenced block), ``has_math`` (digits joined by an arithmetic operator), ``norm_hash`` (sha1 of
 lower-cased, whitespace-collapsed prompt + response) and ``is_duplicate`` (an earlier row, in
 input order, has the same ``norm_hash``). Global scope so duplicates are found across shards;
-the statistics are computed per shard on the workers (``map_shard``), duplicates once (``reduce``).
+the statistics are computed per shard on the workers (``map_shard``), duplicates once (``reduce``,
+on 16 bytes a row: ``norm_hash`` and the input position as integers).
+
+"Whitespace-collapsed" and ``word_count`` follow Arrow's ``utf8_split_whitespace`` + ``binary_join``:
+a leading whitespace run gives an empty word, a trailing one one empty word, or two if it holds two or
+more characters (``curator.strings.split_join_lower``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator.parallel import map_chunks
-from curator.samples import later_repeats
 from curator.stage import Resources, Stage
+from curator.strings import (
+    buffers,
+    count_byte,
+    count_per_row,
+    hex_digests,
+    hex_to_uint64,
+    rows_of,
+    split_join_lower,
+)
 
 LIST_LINE = r"(?m)^\s*(?:[-*•+]|\d{1,3}[.)])\s+\S"
 MATH = r"\d\s*[-+*/×÷^=]\s*\d"
+POSITION = ("_input_idx", "_input_row")
 
 
 @dataclass(frozen=True)
@@ -31,56 +43,42 @@ class QualityParams:
 
 
 def _normalised(text: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(``norm_hash``, ``word_count``) as defined by Arrow: ``utf8_split_whitespace`` (a leading
-    whitespace run gives an empty word, a trailing one one or two), join with spaces, lower-case, sha1.
-
-    Rows that are ASCII with a non-space character take an equal, faster Python path (on ASCII,
-    ``str.split`` and ``utf8_split_whitespace`` agree on what is whitespace)."""
-    fast = pc.and_(pc.and_(pc.string_is_ascii(text), pc.invert(pc.utf8_is_space(text))),
-                   pc.greater(pc.binary_length(text), 0))
-    hashes, counts = [], []
-    for t in text.filter(fast).to_pylist():
-        words = t.split()
-        norm, n = " ".join(words), len(words)
-        if t[0].isspace():
-            norm, n = " " + norm, n + 1
-        if t[-1].isspace():  # Arrow's quirk: a trailing run of two or more gives two empty words
-            tail = 2 if t[-2].isspace() else 1
-            norm, n = norm + " " * tail, n + tail
-        counts.append(n)
-        hashes.append(hashlib.sha1(norm.lower().encode()).hexdigest()[:16])
-    if len(hashes) == len(text):
-        return pa.array(hashes, pa.string()), pa.array(counts, pa.int64())
-    slow = pc.invert(fast)
-    words = pc.utf8_split_whitespace(text.filter(slow))
-    norm = pc.utf8_lower(pc.binary_join(words, " "))
-    slow_hashes = [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest()[:16] for t in norm.to_pylist()]
-    out_h, out_c = pa.nulls(len(text), pa.string()), pa.nulls(len(text), pa.int64())
-    out_h = pc.replace_with_mask(pc.replace_with_mask(out_h, fast, pa.array(hashes, pa.string())), slow,
-                                 pa.array(slow_hashes, pa.string()))
-    out_c = pc.replace_with_mask(pc.replace_with_mask(out_c, fast, pa.array(counts, pa.int64())), slow,
-                                 pc.list_value_length(words).cast(pa.int64()))
-    return out_h, out_c
+    """(``norm_hash``, ``word_count``) of each text: the number of words is one more than the number of
+    spaces in the whitespace-collapsed text."""
+    norm = split_join_lower(text)
+    data, offsets = buffers(norm)
+    return hex_digests(norm, "sha1", 16), pa.array(count_per_row(data == 32, offsets) + 1)
 
 
-def _row_stats(table: pa.Table) -> pa.Table:
-    """Every per-row column (all but ``is_duplicate``) for a chunk of rows."""
+def _has_code(response: pa.Array) -> pa.Array:
+    """Does the text hold a code fence? Searched only in rows with a backtick."""
+    data, offsets = buffers(response)
+    tick = np.zeros(len(response), np.bool_)
+    tick[rows_of(np.flatnonzero(data == 0x60), offsets)] = True
+    if not tick.any():
+        return pa.array(tick)
+    tick = pa.array(tick)
+    return pc.replace_with_mask(tick, tick, pc.match_substring(response.filter(tick), "```"))
+
+
+def row_stats(table: pa.Table) -> pa.Table:
+    """Every per-row column (all but ``is_duplicate``) for a batch of rows."""
     prompt = pc.fill_null(table.column("prompt"), "").combine_chunks()
     response = pc.fill_null(table.column("response"), "").combine_chunks()
     text = pc.binary_join_element_wise(prompt, response, "\n")
     p_len, r_len = pc.utf8_length(prompt), pc.utf8_length(response)
-    hashes, word_count = _normalised(text)
+    norm_hash, word_count = _normalised(text)
     return pa.table({
         "sample_id": table.column("sample_id"),
         "char_len": pc.add(p_len, r_len).cast(pa.int64()),
         "prompt_chars": p_len.cast(pa.int64()),
         "response_chars": r_len.cast(pa.int64()),
         "word_count": word_count,
-        "line_count": pc.add(pc.count_substring(response, "\n"), 1).cast(pa.int64()),
+        "line_count": pa.array(count_byte(response, 10) + 1),
         "has_list": pc.match_substring_regex(response, LIST_LINE),
-        "has_code": pc.match_substring(response, "```"),
+        "has_code": _has_code(response),
         "has_math": pc.match_substring_regex(text, MATH),
-        "norm_hash": hashes,
+        "norm_hash": norm_hash,
     })
 
 
@@ -89,6 +87,7 @@ class QualityStage(Stage):
     kind = "score"
     scope = "global"
     map_reduce = True  # per-row statistics per shard on the workers; duplicates once, globally
+    reduce_columns = ("_norm_key", "_position")  # 16 bytes a row: norm_hash and input position as integers
     version = 1
     Params = QualityParams
     requires = ("sample_id", "prompt", "response")
@@ -103,22 +102,32 @@ class QualityStage(Stage):
 
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-        return self.reduce(self.map_shard(table))
+        stats = self.map_shard(table)
+        added = self.reduce(stats.select([c for c in self.reduce_columns if c in stats.column_names]))
+        stats = stats.drop_columns([c for c in stats.column_names if c.startswith("_")])
+        return stats.append_column("is_duplicate", added.column("is_duplicate"))
 
     def map_shard(self, view: pa.Table) -> pa.Table:
-        """Row statistics, plus the input position (if known) that orders duplicates."""
-        stats = map_chunks(_row_stats, view.select(["sample_id", "prompt", "response"]))
-        for col in ("_input_idx", "_input_row"):
-            if col in view.column_names:
-                stats = stats.append_column(col, view.column(col))
+        """Row statistics, plus what orders duplicates: ``_norm_key`` (``norm_hash`` as an integer) and
+        ``_position`` (input index << 40 | input row), if the view has the input position."""
+        stats = row_stats(view.select(["sample_id", "prompt", "response"]))
+        stats = stats.append_column("_norm_key", hex_to_uint64(stats.column("norm_hash")))
+        if all(c in view.column_names for c in POSITION):
+            idx, row = (pc.cast(view.column(c), pa.int64()) for c in POSITION)
+            stats = stats.append_column("_position", pc.bit_wise_or(pc.shift_left(idx, 40), row))
         return stats
 
-    def reduce(self, parts: pa.RecordBatch | pa.Table) -> pa.Table:
-        parts = parts if isinstance(parts, pa.Table) else pa.Table.from_batches([parts])
-        position = [c for c in ("_input_idx", "_input_row") if c in parts.column_names]
-        if self.params.mark_duplicates:
-            hashes = parts.column("norm_hash").combine_chunks()
-            dup = later_repeats(hashes, parts.select(position) if len(position) == 2 else None)
-        else:
-            dup = pa.array(np.zeros(parts.num_rows, np.bool_))
-        return parts.drop_columns(position).append_column("is_duplicate", dup)
+    def reduce(self, parts: pa.Table) -> pa.Table:
+        """``is_duplicate`` for every row of ``parts``: an earlier row (by ``_position`` if given, else by
+        row number) has the same ``_norm_key``."""
+        dup = np.zeros(parts.num_rows, np.bool_)
+        if self.params.mark_duplicates and parts.num_rows:
+            key = parts.column("_norm_key").to_numpy()
+            pos = (parts.column("_position").to_numpy() if "_position" in parts.column_names
+                   else np.arange(parts.num_rows))
+            for part in range(16):  # by the key's top 4 bits: the sort's memory is a sixteenth of the rows
+                rows = np.flatnonzero((key >> np.uint64(60)) == part)
+                order = np.lexsort((pos[rows], key[rows]))
+                ranked = key[rows][order]
+                dup[rows[order[1:][ranked[1:] == ranked[:-1]]]] = True
+        return pa.table({"is_duplicate": pa.array(dup)})

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from curator.ml.testing import save_tiny_model, tiny_model
+
+# Subprocesses (`python -m curator.cli ...` from a temporary directory) import this checkout, not whichever
+# curator the interpreter has installed (an editable install of another tree would be tested instead).
+REPO = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join([REPO, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                    if p and p != REPO]])
 
 
 # --- models (curator.ml.models / chat / lora / gradients) ---------------------------------------------

@@ -1,14 +1,21 @@
-"""Engine throughput: normalize -> quality -> decide over synthetic prompt/response JSONL.
+"""Engine throughput and memory: curator's model-free path against bare peer pipelines and equal-work peers.
 
-Prints rows/s of curator (workers=2, ledger + manifest + hashes on) and, measured in the same
-run on the same files, the ratio against (a) a plain pyarrow read -> compute -> write pass
-with the same logic, (b) HF ``datasets`` map + filter, (c) a datatrove LocalPipelineExecutor
-with an equivalent filter (optional: ``pip install datatrove``).
+On the same synthetic prompt/response JSONL files (two files, ~1.2 kB rows, 0.5% exact duplicates, some
+paragraph breaks, lists and arithmetic), each system runs in a fresh process (``--child``), its rounds
+interleaved in alternating order; a system's best time counts, and the parent samples the summed RSS of
+the child's process tree every 20 ms.
 
-    python -m benchmarks.perf.engine --rows 1000000      # ~5-10 minutes on 2 cores
+- ``curator``: normalize -> quality -> decide (``char_len > 700``, ``is_duplicate``), ``workers: 2``,
+  ledger, manifest and every hash on. ``engine peak`` is its peak RSS before ``finalize`` starts.
+- bare peers, no extra work: ``datatrove`` JsonlReader -> LambdaFilter(length) -> JsonlWriter (2 tasks);
+  ``hf`` ``load_dataset("json")`` -> ``filter(length, batched)`` -> ``save_to_disk``.
+- equal-work peers (NFC, ids, normalised-text hashes, duplicates, length): ``pyarrow`` (plain
+  read -> compute -> write), ``hf-equal`` (map + filter), ``datatrove-equal`` (LambdaFilter).
 
-Each system runs ``--rounds`` times (default 2), interleaved in alternating order, and its best
-time counts, so a load swing on a shared machine does not land on one system only.
+    python -m benchmarks.perf.engine --rows 300000 1000000            # ~30 min on 2 busy cores
+    python -m benchmarks.perf.engine --rows 3000000 --systems curator  # memory at scale
+
+Times exclude interpreter start-up and the system's top-level imports (``--child`` prints both).
 """
 
 from __future__ import annotations
@@ -17,22 +24,21 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import unicodedata
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
-
-import curator
-
 WORDS = "the a model data safety answer question list step python number value train sample risk".split()
 MAX_CHARS = 700
+BARE = ("curator", "hf", "datatrove")
+EQUAL = ("pyarrow", "hf-equal", "datatrove-equal")
 
 
 def make_inputs(work: Path, rows: int, files: int = 2) -> list[Path]:
@@ -43,8 +49,10 @@ def make_inputs(work: Path, rows: int, files: int = 2) -> list[Path]:
     for i in range(rows):
         k = i if rng.random() > 0.005 else max(0, i - 1000)
         r = random.Random(k)
-        doc = {"prompt": f"Q{k}: " + " ".join(r.choices(WORDS, k=12)),
-               "response": " ".join(r.choices(WORDS, k=r.randint(5, 120)))}
+        words = r.choices(WORDS, k=r.randint(20, 360))
+        for at in sorted(r.sample(range(len(words)), 2), reverse=True):
+            words.insert(at, r.choice(["\n\n", "\n1.", "\n-", f"{k % 97} + {k % 13} =", "."]))
+        doc = {"prompt": f"Q{k}: " + " ".join(r.choices(WORDS, k=12)), "response": " ".join(words)}
         handles[i % files].write(json.dumps(doc) + "\n")
     for h in handles:
         h.close()
@@ -66,17 +74,8 @@ stages:
 """
 
 
-def run_curator(paths: list[Path], work: Path, workers: int) -> int:
-    recipe = curator.load_recipe(recipe_text(paths, workers), base_dir=paths[0].parent)
-    res = curator.run(recipe, work / "curator-run", quiet=True)
-    return res.counts["kept"]
-
-
-# -- the same logic, per row, for the per-document frameworks --------------------------------------
-
-
 def row_logic(prompt: str, response: str, seen: set[str]) -> bool:
-    """Normalise, id, length and duplicate checks for one row; True = keep."""
+    """Normalise, id, length and duplicate checks for one row; True = keep (the equal-work peers)."""
     prompt = unicodedata.normalize("NFC", prompt)
     response = unicodedata.normalize("NFC", response)
     sid = hashlib.sha256(json.dumps({"messages": None, "prompt": prompt, "response": response}, sort_keys=True,
@@ -88,14 +87,67 @@ def row_logic(prompt: str, response: str, seen: set[str]) -> bool:
     return not dup and len(prompt) + len(response) <= MAX_CHARS and bool(response.strip())
 
 
-def run_pyarrow(paths: list[Path], work: Path) -> int:
+# -- the systems (each runs in a child process) ----------------------------------------------------------
+
+
+def run_curator(paths: list[Path], out: Path) -> tuple[int, float | None]:
+    import curator  # the system under test
+    from curator import pipeline  # finalize's start time splits the engine's memory from finalize's
+
+    started: list[float] = []
+    real = pipeline.finalize
+    pipeline.finalize = lambda *a, **k: started.append(time.time()) or real(*a, **k)
+    res = curator.run(curator.load_recipe(recipe_text(paths, 2), base_dir=paths[0].parent), out / "run", quiet=True)
+    return res.counts["kept"], started[0] if started else None
+
+
+def run_hf(paths: list[Path], out: Path, equal: bool) -> int:
+    import datasets  # the system under test
+
+    datasets.disable_progress_bars()
+    ds = datasets.load_dataset("json", data_files=[str(p) for p in paths], split="train", cache_dir=str(out / "c"))
+    if equal:
+        seen: set[str] = set()  # across batches: one process for the duplicate-aware map
+        ds = ds.map(lambda b: {"keep": [row_logic(p, r, seen) for p, r in zip(b["prompt"], b["response"])]},
+                    batched=True, batch_size=100_000)
+        ds = ds.filter(lambda b: b["keep"], batched=True, num_proc=2)
+    else:
+        ds = ds.filter(lambda b: [len(p) + len(r) <= MAX_CHARS for p, r in zip(b["prompt"], b["response"])],
+                       batched=True)
+    ds.save_to_disk(str(out / "hf-out"))
+    return len(ds)
+
+
+def run_datatrove(paths: list[Path], out: Path, equal: bool) -> int:
+    from datatrove.executor import LocalPipelineExecutor  # the system under test (the [bench] extra)
+    from datatrove.pipeline.filters import LambdaFilter  # the system under test (the [bench] extra)
+    from datatrove.pipeline.readers import JsonlReader  # the system under test (the [bench] extra)
+    from datatrove.pipeline.writers import JsonlWriter  # the system under test (the [bench] extra)
+
+    seen: set[str] = set()  # per worker process: each sees only its own file's duplicates
+
+    def keep(doc) -> bool:
+        prompt = doc.metadata.get("prompt", "")
+        return row_logic(prompt, doc.text, seen) if equal else len(prompt) + len(doc.text) <= MAX_CHARS
+
+    pipeline = [JsonlReader(str(paths[0].parent), glob_pattern="part-*.jsonl", text_key="response"),
+                LambdaFilter(keep), JsonlWriter(str(out / "dt-out"))]
+    LocalPipelineExecutor(pipeline, tasks=len(paths), workers=2, logging_dir=str(out / "dt-logs"),
+                          skip_completed=False).run()
+    return sum(1 for f in (out / "dt-out").glob("*.jsonl*") for _ in gzip.open(f, "rt"))
+
+
+def run_pyarrow(paths: list[Path], out: Path) -> int:
     """Plain pyarrow: read, the same normalisation/hashing/stats, filter, write Parquet."""
+    import pyarrow as pa  # the system under test
+    import pyarrow.compute as pc  # the system under test
+    import pyarrow.json as pajson  # the system under test
+    import pyarrow.parquet as pq  # the system under test
+
     table = pa.concat_tables([pajson.read_json(p) for p in paths])
     prompt = pc.utf8_normalize(table.column("prompt").combine_chunks(), "NFC")
     response = pc.utf8_normalize(table.column("response").combine_chunks(), "NFC")
-    text = pc.binary_join_element_wise(prompt, response, "\n")
-    words = pc.utf8_split_whitespace(text)
-    norm = pc.utf8_lower(pc.binary_join(words, " "))
+    norm = pc.utf8_lower(pc.binary_join(pc.utf8_split_whitespace(pc.binary_join_element_wise(prompt, response, "\n")), " "))
     ids = [hashlib.sha256(json.dumps({"messages": None, "prompt": p, "response": r}, sort_keys=True,
                                      ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
            for p, r in zip(prompt.to_pylist(), response.to_pylist())]
@@ -106,102 +158,121 @@ def run_pyarrow(paths: list[Path], work: Path) -> int:
         dup.append(sid in seen or key in seen)
         seen.update((sid, key))
     char_len = pc.add(pc.utf8_length(prompt), pc.utf8_length(response))
-    _stats = (pc.list_value_length(words), pc.count_substring(response, "\n"))
     keep = pc.and_(pc.invert(pa.array(dup)), pc.less_equal(char_len, MAX_CHARS))
-    out = pa.table({"sample_id": ids, "prompt": prompt, "response": response}).filter(keep)
-    pq.write_table(out, work / "pyarrow.parquet")
-    return out.num_rows
+    result = pa.table({"sample_id": ids, "prompt": prompt, "response": response}).filter(keep)
+    pq.write_table(result, out / "pyarrow.parquet")
+    return result.num_rows
 
 
-def run_hf(paths: list[Path], work: Path, workers: int) -> int:
-    import datasets  # start-up time: seconds to import, skipped with --skip hf
-
-    datasets.disable_progress_bars()
-    ds = datasets.load_dataset("json", data_files=[str(p) for p in paths], split="train",
-                               cache_dir=str(work / "hf-cache"))
-
-    seen: set[str] = set()  # across batches, like the other systems' duplicate checks
-
-    def stats(batch):
-        keep = [row_logic(p, r, seen) for p, r in zip(batch["prompt"], batch["response"])]
-        return {"keep": keep}
-
-    # Duplicates across batches need a global pass: one process for the duplicate-aware map.
-    ds = ds.map(stats, batched=True, batch_size=100_000)
-    ds = ds.filter(lambda b: b["keep"], batched=True, num_proc=workers)
-    ds.save_to_disk(str(work / "hf-out"))
-    return len(ds)
-
-
-def run_datatrove(paths: list[Path], work: Path, workers: int) -> int | None:
-    try:  # optional dependency (the [bench] extra): this system is skipped without it
-        from datatrove.executor import LocalPipelineExecutor  # optional: the [bench] extra
-        from datatrove.pipeline.filters import LambdaFilter  # optional: the [bench] extra
-        from datatrove.pipeline.readers import JsonlReader  # optional: the [bench] extra
-        from datatrove.pipeline.writers import JsonlWriter  # optional: the [bench] extra
-    except ImportError:
-        return None
-
-    seen: set[str] = set()
-
-    def keep(doc) -> bool:
-        return row_logic(doc.metadata.get("prompt", ""), doc.text, seen)
-
-    pipeline = [JsonlReader(str(paths[0].parent), glob_pattern="part-*.jsonl", text_key="response"),
-                LambdaFilter(keep), JsonlWriter(str(work / "dt-out"))]
-    LocalPipelineExecutor(pipeline, tasks=len(paths), workers=workers, logging_dir=str(work / "dt-logs"),
-                          skip_completed=False).run()
-    return sum(1 for f in (work / "dt-out").glob("*.jsonl*") for _ in _lines(f))
-
-
-def _lines(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as fh:
-        yield from fh
-
-
-def timed(fn, *args) -> tuple[float, object]:
+def child(system: str, data: Path, out: Path) -> None:
+    paths = sorted(data.glob("part-*.jsonl"))
     t0 = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - t0, out
+    finalize_at = None
+    if system == "curator":
+        kept, finalize_at = run_curator(paths, out)
+    elif system in ("hf", "hf-equal"):
+        kept = run_hf(paths, out, system == "hf-equal")
+    elif system in ("datatrove", "datatrove-equal"):
+        kept = run_datatrove(paths, out, system == "datatrove-equal")
+    else:
+        kept = run_pyarrow(paths, out)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "kept": kept, "finalize_at": finalize_at}))
+
+
+# -- the parent: interleaved rounds, RSS sampling, the table ----------------------------------------------
+
+
+def tree_rss(pid: int) -> int:
+    """Summed resident set size (bytes) of ``pid`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    children.setdefault(int(fh.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except OSError:
+                continue
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        stack += children.get(p, [])
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            continue
+    return total
+
+
+def measure(system: str, data: Path, out: Path) -> dict:
+    """Run one system in a child process; its result plus wall time and peak RSS (before finalize, too)."""
+    cmd = [sys.executable, "-m", "benchmarks.perf.engine", "--child", system, "--data", str(data), "--out", str(out)]
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    samples: list[tuple[float, int]] = []
+
+    def sample() -> None:
+        while proc.poll() is None:
+            samples.append((time.time(), tree_rss(proc.pid)))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    stdout, _ = proc.communicate()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{system} failed (rc {proc.returncode}); run: {' '.join(cmd)}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    cut = result["finalize_at"]
+    return {**result, "wall": time.time() - t0, "peak": max(r for _, r in samples),
+            "engine_peak": max((r for t, r in samples if t < cut), default=0) if cut else None}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--workers", type=int, default=2)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, nargs="+", default=[300_000, 1_000_000])
     ap.add_argument("--rounds", type=int, default=2, help="best of this many runs per system, interleaved")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["hf", "datatrove", "pyarrow"])
+    ap.add_argument("--systems", nargs="+", default=[*BARE, *EQUAL], choices=[*BARE, *EQUAL])
+    ap.add_argument("--child", choices=[*BARE, *EQUAL], help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="curator-bench-"))
-    systems = {
-        "curator": lambda w: run_curator(paths, w, args.workers),
-        "pyarrow": lambda w: run_pyarrow(paths, w),
-        "hf datasets": lambda w: run_hf(paths, w, args.workers),
-        "datatrove": lambda w: run_datatrove(paths, w, args.workers),
-    }
-    systems = {k: v for k, v in systems.items() if k.split()[0] not in args.skip}
-    try:
-        paths = make_inputs(work, args.rows)
-        results: dict[str, tuple[float, object]] = {}
-        for r in range(args.rounds):  # alternate the order so load swings hit every system alike
-            for name in (list(systems) if r % 2 == 0 else list(systems)[::-1]):
-                out = work / f"{name.split()[0]}-{r}"
-                out.mkdir()
-                secs, kept = timed(systems[name], out)
-                shutil.rmtree(out, ignore_errors=True)
-                if name not in results or secs < results[name][0]:
-                    results[name] = (secs, kept)
-        ours = results["curator"][0]
-        print(f"rows={args.rows} workers={args.workers} rounds={args.rounds} (best of each, interleaved)")
-        for name, (secs, kept) in results.items():
-            if kept is None:
-                print(f"{name:12s} not installed")
-                continue
-            print(f"{name:12s} {secs:8.1f} s  {args.rows / secs:10.0f} rows/s  kept={kept}  "
-                  f"curator speed vs this = {secs / ours:5.2f}x")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    if args.child:
+        return child(args.child, args.data, args.out)
+    for rows in args.rows:
+        work = Path(tempfile.mkdtemp(prefix="curator-bench-"))
+        try:
+            paths = make_inputs(work, rows)
+            size = sum(p.stat().st_size for p in paths)
+            best: dict[str, dict] = {}
+            load = [os.getloadavg()[0]]
+            for r in range(args.rounds):
+                for system in (args.systems if r % 2 == 0 else args.systems[::-1]):
+                    out = work / f"{system}-{r}"
+                    out.mkdir()
+                    result = measure(system, work, out)
+                    shutil.rmtree(out, ignore_errors=True)
+                    if system not in best or result["seconds"] < best[system]["seconds"]:
+                        best[system] = result
+                    load.append(os.getloadavg()[0])
+            report(rows, size, args.rounds, load, best)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(rows: int, size: int, rounds: int, load: list[float], best: dict[str, dict]) -> None:
+    ours = best.get("curator", {}).get("seconds")
+    print(f"\n{rows:,} rows ({size / 2**20:.0f} MiB JSONL), best of {rounds} interleaved, {os.cpu_count()} cores, "
+          f"load average {load[0]:.1f} at start, {min(load):.1f}-{max(load):.1f} during")
+    print("| system | seconds | rows/s | curator speed vs this | peak RSS (MiB) | kept | process wall (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for system, res in best.items():
+        ratio = f"{res['seconds'] / ours:.2f}x" if ours else "-"
+        peak = f"{res['peak'] / 2**20:.0f}"
+        if res.get("engine_peak"):
+            peak += f" (engine {res['engine_peak'] / 2**20:.0f})"
+        print(f"| {system} | {res['seconds']:.1f} | {rows / res['seconds']:,.0f} | {ratio} | {peak} | "
+              f"{res['kept']:,} | {res['wall']:.1f} |")
 
 
 if __name__ == "__main__":

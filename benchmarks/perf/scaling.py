@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
+from curator.executors import local
 from curator.executors.ray import RayExecutor
 from curator.pipeline import run
 from curator.registry import register
@@ -93,6 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     from curator.ml.testing import save_tiny_model  # start-up time: torch, not needed for --help
 
+    local.POOL_MIN_BYTES = 0  # the inputs are small; measure the pool anyway
     work = Path(tempfile.mkdtemp(prefix="curator-scaling-"))
     try:
         model = save_tiny_model(work / "model", n_layers=4, hidden=args.hidden)

@@ -2,8 +2,10 @@
 
 Units are independent jobs that coordinate only through the run directory, so their order of
 completion never changes the result. Each job is ``run_unit(plan, unit)``: the plan is pickled
-with it, never rebuilt. One process pool serves every phase of a run (``close`` ends it), so
-workers start once and keep their set-up stages between phases.
+with it, never rebuilt. The pool starts lazily, at the first phase worth it (more than one unit, and
+inputs of at least ``POOL_MIN_BYTES``: below that, starting processes costs more than it saves), and
+then serves every later phase of the run (``close`` ends it), so workers start once and keep their
+set-up stages between phases.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from curator.allocator import keep_freed_memory
+from curator.parallel import set_threads
 from curator.plan import Plan, Unit
 from curator.progress import progress_bar
 from curator.worker import run_unit
+
+POOL_MIN_BYTES = 32 << 20
 
 
 def _init_worker(threads: int) -> None:
     """Share the cores between workers: torch (imported later by model stages) reads the env."""
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(max(1, threads))
+    set_threads(threads)
+    keep_freed_memory()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, threads))
 
@@ -30,6 +38,7 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int = 1, quiet: bool = False):
+        keep_freed_memory()  # this process runs units too (global stages, small runs)
         self.workers = max(1, workers)
         self.quiet = quiet
         self._pool: ProcessPoolExecutor | None = None
@@ -51,7 +60,7 @@ class LocalExecutor:
         """Run every unit of ``plan``; results in unit order. The first exception is re-raised."""
         results: list[dict | None] = [None] * len(units)
         with progress_bar(desc, len(units), self.quiet) as advance:
-            if self.workers == 1 or len(units) <= 1:
+            if self.workers == 1 or len(units) <= 1 or (self._pool is None and plan.input_bytes < POOL_MIN_BYTES):
                 for i, unit in enumerate(units):
                     results[i] = run_unit(plan, unit)
                     advance()

@@ -64,7 +64,8 @@ def test_light_core_dependencies_exclude_the_model_stack():
 
 
 @pytest.mark.slow
-def test_wheel_installs_as_safety_curator_without_torch_and_gates_a_run(engine_run, tmp_path):
+def test_wheel_installs_as_safety_curator_without_torch_and_gates_a_run(engine_run, tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the venv's curator is the wheel's, not this checkout
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
                    check=True, timeout=600)

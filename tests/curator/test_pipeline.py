@@ -53,7 +53,10 @@ def test_same_recipe_same_digest_and_manifest(recipe, tmp_path):
     assert a.manifest["run_id"] != b.manifest["run_id"]
 
 
-def test_workers_do_not_change_the_result(recipe, tmp_path):
+def test_workers_do_not_change_the_result(recipe, tmp_path, monkeypatch):
+    from curator.executors import local
+
+    monkeypatch.setattr(local, "POOL_MIN_BYTES", 0)  # two worker processes even for this small input
     one = run(recipe, tmp_path / "w1", quiet=True, workers=1)
     two = run(recipe, tmp_path / "w2", quiet=True, workers=2)
     assert any(k.startswith("scores/patterns/") for s in two.manifest["shards"] for k in s["files"])

@@ -28,3 +28,22 @@ def test_fast_norm_hash_and_word_count_equal_the_arrow_definition():
     ascii_only = pa.array([t for t in texts if t.isascii() and t.strip()], pa.string())
     hashes, counts = _normalised(ascii_only)  # the all-fast path
     assert (hashes.to_pylist(), counts.to_pylist()) == _arrow_definition(ascii_only)
+
+
+def test_duplicates_follow_the_input_position_whatever_the_row_order():
+    """``reduce`` marks every row but the first (by input position) of each ``norm_hash``."""
+    from pathlib import Path
+
+    from curator.stage import StageContext
+    from filters.quality import QualityParams, QualityStage
+
+    rng = random.Random(1)
+    n = 5000
+    keys = [rng.choice([rng.getrandbits(64), 7, 2**63 + 5]) for _ in range(n)]
+    positions = rng.sample(range(10 * n), n)
+    parts = pa.table({"_norm_key": pa.array(keys, pa.uint64()), "_position": pa.array(positions, pa.int64())})
+    got = QualityStage(QualityParams(), StageContext(Path("."), Path("."))).reduce(parts).column("is_duplicate")
+    first = {}
+    for k, p in zip(keys, positions):
+        first[k] = min(first.get(k, p), p)
+    assert got.to_pylist() == [p != first[k] for k, p in zip(keys, positions)]

@@ -1,0 +1,129 @@
+"""One input's rows as canonical samples, block by block: select (``limit`` / ``sample``), adapt to the
+canonical schema, normalise (the plan's ingest stage), id, and set aside rows that cannot be used.
+
+Deterministic and independent of how the input is cut into blocks: every row's fate depends on the row
+alone, and quarantine rows come out in file-row order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curator.errors import InputError
+from curator.parallel import map_ordered
+from curator.readers import Block, Restart, read_blocks
+from curator.recipe import InputSpec
+from curator.samples import adapt, sample_ids
+from curator.stage import Stage
+
+RAW_LIMIT = 65536  # characters of a quarantined row's raw text kept in quarantine/
+QUARANTINE_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("input_idx", pa.int32()), ("input_row", pa.int64()),
+    ("reason", pa.string()), ("raw", pa.string()), ("raw_truncated", pa.bool_()),
+])
+
+
+@dataclass(frozen=True)
+class Canonical:
+    """A block's canonical samples (``sample_id`` first, ``_input_idx`` and ``_input_row`` last; None when
+    the block had no parsed rows) and its quarantine rows (``QUARANTINE_SCHEMA``)."""
+
+    good: pa.Table | None
+    quarantine: pa.Table
+
+
+def _raw_id(raw: str) -> str:
+    return hashlib.sha256(("quarantine\0" + raw).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def quarantine_rows(idx: int, rows: list[tuple[int, str, str]]) -> pa.Table:
+    """Quarantine rows from (input_row, raw text, reason)."""
+    return pa.table({
+        "sample_id": [_raw_id(raw) for _, raw, _ in rows],
+        "input_idx": pa.array([idx] * len(rows), pa.int32()),
+        "input_row": pa.array([r for r, _, _ in rows], pa.int64()),
+        "reason": [why for _, _, why in rows],
+        "raw": [raw[:RAW_LIMIT] for _, raw, _ in rows],
+        "raw_truncated": [len(raw) > RAW_LIMIT for _, raw, _ in rows],
+    }, schema=QUARANTINE_SCHEMA)
+
+
+def selected_rows(n_rows: int, limit: int | None, sample: int | None, seed: int) -> pa.Array | None:
+    """File rows kept by ``limit`` (the first rows) then ``sample`` (seeded, by row-hash rank); None = all."""
+    if limit is None and sample is None:
+        return None
+    rows = range(min(n_rows, limit) if limit is not None else n_rows)
+    if sample is None or sample >= len(rows):
+        return pa.array(rows, pa.int64())
+    rank = sorted(rows, key=lambda r: hashlib.sha256(f"{seed}:{r}".encode()).digest())
+    return pa.array(sorted(rank[:sample]), pa.int64())
+
+
+def _row_count(path: Path) -> int:
+    """Rows of an input as ``selected_rows`` counts them (unparseable rows included)."""
+    parsed, bad, last = 0, 0, 0
+    for block in read_blocks(path):
+        if isinstance(block, Restart):
+            parsed, bad, last = 0, 0, 0
+            continue
+        parsed, bad = parsed + block.table.num_rows, bad + len(block.bad)
+        last = max([last, *(b.row + 1 for b in block.bad), (pc.max(block.rows).as_py() + 1) if len(block.rows) else 0])
+    return max(parsed + bad, last)
+
+
+class InputCanonicaliser:
+    """Turns blocks of input ``idx`` into ``Canonical`` blocks with the set-up ingest stage ``normalizer``."""
+
+    def __init__(self, idx: int, path: Path, spec: InputSpec, normalizer: Stage):
+        self.idx, self.path, self.spec, self.normalizer = idx, path, spec, normalizer
+        self.selected = None
+        if spec.sample is not None:
+            self.selected = selected_rows(_row_count(path), spec.limit, spec.sample, spec.sample_seed)
+
+    def blocks(self) -> Iterator[Canonical | Restart]:
+        """The input's blocks in file order (``Restart``: drop what came before, the file is read again)."""
+        return map_ordered(lambda b: b if isinstance(b, Restart) else self.canonical(b), read_blocks(self.path))
+
+    def _select(self, block: Block) -> Block:
+        if self.selected is not None:
+            keep = pc.is_in(block.rows, value_set=self.selected)
+            chosen = set(self.selected.to_pylist()) if block.bad else set()
+            return Block(block.table.filter(keep), block.rows.filter(keep), [b for b in block.bad if b.row in chosen])
+        if self.spec.limit is not None:
+            keep = pc.less(block.rows, self.spec.limit)
+            return Block(block.table.filter(keep), block.rows.filter(keep),
+                         [b for b in block.bad if b.row < self.spec.limit])
+        return block
+
+    def canonical(self, block: Block) -> Canonical:
+        block = self._select(block)
+        table, quarantined = block.table, [(b.row, b.raw, b.reason) for b in block.bad]
+        good = None
+        if table.num_rows:
+            if not table.column_names:
+                raise InputError(f"{self.path}: no columns")
+            canon = adapt(table, self.spec.format, self.spec.source or self.path.stem, str(self.path))
+            canon = self.normalizer.process_batch(canon)
+            canon = pa.table({"sample_id": sample_ids(canon), **{n: canon.column(n) for n in canon.column_names}})
+            canon = canon.append_column("_input_idx", pa.repeat(pa.scalar(self.idx, pa.int32()), canon.num_rows))
+            canon = canon.append_column("_input_row", block.rows.cast(pa.int64()))
+            bad_mask = pc.is_valid(canon.column("_bad_reason"))
+            if pc.any(bad_mask).as_py():
+                bad_rows = canon.filter(bad_mask)
+                originals = table.filter(bad_mask).to_pylist()
+                quarantined += [
+                    (r, json.dumps(o, ensure_ascii=False, default=str), why)
+                    for r, o, why in zip(bad_rows.column("_input_row").to_pylist(), originals,
+                                         bad_rows.column("_bad_reason").to_pylist())
+                ]
+                canon = canon.filter(pc.invert(bad_mask))
+            good = canon.drop_columns(["_bad_reason"])
+        quarantined.sort()
+        return Canonical(good, quarantine_rows(self.idx, quarantined))

@@ -1,0 +1,284 @@
+"""Input readers (HF dataset dir, Arrow IPC file/stream, Parquet, JSONL, JSON array, CSV/TSV, named
+sources), streamed in blocks of bounded size.
+
+``read_blocks(path)`` yields ``Block``s in file order: the parsed rows, their 0-based file rows, and the
+rows in that range that could not be parsed at all (a broken JSON line, invalid UTF-8) as ``BadRow``s
+instead of failing the file. A file that cannot be read at all raises ``InputError`` naming it.
+
+JSONL is cut into blocks of whole lines, one in memory at a time, each parsed by Arrow; the first
+block fixes the column types. A later block that does not fit them (a type change, a new column, a
+broken line, invalid UTF-8) makes the reader start over on the whole-file path (``read_table``: Arrow's reader over the file, else line by line
+with per-row errors) and yield ``Restart`` first, so a consumer drops what it took from the stream:
+both paths give the same rows and types for a well-formed file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from curator.errors import InputError
+from curator.sources import load_source, source_scheme
+
+READ_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow", "hf")
+BLOCK_BYTES = 16 << 20  # input bytes (or in-memory Arrow bytes) per block
+MIXED_TAG = "\x00json:"
+
+
+@dataclass(frozen=True)
+class BadRow:
+    row: int  # 0-based position in the file (line number - 1 for JSONL)
+    raw: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """Consecutive rows of one input: ``table`` (parsed rows), ``rows`` (their file rows, int64) and the
+    unparseable rows whose position falls in this block (the last block takes those after it)."""
+
+    table: pa.Table
+    rows: pa.Array
+    bad: list[BadRow] = field(default_factory=list)
+
+
+class Restart:
+    """Yielded by ``read_blocks`` before it re-reads a file from the start on the whole-file path."""
+
+
+def detect_kind(path: Path) -> str:
+    if path.is_dir():
+        if (path / "state.json").exists() or (path / "dataset_info.json").exists():
+            return "hf"
+        raise InputError(f"{path}: a directory that is not a `datasets.save_to_disk` dataset")
+    suffix = path.suffix.lower()
+    kinds = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+             ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
+    if suffix not in kinds:
+        raise InputError(f"{path}: cannot tell the file type from '{suffix}'; use one of {sorted(kinds)}")
+    return kinds[suffix]
+
+
+def read_blocks(path: Path) -> Iterator[Block | Restart]:
+    """The rows of one input file, dataset directory or named source (``builtin:<name>``), in blocks."""
+    if source_scheme(path):
+        yield from _slices(load_source(path), [])
+        return
+    if not path.exists():
+        raise InputError(f"{path}: input not found")
+    kind = detect_kind(path)
+    try:
+        if kind == "jsonl":
+            yield from _jsonl_blocks(path)
+        elif kind == "json":
+            yield from _slices(*_read_json_array(path))
+        elif kind in ("csv", "tsv"):
+            yield from _csv_blocks(path, "\t" if kind == "tsv" else ",")
+        elif kind == "parquet":
+            yield from _parquet_blocks(path)
+        else:
+            yield from _ipc_blocks(path, kind)
+    except InputError:
+        raise
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read this {kind} file: {exc}") from None
+
+
+def read_file(path: Path) -> tuple[pa.Table, list[BadRow]]:
+    """A whole input (any kind ``read_blocks`` reads) as one table and its unparseable rows (for callers that
+    need it at once, such as a fetched URL input)."""
+    tables: list[pa.Table] = []
+    bad: list[BadRow] = []
+    for block in read_blocks(path):
+        if isinstance(block, Restart):
+            tables, bad = [], []
+            continue
+        tables.append(block.table)
+        bad.extend(block.bad)
+    if not tables:
+        return pa.table({}), bad
+    return pa.concat_tables(tables, promote_options="permissive"), bad
+
+
+def _numbered(batches: Iterator[pa.RecordBatch | pa.Table], first: int = 0) -> Iterator[Block]:
+    """Blocks of consecutive batches, file rows counted from ``first``."""
+    for batch in batches:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        yield Block(table, pa.array(np.arange(first, first + table.num_rows, dtype=np.int64)))
+        first += table.num_rows
+
+
+def _slices(table: pa.Table, bad: list[BadRow]) -> Iterator[Block]:
+    """A whole-file table cut into blocks; ``_file_row`` (if present) gives the rows, else the position."""
+    if "_file_row" in table.column_names:
+        rows, table = table.column("_file_row").combine_chunks(), table.drop_columns(["_file_row"])
+    else:
+        rows = pa.array(range(table.num_rows), pa.int64())
+    step = max(1, table.num_rows * BLOCK_BYTES // max(1, table.nbytes)) if table.num_rows else 1
+    starts = list(range(0, table.num_rows, step)) or [0]
+    bad = sorted(bad, key=lambda b: b.row)
+    for k, start in enumerate(starts):
+        last = k == len(starts) - 1
+        end_row = None if last else rows[starts[k + 1]].as_py()
+        mine = [b for b in bad if last or b.row < end_row]
+        bad = bad[len(mine):]
+        yield Block(table.slice(start, step), rows.slice(start, step), mine)
+
+
+def _jsonl_blocks(path: Path) -> Iterator[Block | Restart]:
+    """Blocks of whole lines, one in memory at a time; the first fixes the types of all."""
+    if path.stat().st_size == 0:
+        return
+    streamed, schema = 0, None
+    try:
+        for chunk in _line_chunks(path):
+            opts = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error") if schema else None
+            table = pajson.read_json(pa.BufferReader(chunk), read_options=pajson.ReadOptions(block_size=len(chunk) + 1),
+                                     parse_options=opts)
+            table.validate(full=True)
+            schema = schema or table.schema
+            yield from _numbered([table], streamed)
+            streamed += table.num_rows
+        return
+    except pa.ArrowInvalid:
+        pass
+    if streamed:
+        yield Restart()
+    yield from _slices(*read_table(path))
+
+
+def _line_chunks(path: Path) -> Iterator[bytes]:
+    """The file in chunks of about ``BLOCK_BYTES`` that end at a line end (a longer line is one chunk)."""
+    rest = b""
+    with open(path, "rb") as fh:
+        while block := fh.read(BLOCK_BYTES):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                rest = block
+                continue
+            rest = block[cut:]
+            if block[:cut].strip():
+                yield block[:cut]
+    if rest.strip():
+        yield rest
+
+
+def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block]:
+    if path.stat().st_size == 0:
+        return
+    header = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                            read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
+    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in header},
+                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
+    yield from _numbered(pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
+                                        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                                        convert_options=convert))
+
+
+def _parquet_blocks(path: Path) -> Iterator[Block]:
+    pf = pq.ParquetFile(path)
+    meta = pf.metadata
+    size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    rows = max(1, meta.num_rows * BLOCK_BYTES // max(1, size)) if meta.num_rows else 1
+    if meta.num_rows == 0:
+        yield from _numbered([pf.schema_arrow.empty_table()])
+        return
+    yield from _numbered(pf.iter_batches(batch_size=rows))
+
+
+def _ipc_blocks(path: Path, kind: str) -> Iterator[Block]:
+    if kind == "hf":
+        state = path / "state.json"
+        if not state.exists():
+            raise InputError(f"{path}: looks like a DatasetDict; point the input at one split's directory")
+        files = [path / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+        tables = [ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files]
+        table = pa.concat_tables(tables)
+    else:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        source = pa.memory_map(str(path))  # zero copy: only the pages of the block at hand are read
+        table = (ipc.open_file(source) if magic == b"ARROW1" else ipc.open_stream(source)).read_all()
+    yield from _slices(table, [])
+
+
+# -- the whole-file path ---------------------------------------------------------------------------
+
+
+def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
+    """A JSONL file at once: Arrow's reader, else line by line (rows of mixed types, per-row errors);
+    ``_file_row`` holds each row's line on the second path."""
+    try:  # a well-formed file with consistent types and valid UTF-8
+        table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 26))
+        table.validate(full=True)
+        return table, []
+    except pa.ArrowInvalid:
+        pass
+    rows, bad = [], []
+    with open(path, "rb") as fh:
+        for i, line in enumerate(fh):
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append(BadRow(i, line[:200].decode("utf-8", "replace"), f"invalid UTF-8 at byte {exc.start}"))
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                bad.append(BadRow(i, text[:200], f"invalid JSON: {exc.msg} (column {exc.colno})"))
+                continue
+            if not isinstance(obj, dict):
+                bad.append(BadRow(i, text[:200], f"a JSON {type(obj).__name__}, expected an object"))
+                continue
+            rows.append((i, obj))
+    return _rows_to_table(rows), bad
+
+
+def _rows_to_table(rows: list[tuple[int, dict]]) -> pa.Table:
+    """Rows of mixed types: string-typed text columns; other values kept when Arrow can type them."""
+    names: dict[str, None] = {}
+    for _, obj in rows:
+        names.update(dict.fromkeys(obj))
+    cols = {}
+    for name in names:
+        values = [obj.get(name) for _, obj in rows]
+        try:
+            cols[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            cols[name] = _mixed(values)
+    cols["_file_row"] = pa.array([i for i, _ in rows], pa.int64())
+    return pa.table(cols)
+
+
+def _mixed(values: list) -> pa.Array:
+    """A column whose rows have different JSON types (Arrow cannot hold it as one type).
+
+    Strings stay strings; other values become ``MIXED_TAG + typename + ":" + json`` so the
+    adapter can report the row's real type.
+    """
+    out = [v if v is None or isinstance(v, str) else f"{MIXED_TAG}{type(v).__name__}:{json.dumps(v)}" for v in values]
+    return pa.array(out, pa.string())
+
+
+def _read_json_array(path: Path) -> tuple[pa.Table, list[BadRow]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not valid UTF-8 JSON ({exc}); use JSONL for row-level error recovery") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON array of objects")
+    good = [(i, o) for i, o in enumerate(data) if isinstance(o, dict)]
+    bad = [BadRow(i, json.dumps(o)[:200], "not a JSON object") for i, o in enumerate(data) if not isinstance(o, dict)]
+    return _rows_to_table(good), bad
