@@ -1,30 +1,32 @@
-"""Benign side of ``rebalance``: candidate prompts, their self-rollouts and refusal judging (notes §1.7).
+"""Benign side of ``rebalance``: candidate prompts and their checked self-rollouts (notes §1.7).
 
 Candidates come from a user file -- WildJailbreak's TSV layout (``data_type`` = ``adversarial_benign`` /
 ``vanilla_benign``, text in ``adversarial`` / ``vanilla``; read with a tab delimiter and empty fields
 kept as empty strings, never NaN) or any table with a ``prompt`` column -- or from
-``filters.framing`` (benign requests wrapped in jailbreak-style templates; ``template_id`` recorded).
-Candidates are visited in a seeded order; each gets ``k`` rollouts judged for refusal, and a candidate is
-usable when at least one rollout is judged not a refusal (``refusal is False``); its target is one
-such rollout drawn by the stream ``curator.hashing.seeded_rng(seed, "benign_target", prompt)``.
+``filters.framing`` (benign requests wrapped in jailbreak-style templates; ``template_id`` recorded),
+at most ceil(n · ``benign_oversample``) of them in a seeded order. They are examined in that order, a chunk
+at a time (``filters.target_mining`` with the benign-role checks), until n have an accepted target.
+``control_rows``: vanilla benign prompts with one unfiltered self-rollout each (the paper's control).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from curator.errors import InputError
-from curator.hashing import seeded_rng
+from curator.errors import InputError, RecipeError, RunError
+from curator.hashing import seeded_order
 from curator.refdata.anchors import overrefusal_prompts, read_user_table
 from curator.refdata.demo_pool import load_demo_pool
 from filters.framing import benign_requests, framed_prompts
 from filters.hardness.rollouts import GenParams, RolloutGenerator
-from filters.hardness.verdicts import VerdictCache
+from filters.mix_records import NO_TARGET, NOT_SELECTED, MixRecords
+from filters.target_mining import TargetMiner
 
 KINDS = ("adversarial_benign", "vanilla_benign")
 
@@ -77,22 +79,55 @@ def framed_candidates(n: int, seed: int, request_source: str = "demo_pool", fram
             for r in table.to_pylist()]
 
 
-def usable_benign(candidates: Sequence[dict], n_needed: int, generator: RolloutGenerator, verdicts: VerdictCache,
-                  judge, k: int, gen: GenParams, seed: int, chunk: int = 16) -> tuple[list[dict], int]:
-    """First ``n_needed`` usable candidates (in the given order) with their target rollout; also the number
-    of candidates examined. Rows: candidate fields + response, j, rollout_id, rollout_seed."""
+def benign_candidates(p, seed: int, n: int, path: Callable[[], Path]) -> list[dict]:
+    """At most ceil(n · oversample) adversarial-benign candidates of rebalance params ``p``, in seeded order
+    (``path()``: the benign file, when ``p.benign`` names one)."""
+    limit = math.ceil(n * p.benign_oversample)
+    if p.benign == "framing":
+        return framed_candidates(limit, seed, p.benign_requests, p.framing_source, p.max_template_chars)
+    prompts = read_benign_file(path(), "adversarial_benign")
+    return [{"prompt": prompts[i], "template_id": None} for i in seeded_order(seed, "benign", prompts)][:limit]
+
+
+def usable_benign(candidates: Sequence[dict], n_needed: int, miner: TargetMiner, records: MixRecords,
+                  chunk: int = 16) -> list[dict]:
+    """The first ``n_needed`` candidates (in the given order) whose target passed the benign-role checks, as
+    rebalance rows; every examined candidate and prompt is added to ``records``."""
     usable: list[dict] = []
     seen = 0
     while len(usable) < n_needed and seen < len(candidates):
         part = list(candidates[seen:seen + max(chunk, n_needed - len(usable))])
         seen += len(part)
-        rollouts = generator.rollouts([c["prompt"] for c in part], k, gen)
-        flat = [(c["prompt"], r["text"]) for c, rs in zip(part, rollouts) for r in rs]
-        vs = verdicts.judge(judge, flat)
-        for i, (c, rs) in enumerate(zip(part, rollouts)):
-            ok = [r for r, v in zip(rs, vs[i * k:(i + 1) * k]) if v.refusal is False]
-            if ok and len(usable) < n_needed:
-                t = ok[int(seeded_rng(seed, "benign_target", c["prompt"]).integers(len(ok)))]
-                usable.append({**c, "response": t["text"], "j": t["j"], "rollout_id": t["rollout_id"],
-                               "rollout_seed": t["seed"]})
-    return usable, seen
+        targets, cands = miner.mine([c["prompt"] for c in part])
+        for r in cands:
+            records.add("candidate", **r)
+        for c, t in zip(part, targets):
+            take = t is not None and len(usable) < n_needed
+            records.add("prompt", "benign", prompt=c["prompt"], reason=None if take else NO_TARGET if t is None
+                        else NOT_SELECTED)
+            if take:
+                usable.append({"prompt": c["prompt"], "response": t["text"], "parent_id": None,
+                               "generator": "framing" if c.get("template_id") else "self_rollout",
+                               "template_id": c.get("template_id"), "seed": t["seed"], "hardness": None,
+                               "rebalance_role": "benign", "rollout_id": t["rollout_id"]})
+    return usable
+
+
+def control_rows(p, seed: int, n: int, generator: RolloutGenerator, path: Callable[[], Path]) -> list[dict]:
+    """``n`` vanilla benign prompts of rebalance params ``p`` with one unfiltered self-rollout each."""
+    if n == 0:
+        return []
+    if p.benign == "framing":
+        try:
+            prompts = benign_requests(n, seed, p.benign_requests)
+        except RecipeError as exc:
+            raise RunError(f"rebalance control: needs {n} vanilla benign prompts: {exc}") from None
+    else:
+        found = read_benign_file(path(), "vanilla_benign")
+        prompts = [found[i] for i in seeded_order(seed, "benign", found)][:n]
+        if len(prompts) < n:
+            raise RunError(f"rebalance control: needs {n} vanilla benign prompts but {p.benign} has {len(prompts)}")
+    gen = GenParams(p.temperature, p.top_p, p.top_k, p.max_new_tokens, seed, p.backend, generator.dtype, 1)
+    return [{"prompt": q, "response": rs[0]["text"], "parent_id": None, "generator": "self_rollout",
+             "template_id": None, "seed": rs[0]["seed"], "hardness": None, "rebalance_role": "benign",
+             "rollout_id": rs[0]["rollout_id"]} for q, rs in zip(prompts, generator.rollouts(prompts, 1, gen))]
