@@ -55,13 +55,15 @@ def mix_summary(run_dir: str | Path, n: int = 3) -> str:
     lines = [h] if (h := _hardness_line(con)) else []
     views = _views(con)
     if "added" in views and "rebalance_role" in _columns(con, "added"):
-        rows = con.execute("SELECT prompt, response, rebalance_role, hardness FROM added "
+        rows = con.execute("SELECT prompt, response, rebalance_role, hardness, generator FROM added "
                            "WHERE rebalance_role IS NOT NULL ORDER BY added_by, _order").fetchall()
-        rows = [dict(zip(("prompt", "response", "rebalance_role", "hardness"), r)) for r in rows]
+        rows = [dict(zip(("prompt", "response", "rebalance_role", "hardness", "generator"), r)) for r in rows]
         roles = [r["rebalance_role"] for r in rows]
+        answers = {r["generator"] for r in rows if r["rebalance_role"] == "benign"}
+        whose = "the source's reference answer" if answers == {"reference"} else "the model's own helpful answer"
         lines.append(f"Safety mix added by rebalance: {len(rows)} rows ({roles.count('harmful')} harmful prompts "
-                     f"with the model's own checked refusal, {roles.count('benign')} framed benign prompts with "
-                     "its own helpful answer), in training order. The first ones:")
+                     f"with the model's own checked refusal, {roles.count('benign')} benign prompts with "
+                     f"{whose}, checked), in training order. The first ones:")
         lines += [_row(r) for r in rows[:n]]
     if "target_checks" in views and "manifest_stages" in views:
         lines += [f"Note: {why}" for (why,) in con.execute(

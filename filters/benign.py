@@ -111,6 +111,9 @@ def benign_candidates(p, seed: int, n: int, path: Callable[[], Path]) -> list[di
         return framed_candidates(limit, seed, p.benign_requests, p.framing_source, p.max_template_chars)
     prompts = read_benign_file(path(), "adversarial_benign")
     answers = file_answers(path()) if p.benign_answer == "reference" else {}
+    if p.benign_answer == "reference" and not answers:
+        raise RunError(f"rebalance benign_answer 'reference': {p.benign} has no answers (a 'completion' or "
+                       "'response' column next to the prompts); use benign_answer: framed")
     return [{"prompt": prompts[i], "template_id": None, "base_prompt": None, "reference": answers.get(prompts[i])}
             for i in seeded_order(seed, "benign", prompts)][:limit]
 

@@ -52,8 +52,8 @@ class MixRecords:
     def reasons(self, role: str, level: str) -> Counter:
         return Counter(r["reason"] for r in self.rows if r["role"] == role and r["level"] == level and r["reason"])
 
-    def mix(self, role: str, asked: int, built: int, what: str) -> None:
-        """Record the size of one side of the mix; log a warning when it is smaller than asked or empty."""
+    def mix(self, role: str, asked: int, built: int, what: str) -> str | None:
+        """Record the size of one side of the mix; when it is smaller than asked or empty, log and return why."""
         why = None
         if built < asked or built == 0:
             prompts = "; ".join(f"{n} {r}" for r, n in self.reasons(role, "prompt").most_common()) or "none"
@@ -62,9 +62,12 @@ class MixRecords:
                    f"Candidate targets rejected: {cands}.")
             LOG.warning(why)
         self.add("mix", role, n_asked=asked, n_built=built, reason=why)
+        return why
 
     def write(self) -> None:
+        """Store the records collected so far (and start afresh)."""
         self.store.add(self.rows)
+        self.rows = []
 
 
 def report_sections(stage_fp: str) -> tuple[ReportSection, ...]:

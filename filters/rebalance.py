@@ -195,7 +195,7 @@ class RebalanceStage(Stage):
 
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-        p, variant, rec = self.params, self.params.variant, self.records
+        p, variant = self.params, self.params.variant
         if "_input_idx" in table.column_names:  # input order (file, row), so hardness ties keep it
             table = table.sort_by([("_input_idx", "ascending"), ("_input_row", "ascending")])
         cols = [*self.required_columns(), *(c for c in ("hardness_prompt", "hardness_template")
@@ -204,40 +204,45 @@ class RebalanceStage(Stage):
                 for r in table.select(cols).to_pylist() if r["hardness"] is not None]
         for r in rows:
             if r["hardness"] in (0, 1):
-                rec.add("prompt", "harmful", prompt=r["train_prompt"], parent_id=r["sample_id"],
-                        reason=HARDNESS_0 if r["hardness"] == 0 else HARDNESS_1)
+                self.records.add("prompt", "harmful", prompt=r["train_prompt"], parent_id=r["sample_id"],
+                                 reason=HARDNESS_0 if r["hardness"] == 0 else HARDNESS_1)
         pool = [r for r in rows if 0 < r["hardness"] < 1]
         asked = budget(len(pool), p.hardest_fraction, p.count)
-        what = (f"{'count ' + str(p.count) if p.count else 'hardest_fraction ' + str(p.hardest_fraction or 1.0)} "
-                f"of {len(pool)} prompts with 0 < hardness < 1 out of {len(rows)} scored")
         if variant == "control":
             return self.finish(control_rows(p, self.seed, asked, self.generator, self._benign_path))
-        targets, records = self.miner("harmful").mine([r["train_prompt"] for r in pool])
-        for i, r in enumerate(records):
-            rec.add("candidate", **r, parent_id=pool[i // p.target_k]["sample_id"])
-        eligible = [(r, t) for r, t in zip(pool, targets) if t is not None]
-        strata = self.strata([r for r, _ in eligible]) if p.stratify_by else None
-        mode = "random" if variant.startswith("random") else "hard"
-        order = select([r["hardness"] for r, _ in eligible], mode, p.hardest_fraction, p.count, strata, self.seed)
-        chosen = [eligible[i] for i in order]
-        picked = {id(r) for r, _ in chosen}
-        for r, t in zip(pool, targets):
-            rec.add("prompt", "harmful", prompt=r["train_prompt"], parent_id=r["sample_id"],
-                    reason=NO_TARGET if t is None else None if id(r) in picked else NOT_SELECTED)
-        rec.mix("harmful", asked, len(chosen), what)
-        harmful = [self.harmful_row(r, t) for r, t in chosen]
+        what = (f"{f'count {p.count}' if p.count else f'hardest_fraction {p.hardest_fraction or 1.0}'} of "
+                f"{len(pool)} prompts with 0 < hardness < 1 out of {len(rows)} scored")
+        harmful = self.harmful_side(pool)
+        self.records.mix("harmful", asked, len(harmful), what)
         if variant in ("hard", "random"):
             return self.finish(harmful)
         ratio = parse_ratio(p.ratio)
         n = n_benign_needed(len(harmful), ratio)
         cands = benign_candidates(p, self.seed, n, self._benign_path)
-        benign = usable_benign(cands, n, self.miner("benign"), rec, p.benign_answer)
-        rec.mix("benign", n, len(benign), f"ratio {p.ratio} to {len(harmful)} harmful rows")
+        benign = usable_benign(cands, n, self.miner("benign"), self.records, p.benign_answer)
+        short = self.records.mix("benign", n, len(benign), f"ratio {p.ratio} to {len(harmful)} harmful rows")
         if len(benign) < n:
-            rec.write()
-            raise RunError(f"{rec.rows[-1]['reason']} The {variant} mix needs {n}: give a larger benign file, raise "
-                           f"benign_oversample ({p.benign_oversample}) or benign_k, or select fewer harmful prompts.")
+            self.records.write()
+            raise RunError(f"{short} The {variant} mix needs {n}: give a larger benign file, raise benign_oversample "
+                           f"({p.benign_oversample}) or benign_k, or select fewer harmful prompts.")
         return self.finish(interleave(harmful, benign, ratio))
+
+    def harmful_side(self, pool: list[dict]) -> list[dict]:
+        """The selected prompts of ``pool`` (0 < hardness < 1) that have a checked target, as rows in order."""
+        p = self.params
+        targets, records = self.miner("harmful").mine([r["train_prompt"] for r in pool])
+        for i, r in enumerate(records):
+            self.records.add("candidate", **r, parent_id=pool[i // p.target_k]["sample_id"])
+        eligible = [(r, t) for r, t in zip(pool, targets) if t is not None]
+        strata = self.strata([r for r, _ in eligible]) if p.stratify_by else None
+        mode = "random" if p.variant.startswith("random") else "hard"
+        chosen = [eligible[i] for i in select([r["hardness"] for r, _ in eligible], mode, p.hardest_fraction,
+                                               p.count, strata, self.seed)]
+        picked = {id(r) for r, _ in chosen}
+        for r, t in zip(pool, targets):
+            self.records.add("prompt", "harmful", prompt=r["train_prompt"], parent_id=r["sample_id"],
+                             reason=NO_TARGET if t is None else None if id(r) in picked else NOT_SELECTED)
+        return [self.harmful_row(r, t) for r, t in chosen]
 
     def harmful_row(self, r: dict, t: dict) -> dict:
         return {"prompt": r["train_prompt"], "response": t["text"], "parent_id": r["sample_id"],

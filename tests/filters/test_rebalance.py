@@ -36,7 +36,7 @@ def seed_candidates(tmp_path, model_dir, prompts: list[str], texts: dict, k: int
                     seed: int = 0) -> None:
     """Store ``texts[i]`` as the k candidate targets rebalance samples for ``prompts[i]`` (nothing is generated)."""
     g = RolloutGenerator(tmp_path / ROLLOUTS.path, str(model_dir))
-    gen = GenParams(1.0, 1.0, 0, max_new_tokens, seed, block=k)
+    gen = GenParams(RebalanceParams.temperature, 1.0, 0, max_new_tokens, seed, block=k)
     rows = []
     for i, prompt in enumerate(prompts):
         group = g.group_id(render_generation_prompt(g.tokenizer, prompt), gen)
@@ -291,3 +291,8 @@ def test_hardness_and_rebalance_on_a_prompts_only_file(tmp_path, tiny_model_dir)
     html = build_report(tmp_path / "run")
     assert "Rebalance: mix size" in html and "Rebalance: what each check removed" in html
     assert "in the mix" in html and "as asked" in html
+    from curator.summary import mix_summary
+
+    summary = mix_summary(tmp_path / "run", n=2)
+    assert "8 prompt-only rows were probes" in summary and summary.count("    USER: ") == 2
+    assert f"Safety mix added by rebalance: {len(ds)} rows" in summary

@@ -17,8 +17,8 @@ def test_readme_names_the_demo_and_test_commands():
 
 
 def check_added_rows(rows: list[dict]) -> None:
-    """What the demo trains on: harmful rows are complete refusals by both judges, benign rows complete,
-    non-refused answers of at least 8 words, strictly alternating."""
+    """What the demo trains on: harmful rows are complete refusals by both judges, benign rows answers of at
+    least 8 words neither judge calls a refusal, strictly alternating."""
     from filters.hardness.judges.factory import make_judge
     from filters.target_checks import is_complete, n_words
 
@@ -27,8 +27,8 @@ def check_added_rows(rows: list[dict]) -> None:
     pairs = [(r["prompt"], r["response"]) for r in rows]
     verdicts = [make_judge(j).judge(pairs) for j in ("keyword", "classifier")]
     for r, votes in zip(rows, zip(*verdicts)):
-        assert is_complete(r["response"], "length"), r["response"]  # stops at a sentence end
         if r["rebalance_role"] == "harmful":
+            assert is_complete(r["response"], "length"), r["response"]  # a whole refusal, to its last sentence
             assert all(v.harmful is False and v.refusal is True for v in votes), (r["response"], votes)
         else:
             assert all(v.refusal is False for v in votes) and n_words(r["response"]) >= 8, (r["response"], votes)
