@@ -1,17 +1,39 @@
 """curator: safety-aware data curation for LLM fine-tuning and pre-training data.
 
-Python API mirroring the CLI: ``curator.run(recipe, run_dir)``, ``curator.load_recipe(path)``,
-``curator.query.connect(run_dir)``, ``curator.verify(run_dir)``.
+Python API mirroring the CLI: ``curator.run(recipe, run_dir)``, ``curator.apply(data, stages=[...])``,
+``curator.load_recipe(path)``, ``curator.query.connect(run_dir)``, ``curator.verify(run_dir)``,
+``curator.RunResult.load(run_dir)``. Submodules load
+on first use, so ``import curator`` stays light.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+_LAZY_MODULES = ("query", "gate", "report", "status")
+
+
+def __getattr__(name: str):
+    """``curator.query`` and the other reader modules, and ``curator.RunResult``, imported when first used."""
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"curator.{name}")
+    if name == "RunResult":
+        return importlib.import_module("curator.result").RunResult
+    raise AttributeError(f"module 'curator' has no attribute {name!r}")
 
 
 def run(recipe, run_dir, *, inputs=None, workers=None, executor=None, quiet=False, wait=0.0):
-    """Run a recipe (path, YAML text, dict or ``Recipe``) into ``run_dir``; see ``curator.pipeline.run``."""
+    """Run a recipe (path, YAML text, dict or ``Recipe``) into ``run_dir``; see ``curator.pipeline.run``.
+    ``inputs`` are ``--input`` values (``[NAME=]PATH``); returns a ``RunResult``."""
     from curator.pipeline import run as _run  # start-up time: `import curator` stays light (no pyarrow)
 
     return _run(recipe, run_dir, inputs=inputs, workers=workers, executor=executor, quiet=quiet, wait=wait)
+
+
+def apply(data, *, stages=None, recipe=None, run_dir=None, input=None, workers=None, quiet=True):
+    """Score and decide an in-memory data set; see ``curator.api.apply``."""
+    from curator.api import apply as _apply  # start-up time: `import curator` stays light
+
+    return _apply(data, stages=stages, recipe=recipe, run_dir=run_dir, input=input, workers=workers, quiet=quiet)
 
 
 def load_recipe(source, base_dir=None):

@@ -27,7 +27,7 @@ import duckdb
 from curator.errors import RecipeError
 from curator.io import write_json
 from curator.manifest import read_manifest, write_manifest
-from curator.query import connect
+from curator.query import connect, sql_message
 from curator.recipe import GateRule, load_yaml
 from curator.rundir import RunLock
 from curator.stage import build_params
@@ -72,8 +72,21 @@ def _scan(sql: str, start: int) -> tuple[list[tuple[int, int]], int]:
     raise RecipeError(f"unbalanced parentheses in {sql!r}")
 
 
+def check_balanced(sql: str) -> None:
+    """A ``RecipeError`` if ``sql``'s parentheses (outside string literals) do not balance."""
+    flat = re.sub(r"'[^']*'|\"[^\"]*\"", "", sql)
+    depth = 0
+    for ch in flat:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            break
+    if depth:
+        raise RecipeError(f"unbalanced parentheses in {sql!r}: {flat.count('(')} '(' and {flat.count(')')} ')'")
+
+
 def expand(sql: str) -> str:
     """Replace helper calls (``frac(...)``, ``n_quarantined()``, ...) with plain DuckDB SQL."""
+    check_balanced(sql)
     out, pos = [], 0
     while m := _CALL.search(sql, pos):
         if sql[:m.start()].count("'") % 2:  # inside a string literal: leave it alone
@@ -177,7 +190,7 @@ def _plain(v: Any) -> Any:
     return json.loads(json.dumps(v, default=str))
 
 
-def _query(con: duckdb.DuckDBPyConnection, sql: str, source: str) -> str:
+def rule_query(con: duckdb.DuckDBPyConnection, sql: str, source: str) -> str:
     """``SELECT pass, value <source>``; value NULL if the left operand alone does not bind."""
     for value in (value_expr(sql), "NULL"):
         query = f"SELECT ({sql}) AS pass, ({value}) AS value {source}"
@@ -199,9 +212,9 @@ def _evaluate_rule(con: duckdb.DuckDBPyConnection, rule: GateRule) -> dict:
         ok, value = rows[0][0], rows[0][1] if len(rows[0]) > 1 else rows[0][0]
     else:
         try:  # no column references: a constant such as `n_quarantined() = 0`
-            ok, value = con.execute(_query(con, sql, "")).fetchone()
+            ok, value = con.execute(rule_query(con, sql, "")).fetchone()
         except duckdb.Error:
-            inner = _query(con, sql, "FROM scores")
+            inner = rule_query(con, sql, "FROM scores")
             n, first_ok, all_ok, value, failing = con.execute(
                 f"SELECT count(*), first(pass), bool_and(pass IS TRUE), first(value), "
                 f"count(*) FILTER (WHERE pass IS NOT TRUE) FROM ({inner})").fetchone()
@@ -240,7 +253,7 @@ def evaluate(run_dir: str | Path, rules: list[GateRule] | str | Path | None = No
         try:
             results.append(_evaluate_rule(con, rule))
         except (duckdb.Error, RecipeError) as exc:
-            msg = str(exc).splitlines()[0]
+            msg = sql_message(exc) if isinstance(exc, duckdb.Error) else str(exc)
             results.append({"name": rule.name, "sql": rule.sql, "value": None, "passed": False, "error": msg})
             problems.append(f"gate rule '{rule.name}' ({rule.sql}): {msg}")
     verdict = {"passed": all(r["passed"] for r in results), "rules": results, "run_dir": str(root),

@@ -12,6 +12,7 @@ import platform
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
@@ -20,8 +21,10 @@ import jsonschema
 
 from curator import __version__
 from curator.errors import RunError
-from curator.io import read_parquet, sha256_path, write_json
+from curator.inputs import input_name
+from curator.io import digest_of_files, read_parquet, sha256_path, write_json
 from curator.ledger import LEDGER_STATUSES, counts, rows_accounted
+from curator.sources import canonical_uri, source_origin
 from curator.stage import params_to_dict
 
 MANIFEST_VERSION = 1
@@ -78,7 +81,7 @@ def build_manifest(plan, rundir, inputs: list[dict], shards: list[dict], executo
         "recipe": {"name": recipe.name, "sha256": recipe.sha256(), "resolved": recipe.resolved()},
         "executor": executor,
         "n_shards": recipe.shards,
-        "inputs": inputs,
+        "inputs": [_input_entry(i, spec) for i, spec in zip(inputs, recipe.inputs)],
         "stages": stages,
         "shards": shards,
         "totals": totals,
@@ -86,6 +89,12 @@ def build_manifest(plan, rundir, inputs: list[dict], shards: list[dict], executo
         "gate": previous.get("gate") if previous.get("dataset", {}).get("digest") == dataset["digest"] else None,
         "timings": timings,
     }
+
+
+def _input_entry(entry: dict, spec) -> dict:
+    """An input as ingest recorded it, with its name, its URI as written and what its source says was read."""
+    origin = source_origin(entry["uri"])
+    return {**entry, "uri": canonical_uri(entry["uri"]), "name": input_name(spec), **({"origin": origin} if origin else {})}
 
 
 def _read_existing(path: Path) -> dict:
@@ -118,8 +127,27 @@ def read_manifest(run_dir: Path) -> dict:
         raise RunError(f"{path}: not valid JSON ({exc})") from None
 
 
-def verify(run_dir: Path) -> list[str]:
-    """Re-hash every output listed in the manifest and re-check the accounting; return problems."""
+@dataclass(frozen=True)
+class Verification:
+    """What ``verify_run`` found: ``problems`` (a listed file missing or changed, broken accounting) fail;
+    ``warnings`` (files the manifest does not list, such as the ``cache-*.arrow`` files ``datasets`` writes
+    into ``dataset/`` when a loaded dataset is mapped) do not."""
+
+    problems: list[str]
+    warnings: list[str]
+
+
+def _check_file(run_dir: Path, rel: str, expected: str) -> str | None:
+    path = run_dir / rel
+    if not path.is_file():
+        return f"{rel}: missing"
+    if sha256_path(path) != expected:
+        return f"{rel}: sha256 differs from the manifest (the file changed after the run)"
+    return None
+
+
+def verify_run(run_dir: Path) -> Verification:
+    """Re-hash exactly the files the manifest lists and re-check the accounting; list unlisted files as warnings."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     problems = []
@@ -127,28 +155,40 @@ def verify(run_dir: Path) -> list[str]:
         validate_manifest(manifest)
     except RunError as exc:
         problems.append(str(exc))
+    listed: dict[str, str] = {}
     for shard in manifest.get("shards", []):
-        for rel, expected in shard["files"].items():
-            path = run_dir / rel
-            if not path.exists():
-                problems.append(f"{rel}: missing")
-            elif sha256_path(path) != expected:
-                problems.append(f"{rel}: sha256 differs from the manifest (file changed after the run)")
-        ledger_path = run_dir / "ledger" / f"shard-{shard['shard']:05d}.parquet"
-        if ledger_path.exists():
+        listed.update(shard["files"])
+        rel = f"ledger/shard-{shard['shard']:05d}.parquet"
+        ledger_path = run_dir / rel
+        if ledger_path.exists() and rel in shard["files"] and _check_file(run_dir, rel, shard["files"][rel]) is None:
             c = counts(read_parquet(ledger_path))
             if rows_accounted(c) != shard["rows_in"]:
                 problems.append(f"shard {shard['shard']}: ledger rows do not add up to {shard['rows_in']} input rows")
             if any(c[k] != shard.get(k) for k in (*LEDGER_STATUSES, "added")):
                 problems.append(f"shard {shard['shard']}: ledger counts differ from the manifest")
     dataset = manifest.get("dataset", {})
-    ds_path = run_dir / dataset.get("path", "dataset")
-    if not ds_path.exists():
-        problems.append("dataset/: missing")
-    else:
-        for name, expected in dataset.get("files", {}).items():
-            if not (ds_path / name).exists() or sha256_path(ds_path / name) != expected:
-                problems.append(f"dataset/{name}: missing or changed after the run")
-        if sha256_path(ds_path) != dataset.get("digest"):
-            problems.append("dataset/: digest differs from the manifest")
-    return problems
+    ds_rel = dataset.get("path", "dataset")
+    files = dataset.get("files", {})
+    listed.update({f"{ds_rel}/{name}": h for name, h in files.items()})
+    if digest_of_files(sorted(files.items())) != dataset.get("digest"):
+        problems.append(f"{ds_rel}/: the manifest's file list does not give its dataset digest (manifest edited?)")
+    problems += [p for rel, h in sorted(listed.items()) if (p := _check_file(run_dir, rel, h))]
+    warnings = [f"{rel}: not listed in the manifest (written after the run, e.g. a `datasets` cache file); not checked"
+                for rel in _unlisted(run_dir, set(listed), ds_rel)]
+    return Verification(problems, warnings)
+
+
+def _unlisted(run_dir: Path, listed: set[str], ds_rel: str) -> list[str]:
+    """Files under the directories whose files the manifest lists that it does not list."""
+    found = []
+    for top in ("input", "scores", "ledger", "added", "quarantine", ds_rel):
+        for path in sorted((run_dir / top).rglob("*")) if (run_dir / top).is_dir() else []:
+            rel = path.relative_to(run_dir).as_posix()
+            if path.is_file() and rel not in listed:
+                found.append(rel)
+    return found
+
+
+def verify(run_dir: Path) -> list[str]:
+    """The problems ``verify_run`` finds (empty: every listed output matches the manifest)."""
+    return verify_run(run_dir).problems

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 from curator.errors import RunError
@@ -18,9 +17,10 @@ from curator.executors.local import LocalExecutor
 from curator.executors.ray import RayExecutor
 from curator.finalize import finalize
 from curator.ingest import run_ingest
+from curator.inputs import override_inputs
 from curator.io import atomic_path, sha256_path
 from curator.plan import InputFile, Plan, plan_ingest, plan_stages
-from curator.recipe import InputSpec, Recipe, load_recipe
+from curator.recipe import Recipe, load_recipe
 from curator.result import RunResult
 from curator.rundir import RunDir, RunLock
 from curator.worker import finished, run_unit
@@ -29,12 +29,9 @@ from curator.worker import finished, run_unit
 def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list[str] | None = None,
         workers: int | None = None, executor: str | None = None, quiet: bool = False, wait: float = 0.0) -> RunResult:
     """Run ``recipe`` into ``run_dir`` (resuming whatever is already finished there); ``inputs``
-    replace the recipe's input paths."""
+    (``[NAME=]PATH``) replace recipe inputs (``curator.inputs.override_inputs``)."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    extra_roots = tuple(Path(p).resolve().parent for p in inputs or ())
-    if inputs:
-        fmt = recipe.inputs[0].format if len(recipe.inputs) == 1 else "auto"
-        recipe = replace(recipe, inputs=tuple(InputSpec(path=str(Path(p).resolve()), format=fmt) for p in inputs))
+    recipe, extra_roots = override_inputs(recipe, inputs)
     rundir = RunDir(Path(run_dir).resolve())
     rundir.root.mkdir(parents=True, exist_ok=True)
     paths = recipe.input_paths(extra_roots)

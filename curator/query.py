@@ -156,6 +156,13 @@ def connect(run_dirs: str | Path | list[str | Path]) -> duckdb.DuckDBPyConnectio
     return con
 
 
+def sql_message(exc: duckdb.Error) -> str:
+    """DuckDB's error on one line with its hints (``Did you mean "scores"?``, candidate bindings); the echoed
+    query and its caret are left out."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return " ".join(ln for ln in lines if not ln.startswith("LINE ") and set(ln) != {"^"})
+
+
 def run_query(run_dirs: list[str | Path], sql: str) -> pa.Table:
     con = connect(run_dirs if len(run_dirs) > 1 else run_dirs[0])
     try:
@@ -163,4 +170,4 @@ def run_query(run_dirs: list[str | Path], sql: str) -> pa.Table:
     except duckdb.Error as exc:
         views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
                  if not r[0].startswith("_")]
-        raise RecipeError(f"query failed: {str(exc).splitlines()[0]}. Views available: {sorted(views)}") from None
+        raise RecipeError(f"query failed: {sql_message(exc)}. Views available: {sorted(views)}") from None

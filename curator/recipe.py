@@ -18,6 +18,7 @@ import yaml
 
 from curator.errors import RecipeError
 from curator.export import OutputSpec
+from curator.inputs import input_name, name_problems, source_path
 from curator.paths import resolve_input
 from curator.registry import get_stage
 from curator.samples import FORMAT_NAMES
@@ -29,14 +30,20 @@ MAX_RECIPE_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class InputSpec:
-    path: str
+    path: str  # a file or directory, a named source (`builtin:advbench`), a URL (`s3://...`), `dataset:<id>`
     format: str = "auto"
     source: str | None = None
     limit: int | None = None  # only the first `limit` rows of this input
     sample: int | None = None  # then a seeded random subset of this many rows (input order kept)
     sample_seed: int = 0
+    name: str | None = None  # what `--input NAME=PATH` replaces; default: see ``input_name``
+    split: str | None = None  # `dataset:` inputs: the split, config and revision `datasets.load_dataset` reads
+    config: str | None = None
+    revision: str | None = None
 
     def validate(self) -> None:
+        if (self.split or self.config or self.revision) and not self.path.startswith("dataset:"):
+            raise ValueError("split, config and revision apply to `dataset:<hub id or directory>` inputs only")
         if self.format not in FORMAT_NAMES:
             raise ValueError(f"format: expected one of {list(FORMAT_NAMES)}, got {self.format!r}")
         if self.limit is not None and self.limit < 0:
@@ -94,7 +101,7 @@ class Recipe:
         return {
             "curator": RECIPE_VERSION, "name": self.name, "shards": self.shards, "model": self.model,
             "device": self.device, "dtype": self.dtype, "seed": self.seed,
-            "inputs": [dataclasses.asdict(i) for i in self.inputs],
+            "inputs": [_input_dict(i) for i in self.inputs],
             "stages": [{"use": s.use, "id": s.id, "with": params_to_dict(s.params)} for s in self.stages],
             "output": dataclasses.asdict(self.output), "executor": dataclasses.asdict(self.executor),
             "gate": [dataclasses.asdict(g) for g in self.gate],
@@ -104,8 +111,18 @@ class Recipe:
         return hashlib.sha256(canonical_json(self.resolved()).encode()).hexdigest()
 
     def input_paths(self, extra_roots: tuple[Path, ...] = ()) -> list[Path]:
-        return [resolve_input(i.path, self.base_dir, extra_roots, f"inputs[{k}].path")
+        return [resolve_input(source_path(i), self.base_dir, extra_roots, f"inputs[{k}].path")
                 for k, i in enumerate(self.inputs)]
+
+
+def _input_dict(spec: InputSpec) -> dict[str, Any]:
+    """An input as the resolved recipe records it; fields added after recipe version 1 appear only when
+    set, so existing recipes keep their canonical hash."""
+    out = dataclasses.asdict(spec)
+    for key in ("name", "split", "config", "revision"):
+        if out[key] is None:
+            del out[key]
+    return out
 
 
 def canonical_json(obj: Any) -> str:
@@ -178,6 +195,10 @@ def _build(raw: Any, text: str, where: str, base: Path) -> Recipe:
             inputs.append(build_params(InputSpec, item if isinstance(item, dict) else {"path": item}, f"inputs[{k}]"))
         except RecipeError as exc:
             errors.append(str(exc))
+    errors += name_problems(inputs)
+    # a `dataset:` input's rows are labelled by its name (its path's stem would carry the query)
+    inputs = [dataclasses.replace(i, source=input_name(i)) if i.path.startswith("dataset:") and i.source is None
+              else i for i in inputs]
     stages, ids = [], set()
     raw_stages = raw.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:

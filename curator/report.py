@@ -1,11 +1,13 @@
 """``curator report``: one self-contained ``report.html`` for a finished run.
 
-Reads only the run directory (manifest, ledger, scores, added, declared artifacts). The report's own
-sections cover what every run has (manifest, counts, score distributions, added samples, gate); each stage
+Reads only the run directory (manifest, ledger, scores, added, markers, declared artifacts) and imports no
+stage code. The report's own sections cover what every run has (warnings, manifest, counts and times per stage,
+the rows each rule dropped or flagged, score distributions without constant columns, added samples, gate); each stage
 adds its own through ``Stage.report_sections()``, recorded in the manifest: a DuckDB query over the run's
 views shown as a table, or as the histogram of the result's column ``histogram`` (one curve per value of the
 result's other column, if it has one). A declared section's anchor is the slug of its title up to the first
-``:``. Installed score stages that did not run are named with the columns they would add. Figures are
+``:``; a declared section whose result has a ``warning`` column feeds the warnings box, one with ``column`` and
+``threshold`` columns draws lines on that column's histograms (``curator.report_sections``). Figures are
 matplotlib (Agg) PNGs embedded as base64 ``data:`` URIs; there are no external assets, scripts or links.
 Text from the data is HTML-escaped and truncated. Sections without data say so instead of vanishing.
 """
@@ -19,17 +21,20 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from curator.errors import RecipeError
 from curator.io import atomic_path
+from curator.ledger import LEDGER_STATUSES
 from curator.manifest import read_manifest
-from curator.query import connect
-from curator.registry import get_stage, stage_names
+from curator.query import connect, sql_message
 from curator.report_html import CSS, esc, figure, note, png, table
+from curator.run_warnings import NUMERIC, constant_columns, run_warnings
 from curator.stage import ReportSection
 
 MAX_ROWS = 200_000  # rows read for distributions (an id-ordered, i.e. hash-random, subset)
 MAX_SOURCES = 8  # per-source overlays beyond this are merged into "other"
-OWN_ANCHORS = ("manifest", "counts", "distributions", "mix", "not-in-run", "gate")
+OWN_ANCHORS = ("warnings", "manifest", "counts", "rules", "distributions", "mix", "gate")
+RULE_ROWS = 10  # rows shown per decide rule
+
+
 def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
     cur = con.execute(sql)
     names = [d[0] for d in cur.description]
@@ -41,10 +46,8 @@ def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def _numeric_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
-    kinds = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "UTINYINT", "USMALLINT",
-             "UINTEGER", "UBIGINT")
     return [c for c, t, *_ in con.execute("DESCRIBE scores").fetchall()
-            if (t in kinds or t.startswith("DECIMAL")) and not c.startswith("_")]
+            if (t in NUMERIC or t.startswith("DECIMAL")) and not c.startswith("_")]
 
 
 def _q(col: str) -> str:
@@ -67,25 +70,80 @@ def section_summary(m: dict) -> str:
              {"field": "executor", "value": f"{m['executor']['kind']} x{m['executor']['workers']}"},
              {"field": "shards", "value": m["n_shards"]}, {"field": "dataset digest", "value": m["dataset"]["digest"]},
              {"field": "dataset rows", "value": m["dataset"]["rows"]}]
-    inputs = [{"uri": i["uri"], "format": i["format"], "rows": i["rows"], "sha256": i["sha256"][:16]}
+    inputs = [{"name": i.get("name", ""), "uri": i["uri"], "format": i["format"], "rows": i["rows"],
+               "sha256": i["sha256"][:16]}
               for i in m["inputs"]]
     return ("<h2 id='manifest'>Manifest summary</h2>" + table(facts, 400) + "<h3>Inputs</h3>" + table(inputs, 400))
 
 
-def section_counts(m: dict, con: duckdb.DuckDBPyConnection) -> str:
-    out = "<h2 id='counts'>Counts per stage and drop reasons</h2>" + table([m["totals"]])
-    by_stage = {r["stage"]: r for r in _rows(con, (
-        "SELECT stage, count(*) FILTER (WHERE status = 'dropped') AS dropped, count(*) FILTER (WHERE status = "
-        "'flagged') AS flagged, count(*) FILTER (WHERE status = 'quarantined') AS quarantined, count(*) FILTER "
-        "(WHERE reason = 'added') AS added FROM ledger WHERE stage IS NOT NULL GROUP BY stage"))}
-    zero = {"dropped": 0, "flagged": 0, "quarantined": 0, "added": 0}
+def _compute_seconds(root: Path, fingerprint: str) -> float:
+    """Seconds the stage's units spent, summed over units (from their done markers)."""
+    total = 0.0
+    for marker in (root / "markers" / fingerprint).glob("*.done"):
+        try:
+            total += float(json.loads(marker.read_text()).get("seconds") or 0.0)
+        except (OSError, ValueError):
+            continue
+    return round(total, 3)
+
+
+def section_counts(m: dict, con: duckdb.DuckDBPyConnection, root: Path) -> str:
+    out = "<h2 id='counts'>Counts and times per stage</h2>" + table([m["totals"]])
+    statuses = [s for s in LEDGER_STATUSES if s != "kept"]
+    counted = ", ".join(f"count(*) FILTER (WHERE status = {_lit(s)}) AS {_q(s)}" for s in statuses)
+    by_stage = {r["stage"]: r for r in _rows(con, f"SELECT stage, {counted}, count(*) FILTER (WHERE reason = 'added') "
+                                                  "AS added FROM ledger WHERE stage IS NOT NULL GROUP BY stage")}
+    zero = dict.fromkeys([*statuses, "added"], 0)
     stages = [{"stage": s["id"], "name": s["name"], "kind": s["kind"], "version": s["version"],
                **{k: v for k, v in by_stage.get(s["id"], zero).items() if k != "stage"},
-               "seconds": m.get("timings", {}).get(s["id"], "")} for s in m["stages"]]
-    out += table(stages)
+               "compute seconds": _compute_seconds(root, s["fingerprint"]),
+               "phase seconds": m.get("timings", {}).get(s["id"], "")} for s in m["stages"]]
+    out += table(stages) + note("compute seconds: the stage's units summed (workers run them in parallel); phase "
+                                "seconds: wall time of the phase, shared by consecutive per-shard stages")
     reasons = _rows(con, "SELECT status, stage, reason, count(*) AS n FROM ledger WHERE status <> 'kept' "
                          "GROUP BY ALL ORDER BY n DESC, status, stage, reason")
     return out + "<h3>Reasons</h3>" + (table(reasons) if reasons else note("nothing was dropped, flagged or quarantined"))
+
+
+def section_rules(con: duckdb.DuckDBPyConnection) -> str:
+    """Per (status, stage, rule): the rows it dropped or flagged, with their text."""
+    out = "<h2 id='rules'>Rows each rule dropped or flagged</h2>"
+    groups = _rows(con, "SELECT status, stage, coalesce(rule, reason) AS rule, count(*) AS n FROM ledger "
+                        "WHERE status IN ('dropped', 'flagged') GROUP BY ALL ORDER BY stage, status, n DESC LIMIT 30")
+    if not groups:
+        return out + note("no row was dropped or flagged")
+    for g in groups:
+        rows = _rows(con, "SELECT left(l.sample_id, 12) AS sample_id, s.source, s.prompt, s.response FROM ledger l "
+                          "LEFT JOIN samples s USING (sample_id) WHERE l.status = {} AND l.stage = {} AND "
+                          "coalesce(l.rule, l.reason) = {} ORDER BY l.sample_id LIMIT {}".format(
+                              _lit(g["status"]), _lit(g["stage"]), _lit(g["rule"]), RULE_ROWS))
+        out += (f"<h3>{esc(g['status'])} by {esc(g['stage'])}: <code>{esc(g['rule'])}</code> ({g['n']} rows)</h3>"
+                + table(rows, 300) + (note(f"first {RULE_ROWS} of {g['n']} by sample id") if g["n"] > RULE_ROWS else ""))
+    return out
+
+
+def _declared_rows(con: duckdb.DuckDBPyConnection, m: dict, needs: set[str]) -> list[dict]:
+    """Rows of the declared sections whose result has the columns ``needs`` (a failing query gives none)."""
+    found = []
+    for stage in m["stages"]:
+        for raw in stage.get("report", []):
+            try:
+                cur = con.execute(raw["sql"])
+                names = [d[0] for d in cur.description]
+                if needs <= set(names):
+                    found += [dict(zip(names, r)) for r in cur.fetchall()]
+            except duckdb.Error:
+                continue
+    return found
+
+
+def thresholds(con: duckdb.DuckDBPyConnection, m: dict) -> dict[str, list[tuple[float, str]]]:
+    """column -> (threshold, label) from the sections stages declare with ``threshold_section``."""
+    out: dict[str, list[tuple[float, str]]] = {}
+    for r in _declared_rows(con, m, {"column", "threshold"}):
+        if r["threshold"] is not None:
+            out.setdefault(r["column"], []).append((float(r["threshold"]), str(r.get("rule") or r["threshold"])))
+    return out
 
 
 def _by_source(data: dict, col: str) -> list[tuple[str, np.ndarray]]:
@@ -97,8 +155,17 @@ def _by_source(data: dict, col: str) -> list[tuple[str, np.ndarray]]:
     return groups
 
 
-def section_distributions(con: duckdb.DuckDBPyConnection, cols: list[str], n_scores: int) -> str:
+def section_warnings(con: duckdb.DuckDBPyConnection, m: dict, root: Path) -> str:
+    items = run_warnings(con, m, root)
+    body = "<ul>" + "".join(f"<li>{esc(w)}</li>" for w in items) + "</ul>" if items else note("none")
+    return f"<div class='warnings'><h2 id='warnings'>Warnings ({len(items)})</h2>{body}</div>"
+
+
+def section_distributions(con: duckdb.DuckDBPyConnection, cols: list[str], n_scores: int,
+                          lines: dict[str, list[tuple[float, str]]], constant: dict[str, float]) -> str:
     out = "<h2 id='distributions'>Score distributions</h2>"
+    if constant:
+        out += note("not plotted, constant across the run: " + ", ".join(f"{c} = {v:g}" for c, v in constant.items()))
     flags = [c for c, t, *_ in con.execute("DESCRIBE scores").fetchall() if t == "BOOLEAN"] if n_scores else []
     if flags:
         out += "<h3>Flags (fraction true)</h3>" + table(_rows(con, " UNION ALL ".join(
@@ -130,6 +197,11 @@ def section_distributions(con: duckdb.DuckDBPyConnection, cols: list[str], n_sco
             vals = vals[np.isfinite(vals)]
             b.hist(vals, bins=bins, histtype="step", label=f"{name} (n={vals.size})")
         b.set_title(f"{col} by source", fontsize=9)
+        for k, (value, label) in enumerate(lines.get(col, [])):
+            for ax in (a, b):
+                ax.axvline(value, color=f"C{3 + k}", linestyle="--", linewidth=1.2, label=f"{label} ({value:.4g})")
+        if lines.get(col):
+            a.legend(fontsize=7)
         b.legend(fontsize=7)
         out += f"<h3>{esc(col)}</h3>" + png(fig)
     return out
@@ -179,37 +251,13 @@ def section_declared(con: duckdb.DuckDBPyConnection, m: dict) -> str:
             text = "; ".join(t for t in (sec.note, f"from stage {stage['id']}") if t)
             head = f"<h2 id='{_anchor(sec.title, used)}'>{esc(sec.title)}</h2>" + note(text)
             try:
+                if {"warning", "threshold"} & {d[0] for d in con.execute(f"SELECT * FROM ({sec.sql}) LIMIT 0").description}:
+                    continue  # shown in the warnings box / drawn on the histograms
                 body = _histogram(con, sec) if sec.histogram else table(_rows(con, sec.sql), 200)
             except duckdb.Error as exc:
-                body = note(f"query failed: {str(exc).splitlines()[0]}")
+                body = note(f"query failed: {sql_message(exc)}")
             out.append(head + body)
     return "".join(out)
-
-
-def section_not_in_run(m: dict, columns: set[str]) -> str:
-    """Installed score-stage families (the part of a stage name before the first '.') none of whose stages ran
-    and none of whose columns the run has: what this report lacks, and which stages would add it."""
-    ran = {s["name"] for s in m["stages"]}
-    families: dict[str, tuple[set[str], list[str]]] = {}
-    for name in stage_names():
-        try:
-            cls = get_stage(name)
-        except (RecipeError, ImportError):
-            continue
-        if cls.kind == "score":
-            cols, names = families.setdefault(name.split(".")[0], (set(), []))
-            cols.update(cls.provides)
-            names.append(name)
-    hints = []
-    for family, (cols, names) in sorted(families.items()):
-        if ran & set(names) or cols & columns or not cols:
-            continue
-        label = (f"{family} column" if family in cols else f"{family}_* column"
-                 if all(c.startswith(family + "_") for c in cols) else ", ".join(sorted(cols)) + " columns")
-        hints.append(f"no {label} in this run (added by {', '.join(sorted(names))})")
-    if not hints:
-        return ""
-    return "<h2 id='not-in-run'>Not in this run</h2>" + "".join(note(h) for h in hints)
 
 
 def section_mix(con: duckdb.DuckDBPyConnection) -> str:
@@ -242,9 +290,10 @@ def build_report(run_dir: str | Path) -> str:
     has_scores = "scores" in _views(con)
     cols = _numeric_columns(con) if has_scores else []
     n_scores = con.execute("SELECT count(*) FROM scores").fetchone()[0] if has_scores else 0
-    all_cols = {r[0] for r in con.execute("DESCRIBE scores").fetchall()} if has_scores else set()
-    body = [section_summary(m), section_counts(m, con), section_distributions(con, cols, n_scores),
-            section_declared(con, m), section_not_in_run(m, all_cols), section_mix(con), section_gate(m)]
+    constant = constant_columns(con) if has_scores else {}
+    body = [section_warnings(con, m, root), section_summary(m), section_counts(m, con, root), section_rules(con),
+            section_distributions(con, [c for c in cols if c not in constant], n_scores, thresholds(con, m), constant),
+            section_declared(con, m), section_mix(con), section_gate(m)]
     title = f"curator report: {m['recipe']['name']}"
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1><p>{esc(root.name)} · "

@@ -11,7 +11,8 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;
 text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;display:block;margin:.5em 0}.note{color:#777;font-style:italic}
-.pass{color:#176b22;font-weight:600}.fail{color:#b3261e;font-weight:600}code{font-size:12px}"""
+.warnings{border:1px solid #e0a040;background:#fff6e8;padding:0 1em;margin:1em 0}
+.warnings h2{border:none;margin-top:.6em}.pass{color:#176b22;font-weight:600}.fail{color:#b3261e;font-weight:600}code{font-size:12px}"""
 
 
 def esc(value: object, limit: int = 0) -> str:

@@ -1,6 +1,6 @@
-"""Report sections a score stage declares for one of its columns (``Stage.report_sections``).
+"""Report sections stages declare (``Stage.report_sections``): histograms, top samples, warnings, thresholds, samples.
 
-Each is a DuckDB query over the run's views (``scores``, ``samples``, ``ledger``; see ``curator.query``);
+Each is a DuckDB query over the run's views (``scores``, ``samples``, ``ledger``, ``added``; see ``curator.query``);
 ``label`` starts the title (``"<label>: ..."``) and names the section's anchor in ``report.html``.
 """
 
@@ -46,3 +46,23 @@ def top_section(column: str, label: str, n: int = TOP_N) -> ReportSection:
 def score_sections(columns: tuple[str, ...], top: str, length: str) -> tuple[ReportSection, ...]:
     """Per score column: its histogram by sample length (``length`` label) and its top samples (``top``)."""
     return tuple(s for c in columns for s in (length_section(c, length), top_section(c, top)))
+
+
+def warning_section(title: str, sql: str) -> ReportSection:
+    """Warnings for the report's box (and ``curator status`` / ``curator run``): ``sql`` returns a ``warning``
+    column; each non-null row is one warning."""
+    return ReportSection(title, sql)
+
+
+def threshold_section(title: str, sql: str) -> ReportSection:
+    """Decision thresholds drawn on the score histograms: ``sql`` returns ``column``, ``threshold`` and ``rule``."""
+    return ReportSection(title, sql)
+
+
+def sample_section(title: str, table: str, group: str, columns: tuple[str, ...], n: int = 5,
+                   where: str = "true") -> ReportSection:
+    """Up to ``n`` rows of ``table`` per value of ``group`` (lowest ``sample_id`` first), showing ``columns``."""
+    cols = ", ".join(_q(c) for c in columns)
+    sql = (f"SELECT {_q(group)}, {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {_q(group)} ORDER BY sample_id) "
+           f"AS _n FROM {table} WHERE {where}) WHERE _n <= {n} ORDER BY {_q(group)}, _n")
+    return ReportSection(title, sql)

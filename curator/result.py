@@ -1,9 +1,12 @@
-"""What a finished run returns (``curator.run``): its directory, manifest and dataset digest."""
+"""What a finished run returns (``curator.run``): its directory, manifest and dataset digest, and accessors for
+the cleaned dataset, the ledger and the scores (read from the run directory on each access)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -12,6 +15,36 @@ class RunResult:
     manifest: dict
     digest: str
 
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunResult:
+        """The result of a finished run directory."""
+        from curator.manifest import read_manifest  # start-up time: `import curator` stays light
+
+        manifest = read_manifest(Path(run_dir))
+        return cls(Path(run_dir), manifest, manifest["dataset"]["digest"])
+
     @property
     def counts(self) -> dict:
         return self.manifest["totals"]
+
+    @property
+    def dataset(self):
+        """The cleaned data as a ``datasets.Dataset`` (``datasets.load_from_disk(RUN_DIR/dataset)``)."""
+        import datasets  # start-up time: datasets (~1 s)
+
+        return datasets.load_from_disk(str(self.run_dir / "dataset"))
+
+    def _view(self, name: str) -> pa.Table:
+        from curator.query import connect  # start-up time: duckdb
+
+        return connect(self.run_dir).sql(f"SELECT * FROM {name}").to_arrow_table()
+
+    @property
+    def ledger(self) -> pa.Table:
+        """One row per input row and added sample: ``sample_id, status, stage, reason, rule, input_idx, input_row``."""
+        return self._view("ledger")
+
+    @property
+    def scores(self) -> pa.Table:
+        """``sample_id`` and every score column, one row per canonical sample (the ``scores`` view)."""
+        return self._view("scores")

@@ -1,29 +1,57 @@
-"""``curator status``: what has finished in a run directory, read only from its files."""
+"""``curator status``: what has finished in a run directory, per stage name, read only from its files.
+
+Stages are named by the finished run's manifest or, while a run is going, by ``cache/owners/`` (the fingerprint
+each stage's outputs belong to, in the order of the run's ``recipe.yaml``); a finished run also shows its totals, gate verdict and warnings
+(``curator.run_warnings``).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import yaml
+
+from curator.query import connect
+from curator.run_warnings import run_warnings
+
+
+def _units(markers: Path, fingerprint: str) -> dict:
+    fp_dir = markers / fingerprint
+    done = sorted(p.stem for p in fp_dir.glob("*.done"))
+    failed = sorted(p.stem for p in fp_dir.glob("*.failed") if not p.with_suffix(".done").exists())
+    return {"done": len(done), "failed": failed}
+
+
+def _owners(root: Path) -> list[tuple[str, str]]:
+    """(stage id, fingerprint) of an unfinished run, from ``cache/owners/`` (``ingest``, ``stage-<id>``)."""
+    owners = root / "cache" / "owners"
+    found = [(p.name.removeprefix("stage-"), p.read_text(encoding="utf-8").strip())
+             for p in sorted(owners.iterdir())] if owners.is_dir() else []
+    try:
+        raw = yaml.safe_load((root / "recipe.yaml").read_text(encoding="utf-8"))["stages"]
+        order = ["ingest", *(str(s.get("id") or s.get("use")) for s in raw)]
+    except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError):
+        order = ["ingest"]
+    return sorted(found, key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+
 
 def run_status(root: Path) -> dict:
+    manifest_path = root / "manifest.json"
     markers = root / "markers"
-    units = {}
-    if markers.exists():
-        for fp_dir in sorted(p for p in markers.iterdir() if p.is_dir()):
-            done = sorted(p.stem for p in fp_dir.glob("*.done"))
-            failed = sorted(p.stem for p in fp_dir.glob("*.failed") if not p.with_suffix(".done").exists())
-            units[fp_dir.name] = {"done": len(done), "failed": failed}
-    manifest = root / "manifest.json"
-    out = {"run_dir": str(root), "finished": manifest.exists(), "units": units}
-    if manifest.exists():
-        m = json.loads(manifest.read_text())
-        out["totals"] = m["totals"]
-        out["dataset_digest"] = m["dataset"]["digest"]
-        out["stages"] = [{"id": s["id"], "fingerprint": s["fingerprint"],
-                          **units.get(s["fingerprint"], {"done": 0, "failed": []})} for s in m["stages"]]
-        out["gate"] = m.get("gate")
-        out["left_out"] = left_out(root, m)
+    out: dict = {"run_dir": str(root), "finished": manifest_path.exists()}
+    if not manifest_path.exists():
+        out["stages"] = [{"stage": sid, "fingerprint": fp, **_units(markers, fp)} for sid, fp in _owners(root)]
+        return out
+    m = json.loads(manifest_path.read_text())
+    out["stages"] = [{"stage": s["id"], "name": s["name"], "kind": s["kind"], "fingerprint": s["fingerprint"],
+                      **_units(markers, s["fingerprint"]), "seconds": m.get("timings", {}).get(s["id"])}
+                     for s in m["stages"]]
+    out["totals"] = m["totals"]
+    out["dataset_digest"] = m["dataset"]["digest"]
+    out["gate"] = m.get("gate")
+    out["warnings"] = run_warnings(connect(root), m, root)
+    out["left_out"] = left_out(root, m)
     return out
 
 

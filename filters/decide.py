@@ -18,9 +18,15 @@ import pyarrow.compute as pc
 
 from curator.errors import RecipeError
 from curator.ledger import VERDICT_SCHEMA
-from curator.stage import Resources, Stage
+from curator.report_sections import threshold_section
+from curator.stage import ReportSection, Resources, Stage
 
+_SIMPLE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|>|<=|<)\s*(.+?)\s*$")
 _QUANTILE = re.compile(r"\bquantile\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*([0-9]*\.?[0-9]+)\s*\)", re.I)
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def expand_macros(sql: str) -> str:
@@ -55,6 +61,18 @@ class DecideStage(Stage):
 
     def _rules(self) -> list[tuple[str, str]]:
         return [("dropped", r) for r in self.params.drop_if] + [("flagged", r) for r in self.params.flag_if]
+
+    def report_sections(self) -> tuple[ReportSection, ...]:
+        """The threshold of every ``column <op> value`` rule, drawn on that column's histograms in the report
+        (``quantile(col, q)`` evaluated over the run's samples, as the rule saw them)."""
+        parts = []
+        for status, rule in self._rules():
+            m = _SIMPLE.match(rule)
+            if m and not re.search(r"\b(and|or)\b", m.group(3), re.I):
+                rhs = _QUANTILE.sub(r"quantile_cont(\1, \2)", m.group(3))
+                parts.append(f"SELECT '{m.group(1)}' AS column, ({rhs})::DOUBLE AS threshold, "
+                             f"'{status}: ' || {_sql_text(rule)} AS rule FROM scores JOIN samples USING (sample_id)")
+        return (threshold_section("Decide: thresholds", " UNION ALL ".join(parts)),) if parts else ()
 
     def view_columns(self, available: list[str]) -> list[str]:
         """The columns a rule names (DuckDB identifiers are case-insensitive); all of them if a

@@ -36,6 +36,18 @@ HARDNESS_1 = "hardness 1: always answered harmfully, no safe answer"
 NO_TARGET = "no candidate target passed the checks"
 NOT_SELECTED = "beyond the selected budget"
 PROMPT_REASONS = (HARDNESS_0, HARDNESS_1, NO_TARGET, NOT_SELECTED)
+ADVICE = {  # what to change, by the most common reason a prompt was left out
+    ("harmful", HARDNESS_1): "the model complies with these prompts: use a safety-aligned `model:` (model: default "
+                             "is SmolLM2-135M-Instruct with curator's safety adapter) or raise hardness k",
+    ("harmful", HARDNESS_0): "the model refuses these prompts every time, so they teach nothing: use harder prompts "
+                             "(hardness framing: builtin or pyrit) or raise hardness k",
+    ("harmful", NO_TARGET): "no sampled answer passed the target checks (see the report's 'what each check removed'):"
+                            " raise target_k or max_new_tokens, or relax min_mean_logprob / target_judge",
+    ("harmful", NOT_SELECTED): "raise hardest_fraction or count",
+    ("benign", NO_TARGET): "too few benign answers passed the checks: raise benign_oversample or benign_k, give a "
+                           "benign file with good answers (benign_answer: reference), or relax min_words",
+    ("benign", NOT_SELECTED): "raise benign_oversample",
+}
 
 
 class MixRecords:
@@ -58,8 +70,10 @@ class MixRecords:
         if built < asked or built == 0:
             prompts = "; ".join(f"{n} {r}" for r, n in self.reasons(role, "prompt").most_common()) or "none"
             cands = "; ".join(f"{n} {r}" for r, n in self.reasons(role, "candidate").most_common()) or "none"
+            top = self.reasons(role, "prompt").most_common(1)
+            advice = ADVICE.get((role, top[0][0])) if top else None
             why = (f"rebalance built {built} {role} rows, {asked} asked ({what}). Prompts left out: {prompts}. "
-                   f"Candidate targets rejected: {cands}.")
+                   f"Candidate targets rejected: {cands}." + (f" What to change: {advice}." if advice else ""))
             LOG.warning(why)
         self.add("mix", role, n_asked=asked, n_built=built, reason=why)
         return why

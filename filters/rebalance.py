@@ -32,6 +32,7 @@ import pyarrow as pa
 from curator.errors import RecipeError, RunError
 from curator.io import sha256_path
 from curator.keyed_store import KeyedStore
+from curator.report_sections import sample_section, warning_section
 from curator.stage import ReportSection, Resources, Stage
 from filters.benign import benign_candidates, control_rows, usable_benign
 from filters.coherence import DEFAULT_MIN_MEAN_LOGPROB
@@ -171,10 +172,15 @@ class RebalanceStage(Stage):
         sql = ("SELECT variant, rebalance_role AS role, count(*) AS rows, avg(hardness) AS mean_hardness, "
                "count(DISTINCT template_id) AS templates FROM added WHERE source LIKE 'rebalance:%' "
                "GROUP BY ALL ORDER BY variant, role")
+        why = (f"SELECT reason AS warning FROM target_checks WHERE stage_fp = '{self.stage_fp}' AND level = 'mix' "
+               "AND reason IS NOT NULL ORDER BY role DESC")
         return (ReportSection("Rebalance: rows per variant and role", sql,
                               note="harmful rows: hardest prompts with a checked safe self-rollout; benign rows: "
-                                   "framed benign prompts with a checked helpful self-rollout"),
-                *record_sections(self.stage_fp))
+                                   "benign prompts with a checked helpful answer"),
+                *record_sections(self.stage_fp),
+                sample_section("Rebalance: samples of the mix by role", "added", "rebalance_role",
+                               ("prompt", "response", "hardness", "template_id"), where="source LIKE 'rebalance:%'"),
+                warning_section("Rebalance: why the mix is small", why))
 
     def setup(self) -> None:
         p, ctx = self.params, self.context

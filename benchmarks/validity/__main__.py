@@ -28,6 +28,7 @@ and B in <= 15 min (Δ proxy only in part A, hard vs random in part B) and the f
     python -m benchmarks.validity --steps aligned   # one-time setup (cached)
     python -m benchmarks.validity --quick           # parts A and B, small
     python -m benchmarks.validity                   # full mode
+    python -m benchmarks.validity --replicated      # Part A, replicated windows on the confirmation pool (<= 3 h)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import torch
 
 from benchmarks.validity.eval import cached_generations, eval_sets, judge_sets
 from benchmarks.validity.hardness import step_hardness as run_part_b
+from benchmarks.validity.replicated import step_replicated as run_replicated
 from benchmarks.validity.risk import ensure_references
 from benchmarks.validity.risk import step_risk as run_part_a
 from curator.hashing import sha256_text
@@ -55,7 +57,7 @@ RESULTS = Path(__file__).parents[1] / "results" / "validity.json"
 # The aligned starting model and its held-out evaluation sets are shared by both modes (built once by the
 # ``aligned`` step, then cached); the modes differ in parts A and B (``PART_A`` / ``PART_B``).
 SETUP = {"n_harmbench": 48, "n_dna": 48, "n_overrefusal": 64}
-MODES = {"quick": SETUP, "full": SETUP}
+MODES = {"quick": SETUP, "full": SETUP, "replicated": SETUP}
 
 
 def aligned_model(args) -> tuple[Path, dict]:
@@ -110,13 +112,20 @@ def step_hardness(args, mode: dict, mode_name: str) -> dict:
     return run_part_b(args, mode, mode_name, aligned_dir, make_judges(args))
 
 
-STEPS = {"aligned": step_aligned, "risk": step_risk, "hardness": step_hardness}
+def step_replicated(args, mode: dict, mode_name: str) -> dict:
+    aligned_dir, _meta = aligned_model(args)
+    return run_replicated(args, mode, aligned_dir, Path(resolve_model(args.original).path), make_judges(args))
+
+
+STEPS = {"aligned": step_aligned, "risk": step_risk, "hardness": step_hardness, "replicated": step_replicated}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sets (<= 15 min on 2 cores)")
-    ap.add_argument("--steps", default="aligned,risk,hardness", help=f"comma list of {sorted(STEPS)}")
+    ap.add_argument("--replicated", action="store_true",
+                    help="Part A replicated on the confirmation pool (<= 3 h on 2 cores; same as --steps replicated)")
+    ap.add_argument("--steps", default=None, help=f"comma list of {sorted(STEPS)} (default: aligned,risk,hardness)")
     ap.add_argument("--model", default="default", help="the aligned starting model")
     ap.add_argument("--original", default="smollm2-135m-instruct", help="the model before alignment")
     ap.add_argument("--seed", type=int, default=0)
@@ -132,9 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    mode_name = "quick" if args.quick else "full"
+    mode_name = "quick" if args.quick else "replicated" if args.replicated else "full"
     mode = MODES[mode_name]
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    steps = [s.strip() for s in (args.steps or ("replicated" if args.replicated else "aligned,risk,hardness")).split(",")
+             if s.strip()]
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         ap.error(f"unknown step(s) {unknown}; implemented: {sorted(STEPS)}")

@@ -24,8 +24,14 @@ predictor of the benchmark's own outcome: one step on row i moves Δ by about
 (an oracle that looks at the test set: it bounds what a gradient scorer can do at this scale), plus the
 Adam-like sign variant on each window's mean gradient.
 
+E3 (``--step e3``): ``method: lora`` directions (the paper's trained task vectors: danger, safety and a
+benign initial adapter) built on the aligned model with max_length 1024 (no anchor is truncated), and
+the pool scored by ``risk.sqsd`` itself with them (danger projection at the initial adapter, safety
+projection at the safety adapter).
+
     python -m benchmarks.validity.diagnose --aligned $CURATOR_HOME/models/aligned-<key> \\
         --out benchmarks/results/validity_diagnosis.json
+    python -m benchmarks.validity.diagnose --step e3 --aligned ... --out benchmarks/results/validity_diagnosis_e3.json
 """
 
 from __future__ import annotations
@@ -47,10 +53,12 @@ from benchmarks.validity.risk import delta_triples
 from curator.ml.chat import collate, encode_sample
 from curator.ml.gradients import per_sample_lora_grads
 from curator.ml.lora import LoRAConfig, attach_lora, lora_modules
-from curator.ml.models import load_model, resolve_model
+from curator.ml.models import curator_home, load_model, resolve_model
+from curator.ml.training import TrainConfig
 from curator.query import connect
 from curator.refdata.anchors import split, uncensorbench_pairs
-from filters.hardness.judges import KeywordRefusalJudge
+from filters.hardness.judges.keyword import KeywordRefusalJudge
+from filters.risk import directions as dirs
 
 RESULTS = Path(__file__).parents[1] / "results"
 ENCODINGS = ("left192", "left256_first10", "right192", "full1024", "first10", "first32")
@@ -86,13 +94,13 @@ def pool_rows(n: int, seed: int) -> list[dict]:
 
 def encode(tok, prompt: str, response: str, encoding: str):
     if encoding == "left192":
-        return encode_sample(tok, prompt, response, max_length=192)
+        return encode_sample(tok, prompt, response, max_length=192, truncation_side="left")
     if encoding == "right192":
         return encode_sample(tok, prompt, response, max_length=192, truncation_side="right")
     if encoding == "full1024":
         return encode_sample(tok, prompt, response, max_length=1024, truncation_side="right")
     if encoding == "left256_first10":
-        s = encode_sample(tok, prompt, response, max_length=256)
+        s = encode_sample(tok, prompt, response, max_length=256, truncation_side="left")
         k = 10
     else:
         s = encode_sample(tok, prompt, response, max_length=4096)
@@ -182,8 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "validity_diagnosis.json")
     ap.add_argument("--original", default="default", help="the model before alignment (for the Δ triples)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--step", choices=("e0-e2", "e3"), default="e0-e2")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.step == "e3":
+        return e3(args)
     t_start = time.time()
     windows = measured_windows(args.results)
     rows = pool_rows(160, 0)
@@ -198,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     attach_lora(lm.model, LORA, seed=0)
     gr = Grads(lm)
     tok = lm.tokenizer
-    pool = gr.per_sample([encode_sample(tok, r["prompt"], r["response"], max_length=POOL_MAX_LENGTH) for r in rows],
+    pool = gr.per_sample([encode_sample(tok, r["prompt"], r["response"], max_length=POOL_MAX_LENGTH,
+                                       truncation_side="left") for r in rows],
                          "pool")
 
     # E2: first-order predictor from the evaluation triples themselves
@@ -207,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     triples = delta_triples(mode, 0, Path(original), args.aligned, 64, KeywordRefusalJudge())
     tg = {}
     for side in ("compliant", "refusal"):
-        samples = [encode_sample(tok, p, a, max_length=256) for p, a in zip(triples["prompts"], triples[side])]
+        samples = [encode_sample(tok, p, a, max_length=256, truncation_side="left")  # as the Δ of those runs
+                   for p, a in zip(triples["prompts"], triples[side])]
         g = gr.per_sample(samples, f"Δ triples, {side}")
         tg[side] = {n: g[n].double().mean(0) for n in gr.names}
         del g
@@ -263,6 +276,41 @@ def main(argv: list[str] | None = None) -> None:
               "variants": variants, "e2": e2, "seconds": round(time.time() - t_start, 1)}
     args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", "utf-8")
     print(f"wrote {args.out} ({record['seconds']}s)", flush=True)
+
+
+def e3(args) -> None:
+    """``method: lora`` directions at max_length 1024 on the aligned model; the pool scored by ``risk.sqsd``."""
+    t0 = time.time()
+    windows = measured_windows(args.results)
+    spec = resolve_model(str(args.aligned))
+    train = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=1024)
+    cfg = dirs.DirectionConfig(method="lora", danger_train=train, safety_train=train, initial_train=train,
+                               mean_max_length=1024)
+    root = curator_home() / "validity" / "diagnosis" / f"lora-1024-{spec.fingerprint[:12]}"
+    if not (root / dirs.SUMMARY).is_file():
+        lm = load_model(spec, device="cpu", cached=False)
+        dirs.build_directions(lm.model, lm.tokenizer, dirs.default_anchor_data(cfg), cfg, root, spec.fingerprint)
+        del lm
+    built = time.time() - t0
+    recipe = {"curator": 1, "name": "e3", "shards": 4, "model": str(args.aligned), "seed": 0,
+              "inputs": [{"path": "builtin:demo_pool", "sample": 160, "sample_seed": 0}],
+              "stages": [{"use": "normalize"}, {"use": "risk.sqsd", "with": {"directions": str(root), "method": "lora",
+                                                                             "max_length": 1024}}]}
+    run_dir = curator_home() / "validity" / "diagnosis" / "e3-run"
+    curator.run(recipe, run_dir, quiet=True)
+    rows = connect(run_dir).sql("SELECT m.sample_id, s.risk_sqsd, s.risk_sqsd_danger, s.risk_sqsd_safety FROM scores s "
+                                "JOIN samples m USING (sample_id) ORDER BY m.sample_id").to_arrow_table().to_pylist()
+    out = {col: window_stats(rows, np.array([r[col] for r in rows], dtype=float), windows)
+           for col in ("risk_sqsd", "risk_sqsd_danger", "risk_sqsd_safety")}
+    logs = json.loads((root / dirs.SUMMARY).read_text())["train_logs"]
+    record = {"command": "python -m benchmarks.validity.diagnose --step e3 --aligned <aligned model dir>",
+              "directions": {"method": "lora", "max_length": 1024, "train_logs": logs, "build_seconds": round(built, 1)},
+              "windows": [w["label"] for w in windows], "stats": out,
+              "scores": {r["sample_id"]: [r["risk_sqsd_danger"], r["risk_sqsd_safety"]] for r in rows},
+              "seconds": round(time.time() - t0, 1)}
+    args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", "utf-8")
+    print(f"E3: risk Spearman {out['risk_sqsd']['spearman']:+.2f} (danger {out['risk_sqsd_danger']['spearman']:+.2f}, "
+          f"safety {out['risk_sqsd_safety']['spearman']:+.2f}); wrote {args.out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""What every ``curator`` command shares: user errors become a message and an exit code."""
+"""What every ``curator`` command shares: user errors become a message and an exit code; run-directory
+arguments are checked (a path that is not a run directory is a usage error, exit 2, for every command)."""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from curator.errors import CuratorError
+
+RUN_MARKS = ("manifest.json", "recipe.yaml", "input", "markers")
 
 
 def friendly(fn):
@@ -27,3 +31,28 @@ def friendly(fn):
             sys.exit(exc.exit_code)
 
     return wrapper
+
+
+class RunDirParam(click.ParamType):
+    """A run directory (``finished``: one whose run wrote its manifest); anything else is a usage error."""
+
+    name = "RUN_DIR"
+
+    def __init__(self, finished: bool = False):
+        self.finished = finished
+
+    def convert(self, value, param, ctx) -> Path:
+        path = Path(value)
+        if not path.is_dir():
+            self.fail(f"'{value}' is not a directory; give the run directory `curator run -o` wrote", param, ctx)
+        if not any((path / mark).exists() for mark in RUN_MARKS):
+            self.fail(f"'{value}' is not a curator run directory (it has no {', '.join(RUN_MARKS)}); give the "
+                      "directory `curator run -o` wrote", param, ctx)
+        if self.finished and not (path / "manifest.json").exists():
+            self.fail(f"'{value}': the run has not finished (no manifest.json); see `curator status {value}`",
+                      param, ctx)
+        return path
+
+
+def echo_json(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))

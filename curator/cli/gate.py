@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from curator.cli.common import friendly
+from curator.cli.common import RunDirParam, friendly
 
 
 @click.command()
@@ -49,9 +49,7 @@ def gate(paths, rules, recipe, run_dir, workers, quiet):
     else:
         if len(paths) != 1 or run_dir:
             raise click.UsageError("give exactly one RUN_DIR (or --recipe RECIPE DATA... to run first)")
-        root = Path(paths[0])
-        if not root.is_dir():
-            raise click.UsageError(f"RUN_DIR '{root}' is not a directory")
+        root = RunDirParam(finished=True).convert(paths[0], None, click.get_current_context())
         rule_list = rules
     verdict = evaluate(root, rule_list or None)
     if not quiet:
@@ -63,11 +61,12 @@ def gate(paths, rules, recipe, run_dir, workers, quiet):
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", type=RunDirParam(finished=True))
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Default: RUN_DIR/report.html.")
 @friendly
 def report(run_dir, out):
-    """Write a self-contained HTML report of RUN_DIR (counts, score plots, top samples, gate)."""
+    """Write a self-contained HTML report of RUN_DIR: warnings, counts and times per stage, the rows each rule
+    dropped or flagged, score histograms with the decision thresholds, added samples, the gate verdict."""
     from curator.report import write_report  # start-up time: each command imports only what it uses
 
     click.echo(str(write_report(Path(run_dir), out)))

@@ -6,25 +6,28 @@ Exit codes: 0 ok, 1 run or gate failure, 2 usage / recipe / input error.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from curator.cli.common import friendly
+from curator import __version__
+from curator.cli.common import RunDirParam, friendly
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="curator")
+@click.version_option(__version__, prog_name="curator", message="%(prog)s (safety-curator) %(version)s")
 def main() -> None:
-    """Score, decide and rebalance LLM training data for safety (see README.md)."""
+    """Score, decide and rebalance LLM training data for safety (see README.md).
+
+    Shell completion: eval "$(_CURATOR_COMPLETE=bash_source curator)" (zsh_source, fish_source)."""
 
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--run-dir", "-o", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/<recipe name>).")
-@click.option("--input", "inputs", multiple=True, type=click.Path(), help="Replace the recipe's inputs.")
+@click.option("--input", "inputs", multiple=True, metavar="[NAME=]PATH",
+              help="Replace the recipe input named NAME (a bare PATH: the input of a one-input recipe); repeatable.")
 @click.option("--workers", type=int, default=None, help="Override executor.workers.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=None, help="Override executor.kind.")
 @click.option("--wait", type=float, default=0.0, help="Seconds to wait if another run holds the run directory.")
@@ -33,85 +36,24 @@ def main() -> None:
 def run(recipe, run_dir, inputs, workers, executor, wait, quiet):
     """Run RECIPE (resumes whatever is already finished in the run directory)."""
     from curator.pipeline import run as run_recipe  # start-up time: each command imports only what it uses
+    from curator.query import connect  # start-up time: each command imports only what it uses
     from curator.recipe import load_recipe  # start-up time: each command imports only what it uses
+    from curator.run_warnings import run_warnings  # start-up time: each command imports only what it uses
 
     rec = load_recipe(recipe)
     out = Path(run_dir or Path("runs") / rec.name)
     result = run_recipe(rec, out, inputs=list(inputs) or None, workers=workers, executor=executor,
                         quiet=quiet, wait=wait)
+    for warning in run_warnings(connect(result.run_dir), result.manifest, result.run_dir):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(json.dumps({"run_dir": str(result.run_dir), "digest": result.digest, **result.counts}))
 
 
 @main.command()
-@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@friendly
-def validate(recipes):
-    """Check RECIPES and report every problem with its location."""
-    from curator.errors import RecipeError  # start-up time: each command imports only what it uses
-    from curator.recipe import load_recipe  # start-up time: each command imports only what it uses
-
-    bad = 0
-    for path in recipes:
-        try:
-            rec = load_recipe(path)
-            rec.input_paths()
-            click.echo(f"ok: {path} ({len(rec.stages)} stages, sha256 {rec.sha256()[:12]})")
-        except RecipeError as exc:
-            click.echo(f"error: {exc}", err=True)
-            bad += 1
-    if bad:
-        sys.exit(2)
-
-
-@main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@friendly
-def status(run_dir):
-    """Show what has finished in RUN_DIR (reads only its files)."""
-    from curator.status import run_status  # start-up time: each command imports only what it uses
-
-    click.echo(json.dumps(run_status(Path(run_dir)), indent=2))
-
-
-@main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@friendly
-def verify(run_dir):
-    """Re-hash every output of RUN_DIR and re-check the accounting against the manifest."""
-    from curator.manifest import verify as verify_run  # start-up time: each command imports only what it uses
-
-    problems = verify_run(Path(run_dir))
-    for p in problems:
-        click.echo(f"mismatch: {p}", err=True)
-    if problems:
-        sys.exit(1)
-    click.echo(f"ok: {run_dir} matches its manifest")
-
-
-@main.command()
-@friendly
-def stages():
-    """List every registered stage with its parameters, types and defaults."""
-    from curator.registry import (  # start-up time: each command imports only what it uses
-        get_stage,
-        stage_names,
-    )
-    from curator.stage import describe_params  # start-up time: each command imports only what it uses
-
-    for name in stage_names():
-        cls = get_stage(name)
-        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        click.echo(f"{name}  (kind={cls.kind}, scope={cls.scope}, version={cls.version})")
-        if doc:
-            click.echo(f"    {doc[0]}")
-        for pname, ptype, default in describe_params(cls.Params):
-            click.echo(f"    {pname}: {ptype} = {default}")
-
-
-@main.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True, type=RunDirParam())
 @click.argument("sql")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "jsonl", "parquet"]), default="table",
+              help="json: one JSON array; jsonl: one JSON object per line.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
 @friendly
 def query(run_dirs, sql, fmt, out):
@@ -138,8 +80,8 @@ def demo(run_dir, workers, quiet):
 
     recipe = Path(__file__).parent / "demo.yaml"
     result = run_recipe(recipe, Path(run_dir), workers=workers, quiet=quiet)
-    report = write_report(result.run_dir)
     verdict = evaluate(result.run_dir)
+    report = write_report(result.run_dir)  # after the gate: the report shows its verdict
     c = result.counts
     click.echo(f"""
 curator demo finished: {c['rows_in']} rows in, {c['kept']} kept, {c['dropped']} dropped, {c['flagged']} flagged,
@@ -180,7 +122,8 @@ def directions_build(recipe, force, quiet):
     click.echo(json.dumps(built, indent=2))
 
 
+from curator.cli.checks import stages, status, validate, verify  # noqa: E402
 from curator.cli.gate import gate, report  # noqa: E402
 
-main.add_command(gate)
-main.add_command(report)
+for command in (validate, status, verify, stages, gate, report):
+    main.add_command(command)

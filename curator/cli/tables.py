@@ -1,4 +1,4 @@
-"""Render a result table as a terminal table, CSV, JSON lines or Parquet."""
+"""Render a result table as a terminal table, CSV, a JSON array, JSON Lines or Parquet."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def render_table(table: pa.Table, fmt: str, out: str | None) -> None:
         pacsv.write_csv(table, buf)
         text = buf.getvalue().decode()
     elif fmt == "json":
+        text = json.dumps(table.to_pylist(), default=str, ensure_ascii=False, indent=1) + "\n"
+    elif fmt == "jsonl":
         text = "".join(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in table.to_pylist())
     else:
         from rich.console import Console  # start-up time

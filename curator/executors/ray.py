@@ -24,7 +24,7 @@ from curator.plan import Plan, Unit
 from curator.progress import progress_bar
 from curator.worker import run_unit
 
-INSTALL_HINT = "pip install 'curator[ray]'"
+INSTALL_HINT = "pip install 'safety-curator[ray]'"
 
 
 def _import_ray():

@@ -97,11 +97,16 @@ def encode_sample(
     response: str | None,
     messages: Sequence[dict] | None = None,
     max_length: int = 1024,
-    truncation_side: Literal["left", "right"] = "left",
+    truncation_side: Literal["response_end", "left", "right"] = "response_end",
 ) -> EncodedSample:
     """Chat-format one sample; ``messages`` (if given) wins: its final assistant turn is the response.
 
-    Longer than ``max_length``: ``left`` drops the earliest tokens (prompt first), ``right`` the last.
+    Longer than ``max_length``, ``response_end`` (the default) never drops the start of a response: the
+    response keeps its first ``max(max_length − prompt tokens, min(response tokens, max_length // 2))``
+    tokens (its end, end-of-turn token included, is cut) and the prompt its last tokens (the chat header
+    that precedes the answer); a text-only sample keeps its start, a prompt-only one its end.
+    ``left`` drops the earliest tokens (prompt first), ``right`` the last. ``response_len`` is the number
+    of response tokens that carry loss.
     """
     if messages is not None:
         prompt_msgs, response = _split_messages(messages)
@@ -123,8 +128,14 @@ def encode_sample(
     ids = prompt_ids + resp_ids
     labels = [IGNORE] * len(prompt_ids) + resp_ids
     truncated = len(ids) > max_length
-    if truncated:
-        cut = slice(len(ids) - max_length, None) if truncation_side == "left" else slice(0, max_length)
+    if truncated and truncation_side == "response_end" and prompt_ids and resp_ids:
+        keep_resp = max(max_length - len(prompt_ids), min(len(resp_ids), max_length // 2))
+        keep_prompt = max_length - keep_resp
+        ids = prompt_ids[len(prompt_ids) - keep_prompt:] + resp_ids[:keep_resp]
+        labels = [IGNORE] * keep_prompt + resp_ids[:keep_resp]
+    elif truncated:
+        keep_start = truncation_side == "right" or (truncation_side == "response_end" and not prompt_ids)
+        cut = slice(0, max_length) if keep_start else slice(len(ids) - max_length, None)
         ids, labels = ids[cut], labels[cut]
     response_len = sum(1 for x in labels if x != IGNORE)
     return EncodedSample(ids, labels, len(ids) - response_len, response_len, truncated)

@@ -31,7 +31,7 @@ import duckdb
 import pyarrow as pa
 
 from curator.errors import RecipeError, RunError
-from curator.report_sections import histogram_section, top_section
+from curator.report_sections import histogram_section, top_section, warning_section
 from curator.stage import Artifact, ReportSection, Resources, Stage, StageContext
 from curator.stats import wilson_lower_bound
 from filters.framing import framed_prompts
@@ -48,6 +48,16 @@ from filters.hardness.verdicts import VERDICTS, VerdictCache
 
 BASE_COLUMNS = ("hardness", "hardness_k", "hardness_n_harmful", "hardness_n_abstain", "hardness_wilson_lb",
                 "hardness_safe_j", "hardness_group")
+
+
+ALL_SAME = (  # a model that complies with (or refuses) every prompt: the ranking carries no information
+    "SELECT CASE WHEN max(hardness) = 0 THEN 'hardness is 0 for all ' || count(hardness) || ' prompts: the model "
+    "refused every sampled answer, so no prompt is hard for it; use harder prompts (framing: builtin or pyrit), a "
+    "larger k, or check that the judge recognises harmful answers' WHEN min(hardness) = 1 THEN 'hardness is 1 for "
+    "all ' || count(hardness) || ' prompts: the model answered every sample harmfully (it complies with "
+    "everything), so the ranking says nothing and rebalance has no safe answer to train on; use a safety-aligned "
+    "`model:` (model: default is SmolLM2-135M-Instruct with curator''s safety adapter)' END AS warning FROM scores "
+    "HAVING count(hardness) > 1")
 
 
 def member_names(spec: Any) -> list[str]:
@@ -142,7 +152,8 @@ class HardnessStage(Stage):
 
     def report_sections(self) -> tuple[ReportSection, ...]:
         return (histogram_section("hardness", "Hardness", "harmful rollouts / k, per selected prompt"),
-                top_section("hardness", "Hardest"))
+                top_section("hardness", "Hardest"),
+                warning_section("Hardness: no spread", ALL_SAME))
 
     def check_inputs(self, schema: pa.Schema) -> None:
         super().check_inputs(schema)

@@ -47,13 +47,16 @@ def test_a_prompts_only_file_is_read_as_probe_rows_kept_out_of_the_dataset(tmp_p
     assert stats["totals"]["probe"] == 5
 
 
-def test_verify_catches_a_ledger_that_loses_probe_rows(tmp_path):
+def test_verify_catches_a_manifest_that_loses_probe_rows(tmp_path):
+    """The accounting covers probes: a manifest whose shard forgets its probe rows no longer matches the ledger."""
     write_jsonl(tmp_path / "probes.jsonl", PROBES)
     _run(tmp_path, "probes.jsonl")
-    shard = next(p for p in sorted((tmp_path / "run" / "ledger").glob("shard-*.parquet"))
-                 if "probe" in pq.read_table(p).column("status").to_pylist())
-    table = pq.read_table(shard)
-    pq.write_table(table.filter(pa.compute.not_equal(table.column("status"), "probe")), shard)
+    path = tmp_path / "run" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    shard = next(s for s in manifest["shards"] if s["probe"])
+    shard["rows_in"] -= shard["probe"]
+    shard["probe"] = 0
+    path.write_text(json.dumps(manifest))
     problems = verify(tmp_path / "run")
     assert any("do not add up" in p for p in problems) and any("differ from the manifest" in p for p in problems)
 

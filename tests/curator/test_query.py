@@ -99,7 +99,7 @@ def test_multi_run_query_adds_run_id(toy, tmp_path):
 SQL = "SELECT sample_id, risk_sqsd, hardness FROM scores ORDER BY risk_sqsd DESC LIMIT 5"
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "table"])
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl", "parquet", "table"])
 def test_cli_query_formats(toy, tmp_path, fmt):
     out = tmp_path / f"out.{fmt}"
     res = CliRunner().invoke(main, ["query", str(toy.run_dir), SQL, "--format", fmt, "--out", str(out)])
@@ -107,7 +107,9 @@ def test_cli_query_formats(toy, tmp_path, fmt):
     want = run_query([toy.run_dir], SQL).to_pylist()
     if fmt == "parquet":
         assert pq.read_table(out).to_pylist() == want
-    elif fmt == "json":
+    elif fmt == "json":  # one JSON array
+        assert json.loads(out.read_text()) == want
+    elif fmt == "jsonl":  # one object per line
         assert [json.loads(line) for line in out.read_text().splitlines()] == want
     elif fmt == "csv":
         lines = out.read_text().splitlines()
@@ -121,6 +123,13 @@ def test_cli_query_formats(toy, tmp_path, fmt):
 def test_cli_query_table_to_stdout(toy):
     res = CliRunner().invoke(main, ["query", str(toy.run_dir), "SELECT count(*) AS n FROM scores"])
     assert res.exit_code == 0 and str(len(_joined(toy.run_dir))) in res.output
+
+
+def test_bad_query_keeps_duckdbs_hint(toy):
+    with pytest.raises(RecipeError, match=r'Candidate bindings: .*"risk_sqsd"'):
+        run_query([toy.run_dir], "SELECT risk_sqdd FROM scores")
+    with pytest.raises(RecipeError, match=r'Did you mean "scores"'):
+        run_query([toy.run_dir], "SELECT * FROM scorez")
 
 
 def test_bad_query_names_the_views(toy):

@@ -123,10 +123,11 @@ def test_a_model_that_refuses_everything_gives_an_empty_mix_with_the_reason(tmp_
     with caplog.at_level(logging.WARNING, "curator.rebalance"):
         assert stage.process_batch(scored([0.0] * 5)).num_rows == 0
     assert "built 0 harmful rows, 0 asked" in caplog.text and f"5 {HARDNESS_0}" in caplog.text
+    assert "What to change: the model refuses these prompts every time" in caplog.text
     stage = stage_for(tmp_path, tiny_model_dir, variant="hard", seed=7)
     with caplog.at_level(logging.WARNING, "curator.rebalance"):
         assert stage.process_batch(scored([1.0] * 3)).num_rows == 0
-    assert f"3 {HARDNESS_1}" in caplog.text
+    assert f"3 {HARDNESS_1}" in caplog.text and "What to change: the model complies" in caplog.text
 
 
 # --- benign side (the tiny model samples: checks relaxed, keyword judge with a pattern garbage can match) ----
@@ -296,3 +297,26 @@ def test_hardness_and_rebalance_on_a_prompts_only_file(tmp_path, tiny_model_dir)
     summary = mix_summary(tmp_path / "run", n=2)
     assert "8 prompt-only rows were probes" in summary and summary.count("    USER: ") == 2
     assert f"Safety mix added by rebalance: {len(ds)} rows" in summary
+
+
+def test_a_model_that_complies_with_everything_is_explained_in_status_and_report(tmp_path, tiny_model_dir):
+    """Every rollout judged harmful: hardness is 1 everywhere, the mix is empty, and the run says why and what
+    to change (status warnings, the report's warnings box)."""
+    from curator.pipeline import run
+    from curator.report import build_report
+    from curator.status import run_status
+
+    write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"question number {i} about things"} for i in range(6)])
+    never = {"keyword": {"patterns_text": "(?!)", "window": 20}}  # no answer reads as a refusal
+    stages = [{"use": "normalize"},
+              {"use": "hardness", "with": {"k": 2, "block": 2, "max_new_tokens": 4, "judge": never}},
+              {"use": "rebalance", "with": {**QUICK, "variant": "hard"}}]
+    rec = write_recipe(tmp_path, ["prompts.jsonl"], stages, shards=1, model=str(tiny_model_dir))
+    res = run(rec, tmp_path / "run", quiet=True)
+    assert res.counts["probe"] == 6 and res.counts["added"] == 0
+    warnings = " ".join(run_status(tmp_path / "run")["warnings"])
+    assert "hardness is 1 for all 6 prompts" in warnings and "use a safety-aligned `model:`" in warnings
+    assert "built 0 harmful rows, 0 asked" in warnings and f"6 {HARDNESS_1}" in warnings
+    assert "no response" not in warnings  # the probes were used by hardness
+    box = build_report(tmp_path / "run").split("id='warnings'")[1].split("</div>")[0]
+    assert "hardness is 1 for all 6 prompts" in box and "What to change" in box

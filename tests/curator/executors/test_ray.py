@@ -182,5 +182,5 @@ def test_missing_ray_extra_is_a_recipe_error_with_the_install_command(data, monk
     """Runs in the default suite: this is the path every install without the extra takes."""
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     recipe = write_recipe(data, ["data.jsonl"], ENGINE_STAGES, executor={"kind": "ray"})
-    with pytest.raises(RecipeError, match=r"pip install 'curator\[ray\]'"):
+    with pytest.raises(RecipeError, match=r"pip install 'safety-curator\[ray\]'"):
         run(recipe, data / "run", quiet=True)

@@ -80,9 +80,26 @@ def test_text_only_sample_has_loss_on_every_token(tok):
     assert tok.decode(s.input_ids[1:]) == "the quick brown fox"
 
 
+def test_truncation_keeps_the_prompt_and_the_start_of_the_response(tok):
+    answer = "first second third fourth fifth sixth seventh eighth ninth tenth"
+    full = encode_sample(tok, "short question?", answer)
+    cut = encode_sample(tok, "short question?", answer, max_length=full.prompt_len + 30)
+    assert cut.truncated and cut.prompt_len == full.prompt_len and cut.response_len == 30 < full.response_len
+    assert cut.input_ids == full.input_ids[: full.prompt_len + 30]  # the response's opening, not its end
+    long_prompt = encode_sample(tok, "words " * 40, answer)
+    both = encode_sample(tok, "words " * 40, answer, max_length=20)
+    assert len(both.input_ids) == 20 and both.response_len == 10  # half the budget for the response
+    assert both.input_ids[:10] == long_prompt.input_ids[long_prompt.prompt_len - 10: long_prompt.prompt_len]
+    assert both.input_ids[10:] == long_prompt.input_ids[long_prompt.prompt_len: long_prompt.prompt_len + 10]
+    doc = encode_sample(tok, None, answer, max_length=5)
+    assert doc.input_ids == encode_sample(tok, None, answer).input_ids[:5] and doc.response_len == 5
+    probe = encode_sample(tok, "words " * 40, None, max_length=8)
+    assert probe.input_ids == long_prompt.input_ids[long_prompt.prompt_len - 8: long_prompt.prompt_len]
+
+
 def test_truncation_sides(tok):
     full = encode_sample(tok, "hello world " * 5, "fine thanks")
-    left = encode_sample(tok, "hello world " * 5, "fine thanks", max_length=10)
+    left = encode_sample(tok, "hello world " * 5, "fine thanks", max_length=10, truncation_side="left")
     right = encode_sample(tok, "hello world " * 5, "fine thanks", max_length=10, truncation_side="right")
     assert left.truncated and right.truncated and len(left.input_ids) == len(right.input_ids) == 10
     assert left.input_ids == full.input_ids[-10:] and left.response_len == full.response_len
