@@ -1,4 +1,5 @@
-"""A real trainer reads the export: TRL's SFTTrainer trains 2 steps on the demo recipe's output format."""
+"""A real trainer reads the export: TRL's SFTTrainer trains 2 steps on the demo recipe's output format
+(the slow demo test trains on the demo's own dataset with ``train_two_steps``)."""
 
 import math
 from pathlib import Path
@@ -32,8 +33,13 @@ def test_sft_trainer_trains_on_the_demo_output_format(tmp_path, tiny_model_dir, 
     res = run(rec, tmp_path / "run", quiet=True)
     ds = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
     assert res.counts["added"] > 0 and len(ds) == 6 + res.counts["added"]  # probes are not training rows
+    train_two_steps(ds, tmp_path / "trl")
+
+
+def train_two_steps(ds: datasets.Dataset, out_dir: Path) -> None:
+    """TRL's SFTTrainer on a tiny model: 2 steps, finite loss, the weights move."""
     model, tok = tiny_model()
-    args = SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3,
+    args = SFTConfig(output_dir=str(out_dir), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3,
                      logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, max_length=256, seed=0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     before = [p.detach().clone() for p in model.parameters()]

@@ -57,5 +57,10 @@ def test_curator_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path):
     assert probes == 32 and con.sql("SELECT count(*) FROM dataset WHERE rebalance_role IS NULL").fetchone()[0] == \
         con.sql("SELECT count(*) FROM ledger WHERE status IN ('kept', 'flagged') AND reason IS DISTINCT FROM "
                 "'added'").fetchone()[0]
+    import datasets
+
+    from tests.curator.test_trl_export import train_two_steps
+
+    train_two_steps(datasets.load_from_disk(str(run / "dataset")), tmp_path / "trl")  # TRL reads the demo's export
     second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=3600)
     assert second.returncode == 0 and second.stdout.split("run directory")[1] == out.split("run directory")[1]
