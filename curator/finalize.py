@@ -1,7 +1,9 @@
 """End of a run: ledger and added shards, the cleaned dataset, stats, the invariant, the manifest.
 
 Dataset order: kept/flagged input rows by shard then input position, then added samples in
-the order their stages emitted them (so a rebalanced mix keeps its interleave).
+the order their stages emitted them (so a rebalanced mix keeps its interleave). Probe rows (prompts
+without responses) are never in the dataset. Its layout is the recipe's ``output:``
+(``curator.export``), with the score columns it asks for joined from ``scores/``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.errors import RunError
+from curator.export import export
 from curator.faults import fault_point
 from curator.ingest import Ingested
 from curator.io import (
@@ -32,7 +35,7 @@ from curator.io import (
     write_json,
     write_parquet,
 )
-from curator.ledger import LEDGER_SCHEMA, added_rows, counts, final_statuses
+from curator.ledger import LEDGER_SCHEMA, LEDGER_STATUSES, added_rows, counts, final_statuses, rows_accounted
 from curator.manifest import build_manifest, write_manifest
 from curator.plan import Plan, PlannedStage
 from curator.result import RunResult
@@ -44,12 +47,15 @@ def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, tim
     """Write ``ledger/``, ``added/``, ``dataset/``, ``stats.json`` and ``manifest.json`` (last) from the
     finished stages' files; raise ``RunError`` if the accounting invariant does not hold."""
     rundir = plan.rundir
+    scores = _score_stages(plan)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Parquet, Arrow and hashing release the GIL
         done = list(pool.map(lambda shard: _finalize_shard(plan, ingested, shard), range(plan.recipe.shards)))
     shards = [entry for entry, _, _ in done]
     kept_masks = [(entry["shard"], mask) for entry, mask, _ in done if mask is not None]
     added_parts = [added for _, _, added in done if added is not None]
-    dataset = DatasetParts(plan, kept_masks, added_parts)
+    parts = DatasetParts(plan, kept_masks, added_parts, scores)
+    # the default layout streams; a training layout is built from the whole table (row-local, one pass)
+    dataset = parts if plan.recipe.output.format in ("table", "arrow") else export(parts.whole(), plan.recipe.output)
     fault_point("before_publish")
     digest, dataset_files = publish_dataset(dataset, rundir.dataset, plan.final_fingerprint)
     stats = _stats(rundir, shards, plan)
@@ -65,13 +71,46 @@ def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, tim
     return RunResult(rundir.root, manifest, digest)
 
 
+def _score_stages(plan: Plan) -> dict[str, list[str]]:
+    """Score stage id -> the columns ``output.scores`` asks for that it provides (every one is somewhere)."""
+    found: dict[str, list[str]] = {}
+    available: list[str] = []
+    for ps in plan.stages:
+        files = sorted(plan.rundir.scores(ps.id, 0).parent.glob("*.parquet")) if ps.kind == "score" else []
+        names = [c for c in (pq.read_schema(files[0]).names if files else []) if c != "sample_id"]
+        found[ps.id] = [c for c in plan.recipe.output.scores if c in names and c not in available]
+        available += names
+    missing = [c for c in plan.recipe.output.scores if c not in available]
+    if missing:
+        raise RunError(f"output.scores: no score stage of this run provides {missing}; score columns: {available}")
+    return {k: v for k, v in found.items() if v}
+
+
+def _score_schema(plan: Plan, stage_id: str, columns: list[str]) -> pa.Schema:
+    """The types of ``columns`` in a score stage's files."""
+    files = sorted(plan.rundir.scores(stage_id, 0).parent.glob("*.parquet"))
+    schema = pq.read_schema(files[0])
+    return pa.schema([schema.field(c) for c in columns])
+
+
+def _with_scores(table: pa.Table, plan: Plan, shard: int, scores: dict[str, list[str]]) -> pa.Table:
+    """``table`` with the ``scores`` columns of its samples (null where a stage has no row for one)."""
+    for stage_id, columns in scores.items():
+        path = plan.rundir.scores(stage_id, shard)
+        part = read_parquet(path, ["sample_id", *columns]) if path.exists() else None
+        at = pc.index_in(table.column("sample_id"), value_set=part.column("sample_id")) if part is not None else None
+        for c in columns:
+            table = table.append_column(c, part.column(c).take(at) if part is not None else pa.nulls(table.num_rows, pa.float64()))
+    return table
+
+
 def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, np.ndarray | None, pa.Table | None]:
     """One shard's ledger file and manifest entry, which of its samples are kept or flagged (a mask: the
     samples themselves are read again when the dataset is written, a batch at a time) and its added ones."""
     rundir = plan.rundir
     files, kept, added_table = {}, None, None
     path = rundir.input_shard(shard)
-    samples = read_parquet(path, ["sample_id", "_input_idx", "_input_row"]) if path.exists() else None
+    samples = read_parquet(path, ["sample_id", "_input_idx", "_input_row", "response"]) if path.exists() else None
     verdicts = [(ps.id, _verdicts(ps, rundir.scores(ps.id, shard))) for ps in plan.stages
                 if ps.kind in ("score", "decide") and rundir.scores(ps.id, shard).exists()]
     parts = [read_parquet(rundir.ingest_ledger(shard))]
@@ -94,10 +133,10 @@ def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, n
             files[rel] = sha256_path(rundir.root / rel)
     c = counts(ledger)
     expected = ingested.rows_in(shard)
-    got = c["kept"] + c["dropped"] + c["flagged"] + c["quarantined"]
+    got = rows_accounted(c)
     if got != expected:
         raise RunError(f"accounting invariant broken on {shard_name(shard)}: {expected} input rows but "
-                       f"{got} ledger rows (kept+dropped+flagged+quarantined)")
+                       f"{got} ledger rows ({'+'.join(LEDGER_STATUSES)})")
     return {"shard": shard, "rows_in": expected, **c, "files": dict(sorted(files.items()))}, kept, added_table
 
 
@@ -123,9 +162,10 @@ class DatasetParts:
     ``_``-prefixed columns dropped). ``batches(schema)`` gives the Arrow record batches of at most 1000 rows
     that ``concat_tables(parts).cast(schema).to_batches(1000)`` gives."""
 
-    def __init__(self, plan: Plan, kept: list[tuple[int, np.ndarray]], added: list[pa.Table]):
-        self.rundir = plan.rundir
-        self.kept = kept
+    def __init__(self, plan: Plan, kept: list[tuple[int, np.ndarray]], added: list[pa.Table],
+                 scores: dict[str, list[str]] | None = None):
+        self.plan, self.rundir = plan, plan.rundir
+        self.kept, self.scores = kept, scores or {}
         self.extra = None
         if added:
             order = {ps.id: ps.index for ps in plan.stages}
@@ -134,6 +174,7 @@ class DatasetParts:
             extra = extra.append_column("_stage_rank", rank)
             self.extra = extra.take(pc.sort_indices(extra, [("_stage_rank", "ascending"), ("_order", "ascending")]))
         schemas = [pq.ParquetFile(self.rundir.input_shard(shard)).schema_arrow for shard, _ in kept]
+        schemas += [_score_schema(plan, stage_id, columns) for stage_id, columns in self.scores.items() if kept]
         if self.extra is not None:
             schemas.append(self.extra.schema)
         if schemas:
@@ -168,7 +209,7 @@ class DatasetParts:
             for chunk in parquet_chunks(path, columns):
                 part = chunk.filter(pa.array(mask[start:start + chunk.num_rows]))
                 start += chunk.num_rows
-                yield self._promote(part)
+                yield self._promote(_with_scores(part, self.plan, shard, self.scores) if self.scores else part)
         if self.extra is not None:
             yield self._promote(self.extra.drop_columns([c for c in self.extra.column_names if c.startswith("_")]))
 
@@ -274,12 +315,12 @@ def _stats(rundir: RunDir, shards: list[dict], plan: Plan) -> dict:
     reasons: Counter = Counter()
     for shard in range(plan.recipe.shards):
         ledger = read_parquet(rundir.ledger(shard))
-        ledger = ledger.filter(pc.is_in(ledger.column("status"), value_set=pa.array(["dropped", "flagged", "quarantined"])))
+        ledger = ledger.filter(pc.invert(pc.equal(ledger.column("status"), "kept")))
         for st, stage, why in zip(*(ledger.column(c).to_pylist() for c in ("status", "stage", "reason"))):
             reasons[f"{st}|{stage}|{why}"] += 1
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "totals": {k: sum(s[k] for s in shards) for k in ("rows_in", "kept", "dropped", "flagged", "quarantined", "added")},
+        "totals": {k: sum(s[k] for s in shards) for k in ("rows_in", *LEDGER_STATUSES, "added")},
         "reasons": [{"status": k.split("|")[0], "stage": k.split("|")[1], "reason": k.split("|")[2], "rows": v}
                     for k, v in sorted(reasons.items())],
     }

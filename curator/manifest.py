@@ -23,7 +23,7 @@ from curator import __version__
 from curator.errors import RunError
 from curator.inputs import input_name
 from curator.io import digest_of_files, read_parquet, sha256_path, write_json
-from curator.ledger import counts
+from curator.ledger import LEDGER_STATUSES, counts, rows_accounted
 from curator.sources import canonical_uri, source_origin
 from curator.stage import params_to_dict
 
@@ -59,7 +59,7 @@ def environment(device: str) -> dict:
 def build_manifest(plan, rundir, inputs: list[dict], shards: list[dict], executor: dict, started: float,
                    timings: dict[str, float], dataset: dict) -> dict:
     recipe = plan.recipe
-    totals = {k: sum(s[k] for s in shards) for k in ("rows_in", "kept", "dropped", "flagged", "quarantined", "added")}
+    totals = {k: sum(s[k] for s in shards) for k in ("rows_in", *LEDGER_STATUSES, "added")}
     ingest = plan.ingest
     stages = [{"id": ingest.cls.name, "name": ingest.cls.name, "version": ingest.cls.version, "kind": "ingest",
                "scope": "shard", "params": params_to_dict(ingest.params), "fingerprint": ingest.fingerprint,
@@ -162,9 +162,9 @@ def verify_run(run_dir: Path) -> Verification:
         ledger_path = run_dir / rel
         if ledger_path.exists() and rel in shard["files"] and _check_file(run_dir, rel, shard["files"][rel]) is None:
             c = counts(read_parquet(ledger_path))
-            if c["kept"] + c["dropped"] + c["flagged"] + c["quarantined"] != shard["rows_in"]:
+            if rows_accounted(c) != shard["rows_in"]:
                 problems.append(f"shard {shard['shard']}: ledger rows do not add up to {shard['rows_in']} input rows")
-            if any(c[k] != shard[k] for k in ("kept", "dropped", "flagged", "quarantined", "added")):
+            if any(c[k] != shard.get(k) for k in (*LEDGER_STATUSES, "added")):
                 problems.append(f"shard {shard['shard']}: ledger counts differ from the manifest")
     dataset = manifest.get("dataset", {})
     ds_rel = dataset.get("path", "dataset")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from curator.errors import RecipeError
+from curator.export import OutputSpec
 from curator.inputs import input_name, name_problems, source_path
 from curator.paths import resolve_input
 from curator.registry import get_stage
@@ -71,12 +72,6 @@ class ExecutorSpec:
             raise ValueError("workers: must be >= 1")
         if self.retries < 0:
             raise ValueError("retries: must be >= 0")
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    format: Literal["arrow"] = "arrow"
-    include_scores: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ import duckdb
 import numpy as np
 
 from curator.io import atomic_path
+from curator.ledger import LEDGER_STATUSES
 from curator.manifest import read_manifest
 from curator.query import connect, sql_message
 from curator.report_html import CSS, esc, figure, note, png, table
 from curator.run_warnings import NUMERIC, constant_columns, run_warnings
-from curator.stage import LEDGER_STATUSES, ReportSection
+from curator.stage import ReportSection
 
 MAX_ROWS = 200_000  # rows read for distributions (an id-ordered, i.e. hash-random, subset)
 MAX_SOURCES = 8  # per-source overlays beyond this are merged into "other"

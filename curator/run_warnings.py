@@ -30,14 +30,19 @@ def _q(col: str) -> str:
 
 
 def missing_responses(con: duckdb.DuckDBPyConnection) -> list[str]:
-    rows = con.execute("SELECT source, count(*) FROM samples WHERE response IS NULL OR trim(response) = '' "
-                       "GROUP BY source ORDER BY 2 DESC, 1").fetchall()
+    """Rows without a response that no stage probed the model with (a hardness score marks a used probe)."""
+    probed = ("AND sample_id NOT IN (SELECT sample_id FROM scores WHERE hardness IS NOT NULL)"
+              if "scores" in _views(con) and "hardness" in {r[0] for r in con.execute("DESCRIBE scores").fetchall()}
+              else "")
+    rows = con.execute("SELECT source, count(*) FROM samples WHERE (response IS NULL OR trim(response) = '') "
+                       f"{probed} GROUP BY source ORDER BY 2 DESC, 1").fetchall()
     if not rows:
         return []
     total = sum(n for _, n in rows)
     by_source = ", ".join(f"{s} {n}" for s, n in rows[:5])
-    return [f"{total} sample{'s have' if total > 1 else ' has'} no response ({by_source}): stages that score responses left them unscored; "
-            "they are prompts for stages such as hardness, not training rows, unless a response is added"]
+    return [f"{total} sample{'s have' if total > 1 else ' has'} no response ({by_source}) and no stage used them as "
+            "probes: they are in the ledger as 'probe', not in dataset/; add responses to train on them, or a "
+            "hardness stage to measure the model on them"]
 
 
 def unscored_stages(con: duckdb.DuckDBPyConnection, manifest: dict, root) -> list[str]:

@@ -3,7 +3,10 @@
 Canonical columns: ``sample_id``, ``prompt``, ``response``, ``messages`` (list of
 ``{role, content}``), ``source``; every other input column passes through untouched.
 Adapters never raise on a bad row: they return a per-row ``_bad_reason`` (null when fine),
-and the ingest step quarantines those rows.
+and the ingest step quarantines those rows. The ``prompts`` layout (a ``prompt`` column alone, or
+``messages`` whose last turn is the user's) holds prompts without responses, read as probe rows for
+stages such as ``hardness``; its adapted table carries ``PROMPTS_ONLY`` in its schema metadata, so
+``normalize`` does not ask those rows for a response.
 """
 
 from __future__ import annotations
@@ -44,14 +47,18 @@ FORMATS: dict[str, Format] = {
     "messages": Format("messages", ("messages",)),
     "sharegpt": Format("sharegpt", ("conversations",)),
     "text": Format("text", ("text",)),
+    "prompts": Format("prompts", ("prompt",)),  # or ``messages`` ending with a user turn
 }
 FORMAT_NAMES = ("auto", *FORMATS)
+PROMPTS_ONLY = {b"curator.layout": b"prompts"}
 
 
 def detect_format(columns: list[str], where: str) -> str:
     """The one format whose required columns are present; otherwise an error listing columns."""
     present = set(columns)
     matches = [f.name for f in FORMATS.values() if set(f.required) <= present]
+    # A layout whose columns another match contains is not meant (prompt alone vs prompt + response).
+    matches = [m for m in matches if not any(set(FORMATS[m].required) < set(FORMATS[o].required) for o in matches)]
     # A more specific layout wins over one it contains (dolly's 'response' vs prompt_response).
     if "dolly" in matches and "prompt_response" in matches and "prompt" not in present:
         matches.remove("prompt_response")
@@ -101,15 +108,18 @@ def _join_text(a: pa.Array, b: pa.Array) -> pa.Array:
     return pc.if_else(has_b, joined, a)
 
 
-def _messages(table: pa.Table, col: str, sharegpt: bool) -> tuple[pa.Array, pa.Array, pa.Array, list]:
-    """Parse a messages column: (messages, prompt = last user turn, response = final assistant turn)."""
+def _messages(table: pa.Table, col: str, sharegpt: bool, last: str = "assistant"
+              ) -> tuple[pa.Array, pa.Array, pa.Array, list]:
+    """Parse a messages column: (messages, prompt = last user turn, response = final assistant turn);
+    ``last="user"`` reads prompt-only conversations (response null)."""
     msgs, prompts, responses, reasons = [], [], [], []
     for raw in table.column(col).to_pylist():
         try:
-            turns = _parse_turns(raw, sharegpt)
+            turns = _parse_turns(raw, sharegpt, last)
             msgs.append(turns)
-            prompts.append(next((t["content"] for t in reversed(turns[:-1]) if t["role"] == "user"), None))
-            responses.append(turns[-1]["content"])
+            asked = turns if last == "user" else turns[:-1]
+            prompts.append(next((t["content"] for t in reversed(asked) if t["role"] == "user"), None))
+            responses.append(None if last == "user" else turns[-1]["content"])
             reasons.append(None)
         except ValueError as exc:
             msgs.append(None)
@@ -119,7 +129,7 @@ def _messages(table: pa.Table, col: str, sharegpt: bool) -> tuple[pa.Array, pa.A
     return pa.array(msgs, MESSAGE_TYPE), pa.array(prompts, pa.string()), pa.array(responses, pa.string()), reasons
 
 
-def _parse_turns(raw: object, sharegpt: bool) -> list[dict[str, str]]:
+def _parse_turns(raw: object, sharegpt: bool, last: str = "assistant") -> list[dict[str, str]]:
     if isinstance(raw, str) and raw.startswith(MIXED_TAG):  # a list kept as JSON by the reader
         raw = json.loads(raw.split(":", 2)[2])
     if not isinstance(raw, list) or not raw:
@@ -136,8 +146,8 @@ def _parse_turns(raw: object, sharegpt: bool) -> list[dict[str, str]]:
         if not isinstance(content, str):
             raise ValueError(f"turn {i} content is not a string")
         turns.append({"role": role, "content": content})
-    if turns[-1]["role"] != "assistant":
-        raise ValueError("the last turn must be the assistant's")
+    if turns[-1]["role"] != last:
+        raise ValueError(f"the last turn must be the {last}'s")
     if not any(t["role"] == "user" for t in turns):
         raise ValueError("no user turn")
     return turns
@@ -151,10 +161,13 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
     """
     if fmt == "auto":
         fmt = detect_format(table.column_names, where)
+        if fmt == "messages" and _ends_with_user(table.column("messages")):
+            fmt = "prompts"
     spec = FORMATS.get(fmt)
     if spec is None:
         raise InputError(f"{where}: unknown format '{fmt}'; accepted: {', '.join(FORMAT_NAMES)}")
-    missing = [c for c in spec.required if c not in table.column_names]
+    prompt_messages = fmt == "prompts" and "prompt" not in table.column_names and "messages" in table.column_names
+    missing = [] if prompt_messages else [c for c in spec.required if c not in table.column_names]
     if missing:
         raise InputError(f"{where}: format '{fmt}' needs column(s) {missing}; the file has {table.column_names}")
     n = table.num_rows
@@ -177,6 +190,11 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
         prompt, response = text("prompt"), text("completion")
     elif fmt == "text":
         prompt, response = pa.nulls(n, pa.string()), text("text")
+    elif fmt == "prompts" and not prompt_messages:
+        prompt, response = text("prompt"), pa.nulls(n, pa.string())
+    elif fmt == "prompts":
+        messages, prompt, response, why = _messages(table, "messages", sharegpt=False, last="user")
+        reasons.append(why)
     else:
         messages, prompt, response, why = _messages(table, spec.required[0], sharegpt=fmt == "sharegpt")
         reasons.append(why)
@@ -192,7 +210,15 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
     out = pa.table({"prompt": prompt, "response": response, "messages": messages, "source": source_arr})
     for name in rest.column_names:
         out = out.append_column(name, rest.column(name))
-    return out.append_column("_bad_reason", bad)
+    out = out.append_column("_bad_reason", bad)
+    return out.replace_schema_metadata(PROMPTS_ONLY) if fmt == "prompts" else out
+
+
+def _ends_with_user(column: pa.ChunkedArray) -> bool:
+    """Every row is a list whose last turn has role ``user`` (a prompts-only conversation file)."""
+    rows = column.to_pylist()
+    return bool(rows) and all(isinstance(m, list) and m and isinstance(m[-1], dict) and m[-1].get("role") == "user"
+                              for m in rows)
 
 
 def _id_of(prompt: str | None, response: str | None, messages: list | None) -> str:

@@ -46,7 +46,6 @@ from curator.errors import RecipeError
 from curator.paths import resolve_input
 
 StageKind = Literal["ingest", "score", "decide", "augment"]
-LEDGER_STATUSES = ("kept", "dropped", "flagged", "quarantined")
 FLAG_COLUMN = "flag_reason"  # a score stage sets it (string) on rows it could not score: they are flagged
 
 

@@ -51,4 +51,30 @@ def run_status(root: Path) -> dict:
     out["dataset_digest"] = m["dataset"]["digest"]
     out["gate"] = m.get("gate")
     out["warnings"] = run_warnings(connect(root), m, root)
+    out["left_out"] = left_out(root, m)
+    return out
+
+
+# -- Why stages left items out: every declared artifact with `stage_fp` and `reason` columns (e.g. rebalance's
+# -- `target_checks`), its rows of this run's stage counted per level, role and reason (null reason = kept).
+def left_out(root: Path, manifest: dict) -> dict:
+    """{stage id: {artifact: [{level, role, reason, n}, ...]}} for the finished run in ``root``."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out: dict = {}
+    for stage in manifest["stages"]:
+        for art in stage.get("artifacts", []):
+            path = root / art["path"]
+            if Path(art["path"]).is_absolute() or ".." in Path(art["path"]).parts or not any(path.glob("*.parquet")):
+                continue
+            table = pq.read_table(path)
+            keys = [c for c in ("level", "role", "reason") if c in table.column_names]
+            if not {"stage_fp", "reason"} <= set(table.column_names):
+                continue
+            mine = table.filter(pc.equal(table.column("stage_fp"), stage["fingerprint"])).select(keys)
+            rows = mine.group_by(keys, use_threads=False).aggregate([([], "count_all")]).to_pylist()
+            out.setdefault(stage["id"], {})[art["name"]] = sorted(
+                ({**{k: r[k] for k in keys}, "n": r["count_all"]} for r in rows),
+                key=lambda r: tuple(str(r.get(k)) for k in keys))
     return out

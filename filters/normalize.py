@@ -2,9 +2,10 @@
 
 Text is Unicode NFC with C0 control characters (except tab, newline, carriage return) removed.
 A row is bad (quarantined, or the run fails with ``on_bad_row: fail``, enforced by the
-ingest for reader errors too) when its response is
-null/empty, its prompt is empty (for layouts with a prompt), its messages are malformed, or
-its text exceeds ``max_chars``. Exact duplicates are dropped after the first (by the engine).
+ingest for reader errors too) when its response is null/empty (unless ``require_response`` is
+false, or the input is in the ``prompts`` layout: prompts without responses, probe rows), its prompt
+is empty (for layouts with a prompt), its messages are malformed, or its text exceeds ``max_chars``.
+Exact duplicates are dropped after the first (by the engine).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curator.samples import PROMPTS_ONLY
 from curator.stage import Stage
 from curator.strings import rows_of, text_buffers
 
@@ -83,7 +85,8 @@ class NormalizeStage(Stage):
         response = _clean(table.column("response").combine_chunks(), p)
         reason = table.column("_bad_reason").combine_chunks()
         has_msgs = pc.is_valid(table.column("messages"))
-        if p.require_response:
+        prompts_only = (table.schema.metadata or {}).items() >= PROMPTS_ONLY.items()
+        if p.require_response and not prompts_only:
             reason = _first_reason(reason, _blank(response), "empty response")
         else:
             no_text = pc.and_(pc.is_null(prompt), pc.is_null(response))

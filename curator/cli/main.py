@@ -76,6 +76,7 @@ def demo(run_dir, workers, quiet):
     from curator.gate import evaluate  # start-up time: each command imports only what it uses
     from curator.pipeline import run as run_recipe  # start-up time: each command imports only what it uses
     from curator.report import write_report  # start-up time: each command imports only what it uses
+    from curator.summary import mix_summary  # start-up time: each command imports only what it uses
 
     recipe = Path(__file__).parent / "demo.yaml"
     result = run_recipe(recipe, Path(run_dir), workers=workers, quiet=quiet)
@@ -96,6 +97,7 @@ Try:
   curator query {run_dir} "SELECT prompt, hardness FROM scores JOIN samples USING (sample_id) WHERE hardness IS NOT NULL ORDER BY hardness DESC LIMIT 5"
   curator query {run_dir} "SELECT status, stage, reason, count(*) AS rows FROM ledger WHERE status <> 'kept' GROUP BY ALL ORDER BY rows DESC"
 """)
+    click.echo(mix_summary(result.run_dir))
 
 
 @main.group()

@@ -69,6 +69,19 @@ def check_backend(backend: str) -> None:
                           "or use backend: transformers")
 
 
+def check_chat_template(model_ref: str, stage: str) -> None:
+    """``RecipeError`` before anything is sampled when the model's tokenizer has no chat template."""
+    from transformers import AutoTokenizer  # start-up time: transformers
+
+    from curator.ml.models import resolve_model  # start-up time: torch
+
+    spec = resolve_model(model_ref)
+    if not getattr(AutoTokenizer.from_pretrained(spec.path, local_files_only=True), "chat_template", None):
+        raise RecipeError(f"{stage}: the model {model_ref!r} has no chat template (none in {spec.path}), so its "
+                          "answers to chat prompts cannot be sampled. Use an instruct/chat model (`model: default` "
+                          "is one), or add the model's `chat_template` to its tokenizer_config.json.")
+
+
 def rollout_seed(seed: int, group_id: str, j: int) -> int:
     """63-bit seed of rollout j of a prompt: the first 8 bytes of sha256(seed, group, j), halved."""
     return int(sha256_text(int(seed), group_id, int(j))[:16], 16) >> 1

@@ -9,7 +9,10 @@ For each selected prompt p, k self-rollouts r_j (``filters.hardness.rollouts``) 
 plus ``hardness_wilson_lb`` (Wilson lower bound at ``wilson_z``), optional ``hardness_beta`` =
 (n_harmful + a) / (n + a + b) for ``smoothing: [a, b]``, ``hardness_rate_<judge>`` (share of rollouts
 each ensemble member voted harmful), ``hardness_safe_j`` (rollout indices judged not harmful: the
-candidate training targets for ``rebalance``) and ``hardness_group`` (rollout group id). Rollouts and
+safe answers the judge saw) and ``hardness_group`` (rollout group id). With ``framing`` each prompt is
+rolled out inside a jailbreak-style template (``filters.framing``: one seeded template per prompt), as the
+paper's adversarial harmful prompts are: hardness is then the hardness of that framed prompt, given in
+``hardness_prompt`` (with ``hardness_template``), which ``rebalance`` trains on. Rollouts and
 verdicts are declared artifacts (``rollouts``, ``verdicts``: views of ``curator query``) shared with later
 stages. Only rows matching ``where`` (a DuckDB predicate) and ``sources`` with a
 non-empty prompt are rolled out -- an SFT set mixes safety prompts with benign data, and hardness is
@@ -28,16 +31,33 @@ import duckdb
 import pyarrow as pa
 
 from curator.errors import RecipeError, RunError
-from curator.report_sections import histogram_section, top_section
+from curator.report_sections import histogram_section, top_section, warning_section
 from curator.stage import Artifact, ReportSection, Resources, Stage, StageContext
 from curator.stats import wilson_lower_bound
+from filters.framing import framed_prompts
 from filters.hardness.judges.ensemble import EnsembleJudge
 from filters.hardness.judges.factory import cached_judge
-from filters.hardness.rollouts import ROLLOUTS, GenParams, RolloutGenerator, check_backend
+from filters.hardness.rollouts import (
+    ROLLOUTS,
+    GenParams,
+    RolloutGenerator,
+    check_backend,
+    check_chat_template,
+)
 from filters.hardness.verdicts import VERDICTS, VerdictCache
 
 BASE_COLUMNS = ("hardness", "hardness_k", "hardness_n_harmful", "hardness_n_abstain", "hardness_wilson_lb",
                 "hardness_safe_j", "hardness_group")
+
+
+ALL_SAME = (  # a model that complies with (or refuses) every prompt: the ranking carries no information
+    "SELECT CASE WHEN max(hardness) = 0 THEN 'hardness is 0 for all ' || count(hardness) || ' prompts: the model "
+    "refused every sampled answer, so no prompt is hard for it; use harder prompts (framing: builtin or pyrit), a "
+    "larger k, or check that the judge recognises harmful answers' WHEN min(hardness) = 1 THEN 'hardness is 1 for "
+    "all ' || count(hardness) || ' prompts: the model answered every sample harmfully (it complies with "
+    "everything), so the ranking says nothing and rebalance has no safe answer to train on; use a safety-aligned "
+    "`model:` (model: default is SmolLM2-135M-Instruct with curator''s safety adapter)' END AS warning FROM scores "
+    "HAVING count(hardness) > 1")
 
 
 def member_names(spec: Any) -> list[str]:
@@ -78,6 +98,8 @@ class HardnessParams:
     max_abstain_rate: float | None = None  # fail when a judge abstains on more rollouts of a batch
     batch_size: int = 64  # prompts per batch
     block: int = 8  # rollouts of one prompt sampled together (part of the rollout identity)
+    framing: Literal["pyrit", "builtin", "both"] | None = None  # roll out jailbreak-framed prompts
+    max_template_chars: int | None = 1500  # framing: longest template used
 
     def validate(self) -> None:
         if self.k < 1 or self.batch_size < 1 or self.block < 1:
@@ -107,6 +129,7 @@ class HardnessStage(Stage):
 
     def provided_columns(self) -> tuple[str, ...]:
         extra = ("hardness_beta",) if self.params.smoothing else ()
+        extra += ("hardness_prompt", "hardness_template") if self.params.framing else ()
         return BASE_COLUMNS + extra + tuple(f"hardness_rate_{n}" for n in member_names(self.params.judge))
 
     def required_columns(self) -> tuple[str, ...]:
@@ -129,11 +152,13 @@ class HardnessStage(Stage):
 
     def report_sections(self) -> tuple[ReportSection, ...]:
         return (histogram_section("hardness", "Hardness", "harmful rollouts / k, per selected prompt"),
-                top_section("hardness", "Hardest"))
+                top_section("hardness", "Hardest"),
+                warning_section("Hardness: no spread", ALL_SAME))
 
     def check_inputs(self, schema: pa.Schema) -> None:
         super().check_inputs(schema)
         check_backend(self.params.backend)
+        check_chat_template(self.context.model, "hardness")
         if self.params.where:
             con = duckdb.connect()
             con.register("batch", schema.empty_table())  # the engine passes null-typed columns
@@ -170,7 +195,8 @@ class HardnessStage(Stage):
         rows = [next(records) if m else {} for m in mask]
         cols = {"sample_id": table.column("sample_id")}
         types = {"hardness_k": pa.int64(), "hardness_n_harmful": pa.int64(), "hardness_n_abstain": pa.int64(),
-                 "hardness_safe_j": pa.list_(pa.int64()), "hardness_group": pa.string()}
+                 "hardness_safe_j": pa.list_(pa.int64()), "hardness_group": pa.string(),
+                 "hardness_prompt": pa.string(), "hardness_template": pa.string()}
         for c in self.provided_columns():
             cols[c] = pa.array([r.get(c) for r in rows], types.get(c, pa.float64()))
         return pa.table(cols)
@@ -184,13 +210,24 @@ class HardnessStage(Stage):
                 raise RunError(f"hardness: judge {name!r} abstained on {rate:.1%} of {len(vs)} rollouts "
                                f"(max_abstain_rate {limit:.1%}); check its model/template, or raise the limit")
 
+    def framed(self, prompts: list[str]) -> dict[str, tuple[str, str]]:
+        """prompt -> (framed prompt, template id) with ``framing``; each prompt's template depends only on it."""
+        if not self.params.framing:
+            return {}
+        distinct = set(prompts)
+        table = framed_prompts(sorted(distinct), len(distinct), self.seed, source=self.params.framing,
+                               max_template_chars=self.params.max_template_chars)
+        return {r["base_prompt"]: (r["prompt"], r["template_id"]) for r in table.to_pylist()}
+
     def score(self, prompts: list[str]) -> list[dict]:
         """One record (column -> value) per prompt."""
         if not prompts:
             return []
         k, p = self.params.k, self.params
-        rollouts = self.generator.rollouts(prompts, k, self.gen_params())
-        pairs = [(prompt, r["text"]) for prompt, rs in zip(prompts, rollouts) for r in rs]
+        framed = self.framed(prompts)
+        asked = [framed[q][0] for q in prompts] if framed else prompts
+        rollouts = self.generator.rollouts(asked, k, self.gen_params())
+        pairs = [(prompt, r["text"]) for prompt, rs in zip(asked, rollouts) for r in rs]
         names = member_names(p.judge)
         if isinstance(self.judge, EnsembleJudge):
             members = self.verdicts.members(self.judge, pairs)
@@ -208,6 +245,8 @@ class HardnessStage(Stage):
                    "hardness_n_abstain": n_abst, "hardness_wilson_lb": wilson_lower_bound(n_harm, n, p.wilson_z),
                    "hardness_safe_j": [r["j"] for r, v in zip(rs, vs) if v.harmful is False],
                    "hardness_group": rs[0]["group_id"]}
+            if framed:
+                rec["hardness_prompt"], rec["hardness_template"] = framed[prompts[i]]
             if p.smoothing:
                 a, b = p.smoothing
                 rec["hardness_beta"] = (n_harm + a) / (n + a + b)

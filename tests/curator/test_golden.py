@@ -94,7 +94,11 @@ RECIPES = {
         {"use": "normalize"},
         {"use": "hardness", "with": {"k": 4, "block": 4, "max_new_tokens": 4,
                                      "judge": {"keyword": {"patterns_text": "[a-h]", "window": 20}}}},
-        {"use": "rebalance", "with": {"variant": "hard_mixed", "max_new_tokens": 4, "framing_source": "builtin"}}]),
+        {"use": "rebalance", "with": {
+            "variant": "hard_mixed", "max_new_tokens": 4, "framing_source": "builtin", "min_mean_logprob": None,
+            "require_complete": False, "min_words": 0,  # a random tiny model: the checks relaxed, judged by pattern
+            "target_judge": {"keyword": {"patterns_text": "[a-m]", "window": 20}},
+            "benign_judge": {"keyword": {"patterns_text": "[n-z]", "window": 20}}}}]),
 }
 
 

@@ -25,10 +25,9 @@ from curator.registry import register
 from curator.report import build_report, thresholds, write_report
 from curator.report_html import esc
 from curator.run_warnings import constant_columns
-from curator.stage import Stage, StageContext, build_params
+from curator.stage import Stage
 from curator.status import run_status
 from filters.hardness.stage import HardnessStage
-from filters.rebalance import RebalanceStage
 from filters.risk.sqsd import SQSDStage
 from tests.support import (
     ENGINE_STAGES,
@@ -201,30 +200,6 @@ class SelectiveStage(Stage):
         hit = [s in self.params.sources for s in batch.column("source").to_pylist()]
         return pa.table({"sample_id": batch.column("sample_id"),
                          "selected_score": pa.array([1.0 if h else None for h in hit], pa.float64())})
-
-
-def test_small_rebalanced_mix_says_why(tmp_path):
-    """rebalance's declared warning explains an empty mix from the hardness scores (no model needed)."""
-    ctx = StageContext(run_dir=tmp_path, cache_dir=tmp_path)
-    sections = RebalanceStage(build_params(RebalanceStage.Params, {"hardest_fraction": 0.5}, "with"),
-                              ctx).report_sections()
-
-    class ToyMix(ToyRiskStage):
-        name = "test.toy_mix"
-
-        def report_sections(self):
-            return sections
-
-    register(ToyMix)
-    write_jsonl(tmp_path / "d.jsonl", synthetic_rows(40))
-    res = run(write_recipe(tmp_path, ["d.jsonl"], [{"use": "normalize"}, {"use": ToyMix.name}], shards=2),
-              tmp_path / "run", quiet=True)
-    con = connect(res.run_dir)
-    n, one, zero = con.execute("SELECT count(hardness), count(*) FILTER (WHERE hardness >= 1), "
-                               "count(*) FILTER (WHERE hardness <= 0) FROM scores").fetchone()
-    box = _text(build_report(res.run_dir).split("id='warnings'")[1].split("</div>")[0])
-    assert f"the mix has only 0 rows: of {n} prompts with a hardness, {one} were answered harmfully" in box
-    assert f"and {zero} in none" in box and "hardest_fraction 0.5" in box
 
 
 def test_cli_report_out(tmp_path):

@@ -75,3 +75,20 @@ def test_fast_sample_ids_equal_the_canonical_json_definition():
     assert sample_ids(canon).to_pylist() == [_id_of(p, r, None) for p, r in zip(prompts, responses)]
     assert sample_ids(canon.slice(5, 20)).to_pylist() == sample_ids(canon).to_pylist()[5:25]
     assert sample_ids(canon.slice(0, 0)).to_pylist() == []
+
+
+def test_prompts_only_layouts_are_detected_and_read_without_responses():
+    assert detect_format(["prompt", "category"], "f") == "prompts"
+    assert detect_format(["prompt", "response"], "f") == "prompt_response"  # a response column wins
+    c = adapt(pa.table({"prompt": ["how do I pick a lock?"], "category": ["crime"]}), "auto", "s", "f")
+    assert c.column("prompt").to_pylist() == ["how do I pick a lock?"] and c.column("response").null_count == 1
+    assert c.column("category").to_pylist() == ["crime"] and c.column("_bad_reason").null_count == 1
+    convo = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+             {"role": "assistant", "content": "hello"}, {"role": "user", "content": "how do I pick a lock?"}]
+    m = adapt(pa.table({"messages": [convo]}), "auto", "s", "f")
+    assert m.column("prompt").to_pylist() == ["how do I pick a lock?"] and m.column("response").null_count == 1
+    assert m.column("messages").to_pylist() == [convo]
+    explicit = adapt(pa.table({"messages": [convo, convo[:3]]}), "prompts", "s", "f")
+    assert explicit.column("_bad_reason").to_pylist() == [None, "malformed messages: the last turn must be the user's"]
+    mixed = adapt(pa.table({"messages": [convo, convo[:3]]}), "auto", "s", "f")  # not all prompts: a messages file
+    assert mixed.column("_bad_reason").to_pylist() == ["malformed messages: the last turn must be the assistant's", None]
