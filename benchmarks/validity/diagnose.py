@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -54,6 +53,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 import curator
+from benchmarks.validity.replicated import pool_sample
 from benchmarks.validity.risk import delta_triples
 from curator.ml.chat import collate, encode_sample
 from curator.ml.gradients import per_sample_lora_grads
@@ -85,16 +85,6 @@ def measured_windows(paths: list[Path]) -> list[dict]:
                 seen.add(key)
                 out.append({"label": label, "sample_ids": list(key), "delta_shift": w["delta_shift_mean"]})
     return out
-
-
-def pool_rows(n: int, seed: int) -> list[dict]:
-    """The benchmark's pool: the demo-pool sample the validity recipe ingests (same ids)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        recipe = {"curator": 1, "name": "pool", "shards": 1, "stages": [{"use": "normalize"}],
-                  "inputs": [{"path": "builtin:demo_pool", "sample": n, "sample_seed": seed}]}
-        curator.run(recipe, Path(tmp) / "run", quiet=True)
-        return connect(Path(tmp) / "run").sql("SELECT sample_id, prompt, response, source FROM samples "
-                                              "ORDER BY sample_id").to_arrow_table().to_pylist()
 
 
 def encode(tok, prompt: str, response: str, encoding: str):
@@ -230,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         return e3(args) if args.step == "e3" else fixed(args)
     t_start = time.time()
     windows = measured_windows(args.results)
-    rows = pool_rows(160, 0)
+    rows = pool_sample(160, 0)
     ids = {r["sample_id"] for r in rows}
     missing = [w["label"] for w in windows if not set(w["sample_ids"]) <= ids]
     if missing:

@@ -49,21 +49,23 @@ REPLICATED = {"pool": 480, "dev_pool": 160, "window": 32, "replicates": 3, "lr":
                           "risk_grad": {"use": "risk.anchor_similarity", "with": {"methods": ["grad"]}}}}
 
 
-def _sample(n: int, seed: int) -> list[dict]:
+def pool_sample(n: int, seed: int) -> list[dict]:
+    """The demo pool's seeded ``n``-row sample as the validity recipes ingest it (same sample ids), by id."""
     with tempfile.TemporaryDirectory() as tmp:
         recipe = {"curator": 1, "name": "pool", "shards": 1, "stages": [{"use": "normalize"}],
                   "inputs": [{"path": "builtin:demo_pool", "sample": n, "sample_seed": seed}]}
         curator.run(recipe, Path(tmp) / "run", quiet=True)
-        return connect(Path(tmp) / "run").sql("SELECT prompt, response, source FROM samples ORDER BY sample_id"
-                                              ).to_arrow_table().to_pylist()
+        return connect(Path(tmp) / "run").sql("SELECT sample_id, prompt, response, source FROM samples "
+                                              "ORDER BY sample_id").to_arrow_table().to_pylist()
 
 
 def confirmation_pool(cfg: dict, seed: int) -> Path:
     """JSONL of the pool rows disjoint from the full mode's pool (written once under $CURATOR_HOME)."""
     path = curator_home() / "validity" / f"confirm-pool-{cfg['pool']}-{cfg['dev_pool']}-{seed}.jsonl"
     if not path.is_file():
-        dev = {(r["prompt"], r["response"]) for r in _sample(cfg["dev_pool"], seed)}
-        rows = [r for r in _sample(cfg["pool"] + cfg["dev_pool"], seed) if (r["prompt"], r["response"]) not in dev]
+        dev = {(r["prompt"], r["response"]) for r in pool_sample(cfg["dev_pool"], seed)}
+        rows = [{k: r[k] for k in ("prompt", "response", "source")}
+                for r in pool_sample(cfg["pool"] + cfg["dev_pool"], seed) if (r["prompt"], r["response"]) not in dev]
         if len(rows) != cfg["pool"]:
             raise SystemExit(f"confirmation pool has {len(rows)} rows, expected {cfg['pool']}")
         path.parent.mkdir(parents=True, exist_ok=True)
