@@ -76,7 +76,9 @@ def test_reference_artifact(env):
     assert tensors["directions"].shape == (n_layers + 1, 32)
     assert torch.allclose(tensors["directions"].norm(dim=1), torch.ones(n_layers + 1), atol=1e-5)
     scores = tensors["cas"]
-    assert torch.isnan(scores[0])  # both sequences end in the same end-of-turn embedding
+    # layer 0 (token embeddings) is NaN when every sequence ends in the same end-of-turn token; an anchor
+    # longer than max_length keeps its answer's opening and loses that end, so layer 0 can separate
+    assert torch.isnan(scores[0]) or 0 <= float(scores[0]) <= 1
     assert ((scores[1:] >= 0) & (scores[1:] <= 1)).all()
     assert int(meta["cas_layer"]) == int(scores[1:].argmax()) + 1
     split = json.loads(meta["split"])
