@@ -73,8 +73,8 @@ def tiny_env(tmp_path_factory):
 
 
 def make_stage(env, tmp_path, **params):
-    p = build_params(SQSDStage.Params, {"directions": str(env["dirs"][params.get("method", "lora")]), **params},
-                     "with")
+    params = {"method": "lora", **params}  # the trained directions unless a test says otherwise
+    p = build_params(SQSDStage.Params, {"directions": str(env["dirs"][params["method"]]), **params}, "with")
     ctx = StageContext(run_dir=tmp_path, cache_dir=tmp_path / "cache", model=str(env["model_dir"]), device="cpu",
                        quiet=True)
     return SQSDStage(p, ctx)
