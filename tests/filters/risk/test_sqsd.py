@@ -244,7 +244,7 @@ def test_recipe_run_end_to_end(tiny_env, tmp_path):
     register(SQSDStage)
     rows = [r for r in ROWS if r.get("prompt")]
     write_jsonl(tmp_path / "d.jsonl", [{"prompt": r["prompt"], "response": r["response"]} for r in rows])
-    stages = [{"use": "normalize"}, {"use": "risk.sqsd", "with": {"directions": str(tiny_env["dirs"]["lora"]),
+    stages = [{"use": "normalize"}, {"use": "risk.sqsd", "with": {"directions": str(tiny_env["dirs"]["lora"]), "method": "lora",
                                                                   "batch_size": 2, "max_length": 48}}]
     recipe = write_recipe(tmp_path, ["d.jsonl"], stages, shards=2, model=str(tiny_env["model_dir"]))
     res = run(recipe, tmp_path / "run", quiet=True)
