@@ -218,7 +218,7 @@ class RebalanceStage(Stage):
             return self.finish(control_rows(p, self.seed, asked, self.generator, self._benign_path))
         what = (f"{f'count {p.count}' if p.count else f'hardest_fraction {p.hardest_fraction or 1.0}'} of "
                 f"{len(pool)} prompts with 0 < hardness < 1 out of {len(rows)} scored")
-        harmful = self.harmful_side(pool)
+        harmful = self.harmful_side(pool, asked)
         self.records.mix("harmful", asked, len(harmful), what)
         if variant in ("hard", "random"):
             return self.finish(harmful)
@@ -233,8 +233,10 @@ class RebalanceStage(Stage):
                            f"({p.benign_oversample}) or benign_k, or select fewer harmful prompts.")
         return self.finish(interleave(harmful, benign, ratio))
 
-    def harmful_side(self, pool: list[dict]) -> list[dict]:
-        """The selected prompts of ``pool`` (0 < hardness < 1) that have a checked target, as rows in order."""
+    def harmful_side(self, pool: list[dict], asked: int) -> list[dict]:
+        """``asked`` prompts of ``pool`` (0 < hardness < 1; the budget is counted over the whole pool) among
+        those with a checked target, as rows in order: a prompt whose candidates all failed the checks gives
+        its place to the next one (the next hardest for ``hard``)."""
         p = self.params
         targets, records = self.miner("harmful").mine([r["train_prompt"] for r in pool])
         for i, r in enumerate(records):
@@ -242,8 +244,8 @@ class RebalanceStage(Stage):
         eligible = [(r, t) for r, t in zip(pool, targets) if t is not None]
         strata = self.strata([r for r, _ in eligible]) if p.stratify_by else None
         mode = "random" if p.variant.startswith("random") else "hard"
-        chosen = [eligible[i] for i in select([r["hardness"] for r, _ in eligible], mode, p.hardest_fraction,
-                                               p.count, strata, self.seed)]
+        chosen = [eligible[i] for i in select([r["hardness"] for r, _ in eligible], mode, None, asked, strata,
+                                               self.seed)]
         picked = {id(r) for r, _ in chosen}
         for r, t in zip(pool, targets):
             self.records.add("prompt", "harmful", prompt=r["train_prompt"], parent_id=r["sample_id"],

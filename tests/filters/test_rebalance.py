@@ -320,3 +320,11 @@ def test_a_model_that_complies_with_everything_is_explained_in_status_and_report
     assert "no response" not in warnings  # the probes were used by hardness
     box = build_report(tmp_path / "run").split("id='warnings'")[1].split("</div>")[0]
     assert "hardness is 1 for all 6 prompts" in box and "What to change" in box
+
+
+def test_a_prompt_without_a_checked_target_gives_its_place_to_the_next_hardest(tmp_path, tiny_model_dir, harmful_run):
+    """The budget is ceil(fraction × prompts with 0 < hardness < 1) = ceil(0.4 × 8) = 4, filled from the prompts
+    that have a checked target (s3 has none), hardest first: the mix is as large as asked."""
+    full = stage_for(tmp_path, tiny_model_dir, variant="hard", seed=7).process_batch(harmful_run).to_pylist()
+    got = stage_for(tmp_path, tiny_model_dir, variant="hard", seed=7, hardest_fraction=0.4).process_batch(harmful_run)
+    assert got.to_pylist() == full[:4] and "s3" not in got.column("parent_id").to_pylist()
