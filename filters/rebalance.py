@@ -118,7 +118,7 @@ class RebalanceStage(Stage):
     name = "rebalance"
     kind = "augment"
     scope = "global"
-    version = 2
+    version = 3  # 3: the harmful budget is filled from prompts with a checked target
     Params = RebalanceParams
     requires = NEEDS
     uses_model = True
