@@ -44,7 +44,8 @@ def stage_info(name: str) -> dict:
     except ImportError as exc:
         return {"name": name, "error": f"cannot be loaded ({exc}); the model stages need "
                                         "`pip install 'safety-curator[models]'`"}
-    doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+    module = sys.modules.get(cls.__module__)  # absent for a stage defined in exec'd code
+    doc = ((module.__doc__ if module else None) or cls.__doc__ or "").strip().splitlines()
     comments = _comments(cls.Params)
     fields = {f.name: f for f in dataclasses.fields(cls.Params)}
     params = [{"name": n, "type": t, "default": d,
