@@ -199,7 +199,7 @@ def window_stats(rows: list[dict], scores: np.ndarray, windows: list[dict]) -> d
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--aligned", required=True, type=Path, help="the aligned model directory the windows used")
+    ap.add_argument("--aligned", type=Path, help="the aligned model directory the windows used (every step but record)")
     ap.add_argument("--results", nargs="+", type=Path,
                     default=[RESULTS / "validity.json", RESULTS / "validity_length_control.json"])
     ap.add_argument("--out", type=Path, nargs="+", default=[RESULTS / "validity_diagnosis.json"])
@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         for path in args.out:
             record_summary(path)
         return None
+    if args.aligned is None:
+        ap.error(f"--step {args.step} needs --aligned")
     args.out = args.out[0]
     if args.step in ("e3", "fixed"):
         return e3(args) if args.step == "e3" else fixed(args)
