@@ -26,7 +26,7 @@ from benchmarks.validity.eval import proxy_delta, rate
 from curator.hashing import sha256_text
 from curator.ml.generate import BlockSampler, Sampling, greedy_generate
 from curator.ml.lora import LoRAConfig, merge_factors
-from curator.ml.models import curator_home
+from curator.ml.models import curator_home, load_model, resolve_model
 from curator.ml.precision import default_autocast
 from curator.ml.training import TrainConfig, train_lora
 from filters.hardness.rollouts import rollout_seed
@@ -172,3 +172,14 @@ def finetune_and_measure(lm, fingerprint: str, rows: Sequence[dict], cfg: Finetu
            "rows_sha256": rows_key(rows)}
     _write_json(path, rec)
     return rec
+
+
+def aligned_baseline(aligned_dir, gen_sets: dict, triples: dict, cfg: dict, seed: int, judges: dict):
+    """The evaluation, fine-tune config, loaded aligned model, its spec and its (cached) measurement that
+    every window of a Part A run is compared against: ``(ev, ft, lm, spec, base)``."""
+    ev = SafetyEval(gen_sets=gen_sets, max_new_tokens=cfg["eval_tokens"], delta_prompts=triples["prompts"],
+                    delta_compliant=triples["compliant"], delta_refusal=triples["refusal"])
+    ft = FinetuneConfig(seed=seed, lr=cfg["lr"], epochs=cfg["epochs"])
+    spec = resolve_model(str(aligned_dir))
+    lm = load_model(spec, device="cpu", cached=False)
+    return ev, ft, lm, spec, measure_cached(lm, spec.fingerprint, ev, judges)

@@ -31,16 +31,14 @@ import numpy as np
 import curator
 from benchmarks.validity.eval import eval_sets
 from benchmarks.validity.finetune import (
-    FinetuneConfig,
-    SafetyEval,
+    aligned_baseline,
     finetune_and_measure,
-    measure_cached,
     rates,
 )
 from benchmarks.validity.risk import delta_triples, outcome
 from benchmarks.validity.windows import composition
 from curator.hashing import sha256_text
-from curator.ml.models import curator_home, load_model, resolve_model
+from curator.ml.models import curator_home
 from curator.query import connect
 
 REPLICATED = {"pool": 480, "dev_pool": 160, "window": 32, "replicates": 3, "lr": 1e-3, "epochs": 4,
@@ -127,13 +125,8 @@ def step_replicated(args, mode: dict, aligned_dir: Path, original_dir: Path, jud
     print(f"[R] scored {len(rows)} confirmation rows with {list(cfg['scorers'])}", flush=True)
     triples = delta_triples(mode, args.seed, original_dir, aligned_dir, 64, judges["keyword"])
     sets = eval_sets(mode, args.seed)
-    ev = SafetyEval(gen_sets={"harmful": sets["harmbench"] + sets["do_not_answer"]}, max_new_tokens=cfg["eval_tokens"],
-                    delta_prompts=triples["prompts"], delta_compliant=triples["compliant"],
-                    delta_refusal=triples["refusal"])
-    ft = FinetuneConfig(seed=args.seed, lr=cfg["lr"], epochs=cfg["epochs"])
-    spec = resolve_model(str(aligned_dir))
-    lm = load_model(spec, device="cpu", cached=False)
-    base = measure_cached(lm, spec.fingerprint, ev, judges)
+    ev, ft, lm, spec, base = aligned_baseline(aligned_dir, {"harmful": sets["harmbench"] + sets["do_not_answer"]},
+                                              triples, cfg, args.seed, judges)
 
     def measure(window_rows: list[dict], label: str) -> tuple[dict, np.ndarray]:
         rec = finetune_and_measure(lm, spec.fingerprint, window_rows, ft, ev, judges, progress=not args.quiet)

@@ -37,10 +37,8 @@ from benchmarks.validity.eval import (
     refusal_flags,
 )
 from benchmarks.validity.finetune import (
-    FinetuneConfig,
-    SafetyEval,
+    aligned_baseline,
     finetune_and_measure,
-    measure_cached,
     rates,
 )
 from benchmarks.validity.windows import (
@@ -52,7 +50,7 @@ from benchmarks.validity.windows import (
     windows,
 )
 from curator.hashing import sha256_text
-from curator.ml.models import curator_home, load_model, resolve_model
+from curator.ml.models import curator_home
 from curator.plan import build_references
 from curator.query import connect
 from curator.recipe import load_recipe
@@ -176,13 +174,7 @@ def step_risk(args, mode: dict, mode_name: str, aligned_dir: Path, original_dir:
     gen_sets = {"harmful": sets["harmbench"] + sets["do_not_answer"]} if cfg["eval_refusal"] else {}
     if cfg["eval_benign_edgy"]:
         gen_sets["benign_edgy"] = sets["overrefusal"]
-    ev = SafetyEval(gen_sets=gen_sets, max_new_tokens=cfg["eval_tokens"],
-                    delta_prompts=triples["prompts"], delta_compliant=triples["compliant"],
-                    delta_refusal=triples["refusal"])
-    ft = FinetuneConfig(seed=args.seed, lr=cfg["lr"], epochs=cfg["epochs"])
-    spec = resolve_model(str(aligned_dir))
-    lm = load_model(spec, device="cpu", cached=False)
-    base = measure_cached(lm, spec.fingerprint, ev, judges)
+    ev, ft, lm, spec, base = aligned_baseline(aligned_dir, gen_sets, triples, cfg, args.seed, judges)
     base_shift = {"delta_mean": float(np.mean(base["measured"]["delta"])), "refusal": rates(base["measured"]),
                   "eval_seconds": base.get("eval_seconds")}
     print(f"[A] aligned model: Δ mean {base_shift['delta_mean']:.3f}, refusal {_refusal_text(base_shift)}", flush=True)
