@@ -1,7 +1,7 @@
 """What a finished run should make its user look twice at, read only from the run directory; shown by
 ``curator run`` (stderr), ``curator status`` and the report's warnings box.
 
-- samples without a response (prompt-only rows: score stages that need a response leave them unscored);
+- probe rows (no response: in the ledger as ``probe``, not in ``dataset/``) that no stage used as probes;
 - a score stage that scored no row (every column it wrote is null), naming its ``sources:`` / ``where:``
   parameters and the run's sources when it has them -- the usual cause is a selection that matches nothing;
 - a float score column (a risk or hardness score) that is constant across the run (it tells no sample apart);
@@ -30,12 +30,17 @@ def _q(col: str) -> str:
 
 
 def missing_responses(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Rows without a response that no stage probed the model with (a hardness score marks a used probe)."""
+    """Probe rows (ledger status ``probe``: no response) that no stage probed the model with (a hardness
+    score marks a used probe). Reads the ledger's status column first, so a run without probes pays nothing."""
+    views = _views(con)
+    if "ledger" not in views or not con.execute("SELECT count(*) FROM ledger WHERE status = 'probe'").fetchone()[0]:
+        return []
     probed = ("AND sample_id NOT IN (SELECT sample_id FROM scores WHERE hardness IS NOT NULL)"
-              if "scores" in _views(con) and "hardness" in {r[0] for r in con.execute("DESCRIBE scores").fetchall()}
+              if "scores" in views and "hardness" in {r[0] for r in con.execute("DESCRIBE scores").fetchall()}
               else "")
-    rows = con.execute("SELECT source, count(*) FROM samples WHERE (response IS NULL OR trim(response) = '') "
-                       f"{probed} GROUP BY source ORDER BY 2 DESC, 1").fetchall()
+    rows = con.execute("SELECT source, count(*) FROM samples WHERE sample_id IN "
+                       f"(SELECT sample_id FROM ledger WHERE status = 'probe' {probed}) GROUP BY source "
+                       "ORDER BY 2 DESC, 1").fetchall()
     if not rows:
         return []
     total = sum(n for _, n in rows)

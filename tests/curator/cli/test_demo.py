@@ -53,10 +53,10 @@ def test_curator_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path):
     check_added_rows(rows)
     h = [x for (x,) in con.sql("SELECT hardness FROM scores WHERE hardness IS NOT NULL").fetchall()]
     assert len(h) == 32 and sum(0 < x < 1 for x in h) >= 8
-    probes = con.sql("SELECT count(*) FROM ledger WHERE status = 'probe'").fetchone()[0]
-    assert probes == 32 and con.sql("SELECT count(*) FROM dataset WHERE rebalance_role IS NULL").fetchone()[0] == \
-        con.sql("SELECT count(*) FROM ledger WHERE status IN ('kept', 'flagged') AND reason IS DISTINCT FROM "
-                "'added'").fetchone()[0]
+    probes = con.execute("SELECT count(*) FROM ledger WHERE status = 'probe'").fetchone()[0]
+    assert probes == 32 and con.execute("SELECT count(*) FROM dataset WHERE rebalance_role IS NULL").fetchone()[0] == \
+        con.execute("SELECT count(*) FROM ledger WHERE status IN ('kept', 'flagged') AND reason IS DISTINCT FROM "
+                    "'added'").fetchone()[0]
     import datasets
 
     from tests.curator.test_trl_export import train_two_steps
