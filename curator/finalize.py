@@ -46,7 +46,7 @@ from curator.stage import FLAG_COLUMN
 def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, timings: dict[str, float]) -> RunResult:
     """Write ``ledger/``, ``added/``, ``dataset/``, ``stats.json`` and ``manifest.json`` (last) from the
     finished stages' files; raise ``RunError`` if the accounting invariant does not hold."""
-    rundir = plan.rundir
+    rundir, t0 = plan.rundir, time.time()
     scores = _score_stages(plan)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Parquet, Arrow and hashing release the GIL
         done = list(pool.map(lambda shard: _finalize_shard(plan, ingested, shard), range(plan.recipe.shards)))
@@ -60,6 +60,7 @@ def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, tim
     digest, dataset_files = publish_dataset(dataset, rundir.dataset, plan.final_fingerprint)
     stats = _stats(rundir, shards, plan)
     write_json(stats, rundir.stats)
+    timings = {**timings, "phase:finalize": round(time.time() - t0, 3)}  # up to the manifest's file hashes
     manifest = build_manifest(plan, rundir, ingested.inputs, shards, executor, started, timings,
                               {"path": "dataset", "rows": dataset.num_rows, "digest": digest, "files": dataset_files})
     totals = manifest["totals"]

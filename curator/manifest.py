@@ -1,7 +1,8 @@
 """Provenance manifest (DESIGN §6): build, validate against the shipped JSON Schema, write, verify.
 
 Two identical runs give manifests equal except for ``run_id``, ``started_at``,
-``finished_at``, ``seconds`` and ``timings`` (``VOLATILE_KEYS``).
+``finished_at``, ``seconds`` and ``timings`` (``VOLATILE_KEYS``). ``timings``: wall seconds of each stage's
+phase by stage id, plus ``phase:ingest`` and ``phase:finalize`` (up to the manifest's own file hashes).
 """
 
 from __future__ import annotations

@@ -47,11 +47,13 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
         try:
             plan = plan_ingest(recipe, rundir, files, quiet)
             # Input files are read on the driver's machine: Ray workers may not see them.
+            t0 = time.time()
             ingested = run_ingest(plan, exe if isinstance(exe, LocalExecutor) else LocalExecutor(1, quiet))
+            ingest_seconds = round(time.time() - t0, 3)
             plan = plan_stages(plan, ingested.schema)
             for ps in plan.stages:
                 rundir.claim_outputs(f"stage-{ps.id}", ps.fingerprint, [rundir.scores(ps.id, 0).parent])
-            timings = _run_phases(plan, exe)
+            timings = {"phase:ingest": ingest_seconds, **_run_phases(plan, exe)}
         finally:
             if isinstance(exe, LocalExecutor):
                 exe.close()

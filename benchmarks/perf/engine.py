@@ -90,7 +90,7 @@ def row_logic(prompt: str, response: str, seen: set[str]) -> bool:
 # -- the systems (each runs in a child process) ----------------------------------------------------------
 
 
-def run_curator(paths: list[Path], out: Path) -> tuple[int, float | None]:
+def run_curator(paths: list[Path], out: Path) -> tuple[int, float | None, dict[str, float]]:
     import curator  # the system under test
     from curator import pipeline  # finalize's start time splits the engine's memory from finalize's
 
@@ -98,7 +98,7 @@ def run_curator(paths: list[Path], out: Path) -> tuple[int, float | None]:
     real = pipeline.finalize
     pipeline.finalize = lambda *a, **k: started.append(time.time()) or real(*a, **k)
     res = curator.run(curator.load_recipe(recipe_text(paths, 2), base_dir=paths[0].parent), out / "run", quiet=True)
-    return res.counts["kept"], started[0] if started else None
+    return res.counts["kept"], started[0] if started else None, res.manifest["timings"]
 
 
 def run_hf(paths: list[Path], out: Path, equal: bool) -> int:
@@ -167,16 +167,16 @@ def run_pyarrow(paths: list[Path], out: Path) -> int:
 def child(system: str, data: Path, out: Path) -> None:
     paths = sorted(data.glob("part-*.jsonl"))
     t0 = time.perf_counter()
-    finalize_at = None
+    finalize_at, phases = None, None
     if system == "curator":
-        kept, finalize_at = run_curator(paths, out)
+        kept, finalize_at, phases = run_curator(paths, out)
     elif system in ("hf", "hf-equal"):
         kept = run_hf(paths, out, system == "hf-equal")
     elif system in ("datatrove", "datatrove-equal"):
         kept = run_datatrove(paths, out, system == "datatrove-equal")
     else:
         kept = run_pyarrow(paths, out)
-    print(json.dumps({"seconds": time.perf_counter() - t0, "kept": kept, "finalize_at": finalize_at}))
+    print(json.dumps({"seconds": time.perf_counter() - t0, "kept": kept, "finalize_at": finalize_at, "phases": phases}))
 
 
 # -- the parent: interleaved rounds, RSS sampling, the table ----------------------------------------------
@@ -273,6 +273,9 @@ def report(rows: int, size: int, rounds: int, load: list[float], best: dict[str,
             peak += f" (engine {res['engine_peak'] / 2**20:.0f})"
         print(f"| {system} | {res['seconds']:.1f} | {rows / res['seconds']:,.0f} | {ratio} | {peak} | "
               f"{res['kept']:,} | {res['wall']:.1f} |")
+    if best.get("curator", {}).get("phases"):
+        print("curator phases (wall s, manifest timings):", ", ".join(
+            f"{k} {v:.1f}" for k, v in best["curator"]["phases"].items()))
 
 
 if __name__ == "__main__":
