@@ -35,7 +35,8 @@ from curator.io import (
     write_json,
     write_parquet,
 )
-from curator.ledger import LEDGER_SCHEMA, LEDGER_STATUSES, added_rows, counts, final_statuses, rows_accounted
+from curator.ledger import (LEDGER_SCHEMA, LEDGER_STATUSES, added_rows, counts, final_statuses, probe_mask,
+                            rows_accounted)
 from curator.manifest import build_manifest, write_manifest
 from curator.plan import Plan, PlannedStage
 from curator.result import RunResult
@@ -111,12 +112,14 @@ def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, n
     rundir = plan.rundir
     files, kept, added_table = {}, None, None
     path = rundir.input_shard(shard)
-    samples = read_parquet(path, ["sample_id", "_input_idx", "_input_row", "response"]) if path.exists() else None
+    samples = read_parquet(path, ["sample_id", "_input_idx", "_input_row"]) if path.exists() else None
     verdicts = [(ps.id, _verdicts(ps, rundir.scores(ps.id, shard))) for ps in plan.stages
                 if ps.kind in ("score", "decide") and rundir.scores(ps.id, shard).exists()]
     parts = [read_parquet(rundir.ingest_ledger(shard))]
     if samples is not None:
-        status = final_statuses(samples, verdicts)
+        # the response text is read a chunk at a time and only its probe mask kept
+        probe = pa.concat_arrays([probe_mask(c.column("response")) for c in parquet_chunks(path, ["response"])])
+        status = final_statuses(samples, verdicts, probe)
         parts.append(status)
         kept = pc.is_in(status.column("status"), value_set=pa.array(["kept", "flagged"])).to_numpy()
     augment = [ps for ps in plan.stages if ps.kind == "augment"]

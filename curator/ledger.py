@@ -23,14 +23,16 @@ VERDICT_SCHEMA = pa.schema([
 ])
 
 
-def probe_mask(samples: pa.Table) -> pa.Array:
+def probe_mask(response: pa.Array | pa.ChunkedArray) -> pa.Array:
     """True for rows with no response text (null, empty or whitespace): prompts to probe the model with."""
-    response = pc.fill_null(samples.column("response").combine_chunks(), "")
-    return pc.or_(pc.equal(pc.binary_length(response), 0), pc.utf8_is_space(response))
+    response = pc.fill_null(response, "")
+    mask = pc.or_(pc.equal(pc.binary_length(response), 0), pc.utf8_is_space(response))
+    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
 
 
-def final_statuses(samples: pa.Table, verdicts: list[tuple[str, pa.Table]]) -> pa.Table:
-    """Ledger rows for the canonical samples given each decide stage's (stage id, verdicts)."""
+def final_statuses(samples: pa.Table, verdicts: list[tuple[str, pa.Table]], probe: pa.Array) -> pa.Table:
+    """Ledger rows for the canonical samples (``sample_id``, ``_input_idx``, ``_input_row``) given each decide
+    stage's (stage id, verdicts) and which samples are probes (``probe_mask`` of their responses)."""
     n = samples.num_rows
     ids = samples.column("sample_id")
     status = pa.repeat(pa.scalar("kept"), n)
@@ -50,7 +52,7 @@ def final_statuses(samples: pa.Table, verdicts: list[tuple[str, pa.Table]]) -> p
             rule = pc.if_else(apply, pc.take(table.column("rule").cast(pa.string()), hit), rule)
 
     apply_verdicts("dropped")
-    probe = pc.and_(probe_mask(samples), pc.equal(status, "kept"))
+    probe = pc.and_(probe, pc.equal(status, "kept"))
     status = pc.if_else(probe, "probe", status)
     reason = pc.if_else(probe, PROBE_REASON, reason)
     apply_verdicts("flagged")

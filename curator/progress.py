@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 
 @contextmanager
 def progress_bar(desc: str, total: int, quiet: bool = False) -> Iterator[Callable[[int], None]]:
@@ -15,6 +12,9 @@ def progress_bar(desc: str, total: int, quiet: bool = False) -> Iterator[Callabl
     if quiet or total == 0:
         yield lambda n=1: None
         return
+    from rich.console import Console  # rich only when a bar is shown (a quiet run does not pay its import)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=Console(stderr=True), transient=False)
     with progress:
