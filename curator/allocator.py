@@ -1,7 +1,9 @@
 """glibc malloc settings for a process that allocates and frees many large temporary arrays (the numpy
 buffers of every batch): freed memory stays in the heap for the next batch instead of going back to the
 OS and being faulted in again, which cost about a sixth of the engine's CPU time (page faults, in
-the kernel). The heap then holds at most the largest working set the process had. No-op without glibc.
+the kernel). The heap then holds at most the largest working set the process had, so a worker gives its
+free memory back at the end of each unit (``release_freed_memory``): idle workers do not sit on the
+largest shard's working set while the driver runs a global step. No-op without glibc.
 """
 
 from __future__ import annotations
@@ -11,11 +13,26 @@ import ctypes
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def keep_freed_memory() -> None:
     """Serve allocations below 1 GiB from the heap and never trim it below 2 GiB of free space."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
         libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    except (OSError, AttributeError):
-        return
+
+
+def release_freed_memory() -> None:
+    """Return free memory to the OS: Arrow's pool (``release_unused``) and glibc's heap (``malloc_trim(0)``)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

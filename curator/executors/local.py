@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from curator.allocator import keep_freed_memory
+from curator.allocator import keep_freed_memory, release_freed_memory
 from curator.parallel import set_threads
 from curator.plan import Plan, Unit
 from curator.progress import progress_bar
@@ -32,6 +32,14 @@ def _init_worker(threads: int) -> None:
     keep_freed_memory()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, threads))
+
+
+def _pooled_unit(plan: Plan, unit: Unit) -> dict:
+    """``run_unit`` in a worker, which then gives back the free memory its unit's working set left."""
+    try:
+        return run_unit(plan, unit)
+    finally:
+        release_freed_memory()
 
 
 class LocalExecutor:
@@ -66,7 +74,7 @@ class LocalExecutor:
                     advance()
                 return results  # type: ignore[return-value]
             try:
-                futures = {self._get_pool().submit(run_unit, plan, unit): i for i, unit in enumerate(units)}
+                futures = {self._get_pool().submit(_pooled_unit, plan, unit): i for i, unit in enumerate(units)}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
                     advance()
