@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 
+import pyarrow as pa
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
@@ -30,8 +32,6 @@ def keep_freed_memory() -> None:
 
 def release_freed_memory() -> None:
     """Return free memory to the OS: Arrow's pool (``release_unused``) and glibc's heap (``malloc_trim(0)``)."""
-    import pyarrow as pa
-
     pa.default_memory_pool().release_unused()
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
