@@ -35,8 +35,15 @@ from curator.io import (
     write_json,
     write_parquet,
 )
-from curator.ledger import (LEDGER_SCHEMA, LEDGER_STATUSES, added_rows, counts, final_statuses, probe_mask,
-                            rows_accounted)
+from curator.ledger import (
+    LEDGER_SCHEMA,
+    LEDGER_STATUSES,
+    added_rows,
+    counts,
+    final_statuses,
+    probe_mask,
+    rows_accounted,
+)
 from curator.manifest import build_manifest, write_manifest
 from curator.plan import Plan, PlannedStage
 from curator.result import RunResult
