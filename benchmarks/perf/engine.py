@@ -14,6 +14,7 @@ the child's process tree every 20 ms.
 
     python -m benchmarks.perf.engine --rows 300000 1000000            # ~30 min on 2 busy cores
     python -m benchmarks.perf.engine --rows 3000000 --systems curator  # memory at scale
+    python -m benchmarks.perf.engine --fixed-cost                      # a 1-row run, start to exit
 
 Times exclude interpreter start-up and the system's top-level imports (``--child`` prints both).
 """
@@ -233,12 +234,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[300_000, 1_000_000])
     ap.add_argument("--rounds", type=int, default=2, help="best of this many runs per system, interleaved")
     ap.add_argument("--systems", nargs="+", default=[*BARE, *EQUAL], choices=[*BARE, *EQUAL])
+    ap.add_argument("--fixed-cost", action="store_true", help="time a 1-row model-free run (and nothing else)")
     ap.add_argument("--child", choices=[*BARE, *EQUAL], help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.data, args.out)
+    if args.fixed_cost:
+        return fixed_cost(args.rounds * 5)
     for rows in args.rows:
         work = Path(tempfile.mkdtemp(prefix="curator-bench-"))
         try:
@@ -258,6 +262,37 @@ def main() -> None:
             report(rows, size, args.rounds, load, best)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+LIBRARIES = "pyarrow, numpy, duckdb, pyarrow.compute, pyarrow.parquet, pyarrow.json, pyarrow.ipc, pandas, yaml, click"
+
+
+def fixed_cost(rounds: int) -> None:
+    """Wall seconds, start to exit, of ``curator run`` on one JSONL row (normalize -> quality -> patterns ->
+    decide, 8 shards) against importing the libraries that path cannot avoid, interleaved; medians."""
+    work = Path(tempfile.mkdtemp(prefix="curator-fixed-"))
+    try:
+        (work / "d.jsonl").write_text(json.dumps({"prompt": "hi", "response": "hello there"}) + "\n")
+        (work / "r.yaml").write_text("curator: 1\nname: tiny\ninputs: [{path: d.jsonl}]\nstages:\n"
+                                     "  - use: normalize\n  - use: quality\n  - use: patterns\n  - use: decide\n"
+                                     "    with: {drop_if: [\"is_duplicate\"]}\n")
+        cmds = {"curator run (1 row)": [sys.executable, "-m", "curator.cli", "run", "r.yaml", "-o", "run", "-q"],
+                "import the libraries": [sys.executable, "-c", f"import {LIBRARIES}"]}
+        times: dict[str, list[float]] = {name: [] for name in cmds}
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's curator
+        for _ in range(rounds):
+            for name, cmd in cmds.items():
+                shutil.rmtree(work / "run", ignore_errors=True)
+                t0 = time.perf_counter()
+                subprocess.run(cmd, cwd=work, check=True, capture_output=True, env=env)
+                times[name].append(time.perf_counter() - t0)
+        med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+        print(f"fixed cost, median of {rounds} interleaved runs, load average {os.getloadavg()[0]:.1f}:")
+        for name, t in times.items():
+            print(f"  {name}: {med[name]:.2f} s (min {min(t):.2f}, max {max(t):.2f})")
+        print(f"  curator's own share: {med['curator run (1 row)'] - med['import the libraries']:.2f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def report(rows: int, size: int, rounds: int, load: list[float], best: dict[str, dict]) -> None:
