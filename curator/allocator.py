@@ -9,12 +9,14 @@ largest shard's working set while the driver runs a global step. No-op without g
 from __future__ import annotations
 
 import ctypes
+from functools import cache
 
 import pyarrow as pa
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+@cache
 def _libc() -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL("libc.so.6")

@@ -119,13 +119,11 @@ def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, n
     rundir = plan.rundir
     files, kept, added_table = {}, None, None
     path = rundir.input_shard(shard)
-    samples = read_parquet(path, ["sample_id", "_input_idx", "_input_row"]) if path.exists() else None
+    samples, probe = _ledger_columns(path) if path.exists() else (None, None)
     verdicts = [(ps.id, _verdicts(ps, rundir.scores(ps.id, shard))) for ps in plan.stages
                 if ps.kind in ("score", "decide") and rundir.scores(ps.id, shard).exists()]
     parts = [read_parquet(rundir.ingest_ledger(shard))]
     if samples is not None:
-        # the response text is read a chunk at a time and only its probe mask kept
-        probe = pa.concat_arrays([probe_mask(c.column("response")) for c in parquet_chunks(path, ["response"])])
         status = final_statuses(samples, verdicts, probe)
         parts.append(status)
         kept = pc.is_in(status.column("status"), value_set=pa.array(["kept", "flagged"])).to_numpy()
@@ -149,6 +147,16 @@ def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, n
         raise RunError(f"accounting invariant broken on {shard_name(shard)}: {expected} input rows but "
                        f"{got} ledger rows ({'+'.join(LEDGER_STATUSES)})")
     return {"shard": shard, "rows_in": expected, **c, "files": dict(sorted(files.items()))}, kept, added_table
+
+
+def _ledger_columns(path: Path) -> tuple[pa.Table, pa.Array]:
+    """An input shard's ``sample_id`` and input position (chunked as ``read_parquet`` chunks them) and its
+    probe mask, in one pass: the response text is held a chunk at a time, never for the whole shard."""
+    keep, masks = [], []
+    for chunk in parquet_chunks(path, ["sample_id", "_input_idx", "_input_row", "response"]):
+        keep.append(chunk.select(["sample_id", "_input_idx", "_input_row"]))
+        masks.append(probe_mask(chunk.column("response")))
+    return (pa.concat_tables(keep) if len(keep) > 1 else keep[0]), pa.concat_arrays(masks)
 
 
 def _verdicts(ps: PlannedStage, path: Path) -> pa.Table:

@@ -29,10 +29,9 @@ def _q(col: str) -> str:
     return '"' + col.replace('"', '""') + '"'
 
 
-def missing_responses(con: duckdb.DuckDBPyConnection) -> list[str]:
+def missing_responses(con: duckdb.DuckDBPyConnection, views: set[str]) -> list[str]:
     """Probe rows (ledger status ``probe``: no response) that no stage probed the model with (a hardness
     score marks a used probe). Reads the ledger's status column first, so a run without probes pays nothing."""
-    views = _views(con)
     if "ledger" not in views or not con.execute("SELECT count(*) FROM ledger WHERE status = 'probe'").fetchone()[0]:
         return []
     probed = ("AND sample_id NOT IN (SELECT sample_id FROM scores WHERE hardness IS NOT NULL)"
@@ -108,7 +107,7 @@ def declared(con: duckdb.DuckDBPyConnection, manifest: dict) -> list[str]:
 def run_warnings(con: duckdb.DuckDBPyConnection, manifest: dict, root) -> list[str]:
     """Every warning above for the finished run at ``root`` (``con``: ``curator.query.connect(root)``)."""
     views = _views(con)
-    out = missing_responses(con) if "samples" in views else []
+    out = missing_responses(con, views) if "samples" in views else []
     if "samples" in views:
         out += unscored_stages(con, manifest, root)
     if "scores" in views:
