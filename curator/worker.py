@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curator.allocator import release_arrow_memory
 from curator.errors import CuratorError, RunError
 from curator.faults import fault_point
 from curator.ingest import input_unit, shard_unit
@@ -100,6 +101,7 @@ def _map_unit(plan: Plan, unit: Unit) -> dict:
                     for table in view.tables():
                         sink.write(stage.map_shard(table))
                         info["rows_in"] += table.num_rows
+                        release_arrow_memory()
                     if not sink.rows:
                         sink.write(stage.map_shard(view.schema.empty_table()))
                     info["outputs"] = {_rel(plan, sink.dest): sink.close()}
@@ -269,6 +271,7 @@ def _stream(stage: Stage, batches: Iterator[pa.RecordBatch], schema: pa.Schema, 
             emitted += result.num_rows
         sink.write(result)
         rows += batch.num_rows
+        release_arrow_memory()
     if not rows:
         result = _as_table(stage.process_batch(pa.RecordBatch.from_pylist([], schema=schema)))
         _check(stage, result, 0)

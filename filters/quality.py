@@ -35,6 +35,7 @@ from curator.strings import (
 LIST_LINE = r"(?m)^\s*(?:[-*•+]|\d{1,3}[.)])\s+\S"
 MATH = r"\d\s*[-+*/×÷^=]\s*\d"
 POSITION = ("_input_idx", "_input_row")
+SLICE_BYTES = 4 << 20  # text bytes per row_stats call: its byte-level temporaries are ~15x the text
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,16 @@ def row_stats(table: pa.Table) -> pa.Table:
     })
 
 
+def _sliced_row_stats(table: pa.Table) -> pa.Table:
+    """``row_stats`` over slices of about ``SLICE_BYTES`` of text (same result, one chunk per column): a
+    bounded working set whatever the batch size."""
+    size = sum(table.column(c).nbytes for c in ("prompt", "response"))
+    step = max(1, table.num_rows * SLICE_BYTES // max(1, size))
+    if table.num_rows <= step:
+        return row_stats(table)
+    return pa.concat_tables([row_stats(table.slice(at, step)) for at in range(0, table.num_rows, step)]).combine_chunks()
+
+
 class QualityStage(Stage):
     name = "quality"
     kind = "score"
@@ -110,7 +121,7 @@ class QualityStage(Stage):
     def map_shard(self, view: pa.Table) -> pa.Table:
         """Row statistics, plus what orders duplicates: ``_norm_key`` (``norm_hash`` as an integer) and
         ``_position`` (input index << 40 | input row), if the view has the input position."""
-        stats = row_stats(view.select(["sample_id", "prompt", "response"]))
+        stats = _sliced_row_stats(view.select(["sample_id", "prompt", "response"]))
         stats = stats.append_column("_norm_key", hex_to_uint64(stats.column("norm_hash")))
         if all(c in view.column_names for c in POSITION):
             idx, row = (pc.cast(view.column(c), pa.int64()) for c in POSITION)
