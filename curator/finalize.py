@@ -29,7 +29,6 @@ from curator.ingest import Ingested
 from curator.io import (
     READ_BATCH_ROWS,
     digest_of_files,
-    parquet_chunks,
     read_parquet,
     sha256_file,
     sha256_path,
@@ -153,12 +152,32 @@ def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, n
 
 def _ledger_columns(path: Path) -> tuple[pa.Table, pa.Array]:
     """An input shard's ``sample_id`` and input position (chunked as ``read_parquet`` chunks them) and its
-    probe mask, in one pass: the response text is held a chunk at a time, never for the whole shard."""
+    probe mask, in one pass: the response text is held a chunk at a time, never for the whole shard, and
+    not read at all for a row group whose statistics show it has no probe (``_without_probes``)."""
+    pf = pq.ParquetFile(path)
+    if pf.metadata.num_rows == 0:
+        empty = read_parquet(path, ["sample_id", "_input_idx", "_input_row"])
+        return empty, pa.array([], pa.bool_())
+    response = pf.schema_arrow.get_field_index("response")
     keep, masks = [], []
-    for chunk in parquet_chunks(path, ["sample_id", "_input_idx", "_input_row", "response"]):
-        keep.append(chunk.select(["sample_id", "_input_idx", "_input_row"]))
-        masks.append(probe_mask(chunk.column("response")))
+    for group in range(pf.num_row_groups):
+        skip = response < 0 or _without_probes(pf.metadata.row_group(group).column(response).statistics)
+        columns = ["sample_id", "_input_idx", "_input_row", *([] if skip else ["response"])]
+        for batch in pf.read_row_group(group, columns=columns).to_batches(max_chunksize=READ_BATCH_ROWS):
+            chunk = pa.Table.from_batches([batch])
+            keep.append(chunk.select(["sample_id", "_input_idx", "_input_row"]))
+            masks.append(pa.array(np.zeros(chunk.num_rows, np.bool_)) if skip else probe_mask(chunk.column("response")))
     return (pa.concat_tables(keep) if len(keep) > 1 else keep[0]), pa.concat_arrays(masks)
+
+
+def _without_probes(stats: pq.Statistics | None) -> bool:
+    """Do a string column chunk's statistics prove that it holds no probe (null, empty or whitespace-only
+    text)? Yes when it has no null and every value starts with a byte in (0x20, 0xC2): Unicode whitespace
+    is ASCII up to 0x20 or starts with a lead byte from 0xC2 up, and min <= value <= max byte-wise."""
+    if stats is None or not stats.has_min_max or not stats.has_null_count or stats.null_count:
+        return False
+    lo, hi = (v.encode("utf-8") if isinstance(v, str) else v for v in (stats.min, stats.max))
+    return bool(lo) and bool(hi) and lo[0] > 0x20 and hi[0] < 0xC2
 
 
 def _verdicts(ps: PlannedStage, path: Path) -> pa.Table:
@@ -228,7 +247,7 @@ class DatasetParts:
             yield self._promote(self.extra.drop_columns([c for c in self.extra.column_names if c.startswith("_")]))
 
     def _kept_in_group(self, shard: int, mask: np.ndarray, group: int) -> list[pa.Table]:
-        """Row group ``group`` of shard ``shard``'s input as ``parquet_chunks`` cuts it, its kept rows (``mask``
+        """Row group ``group`` of shard ``shard``'s input as ``curator.io.parquet_chunks`` cuts it, its kept rows (``mask``
         covers the whole shard) with their score columns, in ``self.schema``."""
         path = self.rundir.input_shard(shard)
         pf = pq.ParquetFile(path)

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curator.errors import RunError
+from curator.finalize import _without_probes
 from curator.manifest import verify
 from curator.pipeline import run
 from tests.support import write_jsonl, write_recipe
@@ -77,3 +78,24 @@ def test_a_schema_without_probe_counts_is_refused():
                            "workers": 1}, "n_shards": 1, "inputs": [], "stages": [], "shards": [],
                            "totals": {k: 0 for k in ("rows_in", "kept", "dropped", "flagged", "quarantined", "added")},
                            "dataset": {"path": "dataset", "rows": 0, "digest": "0" * 64, "files": {}}})
+
+
+@pytest.mark.parametrize("files", [["sft.jsonl"], ["sft.jsonl", "probes.jsonl"], ["probes.jsonl", "sft.jsonl"]])
+def test_one_shard_mixing_answers_and_prompts_only_finds_every_probe(tmp_path, files):
+    """Finalize reads a shard's responses only where its statistics cannot rule probes out."""
+    write_jsonl(tmp_path / "sft.jsonl", SFT)
+    write_jsonl(tmp_path / "probes.jsonl", PROBES)
+    res = run(write_recipe(tmp_path, files, [{"use": "quality"}], shards=1), tmp_path / "run", quiet=True)
+    n_probes = len(PROBES) if "probes.jsonl" in files else 0
+    assert (res.counts["kept"], res.counts["probe"]) == (len(SFT), n_probes)
+    assert len(datasets.load_from_disk(str(tmp_path / "run" / "dataset"))) == len(SFT)
+
+
+@pytest.mark.parametrize(("values", "proven"), [
+    (["Answer", "Zebra", "42"], True), (["Answer", " padded"], False), (["Answer", "\u3000"], False),
+    (["Answer", "Ünïcode"], False), (["Answer", None], False), (["Answer", ""], False), ([None, None], False),
+])
+def test_only_statistics_that_rule_out_every_blank_skip_reading_the_responses(tmp_path, values, proven):
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"response": pa.array(values, pa.string())}), path)
+    assert _without_probes(pq.ParquetFile(path).metadata.row_group(0).column(0).statistics) is proven
