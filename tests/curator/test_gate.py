@@ -6,13 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from curator.cli.gate import gate
-from curator.errors import RecipeError
+from curator.errors import RecipeError, RunError
 from curator.gate import GateRuleError, evaluate, expand, load_rules, value_expr
 from curator.manifest import read_manifest, validate_manifest, verify
 from curator.pipeline import run
@@ -186,3 +187,15 @@ def test_pretrain_gate_recipe_passes_clean_docs_and_fails_duplicated_ones(tmp_pa
     failed = {r["name"]: r["value"] for r in verdict["rules"] if not r["passed"]}
     assert failed == {"few_exact_duplicates": 20}
     assert read_manifest(tmp_path / "runs" / "gate-pretrain-gate")["gate"] == verdict
+
+
+def test_the_shipped_manifest_schema_is_a_valid_schema_and_rejects_a_broken_manifest(run_copy):
+    """``validate_manifest`` no longer checks the schema on every call: this test does, once."""
+    from curator.manifest import _schema
+
+    schema = _schema()
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    m = read_manifest(run_copy)
+    del m["totals"]
+    with pytest.raises(RunError, match="manifest does not match its schema"):
+        validate_manifest(m)
