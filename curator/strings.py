@@ -65,8 +65,9 @@ def any_per_row(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def count_per_row(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per row: how many bytes ``mask`` (one bool per byte) marks (int64)."""
-    return _reduce_rows(np.add, mask, offsets, 0, np.int64)
+    """Per row: how many bytes ``mask`` (one bool per byte) marks (int64). Summed as bytes into uint32 (a row
+    holds less than 4 GiB): half the time of summing bools into int64."""
+    return _reduce_rows(np.add, mask.view(np.uint8), offsets, 0, np.uint32).astype(np.int64)
 
 
 def text_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
