@@ -1,16 +1,17 @@
-"""Allocator settings for a process that allocates and frees many large temporary arrays (the numpy and
-Arrow buffers of every batch): freed memory stays with the process for the next batch instead of going back
-to the OS and being faulted in (and zeroed) again, which cost about a sixth of the engine's CPU time. glibc's
-heap serves numpy; Arrow allocates from jemalloc (``keep_freed_memory``). The heap then holds at most the
-largest working set the process had, so a worker gives its free memory back at the end of each unit
-(``release_freed_memory``): idle workers do not sit on the largest shard's working set while the driver runs
-a global step. Arrow's pool gives its free pages back once a batch (``release_arrow_memory``), so a long unit
-does not accumulate them. The glibc parts are no-ops without glibc."""
+"""glibc malloc settings for a process that allocates and frees many large temporary arrays (the numpy
+buffers of every batch): freed memory stays in the heap for the next batch instead of going back to the
+OS and being faulted in again, which cost about a sixth of the engine's CPU time (page faults, in
+the kernel). The heap then holds at most the largest working set the process had, so a worker gives its
+free memory back at the end of each unit (``release_freed_memory``): idle workers do not sit on the
+largest shard's working set while the driver runs a global step. Arrow's own pool is emptied once a batch of
+a stage (``release_arrow_memory``), not in ingest, whose working set is bounded by its blocks and where the
+refaulting cost more than it saved. jemalloc instead of Arrow's default mimalloc lowered the kernel time at
+300k rows but raised it at 1M (measured; not used). The glibc parts are no-ops without glibc.
+"""
 
 from __future__ import annotations
 
 import ctypes
-import os
 from functools import cache
 
 import pyarrow as pa
@@ -27,18 +28,11 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def keep_freed_memory() -> None:
-    """Serve allocations below 1 GiB from the heap and never trim it below 2 GiB of free space; Arrow allocates
-    from jemalloc if this pyarrow has it (its default, mimalloc, gives freed pages back within milliseconds,
-    so each batch's buffers were faulted in and zeroed by the kernel again: ~10 % of the engine's CPU time)."""
+    """Serve allocations below 1 GiB from the heap and never trim it below 2 GiB of free space."""
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
         libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    if pa.default_memory_pool().backend_name != "jemalloc" and "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        try:
-            pa.set_memory_pool(pa.jemalloc_memory_pool())
-        except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
-            pass
 
 
 def release_arrow_memory() -> None:

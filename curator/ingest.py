@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from curator.allocator import release_arrow_memory
 from curator.canonical import QUARANTINE_SCHEMA, Canonical, InputCanonicaliser
 from curator.errors import InputError
 from curator.executors import Executor
@@ -140,7 +139,6 @@ def input_unit(plan: Plan, unit: Unit, normalizer: Stage) -> dict:
             if block.good is not None:
                 parts.add("good", block.good)
             parts.add("quarantine", block.quarantine)
-            release_arrow_memory()
         if n_bad and params.on_bad_row == "fail":
             row, _, why = first_bad
             raise InputError(f"{file.path}: row {row} (0-based): {why} ({n_bad} bad row(s); {normalizer.name}.on_bad_row "
@@ -201,7 +199,6 @@ def shard_unit(plan: Plan, unit: Unit) -> dict:
                             g = g.filter(pc.invert(mask))
                         samples.write(g)
                         canonical += g.num_rows
-                        release_arrow_memory()
                 outputs[_rel(rundir, rundir.input_shard(shard))] = samples.close()
         outputs[_rel(rundir, rundir.quarantine(shard))] = quarantine.close()
         outputs[_rel(rundir, rundir.ingest_ledger(shard))] = ledger.close()
