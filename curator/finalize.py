@@ -29,6 +29,7 @@ from curator.ingest import Ingested
 from curator.io import (
     READ_BATCH_ROWS,
     digest_of_files,
+    parquet_chunks,
     read_parquet,
     sha256_file,
     sha256_path,
@@ -120,7 +121,8 @@ def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, n
     rundir = plan.rundir
     files, kept, added_table = {}, None, None
     path = rundir.input_shard(shard)
-    samples, probe = _ledger_columns(path) if path.exists() else (None, None)
+    probes = ingested.probes.get(str(shard)) if ingested.probes is not None else None
+    samples, probe = _ledger_columns(path, probes) if path.exists() else (None, None)
     verdicts = [(ps.id, _verdicts(ps, rundir.scores(ps.id, shard))) for ps in plan.stages
                 if ps.kind in ("score", "decide") and rundir.scores(ps.id, shard).exists()]
     parts = [read_parquet(rundir.ingest_ledger(shard))]
@@ -150,34 +152,15 @@ def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, n
     return {"shard": shard, "rows_in": expected, **c, "files": dict(sorted(files.items()))}, kept, added_table
 
 
-def _ledger_columns(path: Path) -> tuple[pa.Table, pa.Array]:
+def _ledger_columns(path: Path, probes: int | None) -> tuple[pa.Table, pa.Array]:
     """An input shard's ``sample_id`` and input position (chunked as ``read_parquet`` chunks them) and its
     probe mask, in one pass: the response text is held a chunk at a time, never for the whole shard, and
-    not read at all for a row group whose statistics show it has no probe (``_without_probes``)."""
-    pf = pq.ParquetFile(path)
-    if pf.metadata.num_rows == 0:
-        empty = read_parquet(path, ["sample_id", "_input_idx", "_input_row"])
-        return empty, pa.array([], pa.bool_())
-    response = pf.schema_arrow.get_field_index("response")
+    not read at all when ingest counted no probe in the shard (``probes`` = 0; None: not counted)."""
     keep, masks = [], []
-    for group in range(pf.num_row_groups):
-        skip = response < 0 or _without_probes(pf.metadata.row_group(group).column(response).statistics)
-        columns = ["sample_id", "_input_idx", "_input_row", *([] if skip else ["response"])]
-        for batch in pf.read_row_group(group, columns=columns).to_batches(max_chunksize=READ_BATCH_ROWS):
-            chunk = pa.Table.from_batches([batch])
-            keep.append(chunk.select(["sample_id", "_input_idx", "_input_row"]))
-            masks.append(pa.array(np.zeros(chunk.num_rows, np.bool_)) if skip else probe_mask(chunk.column("response")))
+    for chunk in parquet_chunks(path, ["sample_id", "_input_idx", "_input_row", *(["response"] if probes != 0 else [])]):
+        keep.append(chunk.select(["sample_id", "_input_idx", "_input_row"]))
+        masks.append(probe_mask(chunk.column("response")) if probes != 0 else pa.array(np.zeros(chunk.num_rows, np.bool_)))
     return (pa.concat_tables(keep) if len(keep) > 1 else keep[0]), pa.concat_arrays(masks)
-
-
-def _without_probes(stats: pq.Statistics | None) -> bool:
-    """Do a string column chunk's statistics prove that it holds no probe (null, empty or whitespace-only
-    text)? Yes when it has no null and every value starts with a byte in (0x20, 0xC2): Unicode whitespace
-    is ASCII up to 0x20 or starts with a lead byte from 0xC2 up, and min <= value <= max byte-wise."""
-    if stats is None or not stats.has_min_max or not stats.has_null_count or stats.null_count:
-        return False
-    lo, hi = (v.encode("utf-8") if isinstance(v, str) else v for v in (stats.min, stats.max))
-    return bool(lo) and bool(hi) and lo[0] > 0x20 and hi[0] < 0xC2
 
 
 def _verdicts(ps: PlannedStage, path: Path) -> pa.Table:

@@ -29,7 +29,7 @@ from curator.errors import InputError
 from curator.executors import Executor
 from curator.faults import fault_point
 from curator.io import ParquetSink, atomic_path, file_record
-from curator.ledger import LEDGER_SCHEMA
+from curator.ledger import LEDGER_SCHEMA, probe_mask
 from curator.plan import Plan, Unit
 from curator.readers import Restart
 from curator.rundir import RunDir
@@ -52,6 +52,7 @@ class Ingested:
     inputs: list[dict]  # ``InputInfo`` per input, in recipe order
     shards: dict[str, dict]  # str(shard) -> rows_in, canonical, duplicates, quarantined
     schema: pa.Schema | None  # of the canonical samples (None: no input had a good row)
+    probes: dict[str, int] | None = None  # str(shard) -> samples without a response (None: not recorded)
 
     def rows_in(self, shard: int) -> int:
         return self.shards[str(shard)]["rows_in"]
@@ -76,16 +77,18 @@ def run_ingest(plan: Plan, exe: Executor) -> Ingested:
         infos = [rundir.read_done(fp, u.name) for u in plan.input_units()]
         schema = part_schema(rundir, fp, len(plan.files))
         exe.map(plan, [u for u in units if not rundir.verify_done(fp, u.name, "ingest")], "ingest: shards")
-        shards = {u.index: rundir.read_done(fp, u.name)["counts"] for u in units}
+        done = [rundir.read_done(fp, u.name) for u in units]
+        shards = {u.index: d["counts"] for u, d in zip(units, done)}
         rundir.mark_done(fp, "ingest", {
-            "shards": shards, "inputs": [{f.name: i[f.name] for f in dataclasses.fields(InputInfo)} for i in infos],
+            "shards": shards, "probes": {u.index: d.get("probes") for u, d in zip(units, done)},
+            "inputs": [{f.name: i[f.name] for f in dataclasses.fields(InputInfo)} for i in infos],
             "schema": schema.serialize().to_pybytes().hex() if schema is not None else None,
             "seconds": round(time.time() - t0, 3)})
         fault_point("unit_done")
     remove_parts(rundir, fp)
     info = rundir.read_done(fp, "ingest")
     schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(info["schema"]))) if info["schema"] else None
-    return Ingested(info["inputs"], info["shards"], schema)
+    return Ingested(info["inputs"], info["shards"], schema, info.get("probes"))
 
 
 class _Parts:
@@ -171,7 +174,7 @@ def shard_unit(plan: Plan, unit: Unit) -> dict:
     stage, n_inputs = plan.ingest.cls.name, len(plan.files)
     index = [rundir.read_done(fp, f"input-{i:05d}")["parts"] for i in range(n_inputs)]
     schema = part_schema(rundir, fp, n_inputs)
-    outputs, n_quarantined, n_dup, canonical = {}, 0, 0, 0
+    outputs, n_quarantined, n_dup, canonical, n_probe = {}, 0, 0, 0, 0
     with ParquetSink(rundir.quarantine(shard), QUARANTINE_SCHEMA) as quarantine, \
             ParquetSink(rundir.ingest_ledger(shard), LEDGER_SCHEMA) as ledger:
         for i in range(n_inputs):
@@ -199,12 +202,13 @@ def shard_unit(plan: Plan, unit: Unit) -> dict:
                             g = g.filter(pc.invert(mask))
                         samples.write(g)
                         canonical += g.num_rows
+                        n_probe += int(np.count_nonzero(probe_mask(g.column("response")).to_numpy(zero_copy_only=False)))
                 outputs[_rel(rundir, rundir.input_shard(shard))] = samples.close()
         outputs[_rel(rundir, rundir.quarantine(shard))] = quarantine.close()
         outputs[_rel(rundir, rundir.ingest_ledger(shard))] = ledger.close()
     counts = {"rows_in": canonical + n_dup + n_quarantined, "canonical": canonical, "duplicates": n_dup,
               "quarantined": n_quarantined}
-    rundir.mark_done(fp, unit.name, {"counts": counts, "outputs": outputs})
+    rundir.mark_done(fp, unit.name, {"counts": counts, "probes": n_probe, "outputs": outputs})
     fault_point("unit_done")
     return rundir.read_done(fp, unit.name)
 

@@ -1,15 +1,17 @@
 """Probe rows: prompts without responses are accounted for as ``probe`` and never written to ``dataset/``."""
 
 import json
+import random
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from curator.errors import RunError
-from curator.finalize import _without_probes
+from curator.ledger import probe_mask
 from curator.manifest import verify
 from curator.pipeline import run
 from tests.support import write_jsonl, write_recipe
@@ -82,7 +84,7 @@ def test_a_schema_without_probe_counts_is_refused():
 
 @pytest.mark.parametrize("files", [["sft.jsonl"], ["sft.jsonl", "probes.jsonl"], ["probes.jsonl", "sft.jsonl"]])
 def test_one_shard_mixing_answers_and_prompts_only_finds_every_probe(tmp_path, files):
-    """Finalize reads a shard's responses only where its statistics cannot rule probes out."""
+    """Finalize reads a shard's responses only if ingest counted probes in it."""
     write_jsonl(tmp_path / "sft.jsonl", SFT)
     write_jsonl(tmp_path / "probes.jsonl", PROBES)
     res = run(write_recipe(tmp_path, files, [{"use": "quality"}], shards=1), tmp_path / "run", quiet=True)
@@ -91,11 +93,19 @@ def test_one_shard_mixing_answers_and_prompts_only_finds_every_probe(tmp_path, f
     assert len(datasets.load_from_disk(str(tmp_path / "run" / "dataset"))) == len(SFT)
 
 
-@pytest.mark.parametrize(("values", "proven"), [
-    (["Answer", "Zebra", "42"], True), (["Answer", " padded"], False), (["Answer", "\u3000"], False),
-    (["Answer", "Ünïcode"], False), (["Answer", None], False), (["Answer", ""], False), ([None, None], False),
-])
-def test_only_statistics_that_rule_out_every_blank_skip_reading_the_responses(tmp_path, values, proven):
-    path = tmp_path / "s.parquet"
-    pq.write_table(pa.table({"response": pa.array(values, pa.string())}), path)
-    assert _without_probes(pq.ParquetFile(path).metadata.row_group(0).column(0).statistics) is proven
+def test_probe_mask_equals_its_definition_on_whitespace_of_every_kind():
+    """``probe_mask`` tests only rows whose first byte can begin whitespace; the result must be exactly
+    null, empty or ``utf8_is_space``, on plain, chunked and sliced arrays."""
+    pieces = ["", " ", "\n", "\t", "\u3000", "\u00a0", "\u2003", "\u0085", "\u200b", "a", "é", "中", "\x1c", "\x00", "!"]
+    rng = random.Random(0)
+    arr = pa.array([None if rng.random() < 0.05 else "".join(rng.choice(pieces) for _ in range(rng.randint(0, 4)))
+                    for _ in range(5000)], pa.string())
+
+    def definition(a):
+        a = pc.fill_null(a, "")
+        return pc.or_(pc.equal(pc.binary_length(a), 0), pc.utf8_is_space(a))
+
+    assert probe_mask(arr).equals(definition(arr))
+    assert probe_mask(pa.chunked_array([arr.slice(0, 1234), arr.slice(1234)])).equals(definition(arr))
+    assert probe_mask(arr.slice(7, 300)).equals(definition(arr.slice(7, 300)))
+    assert 0 < pc.sum(probe_mask(arr)).as_py() < len(arr)
