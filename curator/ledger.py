@@ -9,11 +9,10 @@ kept and flagged rows (and added samples) are trainable: they alone go into ``da
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator.strings import buffers
+from curator.strings import blank
 
 LEDGER_STATUSES = ("kept", "dropped", "flagged", "quarantined", "probe")
 PROBE_REASON = "prompt without response"
@@ -27,21 +26,9 @@ VERDICT_SCHEMA = pa.schema([
 
 
 def probe_mask(response: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """True for rows with no response text (null, empty or whitespace): prompts to probe the model with.
-    A text whose first byte is in (0x20, 0xC2) starts with a character that is not whitespace (Unicode
-    whitespace is ASCII up to 0x20 or has a lead byte from 0xC2 up), so only the other rows are tested
-    character by character: the cost follows the rows, not the bytes."""
-    response = pc.fill_null(response, "")
-    response = response.combine_chunks() if isinstance(response, pa.ChunkedArray) else response
-    data, offsets = buffers(response)
-    nonempty = offsets[1:] > offsets[:-1]
-    first = np.zeros(len(response), np.uint8)
-    first[nonempty] = data[offsets[:-1][nonempty]]
-    mask = ~nonempty
-    maybe = np.flatnonzero(nonempty & ((first <= 0x20) | (first >= 0xC2)))
-    if len(maybe):
-        mask[maybe] = pc.utf8_is_space(response.take(pa.array(maybe))).to_numpy(zero_copy_only=False)
-    return pa.array(mask)
+    """True for rows with no response text (null, empty or whitespace): prompts to probe the model with."""
+    mask = blank(response)
+    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
 
 
 def final_statuses(samples: pa.Table, verdicts: list[tuple[str, pa.Table]], probe: pa.Array) -> pa.Table:

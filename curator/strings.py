@@ -70,6 +70,13 @@ def count_per_row(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return _reduce_rows(np.add, mask.view(np.uint8), offsets, 0, np.uint32).astype(np.int64)
 
 
+def blank(arr: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Null, empty or only whitespace (what ``utf8_trim_whitespace`` would empty, without copying; the kernel
+    stops at a row's first other character, so it costs about a row's first bytes)."""
+    arr = pc.fill_null(arr, "")
+    return pc.or_(pc.equal(pc.binary_length(arr), 0), pc.utf8_is_space(arr))
+
+
 def text_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """``buffers`` of ``arr`` with nulls read as empty strings."""
     return buffers(pc.fill_null(arr, "") if arr.null_count else arr)

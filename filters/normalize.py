@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from curator.samples import PROMPTS_ONLY
 from curator.stage import Stage
-from curator.strings import rows_of, text_buffers
+from curator.strings import blank, rows_of, text_buffers
 
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 _CONTROL = np.zeros(256, np.bool_)  # the same characters, by byte (UTF-8 never encodes them otherwise)
@@ -59,12 +59,6 @@ def _clean(arr: pa.Array, params: NormalizeParams) -> pa.Array:
     return arr
 
 
-def _blank(arr: pa.Array) -> pa.Array:
-    """Null, empty or only whitespace (what ``utf8_trim_whitespace`` would empty, without copying)."""
-    arr = pc.fill_null(arr, "")
-    return pc.or_(pc.equal(pc.binary_length(arr), 0), pc.utf8_is_space(arr))
-
-
 def _first_reason(current: pa.Array, mask: pa.Array, reason: str) -> pa.Array:
     """Keep an existing reason; set ``reason`` where ``mask`` is true and none is set yet."""
     return pc.if_else(pc.and_(pc.is_null(current), pc.fill_null(mask, False)), pa.scalar(reason), current)
@@ -87,11 +81,11 @@ class NormalizeStage(Stage):
         has_msgs = pc.is_valid(table.column("messages"))
         prompts_only = (table.schema.metadata or {}).items() >= PROMPTS_ONLY.items()
         if p.require_response and not prompts_only:
-            reason = _first_reason(reason, _blank(response), "empty response")
+            reason = _first_reason(reason, blank(response), "empty response")
         else:
             no_text = pc.and_(pc.is_null(prompt), pc.is_null(response))
             reason = _first_reason(reason, no_text, "no prompt and no response")
-        empty_prompt = pc.and_(pc.is_valid(prompt), _blank(prompt))
+        empty_prompt = pc.and_(pc.is_valid(prompt), blank(prompt))
         reason = _first_reason(reason, empty_prompt, "empty prompt")
         size = pc.add(pc.fill_null(pc.utf8_length(prompt), 0), pc.fill_null(pc.utf8_length(response), 0))
         if pc.any(has_msgs).as_py():

@@ -1,17 +1,14 @@
 """Probe rows: prompts without responses are accounted for as ``probe`` and never written to ``dataset/``."""
 
 import json
-import random
 
 import datasets
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from curator.errors import RunError
-from curator.ledger import probe_mask
 from curator.manifest import verify
 from curator.pipeline import run
 from tests.support import write_jsonl, write_recipe
@@ -91,21 +88,3 @@ def test_one_shard_mixing_answers_and_prompts_only_finds_every_probe(tmp_path, f
     n_probes = len(PROBES) if "probes.jsonl" in files else 0
     assert (res.counts["kept"], res.counts["probe"]) == (len(SFT), n_probes)
     assert len(datasets.load_from_disk(str(tmp_path / "run" / "dataset"))) == len(SFT)
-
-
-def test_probe_mask_equals_its_definition_on_whitespace_of_every_kind():
-    """``probe_mask`` tests only rows whose first byte can begin whitespace; the result must be exactly
-    null, empty or ``utf8_is_space``, on plain, chunked and sliced arrays."""
-    pieces = ["", " ", "\n", "\t", "\u3000", "\u00a0", "\u2003", "\u0085", "\u200b", "a", "é", "中", "\x1c", "\x00", "!"]
-    rng = random.Random(0)
-    arr = pa.array([None if rng.random() < 0.05 else "".join(rng.choice(pieces) for _ in range(rng.randint(0, 4)))
-                    for _ in range(5000)], pa.string())
-
-    def definition(a):
-        a = pc.fill_null(a, "")
-        return pc.or_(pc.equal(pc.binary_length(a), 0), pc.utf8_is_space(a))
-
-    assert probe_mask(arr).equals(definition(arr))
-    assert probe_mask(pa.chunked_array([arr.slice(0, 1234), arr.slice(1234)])).equals(definition(arr))
-    assert probe_mask(arr.slice(7, 300)).equals(definition(arr.slice(7, 300)))
-    assert 0 < pc.sum(probe_mask(arr)).as_py() < len(arr)
