@@ -43,8 +43,8 @@ def release_arrow_memory() -> None:
 
 
 def release_freed_memory() -> None:
-    """Return free memory to the OS: Arrow's pool (``release_unused``) and glibc's heap (``malloc_trim(0)``)."""
-    pa.default_memory_pool().release_unused()
+    """Return free memory to the OS: Arrow's pool (``release_arrow_memory``) and glibc's heap (``malloc_trim(0)``)."""
+    release_arrow_memory()
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
