@@ -156,21 +156,33 @@ def _jsonl_blocks(path: Path) -> Iterator[Block | Restart]:
     yield from _slices(*read_table(path))
 
 
-def _line_chunks(path: Path) -> Iterator[bytes]:
-    """The file in chunks of about ``BLOCK_BYTES`` that end at a line end (a longer line is one chunk)."""
+def _line_chunks(path: Path) -> Iterator[memoryview]:
+    """The file in chunks of about ``BLOCK_BYTES`` that end at a line end (a longer line is one chunk); chunks
+    of whitespace only are skipped. Each chunk is read into a buffer of its own and handed out as a view (no
+    copy of the block: the cut, the carry-over and the blank test touch only the tail and the first byte)."""
     rest = b""
     with open(path, "rb") as fh:
-        while block := fh.read(BLOCK_BYTES):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
+        while True:
+            buf = bytearray(len(rest) + BLOCK_BYTES)
+            buf[:len(rest)] = rest
+            n = fh.readinto(memoryview(buf)[len(rest):])
+            if not n:
+                break
+            end = len(rest) + n
+            cut = buf.rfind(b"\n", 0, end) + 1
             if cut == 0:
-                rest = block
+                rest = bytes(buf[:end])
                 continue
-            rest = block[cut:]
-            if block[:cut].strip():
-                yield block[:cut]
-    if rest.strip():
-        yield rest
+            rest = bytes(buf[cut:end])
+            if not _blank(memoryview(buf)[:cut]):
+                yield memoryview(buf)[:cut]
+    if not _blank(memoryview(rest)):
+        yield memoryview(rest)
+
+
+def _blank(chunk: memoryview) -> bool:
+    """Only ASCII whitespace (what ``bytes.strip`` removes)? A chunk starting with anything else is not."""
+    return not len(chunk) or (chunk[0] in b" \t\n\r\x0b\x0c" and not bytes(chunk).strip())
 
 
 def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block]:

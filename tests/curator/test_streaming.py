@@ -107,3 +107,16 @@ def test_the_streamed_dataset_file_is_the_whole_table_one(tmp_path, monkeypatch,
     assert streamed.digest == whole.digest and streamed.counts == whole.counts
     if blocks and rows > 100:
         assert max(pq.ParquetFile(f).metadata.num_row_groups for f in (tmp_path / "whole" / "input").glob("*")) > 1
+
+
+@pytest.mark.parametrize("block", [1, 5, 8, 64])
+def test_jsonl_chunks_end_at_line_ends_keep_long_lines_whole_and_skip_blank_ones(tmp_path, monkeypatch, block):
+    long_line = b'{"prompt": "' + b"x" * 40 + b'"}\n'
+    data = b'{"a": 1}\n\n   \n' + long_line + b'\r\n{"b": 2}\n \t\n{"c": 3}'  # no newline at the end
+    (tmp_path / "d.jsonl").write_bytes(data)
+    monkeypatch.setattr(readers, "BLOCK_BYTES", block)
+    chunks = [bytes(c) for c in readers._line_chunks(tmp_path / "d.jsonl")]
+    assert all(c.endswith(b"\n") for c in chunks[:-1]) and chunks[-1].endswith(b'{"c": 3}')
+    assert all(c.strip() for c in chunks)  # whitespace-only chunks are skipped ...
+    assert b"".join(chunks).split() == data.split()  # ... and nothing else is lost
+    assert any(long_line in c for c in chunks)
