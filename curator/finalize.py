@@ -156,10 +156,11 @@ def _ledger_columns(path: Path, probes: int | None) -> tuple[pa.Table, pa.Array]
     """An input shard's ``sample_id`` and input position (chunked as ``read_parquet`` chunks them) and its
     probe mask, in one pass: the response text is held a chunk at a time, never for the whole shard, and
     not read at all when ingest counted no probe in the shard (``probes`` = 0; None: not counted)."""
+    ids, read = ["sample_id", "_input_idx", "_input_row"], probes != 0
     keep, masks = [], []
-    for chunk in parquet_chunks(path, ["sample_id", "_input_idx", "_input_row", *(["response"] if probes != 0 else [])]):
-        keep.append(chunk.select(["sample_id", "_input_idx", "_input_row"]))
-        masks.append(probe_mask(chunk.column("response")) if probes != 0 else pa.array(np.zeros(chunk.num_rows, np.bool_)))
+    for chunk in parquet_chunks(path, ids + ["response"] if read else ids):
+        keep.append(chunk.select(ids))
+        masks.append(probe_mask(chunk.column("response")) if read else pa.array(np.zeros(chunk.num_rows, np.bool_)))
     return (pa.concat_tables(keep) if len(keep) > 1 else keep[0]), pa.concat_arrays(masks)
 
 
