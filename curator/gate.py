@@ -170,8 +170,9 @@ def recipe_rules(run_dir: Path) -> list[GateRule]:
 
 
 def _connect(run_dir: Path) -> duckdb.DuckDBPyConnection:
-    """Views over the run (``curator.query``), then file access confined to the run directory."""
-    con = connect(run_dir)
+    """Views over the run (``curator.query``) in a database of their own, then file access confined to the
+    run directory (settings of the whole database)."""
+    con = connect(run_dir, own_database=True)
     if not con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'scores'").fetchall():
         con.execute(_EMPTY_SCORES)
     con.execute(f"SET allowed_directories = ['{str(run_dir.resolve()).replace(chr(39), chr(39) * 2)}/']")

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import yaml
 
+from curator.database import cursor
 from curator.errors import RecipeError
 from curator.registry import get_stage
 
@@ -85,7 +86,7 @@ def _artifact_dirs(root: Path) -> dict[str, str]:
             if not Path(a["path"]).is_absolute() and ".." not in Path(a["path"]).parts}
 
 
-def _views(root: Path) -> dict[str, str]:
+def _views(root: Path, con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """SQL per view for one run directory (views that have no files are left out)."""
     views = {}
     patterns = [("samples", "input/*.parquet"), ("ledger", "ledger/shard-*.parquet"),
@@ -100,7 +101,7 @@ def _views(root: Path) -> dict[str, str]:
         seen: set[str] = {"sample_id"}
         for k, stage in enumerate(_score_stages(root)):
             glob = _sql_path(root / "scores" / stage / "*.parquet")
-            cols = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{glob}', union_by_name=true)").fetchall()
+            cols = con.sql(f"DESCRIBE SELECT * FROM read_parquet('{glob}', union_by_name=true)").fetchall()
             new = [c[0] for c in cols if c[0] not in seen]
             seen.update(new)
             if new:
@@ -131,18 +132,20 @@ def _manifest_tables(root: Path) -> dict[str, pa.Table]:
             "manifest_shards": pa.Table.from_pylist(shards)}
 
 
-def connect(run_dirs: str | Path | list[str | Path]) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the views above over one run directory or several."""
+def connect(run_dirs: str | Path | list[str | Path], *, own_database: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the views above (``TEMP`` views: private to it) over one run directory or
+    several: a cursor of this process's database (``curator.database``), or, with ``own_database``, a new
+    database, for settings that apply to a whole database (the gate's sandbox)."""
     dirs = [Path(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
     for d in dirs:
         if not (d / "input").exists() and not (d / "manifest.json").exists():
             raise RecipeError(f"{d}: not a curator run directory (no input/ or manifest.json)")
-    con = duckdb.connect()
+    con = duckdb.connect() if own_database else cursor()
     multi = len(dirs) > 1
     per_view: dict[str, list[str]] = {}
     for i, d in enumerate(dirs):
         tag = f"'{d.name}' AS run_id, " if multi else ""
-        for name, sql in _views(d.resolve()).items():
+        for name, sql in _views(d.resolve(), con).items():
             per_view.setdefault(name, []).append(f"SELECT {tag}* FROM ({sql})")
         tables = _manifest_tables(d)
         ds = _dataset_table(d)
@@ -152,7 +155,7 @@ def connect(run_dirs: str | Path | list[str | Path]) -> duckdb.DuckDBPyConnectio
             con.register(f"_t{i}_{name}", table)
             per_view.setdefault(name, []).append(f"SELECT {tag}* FROM _t{i}_{name}")
     for name, parts in per_view.items():
-        con.execute(f"CREATE VIEW {name} AS " + " UNION ALL BY NAME ".join(parts))
+        con.execute(f"CREATE TEMP VIEW {name} AS " + " UNION ALL BY NAME ".join(parts))
     return con
 
 

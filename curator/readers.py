@@ -15,6 +15,7 @@ both paths give the same rows and types for a well-formed file.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,11 +160,13 @@ def _jsonl_blocks(path: Path) -> Iterator[Block | Restart]:
 def _line_chunks(path: Path) -> Iterator[memoryview]:
     """The file in chunks of about ``BLOCK_BYTES`` that end at a line end (a longer line is one chunk); chunks
     of whitespace only are skipped. Each chunk is read into a buffer of its own and handed out as a view (no
-    copy of the block: the cut, the carry-over and the blank test touch only the tail and the first byte)."""
+    copy of the block: the cut, the carry-over and the blank test touch only the tail and the first byte). A
+    buffer is no larger than what is left of the file (a small file does not pay for a 16 MB buffer)."""
     rest = b""
     with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
         while True:
-            buf = bytearray(len(rest) + BLOCK_BYTES)
+            buf = bytearray(len(rest) + min(BLOCK_BYTES, max(size - fh.tell(), 0)))
             buf[:len(rest)] = rest
             n = fh.readinto(memoryview(buf)[len(rest):])
             if not n:

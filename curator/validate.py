@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curator.database import cursor
 from curator.errors import CuratorError, RecipeError
 from curator.gate import expand, rule_query
 from curator.ledger import LEDGER_SCHEMA
@@ -115,7 +116,7 @@ def dry_run(recipe: Recipe) -> tuple[list[str], list[str]]:
 
 def check_gate(recipe: Recipe, names: list[str], score_columns: list[str], unknown: bool) -> tuple[list[str], list[str]]:
     """Bind each gate rule against empty ``scores``, ``samples`` and ``ledger`` views with the declared columns."""
-    con = duckdb.connect()
+    con = cursor()
     con.register("scores", pa.table({c: pa.array([], pa.null()) for c in ["sample_id", *score_columns]}))
     con.register("samples", pa.table({c: pa.array([], pa.null()) for c in names if c not in score_columns}))
     con.register("ledger", LEDGER_SCHEMA.empty_table())

@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from functools import cache
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curator.database import cursor
 from curator.errors import RecipeError
 from curator.ledger import VERDICT_SCHEMA
 from curator.report_sections import threshold_section
@@ -59,13 +59,6 @@ class DecideParams:
         for rule in (*self.drop_if, *self.flag_if):
             if ";" in rule:
                 raise ValueError(f"rule {rule!r}: one SQL expression per rule, no ';'")
-
-
-@cache
-def _database() -> duckdb.DuckDBPyConnection:
-    """This process's in-memory DuckDB for evaluating rules; each use takes a ``cursor()`` (a connection of its
-    own: what it registers stays private to it). A new database costs ~15 ms, a cursor nothing."""
-    return duckdb.connect()
 
 
 class DecideStage(Stage):
@@ -113,7 +106,7 @@ class DecideStage(Stage):
 
     def summarise(self, table: pa.Table) -> None:
         """Each ``quantile(col, q)`` over the whole set (the window aggregate's value, as DuckDB types it)."""
-        con = _database().cursor()
+        con = cursor()
         con.register("samples", table)
         cols = ", ".join(f"quantile_cont({col}, {q}) AS q{i}" for i, (col, q) in enumerate(self._macros))
         self._quantiles = con.sql(f"SELECT {cols} FROM samples").to_arrow_table()
@@ -126,7 +119,7 @@ class DecideStage(Stage):
 
     def check_inputs(self, schema: pa.Schema) -> None:
         empty = pa.table({n: pa.array([], pa.float64()) for n in schema.names})
-        con = _database().cursor()
+        con = cursor()
         con.register("samples", empty)
         for status, rule in self._rules():
             try:
@@ -139,7 +132,7 @@ class DecideStage(Stage):
         """One DuckDB connection per thread (shards are decided on threads), made once."""
         local = self.__dict__.setdefault("_local", threading.local())
         if not hasattr(local, "con"):
-            local.con = _database().cursor()
+            local.con = cursor()
         return local.con
 
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:

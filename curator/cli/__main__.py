@@ -1,5 +1,5 @@
 """``python -m curator.cli`` (same as the ``curator`` command)."""
 
-from curator.cli.main import main
+from curator.cli.entry import entry
 
-main()
+entry()

@@ -13,10 +13,12 @@ import yaml
 from click.testing import CliRunner
 
 from curator.cli.gate import gate
+from curator.database import cursor
 from curator.errors import RecipeError, RunError
 from curator.gate import GateRuleError, evaluate, expand, load_rules, value_expr
 from curator.manifest import read_manifest, validate_manifest, verify
 from curator.pipeline import run
+from curator.query import connect
 from curator.recipe import GateRule
 from tests.support import ENGINE_STAGES, synthetic_rows, write_jsonl, write_recipe
 
@@ -130,6 +132,19 @@ def test_rules_cannot_touch_files_outside_the_run(run_copy, tmp_path):
     inside = run_copy / "ledger" / "shard-00000.parquet"
     v = evaluate(run_copy, [GateRule("own", f"SELECT count(*) > 0 FROM read_parquet('{inside}')")], record=False)
     assert v["passed"] is True
+
+
+def test_the_gates_sandbox_stays_in_its_own_database(run_copy, tmp_path):
+    """The gate locks its database's configuration; queries and decide rules of the same process share another
+    database (``curator.database``) and can still read any run."""
+    other = tmp_path / "other"
+    shutil.copytree(run_copy, other)
+    rows = pq.read_table(other / "ledger").num_rows
+    evaluate(run_copy, [GateRule("any", "count(*) > 0")], record=False)
+    assert connect(other).execute("SELECT count(*) FROM ledger").fetchone()[0] == rows
+    scratch = cursor()
+    scratch.execute("SET threads = 1")  # the shared database's configuration is not locked
+    assert scratch.execute(f"SELECT count(*) FROM read_parquet('{other}/ledger/*.parquet')").fetchone()[0] == rows
 
 
 def test_rules_file_validation(tmp_path):

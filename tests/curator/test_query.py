@@ -96,6 +96,16 @@ def test_multi_run_query_adds_run_id(toy, tmp_path):
     assert per_run.column("n").to_pylist() == [len(_joined(other.run_dir)), len(_joined(toy.run_dir))]
 
 
+def test_connections_keep_their_views_to_themselves(toy, tmp_path):
+    """Connections share one database per process, but each one's views and registrations are its own."""
+    other = make_toy_run(tmp_path / "b", name="other", n=40)
+    a, b = connect(toy.run_dir), connect(other.run_dir)
+    assert a.execute("SELECT count(*) FROM ledger").fetchone()[0] == toy.counts["rows_in"]
+    assert b.execute("SELECT count(*) FROM ledger").fetchone()[0] == other.counts["rows_in"]
+    b.close()
+    assert a.execute("SELECT count(*) FROM samples").fetchone()[0] == pq.read_table(toy.run_dir / "input").num_rows
+
+
 SQL = "SELECT sample_id, risk_sqsd, hardness FROM scores ORDER BY risk_sqsd DESC LIMIT 5"
 
 
