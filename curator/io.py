@@ -46,6 +46,17 @@ def sha256_path(path: Path) -> str:
                             for f in sorted(p for p in path.rglob("*") if p.is_file())])
 
 
+def bytes_on_disk(paths: list[Path]) -> int:
+    """Bytes of the files, and of the files under the directories, of ``paths`` (named sources count as none)."""
+    total = 0
+    for path in paths:
+        if path.is_file():
+            total += path.stat().st_size
+        elif path.is_dir():
+            total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return total
+
+
 def digest_of_files(hashes: list[tuple[str, str]]) -> str:
     """A directory's digest from its (relative name, file sha256) list in ``sha256_path``'s order."""
     h = hashlib.sha256()

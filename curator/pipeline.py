@@ -18,7 +18,7 @@ from curator.executors.ray import RayExecutor
 from curator.finalize import finalize
 from curator.ingest import run_ingest
 from curator.inputs import override_inputs
-from curator.io import atomic_path, sha256_path
+from curator.io import atomic_path, bytes_on_disk, sha256_path
 from curator.plan import InputFile, Plan, plan_ingest, plan_stages
 from curator.recipe import Recipe, load_recipe
 from curator.result import RunResult
@@ -41,10 +41,12 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
         _remove_stale_temporaries(rundir.root)
         with atomic_path(rundir.recipe) as tmp:
             tmp.write_text(recipe.text, encoding="utf-8")
-        with ThreadPoolExecutor(len(paths) or 1) as pool:  # hashlib releases the GIL on large reads
-            files = [InputFile(p, h) for p, h in zip(paths, pool.map(sha256_path, paths))]
         exe = _executor(recipe, executor, workers, quiet)
         try:
+            if isinstance(exe, LocalExecutor) and not rundir.manifest.exists():  # (a finished run has nothing to do)
+                exe.warm_up(bytes_on_disk(paths))  # the workers start while the inputs are hashed
+            with ThreadPoolExecutor(len(paths) or 1) as pool:  # hashlib releases the GIL on large reads
+                files = [InputFile(p, h) for p, h in zip(paths, pool.map(sha256_path, paths))]
             plan = plan_ingest(recipe, rundir, files, quiet)
             # Input files are read on the driver's machine: Ray workers may not see them.
             t0 = time.time()
@@ -56,7 +58,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
             timings = {"phase:ingest": ingest_seconds, **_run_phases(plan, exe)}
         finally:
             if isinstance(exe, LocalExecutor):
-                exe.close()
+                exe.close(wait=False)  # no unit is running: a failed map has already waited for its pool
         _raise_failed(rundir)
         return finalize(plan, ingested, {"kind": exe.name, "workers": exe.workers}, started, timings)
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from curator.errors import RecipeError
+from curator.io import bytes_on_disk
 from curator.recipe import Recipe, StageSpec, canonical_json
 from curator.registry import get_stage, ingest_stage
 from curator.rundir import RunDir, shard_name
@@ -116,13 +117,7 @@ class Plan:
     @property
     def input_bytes(self) -> int:
         """Bytes of the input files on disk (named sources count as none)."""
-        total = 0
-        for f in self.files:
-            if f.path.is_file():
-                total += f.path.stat().st_size
-            elif f.path.is_dir():
-                total += sum(p.stat().st_size for p in f.path.rglob("*") if p.is_file())
-        return total
+        return bytes_on_disk([f.path for f in self.files])
 
     @property
     def final_fingerprint(self) -> str:

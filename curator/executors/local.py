@@ -42,6 +42,10 @@ def _pooled_unit(plan: Plan, unit: Unit) -> dict:
         release_freed_memory()
 
 
+def _ready() -> None:
+    """A job that only makes a new worker import what units need (``warm_up``)."""
+
+
 class LocalExecutor:
     name = "local"
 
@@ -61,10 +65,19 @@ class LocalExecutor:
                                              initializer=_init_worker, initargs=(threads,))
         return self._pool
 
-    def close(self) -> None:
-        """Stop the worker processes (the next ``map`` starts new ones)."""
+    def warm_up(self, input_bytes: int) -> None:
+        """Start the worker processes now if the run will want them (``input_bytes`` of inputs, as ``map``
+        judges), so that they import while the caller does other work (hashing the inputs)."""
+        if self.workers > 1 and input_bytes >= POOL_MIN_BYTES:
+            pool = self._get_pool()
+            for _ in range(self.workers):
+                pool.submit(_ready)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the worker processes (the next ``map`` starts new ones); ``wait=False``: without waiting for
+        idle workers to exit (their interpreters' teardown, ~0.1 s, overlaps what the caller does next)."""
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.shutdown(wait=wait)
             self._pool = None
 
     def map(self, plan: Plan, units: Sequence[Unit], desc: str) -> list[dict]:

@@ -30,3 +30,23 @@ def test_small_inputs_run_without_a_worker_pool(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "d.jsonl", synthetic_rows(6))
     res = run(write_recipe(tmp_path, ["d.jsonl"], ENGINE_STAGES, shards=4), tmp_path / "run", quiet=True, workers=2)
     assert res.counts["rows_in"] == 8 and res.manifest["executor"] == {"kind": "local", "workers": 2}
+
+
+def test_workers_start_early_only_for_inputs_worth_a_pool(tmp_path, monkeypatch):
+    exe = local.LocalExecutor(2, quiet=True)
+    exe.warm_up(local.POOL_MIN_BYTES - 1)
+    assert exe._pool is None
+    exe.warm_up(local.POOL_MIN_BYTES)
+    assert exe._pool is not None
+    exe.close()
+    monkeypatch.setattr(local, "POOL_MIN_BYTES", 0)  # every input is worth a pool now
+    write_jsonl(tmp_path / "d.jsonl", synthetic_rows(6))
+    recipe = write_recipe(tmp_path, ["d.jsonl"], ENGINE_STAGES, shards=4)
+    first = run(recipe, tmp_path / "run", quiet=True, workers=2)
+
+    def no_pool(self):
+        raise AssertionError("a worker pool was started to rerun a finished run")
+
+    monkeypatch.setattr(local.LocalExecutor, "_get_pool", no_pool)
+    again = run(recipe, tmp_path / "run", quiet=True, workers=2)
+    assert again.digest == first.digest
