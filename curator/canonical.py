@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from curator.errors import InputError
 from curator.parallel import map_ordered
-from curator.readers import Block, Restart, read_blocks
+from curator.readers import Block, Restart, input_stem, read_blocks
 from curator.recipe import InputSpec
 from curator.samples import adapt, sample_ids
 from curator.stage import Stage
@@ -109,7 +109,7 @@ class InputCanonicaliser:
         if table.num_rows:
             if not table.column_names:
                 raise InputError(f"{self.path}: no columns")
-            canon = adapt(table, self.spec.format, self.spec.source or self.path.stem, str(self.path))
+            canon = adapt(table, self.spec.format, self.spec.source or input_stem(self.path), str(self.path))
             canon = self.normalizer.process_batch(canon)
             canon = pa.table({"sample_id": sample_ids(canon), **{n: canon.column(n) for n in canon.column_names}})
             canon = canon.append_column("_input_idx", pa.repeat(pa.scalar(self.idx, pa.int32()), canon.num_rows))

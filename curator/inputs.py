@@ -3,6 +3,7 @@ input's split/config/revision become.
 
 An input's name is its ``name:`` if set, else the built-in name of a named source (``builtin:advbench`` ->
 ``advbench``, ``dataset:org/set`` -> ``set``), else the file's stem (``data/my_sft.jsonl`` -> ``my_sft``,
+``data/web.jsonl.zst`` -> ``web``,
 ``s3://bucket/a.parquet`` -> ``a``). ``NAME=PATH`` replaces the input called NAME and its rows keep that
 input's ``source`` label (its ``source:``, else NAME), so stages that select rows by source still see them; a
 bare ``PATH`` replaces the input of a recipe that has exactly one.
@@ -16,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlencode
 
 from curator.errors import RecipeError
+from curator.readers import input_stem
 from curator.sources import source_scheme
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -35,7 +37,7 @@ def input_name(spec) -> str:
     scheme = source_scheme(path)
     rest = path.split(":", 1)[1] if scheme else path
     last = rest.rstrip("/").rsplit("/", 1)[-1] or rest
-    return last if scheme and not is_url(path) else PurePosixPath(last).stem
+    return last if scheme and not is_url(path) else input_stem(PurePosixPath(last))
 
 
 def source_path(spec) -> str:

@@ -1,6 +1,9 @@
 """Input readers (HF dataset dir, Arrow IPC file/stream, Parquet, JSONL, JSON array, CSV/TSV, named
 sources), streamed in blocks of bounded size.
 
+Text files (JSONL, JSON, CSV, TSV) may be compressed: ``.gz``, ``.bz2``, ``.zst`` (``data.jsonl.zst``), read
+as a stream (``open_input``); the input's sha256 is the compressed file's.
+
 ``read_blocks(path)`` yields ``Block``s in file order: the parsed rows, their 0-based file rows, and the
 rows in that range that could not be parsed at all (a broken JSON line, invalid UTF-8) as ``BadRow``s
 instead of failing the file. A file that cannot be read at all raises ``InputError`` naming it.
@@ -15,7 +18,6 @@ both paths give the same rows and types for a well-formed file.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,8 @@ from curator.errors import InputError
 from curator.sources import load_source, source_scheme
 
 READ_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow", "hf")
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}  # of text inputs: Arrow's codecs
+TEXT_KINDS = ("jsonl", "json", "csv", "tsv")
 BLOCK_BYTES = 16 << 20  # input bytes (or in-memory Arrow bytes) per block
 MIXED_TAG = "\x00json:"
 
@@ -61,12 +65,44 @@ def detect_kind(path: Path) -> str:
         if (path / "state.json").exists() or (path / "dataset_info.json").exists():
             return "hf"
         raise InputError(f"{path}: a directory that is not a `datasets.save_to_disk` dataset")
-    suffix = path.suffix.lower()
+    codec = _codec(path)
+    suffix = (Path(path.stem) if codec else path).suffix.lower()
     kinds = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
              ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
     if suffix not in kinds:
-        raise InputError(f"{path}: cannot tell the file type from '{suffix}'; use one of {sorted(kinds)}")
+        raise InputError(f"{path}: cannot tell the file type from '{suffix}'; use one of {sorted(kinds)}, "
+                         f"text ones optionally compressed ({', '.join(COMPRESSIONS)})")
+    if codec and kinds[suffix] not in TEXT_KINDS:
+        raise InputError(f"{path}: a compressed {kinds[suffix]} file; decompress it (Parquet and Arrow files "
+                         "compress their columns themselves)")
     return kinds[suffix]
+
+
+def _codec(path: Path) -> str | None:
+    return COMPRESSIONS.get(path.suffix.lower())
+
+
+def input_stem(path: Path) -> str:
+    """The file name without its type and compression suffixes (``data.jsonl.gz`` -> ``data``)."""
+    return Path(path.stem).stem if _codec(path) else path.stem
+
+
+def open_input(path: Path):
+    """A binary stream of the file's content, decompressed if its name says it is compressed."""
+    codec = _codec(path)
+    return pa.input_stream(str(path), compression=codec) if codec else open(path, "rb")
+
+
+def input_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines, each with its ``\\n`` (as iterating the decompressed file in binary mode gives them)."""
+    rest = b""
+    with open_input(path) as fh:
+        while block := fh.read(1 << 20):
+            *lines, rest = (rest + block).split(b"\n")
+            for line in lines:
+                yield line + b"\n"
+    if rest:
+        yield rest
 
 
 def read_blocks(path: Path) -> Iterator[Block | Restart]:
@@ -161,12 +197,13 @@ def _line_chunks(path: Path) -> Iterator[memoryview]:
     """The file in chunks of about ``BLOCK_BYTES`` that end at a line end (a longer line is one chunk); chunks
     of whitespace only are skipped. Each chunk is read into a buffer of its own and handed out as a view (no
     copy of the block: the cut, the carry-over and the blank test touch only the tail and the first byte). A
-    buffer is no larger than what is left of the file (a small file does not pay for a 16 MB buffer)."""
+    buffer is no larger than what is left of an uncompressed file (a small file does not pay for 16 MB)."""
     rest = b""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+    size = None if _codec(path) else path.stat().st_size
+    with open_input(path) as fh:
         while True:
-            buf = bytearray(len(rest) + min(BLOCK_BYTES, max(size - fh.tell(), 0)))
+            left = BLOCK_BYTES if size is None else min(BLOCK_BYTES, max(size - fh.tell(), 0))
+            buf = bytearray(len(rest) + left)
             buf[:len(rest)] = rest
             n = fh.readinto(memoryview(buf)[len(rest):])
             if not n:
@@ -191,7 +228,7 @@ def _blank(chunk: memoryview) -> bool:
 def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block]:
     if path.stat().st_size == 0:
         return
-    header = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+    header = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
                             read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
     convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in header},
                                    strings_can_be_null=False, quoted_strings_can_be_null=False)
@@ -240,24 +277,23 @@ def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
     except pa.ArrowInvalid:
         pass
     rows, bad = [], []
-    with open(path, "rb") as fh:
-        for i, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad.append(BadRow(i, line[:200].decode("utf-8", "replace"), f"invalid UTF-8 at byte {exc.start}"))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                bad.append(BadRow(i, text[:200], f"invalid JSON: {exc.msg} (column {exc.colno})"))
-                continue
-            if not isinstance(obj, dict):
-                bad.append(BadRow(i, text[:200], f"a JSON {type(obj).__name__}, expected an object"))
-                continue
-            rows.append((i, obj))
+    for i, line in enumerate(input_lines(path)):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad.append(BadRow(i, line[:200].decode("utf-8", "replace"), f"invalid UTF-8 at byte {exc.start}"))
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            bad.append(BadRow(i, text[:200], f"invalid JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            bad.append(BadRow(i, text[:200], f"a JSON {type(obj).__name__}, expected an object"))
+            continue
+        rows.append((i, obj))
     return _rows_to_table(rows), bad
 
 
@@ -289,7 +325,8 @@ def _mixed(values: list) -> pa.Array:
 
 def _read_json_array(path: Path) -> tuple[pa.Table, list[BadRow]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open_input(path) as fh:
+            data = json.loads(fh.read().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not valid UTF-8 JSON ({exc}); use JSONL for row-level error recovery") from None
     if not isinstance(data, list):

@@ -25,6 +25,7 @@ from curator.gate import expand, rule_query
 from curator.ledger import LEDGER_SCHEMA
 from curator.plan import declared_artifacts
 from curator.query import sql_message
+from curator.readers import detect_kind, input_lines
 from curator.recipe import Recipe
 from curator.registry import get_stage
 from curator.rundir import RunDir
@@ -33,29 +34,29 @@ from curator.sources import load_source, source_scheme
 from curator.stage import StageContext
 
 _MISSING = re.compile(r'(?:column|name) "?([A-Za-z_][\w]*)"? (?:not found|does not exist)', re.I)
-_READERS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": ",", ".tsv": "\t", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def _header(path: Path) -> list[str] | None:
     """The column names of a local input, when they can be read without reading the data."""
-    kind = _READERS.get(path.suffix.lower())
     try:
         if path.is_dir():
             info = json.loads((path / "dataset_info.json").read_text())
             return list(info.get("features", {}))
+        kind = detect_kind(path)
         if kind == "parquet":
             return pq.read_schema(path).names
+        if kind in ("jsonl", "csv", "tsv"):
+            lines = [line.decode("utf-8", "replace") for _, line in zip(range(200), input_lines(path))]
         if kind == "jsonl":
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                keys: dict[str, None] = {}
-                for _, line in zip(range(200), fh):
-                    row = json.loads(line) if line.strip() else {}
-                    keys.update(dict.fromkeys(row if isinstance(row, dict) else {}))
-                return list(keys)
-        if kind in (",", "\t"):
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                return [c.strip().strip('"') for c in fh.readline().rstrip("\n").split(kind)]
-    except (OSError, ValueError, pa.ArrowInvalid):
+            keys: dict[str, None] = {}
+            for line in lines:
+                row = json.loads(line) if line.strip() else {}
+                keys.update(dict.fromkeys(row if isinstance(row, dict) else {}))
+            return list(keys)
+        if kind in ("csv", "tsv") and lines:
+            sep = "," if kind == "csv" else "\t"
+            return [c.strip().strip('"') for c in lines[0].rstrip("\r\n").split(sep)]
+    except (OSError, ValueError, pa.ArrowInvalid, CuratorError):
         return None
     return None
 
