@@ -17,7 +17,9 @@ both paths give the same rows and types for a well-formed file.
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,8 @@ from curator.sources import load_source, source_scheme
 READ_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow", "hf")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}  # of text inputs: Arrow's codecs
 TEXT_KINDS = ("jsonl", "json", "csv", "tsv")
+_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as ``surrogateescape`` decodes them
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which a text input may start with
 BLOCK_BYTES = 16 << 20  # input bytes (or in-memory Arrow bytes) per block
 MIXED_TAG = "\x00json:"
 
@@ -168,7 +172,8 @@ def _slices(table: pa.Table, bad: list[BadRow]) -> Iterator[Block]:
         end_row = None if last else rows[starts[k + 1]].as_py()
         mine = [b for b in bad if last or b.row < end_row]
         bad = bad[len(mine):]
-        yield Block(table.slice(start, step), rows.slice(start, step), mine)
+        length = min(step, table.num_rows - start)  # (a table without columns slices to any length)
+        yield Block(table.slice(start, length), rows.slice(start, length), mine)
 
 
 def _jsonl_blocks(path: Path) -> Iterator[Block | Restart]:
@@ -225,16 +230,51 @@ def _blank(chunk: memoryview) -> bool:
     return not len(chunk) or (chunk[0] in b" \t\n\r\x0b\x0c" and not bytes(chunk).strip())
 
 
-def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block]:
+def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block | Restart]:
+    """Every column as text, streamed by Arrow; a file with a row Arrow cannot take (a wrong number of fields,
+    invalid UTF-8) is read again row by row (``Restart`` first), those rows quarantined."""
     if path.stat().st_size == 0:
         return
-    header = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                            read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
-    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in header},
-                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
-    yield from _numbered(pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
-                                        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                                        convert_options=convert))
+    streamed = 0
+    try:
+        header = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                                read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
+        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in header},
+                                       strings_can_be_null=False, quoted_strings_can_be_null=False)
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
+                                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                                convert_options=convert)
+        for block in _numbered(reader, streamed):
+            yield block
+            streamed += block.table.num_rows
+        return
+    except pa.ArrowInvalid:
+        pass
+    if streamed:
+        yield Restart()
+    yield from _slices(*_read_csv_rows(path, delimiter))
+
+
+def _read_csv_rows(path: Path, delimiter: str) -> tuple[pa.Table, list[BadRow]]:
+    """A CSV file row by row (Python's ``csv``): rows are numbered as Arrow numbers them (blank lines are no
+    rows); one with another number of fields than the header, or with invalid UTF-8, is a ``BadRow``."""
+    lines = (line.removeprefix(BOM) if i == 0 else line for i, line in enumerate(input_lines(path)))
+    reader = csv.reader((line.decode("utf-8", "surrogateescape") for line in lines), delimiter=delimiter)
+    header = next(reader, [])
+    rows, bad, i = [], [], 0
+    for fields in reader:
+        if not fields:
+            continue
+        raw = delimiter.join(fields)
+        if len(fields) != len(header):
+            bad.append(BadRow(i, raw[:200], f"{len(fields)} field(s), the header has {len(header)}"))
+        elif any(_SURROGATE.search(f) for f in fields):
+            bad.append(BadRow(i, raw[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                              "invalid UTF-8"))
+        else:
+            rows.append((i, dict(zip(header, fields))))
+        i += 1
+    return _rows_to_table(rows), bad
 
 
 def _parquet_blocks(path: Path) -> Iterator[Block]:
@@ -278,6 +318,8 @@ def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
         pass
     rows, bad = [], []
     for i, line in enumerate(input_lines(path)):
+        if i == 0:
+            line = line.removeprefix(BOM)  # as Arrow's reader does
         if not line.strip():
             continue
         try:
@@ -293,8 +335,21 @@ def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
         if not isinstance(obj, dict):
             bad.append(BadRow(i, text[:200], f"a JSON {type(obj).__name__}, expected an object"))
             continue
+        if "\\ud" in text.lower() and (why := _lone_surrogate(obj)):
+            bad.append(BadRow(i, text[:200], why))
+            continue
         rows.append((i, obj))
     return _rows_to_table(rows), bad
+
+
+def _lone_surrogate(obj: dict) -> str | None:
+    """Why a parsed row cannot be text: a ``\\ud800``-style escape that is half of a UTF-16 pair alone."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"invalid Unicode: a lone surrogate escape (\\u{ord(exc.object[exc.start]):04x}) is not a "
+                "character; fix the escape or remove it")
+    return None
 
 
 def _rows_to_table(rows: list[tuple[int, dict]]) -> pa.Table:
@@ -326,7 +381,7 @@ def _mixed(values: list) -> pa.Array:
 def _read_json_array(path: Path) -> tuple[pa.Table, list[BadRow]]:
     try:
         with open_input(path) as fh:
-            data = json.loads(fh.read().decode("utf-8"))
+            data = json.loads(fh.read().decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not valid UTF-8 JSON ({exc}); use JSONL for row-level error recovery") from None
     if not isinstance(data, list):

@@ -1,0 +1,68 @@
+"""Text inputs with a byte-order mark, lone surrogate escapes, rows of the wrong width, or no good row at all:
+every good row is kept, every bad row quarantined with its number and reason, never a failed file."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from curator import readers
+from curator.pipeline import run
+from tests.support import write_recipe
+
+
+def _run(tmp_path, name: str, data: bytes):
+    (tmp_path / name).write_bytes(data)
+    res = run(write_recipe(tmp_path, [name], [{"use": "normalize"}], shards=2), tmp_path / "run", quiet=True)
+    quarantine = pq.read_table(tmp_path / "run" / "quarantine").sort_by("input_row")
+    samples = (pq.read_table(tmp_path / "run" / "input").sort_by("prompt").column("prompt").to_pylist()
+               if (tmp_path / "run" / "input").exists() else [])  # (no good row: no input shard)
+    return res, quarantine.select(["input_row", "reason"]).to_pylist(), samples
+
+
+def _line(prompt: str, response: str = "r") -> bytes:
+    return (json.dumps({"prompt": prompt, "response": response}) + "\n").encode()
+
+
+def test_a_bom_before_the_first_row_is_not_a_bad_row(tmp_path):
+    res, bad, prompts = _run(tmp_path, "d.jsonl", readers.BOM + _line("first") + b'{"prompt": "cut\n' + _line("third"))
+    assert prompts == ["first", "third"] and [b["input_row"] for b in bad] == [1]
+    (tmp_path / "array").mkdir()
+    res, bad, prompts = _run(tmp_path / "array", "d.json", readers.BOM + json.dumps([{"prompt": "a", "response": "r"}]).encode())
+    assert prompts == ["a"] and bad == []
+
+
+def test_a_lone_surrogate_escape_quarantines_its_row_only(tmp_path):
+    data = b'{"prompt": "half \\ud800 pair", "response": "r"}\n' + _line("emoji \U0001F600") + \
+        b'{"prompt": "pair \\ud83d\\ude00", "response": "r2"}\n'
+    res, bad, prompts = _run(tmp_path, "d.jsonl", data)
+    assert prompts == ["emoji \U0001F600", "pair \U0001F600"]
+    assert bad == [{"input_row": 0, "reason": "invalid Unicode: a lone surrogate escape (\\ud800) is not a character; "
+                                              "fix the escape or remove it"}]
+
+
+def test_a_file_of_bad_lines_only_is_all_quarantined(tmp_path):
+    res, bad, prompts = _run(tmp_path, "d.jsonl", b'{"prompt": \nnot json\n[1]\n')
+    assert res.counts == {**res.counts, "rows_in": 3, "quarantined": 3, "kept": 0} and prompts == []
+    assert [b["input_row"] for b in bad] == [0, 1, 2]
+
+
+def test_csv_rows_of_the_wrong_width_or_bad_utf8_are_quarantined_by_row(tmp_path):
+    data = b'prompt,response\na,b\n\n"multi\nline",x\nc,d,e\nf\n"q ""quoted""",\xff\xfe\ng,h\n'
+    res, bad, prompts = _run(tmp_path, "d.csv", data)
+    assert prompts == ["a", "g", "multi\nline"]
+    assert bad == [{"input_row": 2, "reason": "3 field(s), the header has 2"},
+                   {"input_row": 3, "reason": "1 field(s), the header has 2"},
+                   {"input_row": 4, "reason": "invalid UTF-8"}]
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_the_row_by_row_csv_path_reads_what_arrow_reads(tmp_path, newline):
+    rows = [b"prompt,response,extra", b'plain,"with, comma",', b'"line\nbreak","say ""hi""",x', b"", b"last,,"]
+    path = tmp_path / "d.csv"
+    path.write_bytes(readers.BOM + newline.join(rows) + newline)
+    arrow = [b for b in readers._csv_blocks(path, ",") if not isinstance(b, readers.Restart)]
+    by_row, bad = readers._read_csv_rows(path, ",")
+    assert bad == [] and len(arrow) == 1
+    assert by_row.drop_columns(["_file_row"]).to_pylist() == arrow[0].table.to_pylist()
+    assert by_row.column("_file_row").to_pylist() == arrow[0].rows.to_pylist() == [0, 1, 2]
