@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,9 +210,17 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
            else pa.nulls(n, pa.string()))
     out = pa.table({"prompt": prompt, "response": response, "messages": messages, "source": source_arr})
     for name in rest.column_names:
-        out = out.append_column(name, rest.column(name))
+        out = out.append_column(name, _untagged(rest.column(name)))
     out = out.append_column("_bad_reason", bad)
     return out.replace_schema_metadata(PROMPTS_ONLY) if fmt == "prompts" else out
+
+
+def _untagged(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A pass-through column whose rows held different JSON types (read as text): the other values as their
+    JSON, without the reader's tag."""
+    if not pa.types.is_string(column.type) or not pc.any(pc.starts_with(column, MIXED_TAG)).as_py():
+        return column
+    return pc.replace_substring_regex(column, "^" + re.escape(MIXED_TAG) + "[a-z]+:", "")
 
 
 def _ends_with_user(column: pa.ChunkedArray) -> bool:

@@ -66,3 +66,13 @@ def test_the_row_by_row_csv_path_reads_what_arrow_reads(tmp_path, newline):
     assert bad == [] and len(arrow) == 1
     assert by_row.drop_columns(["_file_row"]).to_pylist() == arrow[0].table.to_pylist()
     assert by_row.column("_file_row").to_pylist() == arrow[0].rows.to_pylist() == [0, 1, 2]
+
+
+def test_a_pass_through_column_of_mixed_json_types_reaches_the_dataset_as_text(tmp_path):
+    import datasets
+
+    data = b"".join(json.dumps({"prompt": p, "response": "r", "meta": m}, ensure_ascii=False).encode() + b"\n"
+                    for p, m in [("a", {"k": "\u00e9"}), ("b", "plain"), ("c", [1, 2]), ("d", None), ("e", 3)])
+    _run(tmp_path, "d.jsonl", data)
+    rows = sorted(datasets.load_from_disk(str(tmp_path / "run" / "dataset")).to_list(), key=lambda r: r["prompt"])
+    assert [r["meta"] for r in rows] == ['{"k": "\\u00e9"}', "plain", "[1, 2]", None, "3"]
