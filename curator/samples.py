@@ -133,6 +133,11 @@ def _messages(table: pa.Table, col: str, sharegpt: bool, last: str = "assistant"
 def _parse_turns(raw: object, sharegpt: bool, last: str = "assistant") -> list[dict[str, str]]:
     if isinstance(raw, str) and raw.startswith(MIXED_TAG):  # a list kept as JSON by the reader
         raw = json.loads(raw.split(":", 2)[2])
+    elif isinstance(raw, str) and raw.lstrip().startswith("["):  # a column of conversations stored as JSON text
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"a string that is not a JSON list of turns ({exc.msg})") from None
     if not isinstance(raw, list) or not raw:
         raise ValueError("expected a non-empty list of turns")
     turns = []

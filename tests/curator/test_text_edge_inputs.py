@@ -76,3 +76,16 @@ def test_a_pass_through_column_of_mixed_json_types_reaches_the_dataset_as_text(t
     _run(tmp_path, "d.jsonl", data)
     rows = sorted(datasets.load_from_disk(str(tmp_path / "run" / "dataset")).to_list(), key=lambda r: r["prompt"])
     assert [r["meta"] for r in rows] == ['{"k": "\\u00e9"}', "plain", "[1, 2]", None, "3"]
+
+
+def test_conversations_stored_as_json_text_are_read_as_turns(tmp_path):
+    import pyarrow as pa
+
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    pq.write_table(pa.table({"messages": [json.dumps(turns), '[{"role": "user"', "plain text"]}), tmp_path / "c.parquet")
+    run(write_recipe(tmp_path, ["c.parquet"], [{"use": "normalize"}], shards=1), tmp_path / "run", quiet=True)
+    sample = pq.read_table(tmp_path / "run" / "input").to_pylist()
+    assert [(s["prompt"], s["response"], s["messages"]) for s in sample] == [("hi", "hello", turns)]
+    reasons = pq.read_table(tmp_path / "run" / "quarantine").sort_by("input_row").column("reason").to_pylist()
+    assert reasons == ["malformed messages: a string that is not a JSON list of turns (Expecting ',' delimiter)",
+                       "malformed messages: expected a non-empty list of turns"]
