@@ -12,7 +12,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -345,15 +344,16 @@ def _save_to_disk(table: pa.Table | DatasetParts, path: Path, fingerprint: str, 
 
 
 def _stats(rundir: RunDir, shards: list[dict], plan: Plan) -> dict:
-    reasons: Counter = Counter()
-    for shard in range(plan.recipe.shards):
-        ledger = read_parquet(rundir.ledger(shard))
-        ledger = ledger.filter(pc.invert(pc.equal(ledger.column("status"), "kept")))
-        for st, stage, why in zip(*(ledger.column(c).to_pylist() for c in ("status", "stage", "reason"))):
-            reasons[f"{st}|{stage}|{why}"] += 1
+    """Totals, and the rows of each (status, stage, reason) that is not ``kept`` (a missing value written as
+    "None"), ordered by "status|stage|reason"."""
+    keys = ["status", "stage", "reason"]
+    ledger = pa.concat_tables([read_parquet(rundir.ledger(shard), keys) for shard in range(plan.recipe.shards)])
+    ledger = ledger.filter(pc.invert(pc.equal(ledger.column("status"), "kept")))
+    groups = ledger.group_by(keys, use_threads=False).aggregate([([], "count_all")]).to_pylist()
+    reasons = sorted(({k: str(g[k]) for k in keys} | {"rows": g["count_all"]} for g in groups),
+                     key=lambda r: "|".join(r[k] for k in keys))
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "totals": {k: sum(s[k] for s in shards) for k in ("rows_in", *LEDGER_STATUSES, "added")},
-        "reasons": [{"status": k.split("|")[0], "stage": k.split("|")[1], "reason": k.split("|")[2], "rows": v}
-                    for k, v in sorted(reasons.items())],
+        "reasons": reasons,
     }
