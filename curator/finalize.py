@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curator.database import cursor
 from curator.errors import RunError
 from curator.export import export
 from curator.faults import fault_point
@@ -348,9 +349,10 @@ def _stats(rundir: RunDir, shards: list[dict], plan: Plan) -> dict:
     "None"), ordered by "status|stage|reason"."""
     keys = ["status", "stage", "reason"]
     ledger = pa.concat_tables([read_parquet(rundir.ledger(shard), keys) for shard in range(plan.recipe.shards)])
-    ledger = ledger.filter(pc.invert(pc.equal(ledger.column("status"), "kept")))
-    groups = ledger.group_by(keys, use_threads=False).aggregate([([], "count_all")]).to_pylist()
-    reasons = sorted(({k: str(g[k]) for k in keys} | {"rows": g["count_all"]} for g in groups),
+    con = cursor()  # (Arrow's group_by would import pyarrow.dataset)
+    con.register("ledger", ledger)
+    groups = con.execute("SELECT status, stage, reason, count(*) FROM ledger WHERE status <> 'kept' GROUP BY ALL")
+    reasons = sorted(({k: str(v) for k, v in zip(keys, g)} | {"rows": g[3]} for g in groups.fetchall()),
                      key=lambda r: "|".join(r[k] for k in keys))
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
