@@ -381,11 +381,18 @@ def _mixed(values: list) -> pa.Array:
 def _read_json_array(path: Path) -> tuple[pa.Table, list[BadRow]]:
     try:
         with open_input(path) as fh:
-            data = json.loads(fh.read().decode("utf-8-sig"))
+            text = fh.read().decode("utf-8-sig")
+        data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not valid UTF-8 JSON ({exc}); use JSONL for row-level error recovery") from None
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON array of objects")
-    good = [(i, o) for i, o in enumerate(data) if isinstance(o, dict)]
-    bad = [BadRow(i, json.dumps(o)[:200], "not a JSON object") for i, o in enumerate(data) if not isinstance(o, dict)]
+    escapes = "\\ud" in text.lower()  # a lone surrogate is possible
+    good, bad = [], []
+    for i, obj in enumerate(data):
+        why = "not a JSON object" if not isinstance(obj, dict) else (_lone_surrogate(obj) if escapes else None)
+        if why:
+            bad.append(BadRow(i, json.dumps(obj)[:200], why))
+        else:
+            good.append((i, obj))
     return _rows_to_table(good), bad

@@ -41,6 +41,13 @@ def test_a_lone_surrogate_escape_quarantines_its_row_only(tmp_path):
                                               "fix the escape or remove it"}]
 
 
+def test_a_lone_surrogate_in_a_json_array_quarantines_its_element_only(tmp_path):
+    data = b'[{"prompt": "half \\udc00", "response": "r"}, {"prompt": "fine", "response": "r"}, 7]'
+    res, bad, prompts = _run(tmp_path, "d.json", data)
+    assert prompts == ["fine"] and [(b["input_row"], b["reason"][:15]) for b in bad] == [
+        (0, "invalid Unicode"), (2, "not a JSON obje")]
+
+
 def test_a_file_of_bad_lines_only_is_all_quarantined(tmp_path):
     res, bad, prompts = _run(tmp_path, "d.jsonl", b'{"prompt": \nnot json\n[1]\n')
     assert res.counts == {**res.counts, "rows_in": 3, "quarantined": 3, "kept": 0} and prompts == []
