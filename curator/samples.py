@@ -23,12 +23,9 @@ import pyarrow.compute as pc
 from curator.errors import InputError
 from curator.readers import MIXED_TAG
 from curator.strings import from_buffers, hex_digests, rows_of, text_buffers
+from curator.turns import MESSAGE_TYPE, ROLES, SHAREGPT_ROLES, ends_with_user, per_row_any, read_conversations
 
-MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 CANONICAL = ("sample_id", "prompt", "response", "messages", "source")
-ROLES = ("system", "user", "assistant", "tool")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "tool": "tool", "function": "tool"}
 
 
 @dataclass(frozen=True)
@@ -73,9 +70,9 @@ def detect_format(columns: list[str], where: str) -> str:
     )
 
 
-def _text(table: pa.Table, col: str) -> tuple[pa.Array, list[str | None] | None]:
-    """Column ``col`` as a string array plus per-row type errors (non-strings become null; no
-    list when every row is fine)."""
+def _text(table: pa.Table, col: str) -> tuple[pa.Array, pa.Array | None]:
+    """Column ``col`` as a string array plus per-row type errors (non-strings become null; None when every
+    row is fine)."""
     arr = table.column(col).combine_chunks() if col in table.column_names else None
     n = table.num_rows
     if arr is None:
@@ -87,7 +84,7 @@ def _text(table: pa.Table, col: str) -> tuple[pa.Array, list[str | None] | None]
             return arr, None
         reasons = [f"column '{col}' has a {v.split(':')[1]} value, expected a string" if t else None
                    for v, t in zip(arr.to_pylist(), tagged.to_pylist())]
-        return pc.if_else(tagged, pa.scalar(None, pa.string()), arr), reasons
+        return pc.if_else(tagged, pa.scalar(None, pa.string()), arr), pa.array(reasons, pa.string())
     if pa.types.is_null(arr.type):
         return pa.nulls(n, pa.string()), None
     reasons: list[str | None] = []
@@ -99,7 +96,7 @@ def _text(table: pa.Table, col: str) -> tuple[pa.Array, list[str | None] | None]
         else:
             values.append(None)
             reasons.append(f"column '{col}' has a {type(v).__name__} value, expected a string")
-    return pa.array(values, pa.string()), reasons
+    return pa.array(values, pa.string()), pa.array(reasons, pa.string())
 
 
 def _join_text(a: pa.Array, b: pa.Array) -> pa.Array:
@@ -110,11 +107,18 @@ def _join_text(a: pa.Array, b: pa.Array) -> pa.Array:
 
 
 def _messages(table: pa.Table, col: str, sharegpt: bool, last: str = "assistant"
-              ) -> tuple[pa.Array, pa.Array, pa.Array, list]:
-    """Parse a messages column: (messages, prompt = last user turn, response = final assistant turn);
-    ``last="user"`` reads prompt-only conversations (response null)."""
+              ) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+    """Parse a messages column: (messages, prompt = last user turn, response = final assistant turn, reason);
+    ``last="user"`` reads prompt-only conversations (response null). Rows the Arrow reader
+    (``curator.turns``) cannot take are parsed one by one."""
+    column = table.column(col).combine_chunks()
+    n = len(column)
+    fast = read_conversations(column, sharegpt, last)
+    if fast is not None and fast[3].all():
+        return *fast[:3], pa.nulls(n, pa.string())
+    rows = np.arange(n) if fast is None else np.flatnonzero(~fast[3])
     msgs, prompts, responses, reasons = [], [], [], []
-    for raw in table.column(col).to_pylist():
+    for raw in column.take(pa.array(rows, pa.int64())).to_pylist():
         try:
             turns = _parse_turns(raw, sharegpt, last)
             msgs.append(turns)
@@ -127,7 +131,15 @@ def _messages(table: pa.Table, col: str, sharegpt: bool, last: str = "assistant"
             prompts.append(None)
             responses.append(None)
             reasons.append(f"malformed messages: {exc}")
-    return pa.array(msgs, MESSAGE_TYPE), pa.array(prompts, pa.string()), pa.array(responses, pa.string()), reasons
+    slow = (pa.array(msgs, MESSAGE_TYPE), pa.array(prompts, pa.string()), pa.array(responses, pa.string()),
+            pa.array(reasons, pa.string()))
+    if fast is None:
+        return slow
+    pick = np.arange(n)  # fast rows from the fast arrays, the others from the slow ones (appended after them)
+    pick[rows] = n + np.arange(len(rows))
+    pick = pa.array(pick)
+    fast_arrays = (*fast[:3], pa.nulls(n, pa.string()))
+    return tuple(pa.concat_arrays([f, s]).take(pick) for f, s in zip(fast_arrays, slow))  # type: ignore[return-value]
 
 
 def _parse_turns(raw: object, sharegpt: bool, last: str = "assistant") -> list[dict[str, str]]:
@@ -178,7 +190,7 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
         raise InputError(f"{where}: format '{fmt}' needs column(s) {missing}; the file has {table.column_names}")
     n = table.num_rows
     messages = pa.nulls(n, MESSAGE_TYPE)
-    reasons: list[list[str | None]] = []
+    reasons: list[pa.Array] = []
 
     def text(col: str) -> pa.Array:
         arr, why = _text(table, col)
@@ -211,8 +223,7 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
         pc.fill_null(src.cast(pa.string()), source) if src is not None and pa.types.is_string(src.type)
         else pa.repeat(pa.scalar(source, pa.string()), n)
     )
-    bad = (pa.array([next((r for r in row if r), None) for row in zip(*reasons)], pa.string()) if reasons
-           else pa.nulls(n, pa.string()))
+    bad = pc.coalesce(*reasons) if reasons else pa.nulls(n, pa.string())
     out = pa.table({"prompt": prompt, "response": response, "messages": messages, "source": source_arr})
     for name in rest.column_names:
         out = out.append_column(name, _untagged(rest.column(name)))
@@ -230,6 +241,9 @@ def _untagged(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _ends_with_user(column: pa.ChunkedArray) -> bool:
     """Every row is a list whose last turn has role ``user`` (a prompts-only conversation file)."""
+    fast = ends_with_user(column.combine_chunks())
+    if fast is not None:
+        return fast
     rows = column.to_pylist()
     return bool(rows) and all(isinstance(m, list) and m and isinstance(m[-1], dict) and m[-1].get("role") == "user"
                               for m in rows)
@@ -263,6 +277,22 @@ def _json_literals(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return (pc.if_else(valid, literal, "null") if valid is not None else literal), other
 
 
+def _messages_literals(messages: pa.Array) -> tuple[pa.Array, np.ndarray] | None:
+    """(``json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))`` of each conversation of
+    a canonical ``messages`` column, rows whose literal the caller must build); None for another type."""
+    if messages.type != MESSAGE_TYPE:
+        return None
+    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy().astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    role, content = pc.list_flatten(messages).flatten()
+    c_lit, c_other = _json_literals(content)
+    r_lit, r_other = _json_literals(role)
+    turn = pc.binary_join_element_wise('{"content":', c_lit, ',"role":', r_lit, "}", "")
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), turn), ",")
+    literal = pc.if_else(pc.is_valid(messages), pc.binary_join_element_wise("[", joined, "]", ""), "null")
+    return literal, per_row_any(c_other | r_other, offsets)
+
+
 def sample_ids(table: pa.Table) -> pa.Array:
     """sha256 of the canonical JSON of (prompt, response, messages) per row, hex.
 
@@ -275,9 +305,13 @@ def sample_ids(table: pa.Table) -> pa.Array:
     messages = table.column("messages").combine_chunks()
     p_lit, p_other = _json_literals(prompt)
     r_lit, r_other = _json_literals(response)
-    payload = pc.binary_join_element_wise('{"messages":null,"prompt":', p_lit, ',"response":', r_lit, "}", "")
+    m = _messages_literals(messages) if messages.null_count < len(messages) else None
+    m_lit, other = (m[0], p_other | r_other | m[1]) if m is not None else ("null", p_other | r_other)
+    payload = pc.binary_join_element_wise('{"messages":', m_lit, ',"prompt":', p_lit, ',"response":', r_lit, "}", "")
     ids = hex_digests(payload)
-    slow = pc.or_(pc.is_valid(messages), pa.array(p_other | r_other))
+    slow = pa.array(other)
+    if m is None:
+        slow = pc.or_(pc.is_valid(messages), slow)
     if pc.any(slow).as_py():
         rows = pc.indices_nonzero(slow)
         p, r, m = (col.take(rows).to_pylist() for col in (prompt, response, messages))

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from curator.samples import PROMPTS_ONLY
 from curator.stage import Stage
 from curator.strings import blank, rows_of, text_buffers
+from curator.turns import turn_chars
 
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 _CONTROL = np.zeros(256, np.bool_)  # the same characters, by byte (UTF-8 never encodes them otherwise)
@@ -89,8 +90,7 @@ class NormalizeStage(Stage):
         reason = _first_reason(reason, empty_prompt, "empty prompt")
         size = pc.add(pc.fill_null(pc.utf8_length(prompt), 0), pc.fill_null(pc.utf8_length(response), 0))
         if pc.any(has_msgs).as_py():
-            msg_len = pa.array([sum(len(t["content"]) for t in m) if m else 0
-                                for m in table.column("messages").to_pylist()], pa.int64())
+            msg_len = pa.array(turn_chars(table.column("messages").combine_chunks()))
             size = pc.if_else(has_msgs, msg_len, size)
         reason = _first_reason(reason, pc.greater(size, p.max_chars), f"too large: over max_chars={p.max_chars}")
         table = table.set_column(table.column_names.index("prompt"), "prompt", prompt)
