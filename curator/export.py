@@ -62,10 +62,32 @@ def _require(ok: pa.Array, what: str, fmt: str, instead: str) -> None:
                        "in the recipe (or drop those rows with a decide rule)")
 
 
-def _split_messages(messages: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(every turn but the last, [the last turn]) per row of a messages column."""
-    rows = messages.to_pylist()
-    return (pa.array([m[:-1] for m in rows], MESSAGE_TYPE), pa.array([m[-1:] for m in rows], MESSAGE_TYPE))
+def _split_messages(messages: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(every turn but the last, [the last turn]) per row of a messages column without nulls."""
+    lengths = pc.list_value_length(messages).to_numpy().astype(np.int64)
+    turns = pc.list_flatten(messages).cast(MESSAGE_TYPE.value_type)
+    is_last = np.zeros(len(turns), np.bool_)
+    is_last[np.cumsum(lengths)[lengths > 0] - 1] = True
+
+    def lists(keep: np.ndarray, per_row: np.ndarray) -> pa.Array:
+        offsets = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), turns.filter(pa.array(keep)), type=MESSAGE_TYPE)
+
+    return lists(~is_last, np.maximum(lengths - 1, 0)), lists(is_last, np.minimum(lengths, 1))
+
+
+def _single_turn(messages: pa.Array) -> pa.Array:
+    """Per row: no conversation, or exactly [user, assistant]."""
+    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy().astype(np.int64)
+    role = pc.list_flatten(messages).flatten()[0].cast(pa.string())
+    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    pair = np.flatnonzero(lengths == 2)
+    ok = np.zeros(len(messages), np.bool_)
+    if len(pair):
+        first, second = (pc.fill_null(pc.equal(role.take(pa.array(starts[pair] + k)), r), False).to_numpy(
+            zero_copy_only=False) for k, r in ((0, "user"), (1, "assistant")))
+        ok[pair] = first & second
+    return pa.array(ok | pc.is_null(messages).to_numpy(zero_copy_only=False))
 
 
 def training_columns(table: pa.Table, spec: OutputSpec) -> dict[str, pa.Array]:
@@ -86,8 +108,7 @@ def training_columns(table: pa.Table, spec: OutputSpec) -> dict[str, pa.Array]:
         where = pc.indices_nonzero(has_msgs)
         conv_p, conv_c = _turns(["user"], [prompt]), _turns(["assistant"], [response])
         return {"prompt": _replace_rows(conv_p, where, head), "completion": _replace_rows(conv_c, where, last)}
-    single = pa.array([m is None or [t["role"] for t in m] == ["user", "assistant"] for m in msgs.to_pylist()])
-    _require(single, "multi-turn conversations", fmt, "messages")
+    _require(_single_turn(msgs), "multi-turn conversations", fmt, "messages")
     return {"prompt": prompt, "completion": response}
 
 

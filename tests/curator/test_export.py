@@ -70,3 +70,16 @@ def test_a_run_exports_messages_with_requested_scores(tmp_path):
     bad = write_recipe(tmp_path, ["data.jsonl"], stages, shards=3, output={"format": "messages", "scores": ["nope"]})
     with pytest.raises(RunError, match=r"no score stage of this run provides \['nope'\].*char_len"):
         run(bad, tmp_path / "run", quiet=True)
+
+
+def test_conversations_split_into_prompt_and_completion_turn_by_turn():
+    """Every turn before the last is the prompt, the last the completion; only [user, assistant] is single-turn."""
+    from curator.export import _single_turn, _split_messages
+
+    u, a, s = ({"role": r, "content": r[0] * (i + 1)} for i, r in enumerate(("user", "assistant", "system")))
+    convos = [[u, a], [s, u, a], [u, a, u, a], [u], [a, u], [s, u, a, u, u, a]]
+    column = pa.array([[], *convos, None], MESSAGE_TYPE).slice(1, len(convos))  # offsets not starting at 0
+    head, last = _split_messages(column)
+    assert head.to_pylist() == [c[:-1] for c in convos] and last.to_pylist() == [c[-1:] for c in convos]
+    with_null = pa.array([*convos, None], MESSAGE_TYPE)
+    assert _single_turn(with_null).to_pylist() == [True, False, False, False, False, False, True]
