@@ -15,6 +15,10 @@ the child's process tree every 20 ms.
     python -m benchmarks.perf.engine --rows 300000 1000000            # ~30 min on 2 busy cores
     python -m benchmarks.perf.engine --rows 3000000 --systems curator  # memory at scale
     python -m benchmarks.perf.engine --fixed-cost                      # a 1-row run, start to exit
+    python -m benchmarks.perf.engine --layout messages --systems curator hf --rows 300000  # chat rows
+
+``--layout messages`` writes each row as a two-turn conversation (``messages``: user, assistant) instead of
+``prompt``/``response`` columns; the bare ``hf`` filter then sums the turns' lengths.
 
 Times exclude interpreter start-up and the system's top-level imports (``--child`` prints both).
 """
@@ -42,7 +46,10 @@ BARE = ("curator", "hf", "datatrove")
 EQUAL = ("pyarrow", "hf-equal", "datatrove-equal")
 
 
-def make_inputs(work: Path, rows: int, files: int = 2) -> list[Path]:
+LAYOUTS = ("prompt_response", "messages")
+
+
+def make_inputs(work: Path, rows: int, files: int = 2, layout: str = "prompt_response") -> list[Path]:
     """``files`` JSONL files of synthetic rows (seeded), 0.5% exact duplicates."""
     rng = random.Random(0)
     paths = [work / f"part-{i}.jsonl" for i in range(files)]
@@ -54,6 +61,9 @@ def make_inputs(work: Path, rows: int, files: int = 2) -> list[Path]:
         for at in sorted(r.sample(range(len(words)), 2), reverse=True):
             words.insert(at, r.choice(["\n\n", "\n1.", "\n-", f"{k % 97} + {k % 13} =", "."]))
         doc = {"prompt": f"Q{k}: " + " ".join(r.choices(WORDS, k=12)), "response": " ".join(words)}
+        if layout == "messages":
+            doc = {"messages": [{"role": "user", "content": doc["prompt"]},
+                                {"role": "assistant", "content": doc["response"]}]}
         handles[i % files].write(json.dumps(doc) + "\n")
     for h in handles:
         h.close()
@@ -102,6 +112,13 @@ def run_curator(paths: list[Path], out: Path) -> tuple[int, float | None, dict[s
     return res.counts["kept"], started[0] if started else None, res.manifest["timings"]
 
 
+def _hf_lengths(batch: dict) -> list[int]:
+    """prompt + response characters per row of a batch, in either layout."""
+    if "messages" in batch:
+        return [sum(len(t["content"]) for t in m) for m in batch["messages"]]
+    return [len(p) + len(r) for p, r in zip(batch["prompt"], batch["response"])]
+
+
 def run_hf(paths: list[Path], out: Path, equal: bool) -> int:
     import datasets  # the system under test
 
@@ -113,8 +130,7 @@ def run_hf(paths: list[Path], out: Path, equal: bool) -> int:
                     batched=True, batch_size=100_000)
         ds = ds.filter(lambda b: b["keep"], batched=True, num_proc=2)
     else:
-        ds = ds.filter(lambda b: [len(p) + len(r) <= MAX_CHARS for p, r in zip(b["prompt"], b["response"])],
-                       batched=True)
+        ds = ds.filter(lambda b: [n <= MAX_CHARS for n in _hf_lengths(b)], batched=True)
     ds.save_to_disk(str(out / "hf-out"))
     return len(ds)
 
@@ -235,6 +251,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="best of this many runs per system, interleaved")
     ap.add_argument("--systems", nargs="+", default=[*BARE, *EQUAL], choices=[*BARE, *EQUAL])
     ap.add_argument("--fixed-cost", action="store_true", help="time a 1-row model-free run (and nothing else)")
+    ap.add_argument("--layout", choices=LAYOUTS, default="prompt_response",
+                    help="rows as prompt/response columns or as two-turn conversations (curator and hf only)")
     ap.add_argument("--child", choices=[*BARE, *EQUAL], help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -243,10 +261,12 @@ def main() -> None:
         return child(args.child, args.data, args.out)
     if args.fixed_cost:
         return fixed_cost(args.rounds * 5)
+    if args.layout != "prompt_response" and set(args.systems) - {"curator", "hf"}:
+        ap.error("--layout messages: only the curator and hf systems read conversations (--systems curator hf)")
     for rows in args.rows:
         work = Path(tempfile.mkdtemp(prefix="curator-bench-"))
         try:
-            paths = make_inputs(work, rows)
+            paths = make_inputs(work, rows, layout=args.layout)
             size = sum(p.stat().st_size for p in paths)
             best: dict[str, dict] = {}
             load = [os.getloadavg()[0]]
@@ -259,7 +279,7 @@ def main() -> None:
                     if system not in best or result["seconds"] < best[system]["seconds"]:
                         best[system] = result
                     load.append(os.getloadavg()[0])
-            report(rows, size, args.rounds, load, best)
+            report(rows, size, args.rounds, load, best, args.layout)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -295,9 +315,9 @@ def fixed_cost(rounds: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(rows: int, size: int, rounds: int, load: list[float], best: dict[str, dict]) -> None:
+def report(rows: int, size: int, rounds: int, load: list[float], best: dict[str, dict], layout: str) -> None:
     ours = best.get("curator", {}).get("seconds")
-    print(f"\n{rows:,} rows ({size / 2**20:.0f} MiB JSONL), best of {rounds} interleaved, {os.cpu_count()} cores, "
+    print(f"\n{rows:,} rows ({layout}, {size / 2**20:.0f} MiB JSONL), best of {rounds} interleaved, {os.cpu_count()} cores, "
           f"load average {load[0]:.1f} at start, {min(load):.1f}-{max(load):.1f} during")
     print("| system | seconds | rows/s | curator speed vs this | peak RSS (MiB) | kept | process wall (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
