@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from curator.errors import InputError
 from curator.parallel import map_ordered
-from curator.readers import Block, Restart, input_stem, read_blocks
+from curator.readers import MIXED_TAG, Block, Restart, input_stem, read_blocks
 from curator.recipe import InputSpec
 from curator.samples import adapt, sample_ids
 from curator.stage import Stage
@@ -41,6 +41,13 @@ class Canonical:
 
 def _raw_id(raw: str) -> str:
     return hashlib.sha256(("quarantine\0" + raw).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _as_read(row: dict) -> dict:
+    """A parsed row as the file held it: values the reader kept as tagged JSON text (a column of mixed types)
+    back to their JSON values."""
+    return {k: json.loads(v.split(":", 2)[2]) if isinstance(v, str) and v.startswith(MIXED_TAG) else v
+            for k, v in row.items()}
 
 
 def quarantine_rows(idx: int, rows: list[tuple[int, str, str]]) -> pa.Table:
@@ -119,7 +126,7 @@ class InputCanonicaliser:
                 bad_rows = canon.filter(bad_mask)
                 originals = table.filter(bad_mask).to_pylist()
                 quarantined += [
-                    (r, json.dumps(o, ensure_ascii=False, default=str), why)
+                    (r, json.dumps(_as_read(o), ensure_ascii=False, default=str), why)
                     for r, o, why in zip(bad_rows.column("_input_row").to_pylist(), originals,
                                          bad_rows.column("_bad_reason").to_pylist())
                 ]

@@ -96,3 +96,11 @@ def test_conversations_stored_as_json_text_are_read_as_turns(tmp_path):
     reasons = pq.read_table(tmp_path / "run" / "quarantine").sort_by("input_row").column("reason").to_pylist()
     assert reasons == ["malformed messages: a string that is not a JSON list of turns (Expecting ',' delimiter)",
                        "malformed messages: expected a non-empty list of turns"]
+
+
+def test_a_quarantined_value_of_another_json_type_is_shown_as_the_file_held_it(tmp_path):
+    data = _line("fine") + b'{"prompt": "p", "response": 5}\n' + b'{"prompt": ["a", "list"], "response": "r"}\n'
+    res, bad, prompts = _run(tmp_path, "d.jsonl", data)
+    raw = pq.read_table(tmp_path / "run" / "quarantine").sort_by("input_row").column("raw").to_pylist()
+    assert prompts == ["fine"] and [b["input_row"] for b in bad] == [1, 2]
+    assert [json.loads(r) for r in raw] == [{"prompt": "p", "response": 5}, {"prompt": ["a", "list"], "response": "r"}]
