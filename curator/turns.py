@@ -10,6 +10,8 @@ read here; the other rows (and columns of any other type: JSON text, mixed types
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -124,3 +126,16 @@ def turn_chars(messages: pa.Array) -> np.ndarray:
     content = pc.list_flatten(messages).flatten()[messages.type.value_type.get_field_index("content")]
     chars = pc.fill_null(pc.utf8_length(content), 0).to_numpy().astype(np.int64)
     return per_row(np.add, chars, np.concatenate([[0], np.cumsum(lengths)]), 0)
+
+
+def with_contents(messages: pa.Array, change: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """A canonical ``messages`` column with ``change`` applied to the contents of all its turns at once
+    (``messages`` itself when ``change`` returns its argument)."""
+    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy().astype(np.int64)
+    role, content = pc.list_flatten(messages).flatten()
+    changed = change(content)
+    if changed is content:
+        return messages
+    structs = pa.StructArray.from_arrays([role, changed], fields=list(MESSAGE_TYPE.value_type))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, structs, mask=pc.is_null(messages) if messages.null_count else None)

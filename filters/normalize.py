@@ -1,6 +1,7 @@
 """``normalize``: canonicalise text and reject rows that cannot be trained on (runs at ingest).
 
-Text is Unicode NFC with C0 control characters (except tab, newline, carriage return) removed.
+Text (prompt, response and every turn of a conversation) is Unicode NFC with C0 control characters (except
+tab, newline, carriage return) removed.
 A row is bad (quarantined, or the run fails with ``on_bad_row: fail``, enforced by the
 ingest for reader errors too) when its response is null/empty (unless ``require_response`` is
 false, or the input is in the ``prompts`` layout: prompts without responses, probe rows), its prompt
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from curator.samples import PROMPTS_ONLY
 from curator.stage import Stage
 from curator.strings import blank, rows_of, text_buffers
-from curator.turns import turn_chars
+from curator.turns import turn_chars, with_contents
 
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 _CONTROL = np.zeros(256, np.bool_)  # the same characters, by byte (UTF-8 never encodes them otherwise)
@@ -90,8 +91,9 @@ class NormalizeStage(Stage):
         reason = _first_reason(reason, empty_prompt, "empty prompt")
         size = pc.add(pc.fill_null(pc.utf8_length(prompt), 0), pc.fill_null(pc.utf8_length(response), 0))
         if pc.any(has_msgs).as_py():
-            msg_len = pa.array(turn_chars(table.column("messages").combine_chunks()))
-            size = pc.if_else(has_msgs, msg_len, size)
+            messages = with_contents(table.column("messages").combine_chunks(), lambda content: _clean(content, p))
+            size = pc.if_else(has_msgs, pa.array(turn_chars(messages)), size)
+            table = table.set_column(table.column_names.index("messages"), "messages", messages)
         reason = _first_reason(reason, pc.greater(size, p.max_chars), f"too large: over max_chars={p.max_chars}")
         table = table.set_column(table.column_names.index("prompt"), "prompt", prompt)
         table = table.set_column(table.column_names.index("response"), "response", response)

@@ -105,6 +105,17 @@ def test_control_characters_are_stripped_and_the_row_kept(tmp_path):
     assert row["prompt"] == "bell and nul and esc[31m" and row["response"] == "tab\tnew\nline ok"
 
 
+def test_conversation_turns_are_normalised_like_prompts_and_responses(tmp_path):
+    """The turns a trainer reads get the same NFC and control-character stripping as prompt and response."""
+    turns = [{"role": "system", "content": "be\x07 brief"}, {"role": "user", "content": "cafe\u0301?"},
+             {"role": "assistant", "content": "the bell\x07 rings"}]
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": turns}) + "\n", "utf-8")
+    run(write_recipe(tmp_path, ["chat.jsonl"], [{"use": "normalize"}], shards=1), tmp_path / "run", quiet=True)
+    row = pq.read_table(str(tmp_path / "run" / "input")).to_pylist()[0]
+    assert [t["content"] for t in row["messages"]] == ["be brief", "caf\u00e9?", "the bell rings"]
+    assert row["prompt"] == "caf\u00e9?" and row["response"] == "the bell rings"
+
+
 def test_extra_columns_pass_through_to_the_dataset(tmp_path):
     import datasets
 
