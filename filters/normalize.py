@@ -69,7 +69,7 @@ def _first_reason(current: pa.Array, mask: pa.Array, reason: str) -> pa.Array:
 class NormalizeStage(Stage):
     name = "normalize"
     kind = "ingest"  # type: ignore[assignment]
-    version = 1
+    version = 2  # 2: conversation turns are cleaned too
     Params = NormalizeParams
     requires = ("prompt", "response", "messages", "source")
     provides = ()
