@@ -139,3 +139,14 @@ def with_contents(messages: pa.Array, change: Callable[[pa.Array], pa.Array]) ->
     structs = pa.StructArray.from_arrays([role, changed], fields=list(MESSAGE_TYPE.value_type))
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     return pa.ListArray.from_arrays(offsets, structs, mask=pc.is_null(messages) if messages.null_count else None)
+
+
+def conversation_text(messages: pa.Array | pa.ChunkedArray, sep: str) -> pa.Array:
+    """Per row: every turn's content joined with ``sep`` (null where the row has no conversation)."""
+    if isinstance(messages, pa.ChunkedArray):
+        messages = messages.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy().astype(np.int64)
+    content = pc.list_flatten(messages).flatten()[messages.type.value_type.get_field_index("content")]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, pc.fill_null(content.cast(pa.string()), "")), sep)
+    return pc.if_else(pc.is_valid(messages), joined, pa.scalar(None, pa.string()))

@@ -1,7 +1,7 @@
 """``patterns``: count regular-expression matches per row (PII, URLs, code, anything named).
 
 Columns ``pat_<name>`` (int64) = number of non-overlapping matches of pattern ``<name>`` in
-prompt + response (RE2 syntax, Arrow kernels). Use them in decide rules or gates, e.g.
+prompt + response, or in every turn of a conversation (RE2 syntax, Arrow kernels; texts joined by newlines). Use them in decide rules or gates, e.g.
 ``drop_if: ["pat_email > 0"]`` or ``frac(pat_url > 0) < 0.01``. Shard scope: runs on workers.
 """
 
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.stage import Stage
+from curator.turns import conversation_text
 
 DEFAULT_PATTERNS = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
@@ -44,9 +45,9 @@ class PatternsParams:
 class PatternsStage(Stage):
     name = "patterns"
     kind = "score"
-    version = 1
+    version = 2  # 2: every turn of a conversation is searched
     Params = PatternsParams
-    requires = ("sample_id", "prompt", "response")
+    requires = ("sample_id", "prompt", "response", "messages")
 
     def provided_columns(self) -> tuple[str, ...]:
         return tuple(f"pat_{n}" for n in self.params.patterns)
@@ -54,6 +55,8 @@ class PatternsStage(Stage):
     def process_batch(self, batch: pa.RecordBatch) -> pa.Table:
         text = pc.binary_join_element_wise(pc.fill_null(batch.column("prompt"), ""),
                                            pc.fill_null(batch.column("response"), ""), "\n")
+        if "messages" in batch.schema.names and batch.column("messages").null_count < batch.num_rows:
+            text = pc.coalesce(conversation_text(batch.column("messages"), "\n"), text)
         cols = {"sample_id": batch.column("sample_id")}
         for name, regex in self.params.patterns.items():
             cols[f"pat_{name}"] = pc.count_substring_regex(text, regex).cast(pa.int64())

@@ -10,7 +10,7 @@ import pyarrow.json as paj
 import pytest
 
 from curator.samples import _ends_with_user, _id_of, _parse_turns, adapt, sample_ids
-from curator.turns import ends_with_user, turn_chars
+from curator.turns import MESSAGE_TYPE, ends_with_user, turn_chars
 
 U, A, S = "user", "assistant", "system"
 TEXTS = ["plain", 'quote " and \\ slash', "tab\tnew\nline\rcr", "ünïcödé ✓ 中文 🙂", "ctrl \x01 \x1f", "", " "]
@@ -124,3 +124,19 @@ def test_conversations_stored_as_json_text_still_read_row_by_row():
     text = pa.table({"messages": [json.dumps([turn(U, "q"), turn(A, "a")]), "[not json", None]})
     got = check(text, "messages", "messages")
     assert got.column("prompt").to_pylist()[0] == "q"
+
+
+def test_patterns_search_every_turn_of_a_conversation():
+    from pathlib import Path
+
+    from curator.stage import StageContext
+    from filters.patterns import PatternsParams, PatternsStage
+
+    convo = [{"role": "system", "content": "mail ops@example.com"}, {"role": "user", "content": "hi"},
+             {"role": "assistant", "content": "see https://example.com"}]
+    table = pa.table({"sample_id": ["c", "p"], "prompt": ["hi", "write to a@b.io"], "response": ["see https://x.io", "ok"],
+                      "messages": pa.array([convo, None], MESSAGE_TYPE)})
+    stage = PatternsStage(PatternsParams(), StageContext(Path("."), Path(".")))
+    out = stage.process_batch(table.to_batches()[0]).to_pylist()
+    assert [(r["pat_email"], r["pat_url"]) for r in out] == [(1, 1), (1, 0)]
+    assert stage.process_batch(table.drop_columns(["messages"]).to_batches()[0]).column("pat_email").to_pylist() == [0, 1]
