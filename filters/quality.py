@@ -3,8 +3,9 @@
 Columns: ``char_len`` (prompt + response characters), ``prompt_chars``, ``response_chars``,
 ``word_count``, ``line_count``, ``has_list`` (a bulleted or numbered line), ``has_code`` (a
 fenced block), ``has_math`` (digits joined by an arithmetic operator), ``norm_hash`` (sha1 of
-lower-cased, whitespace-collapsed prompt + response) and ``is_duplicate`` (an earlier row, in
-input order, has the same ``norm_hash``). Global scope so duplicates are found across shards;
+lower-cased, whitespace-collapsed prompt + response, or of every turn of a conversation, so conversations
+that end alike are not duplicates) and ``is_duplicate`` (an earlier row, in input order, has the same
+``norm_hash``). Global scope so duplicates are found across shards;
 the statistics are computed per shard on the workers (``map_shard``), duplicates once (``reduce``,
 on 16 bytes a row: ``norm_hash`` and the input position as integers).
 
@@ -31,6 +32,7 @@ from curator.strings import (
     rows_of,
     split_join_lower,
 )
+from curator.turns import conversation_text
 
 LIST_LINE = r"(?m)^\s*(?:[-*•+]|\d{1,3}[.)])\s+\S"
 MATH = r"\d\s*[-+*/×÷^=]\s*\d"
@@ -69,6 +71,11 @@ def row_stats(table: pa.Table) -> pa.Table:
     text = pc.binary_join_element_wise(prompt, response, "\n")
     p_len, r_len = pc.utf8_length(prompt), pc.utf8_length(response)
     norm_hash, word_count = _normalised(text)
+    if "messages" in table.column_names and table.column("messages").null_count < table.num_rows:
+        whole = pc.coalesce(conversation_text(table.column("messages"), "\n"), text)
+        longer = pc.fill_null(pc.not_equal(whole, text), False)  # more turns than the last exchange
+        if pc.any(longer).as_py():
+            norm_hash = pc.replace_with_mask(norm_hash, longer, _normalised(whole.filter(longer))[0])
     return pa.table({
         "sample_id": table.column("sample_id"),
         "char_len": pc.add(p_len, r_len).cast(pa.int64()),
@@ -86,7 +93,7 @@ def row_stats(table: pa.Table) -> pa.Table:
 def _sliced_row_stats(table: pa.Table) -> pa.Table:
     """``row_stats`` over slices of about ``SLICE_BYTES`` of text (same result, one chunk per column): a
     bounded working set whatever the batch size."""
-    size = sum(table.column(c).nbytes for c in ("prompt", "response"))
+    size = sum(table.column(c).nbytes for c in ("prompt", "response", "messages") if c in table.column_names)
     step = max(1, table.num_rows * SLICE_BYTES // max(1, size))
     if table.num_rows <= step:
         return row_stats(table)
@@ -99,9 +106,9 @@ class QualityStage(Stage):
     scope = "global"
     map_reduce = True  # per-row statistics per shard on the workers; duplicates once, globally
     reduce_columns = ("_norm_key", "_position")  # 16 bytes a row: norm_hash and input position as integers
-    version = 1
+    version = 2  # 2: a conversation's norm_hash covers every turn
     Params = QualityParams
-    requires = ("sample_id", "prompt", "response")
+    requires = ("sample_id", "prompt", "response", "messages")
     provides = ("char_len", "prompt_chars", "response_chars", "word_count", "line_count", "has_list",
                 "has_code", "has_math", "norm_hash", "is_duplicate")
 
@@ -121,7 +128,7 @@ class QualityStage(Stage):
     def map_shard(self, view: pa.Table) -> pa.Table:
         """Row statistics, plus what orders duplicates: ``_norm_key`` (``norm_hash`` as an integer) and
         ``_position`` (input index << 40 | input row), if the view has the input position."""
-        stats = _sliced_row_stats(view.select(["sample_id", "prompt", "response"]))
+        stats = _sliced_row_stats(view.select([c for c in self.requires if c in view.column_names]))
         stats = stats.append_column("_norm_key", hex_to_uint64(stats.column("norm_hash")))
         if all(c in view.column_names for c in POSITION):
             idx, row = (pc.cast(view.column(c), pa.int64()) for c in POSITION)

@@ -47,3 +47,25 @@ def test_duplicates_follow_the_input_position_whatever_the_row_order():
     for k, p in zip(keys, positions):
         first[k] = min(first.get(k, p), p)
     assert got.to_pylist() == [p != first[k] for k, p in zip(keys, positions)]
+
+
+def test_conversations_that_only_end_alike_are_not_duplicates():
+    from pathlib import Path
+
+    from curator.samples import MESSAGE_TYPE
+    from curator.stage import StageContext
+    from filters.quality import QualityParams, QualityStage
+
+    def convo(*texts):
+        roles = ["system", "user", "assistant"][-len(texts):] if len(texts) < 4 else ["user", "assistant"] * 2
+        return [{"role": r, "content": t} for r, t in zip(roles, texts)]
+
+    rows = [convo("Be a pirate.", "Thanks!", "You're welcome."), convo("Be formal.", "Thanks!", "You're welcome."),
+            convo("BE  A PIRATE.", "thanks!", "You're   welcome."),  # the first one, case and spaces aside
+            convo("Thanks!", "You're welcome."), None]
+    table = pa.table({"sample_id": list("abcde"), "prompt": ["Thanks!"] * 4 + ["Thanks!"],
+                      "response": ["You're welcome."] * 5, "messages": pa.array(rows, MESSAGE_TYPE),
+                      "_input_idx": [0] * 5, "_input_row": list(range(5))})
+    out = QualityStage(QualityParams(), StageContext(Path("."), Path("."))).process_batch(table)
+    assert out.column("is_duplicate").to_pylist() == [False, False, True, False, True]  # the last: same as the 4th
+    assert out.column("char_len").to_pylist() == [22] * 5  # still prompt + response
