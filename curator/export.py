@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from curator.errors import RunError
 from curator.samples import MESSAGE_TYPE
+from curator.turns import lists, turn_offsets
 
 FORMATS = ("table", "arrow", "messages", "prompt_completion", "text")
 PROVENANCE = ("sample_id", "source", "parent_id", "rebalance_role")
@@ -64,27 +65,24 @@ def _require(ok: pa.Array, what: str, fmt: str, instead: str) -> None:
 
 def _split_messages(messages: pa.Array) -> tuple[pa.Array, pa.Array]:
     """(every turn but the last, [the last turn]) per row of a messages column without nulls."""
-    lengths = pc.list_value_length(messages).to_numpy().astype(np.int64)
+    offsets = turn_offsets(messages)
+    lengths = np.diff(offsets)
     turns = pc.list_flatten(messages).cast(MESSAGE_TYPE.value_type)
     is_last = np.zeros(len(turns), np.bool_)
-    is_last[np.cumsum(lengths)[lengths > 0] - 1] = True
-
-    def lists(keep: np.ndarray, per_row: np.ndarray) -> pa.Array:
-        offsets = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), turns.filter(pa.array(keep)), type=MESSAGE_TYPE)
-
-    return lists(~is_last, np.maximum(lengths - 1, 0)), lists(is_last, np.minimum(lengths, 1))
+    is_last[offsets[1:][lengths > 0] - 1] = True
+    head = lists(np.concatenate([[0], np.cumsum(np.maximum(lengths - 1, 0))]), turns.filter(pa.array(~is_last)))
+    last = lists(np.concatenate([[0], np.cumsum(np.minimum(lengths, 1))]), turns.filter(pa.array(is_last)))
+    return head.cast(MESSAGE_TYPE), last.cast(MESSAGE_TYPE)
 
 
 def _single_turn(messages: pa.Array) -> pa.Array:
     """Per row: no conversation, or exactly [user, assistant]."""
-    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy().astype(np.int64)
+    offsets = turn_offsets(messages)
     role = pc.list_flatten(messages).flatten()[0].cast(pa.string())
-    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
-    pair = np.flatnonzero(lengths == 2)
+    pair = np.flatnonzero(np.diff(offsets) == 2)
     ok = np.zeros(len(messages), np.bool_)
     if len(pair):
-        first, second = (pc.fill_null(pc.equal(role.take(pa.array(starts[pair] + k)), r), False).to_numpy(
+        first, second = (pc.fill_null(pc.equal(role.take(pa.array(offsets[pair] + k)), r), False).to_numpy(
             zero_copy_only=False) for k, r in ((0, "user"), (1, "assistant")))
         ok[pair] = first & second
     return pa.array(ok | pc.is_null(messages).to_numpy(zero_copy_only=False))

@@ -23,7 +23,16 @@ import pyarrow.compute as pc
 from curator.errors import InputError
 from curator.readers import MIXED_TAG
 from curator.strings import from_buffers, hex_digests, rows_of, text_buffers
-from curator.turns import MESSAGE_TYPE, ROLES, SHAREGPT_ROLES, ends_with_user, per_row_any, read_conversations
+from curator.turns import (
+    MESSAGE_TYPE,
+    ROLES,
+    SHAREGPT_ROLES,
+    ends_with_user,
+    lists,
+    per_row_any,
+    read_conversations,
+    turn_offsets,
+)
 
 CANONICAL = ("sample_id", "prompt", "response", "messages", "source")
 
@@ -282,13 +291,12 @@ def _messages_literals(messages: pa.Array) -> tuple[pa.Array, np.ndarray] | None
     a canonical ``messages`` column, rows whose literal the caller must build); None for another type."""
     if messages.type != MESSAGE_TYPE:
         return None
-    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy().astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    offsets = turn_offsets(messages)
     role, content = pc.list_flatten(messages).flatten()
     c_lit, c_other = _json_literals(content)
     r_lit, r_other = _json_literals(role)
     turn = pc.binary_join_element_wise('{"content":', c_lit, ',"role":', r_lit, "}", "")
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), turn), ",")
+    joined = pc.binary_join(lists(offsets, turn), ",")
     literal = pc.if_else(pc.is_valid(messages), pc.binary_join_element_wise("[", joined, "]", ""), "null")
     return literal, per_row_any(c_other | r_other, offsets)
 

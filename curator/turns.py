@@ -22,6 +22,17 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
+def turn_offsets(column: pa.Array) -> np.ndarray:
+    """Where each row's turns start and end in ``pc.list_flatten(column)`` (int64, one more than the rows; a null
+    row has none)."""
+    return np.concatenate([[0], np.cumsum(pc.fill_null(pc.list_value_length(column), 0).to_numpy())]).astype(np.int64)
+
+
+def lists(offsets: np.ndarray, values: pa.Array, mask: pa.Array | None = None) -> pa.Array:
+    """A list array of ``values`` cut at ``offsets`` (null where ``mask`` is true)."""
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values, mask=mask)
+
+
 def _string_field(struct: pa.DataType, names: tuple[str, ...]) -> str | None:
     """The first of ``names`` that ``struct`` has (None: none); only string (or all-null) fields are read here."""
     for name in names:
@@ -43,8 +54,7 @@ def struct_turns(column: pa.Array, sharegpt: bool) -> tuple[np.ndarray, pa.Array
     content_name = _string_field(struct, ("value", "content") if sharegpt else ("content",))
     if role_name == "" or content_name == "":
         return None
-    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    offsets = turn_offsets(column)
     flat = pc.list_flatten(column)
     fields = dict(zip([f.name for f in struct], flat.flatten()))  # the struct's nulls carried into its fields
     n = len(flat)
@@ -93,7 +103,7 @@ def read_conversations(column: pa.Array, sharegpt: bool, last: str
     latest_user = per_row(np.maximum, np.where(is_user, np.arange(len(role)), -1), offsets, -1)
     mask = pa.array(~clean)
     structs = pa.StructArray.from_arrays([role, content], fields=list(MESSAGE_TYPE.value_type))
-    messages = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), structs, mask=mask)
+    messages = lists(offsets, structs, mask)
     prompt = pc.if_else(pa.array(clean), content.take(pa.array(np.maximum(latest_user, 0))), None) if len(role) \
         else pa.nulls(n, pa.string())
     if last == "user" or not len(role):
@@ -122,31 +132,26 @@ def ends_with_user(column: pa.Array) -> bool | None:
 
 def turn_chars(messages: pa.Array) -> np.ndarray:
     """Characters of every turn's content summed per row (int64; null or empty conversations: 0)."""
-    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy().astype(np.int64)
     content = pc.list_flatten(messages).flatten()[messages.type.value_type.get_field_index("content")]
     chars = pc.fill_null(pc.utf8_length(content), 0).to_numpy().astype(np.int64)
-    return per_row(np.add, chars, np.concatenate([[0], np.cumsum(lengths)]), 0)
+    return per_row(np.add, chars, turn_offsets(messages), 0)
 
 
 def with_contents(messages: pa.Array, change: Callable[[pa.Array], pa.Array]) -> pa.Array:
     """A canonical ``messages`` column with ``change`` applied to the contents of all its turns at once
     (``messages`` itself when ``change`` returns its argument)."""
-    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy().astype(np.int64)
     role, content = pc.list_flatten(messages).flatten()
     changed = change(content)
     if changed is content:
         return messages
     structs = pa.StructArray.from_arrays([role, changed], fields=list(MESSAGE_TYPE.value_type))
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-    return pa.ListArray.from_arrays(offsets, structs, mask=pc.is_null(messages) if messages.null_count else None)
+    return lists(turn_offsets(messages), structs, pc.is_null(messages) if messages.null_count else None)
 
 
 def conversation_text(messages: pa.Array | pa.ChunkedArray, sep: str) -> pa.Array:
     """Per row: every turn's content joined with ``sep`` (null where the row has no conversation)."""
     if isinstance(messages, pa.ChunkedArray):
         messages = messages.combine_chunks()
-    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy().astype(np.int64)
     content = pc.list_flatten(messages).flatten()[messages.type.value_type.get_field_index("content")]
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, pc.fill_null(content.cast(pa.string()), "")), sep)
+    joined = pc.binary_join(lists(turn_offsets(messages), pc.fill_null(content.cast(pa.string()), "")), sep)
     return pc.if_else(pc.is_valid(messages), joined, pa.scalar(None, pa.string()))
