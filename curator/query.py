@@ -119,7 +119,12 @@ def _dataset_table(root: Path) -> pa.Table | None:
     files = [root / "dataset" / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
     if not files:
         return None
-    return pa.concat_tables([ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files])
+    try:
+        return pa.concat_tables([ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files])
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise RecipeError(f"{root / 'dataset'}: a dataset file cannot be read ({str(exc).splitlines()[0]}); "
+                          f"`curator verify {root}` lists what changed, and running the recipe again on this "
+                          "run directory rebuilds it") from None
 
 
 def _manifest_tables(root: Path) -> dict[str, pa.Table]:

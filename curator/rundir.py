@@ -77,23 +77,36 @@ class RunDir:
 
     # -- markers ---------------------------------------------------------------------------------
     def is_done(self, fingerprint: str, unit: str) -> bool:
-        return self.marker(fingerprint, unit).exists()
+        """Has ``unit`` a done marker that can be read? (One that cannot is removed, with a log line.)"""
+        return self._done_info(fingerprint, unit) is not None
 
     def read_done(self, fingerprint: str, unit: str) -> dict:
         return json.loads(self.marker(fingerprint, unit).read_text())
 
+    def _done_info(self, fingerprint: str, unit: str, step: str | None = None) -> dict | None:
+        """What ``unit``'s done marker records; None when there is none, or when it is not a JSON object
+        (then it is removed, with a log line: the unit is redone)."""
+        marker = self.marker(fingerprint, unit)
+        if not marker.exists():
+            return None
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            info = None
+        if not isinstance(info, dict):
+            log.warning("%s: unreadable done marker; redoing %s%s", marker, unit, f" of {step}" if step else "")
+            marker.unlink(missing_ok=True)
+            return None
+        return info
+
     def verify_done(self, fingerprint: str, unit: str, step: str) -> bool:
         """Is ``unit`` of ``step`` done, with every file its marker lists unchanged (size, then sha256)? A
         marker that cannot be read or whose files changed is removed, with a log line naming the file."""
+        info = self._done_info(fingerprint, unit, step)
+        if info is None:
+            return False
         marker = self.marker(fingerprint, unit)
-        if not marker.exists():
-            return False
-        try:
-            outputs = json.loads(marker.read_text()).get("outputs", {})
-        except (OSError, ValueError):
-            log.warning("%s: unreadable done marker; redoing %s of %s", marker, unit, step)
-            marker.unlink(missing_ok=True)
-            return False
+        outputs = info.get("outputs", {})
         for rel, want in outputs.items():
             problem = _changed(self.root / rel, want)
             if problem:
@@ -108,9 +121,10 @@ class RunDir:
         found = []
         for marker in sorted((self.root / "markers").glob("*/*.done")):
             try:
-                outputs = json.loads(marker.read_text()).get("outputs", {})
+                info = json.loads(marker.read_text())
             except (OSError, ValueError):
                 continue
+            outputs = info.get("outputs", {}) if isinstance(info, dict) else {}
             found += [(self.root / rel, p) for rel, want in outputs.items()
                       if (not rel.startswith("cache/") or rel.startswith("cache/ingest-ledger/"))
                       and (p := _changed(self.root / rel, want))]

@@ -60,12 +60,14 @@ def test_a_damaged_file_is_redone_and_the_run_ends_as_before(finished, rel, dama
         assert any(str(out / rel) in r.getMessage() and "redoing" in r.getMessage() for r in caplog.records)
 
 
-def test_an_unreadable_done_marker_is_redone(finished, tmp_path, caplog):
+@pytest.mark.parametrize("name", ["shard-00002", "ingest", "global"])  # a unit's, the whole ingest's, a global stage's
+@pytest.mark.parametrize("text", ["{not json", "", "[1, 2]"])
+def test_an_unreadable_done_marker_is_redone(finished, name, text, tmp_path, caplog):
     d, recipe, ref = finished
     out = tmp_path / "run"
     shutil.copytree(ref.run_dir, out)
-    marker = next((out / "markers").glob("*/shard-00002.done"))
-    marker.write_text("{not json")
+    marker = next((out / "markers").glob(f"*/{name}.done"))
+    marker.write_text(text)
     with caplog.at_level(logging.WARNING, logger="curator"):
         res = run(recipe, out, quiet=True)
     assert res.digest == ref.digest and verify(out) == []
@@ -98,3 +100,14 @@ def test_damage_that_cannot_be_redone_is_a_usage_error_naming_the_file(finished,
     assert res.returncode == 2, res.stderr
     assert "input/shard-00001.parquet is damaged" in res.stderr and "restore the input" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_damaged_dataset_file_is_a_clear_error_for_report_and_query(finished, tmp_path):
+    d, recipe, ref = finished
+    out = tmp_path / "run"
+    shutil.copytree(ref.run_dir, out)
+    truncate(next((out / "dataset").glob("*.arrow")))
+    for args in (["report", str(out)], ["query", str(out), "SELECT count(*) FROM dataset"]):
+        res = subprocess.run([sys.executable, "-m", "curator.cli", *args], capture_output=True, text=True)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert "dataset file cannot be read" in res.stderr and f"curator verify {out}" in res.stderr
