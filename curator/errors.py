@@ -23,3 +23,19 @@ class RunError(CuratorError):
     """A run that failed (a stage raised, an invariant broke, an output was tampered with)."""
 
     exit_code = 1
+
+
+class DamagedRunError(CuratorError):
+    """A run directory whose files cannot be read (damaged, or changed after the run); a usage error, so that
+    ``gate``'s exit 1 still means only a failed rule."""
+
+    exit_code = 2
+
+
+def damaged_run(root, exc: BaseException, verify: bool = True) -> DamagedRunError:
+    """The error for a file of run directory ``root`` that cannot be read: the reader's first line, where to look
+    (``curator verify``, which needs the manifest) and the fix."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    look = f"`curator verify {root}` lists what changed, and " if verify else ""
+    return DamagedRunError(f"{root}: a file of this run directory cannot be read ({reason}); {look}running the "
+                           "recipe again on this run directory rebuilds it")

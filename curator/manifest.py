@@ -22,7 +22,7 @@ from pathlib import Path
 import jsonschema
 
 from curator import __version__
-from curator.errors import RunError
+from curator.errors import RunError, damaged_run
 from curator.inputs import input_name
 from curator.io import digest_of_files, read_parquet, sha256_path, write_json
 from curator.ledger import LEDGER_STATUSES, counts, rows_accounted
@@ -133,7 +133,7 @@ def read_manifest(run_dir: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except ValueError as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from None
+        raise damaged_run(run_dir, ValueError(f"manifest.json is not valid JSON: {exc}"), verify=False) from None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ does not know, or an unreadable recipe, declares nothing). Views without files a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -21,7 +23,7 @@ import pyarrow.ipc as ipc
 import yaml
 
 from curator.database import cursor
-from curator.errors import RecipeError
+from curator.errors import RecipeError, damaged_run
 from curator.registry import get_stage
 
 EXAMPLES = {
@@ -51,7 +53,21 @@ def _parquet_glob(root: Path, pattern: str) -> str | None:
 
 def _manifest(root: Path) -> dict | None:
     path = root / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise damaged_run(root, ValueError(f"manifest.json is not valid JSON: {exc}"), verify=False) from None
+
+
+@contextmanager
+def readable(root: Path) -> Iterator[None]:
+    """Errors reading the files of run directory ``root`` (DuckDB's and Arrow's) become ``DamagedRunError``."""
+    try:
+        yield
+    except (duckdb.IOException, duckdb.InvalidInputException, pa.ArrowInvalid, OSError) as exc:
+        raise damaged_run(root, exc) from None
 
 
 def _score_stages(root: Path) -> list[str]:
@@ -119,12 +135,7 @@ def _dataset_table(root: Path) -> pa.Table | None:
     files = [root / "dataset" / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
     if not files:
         return None
-    try:
-        return pa.concat_tables([ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files])
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise RecipeError(f"{root / 'dataset'}: a dataset file cannot be read ({str(exc).splitlines()[0]}); "
-                          f"`curator verify {root}` lists what changed, and running the recipe again on this "
-                          "run directory rebuilds it") from None
+    return pa.concat_tables([ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files])
 
 
 def _manifest_tables(root: Path) -> dict[str, pa.Table]:
@@ -150,17 +161,22 @@ def connect(run_dirs: str | Path | list[str | Path], *, own_database: bool = Fal
     per_view: dict[str, list[str]] = {}
     for i, d in enumerate(dirs):
         tag = f"'{d.name}' AS run_id, " if multi else ""
-        for name, sql in _views(d.resolve(), con).items():
+        with readable(d):
+            views = _views(d.resolve(), con)
+            tables = _manifest_tables(d)
+            ds = _dataset_table(d)
+        for name, sql in views.items():
             per_view.setdefault(name, []).append(f"SELECT {tag}* FROM ({sql})")
-        tables = _manifest_tables(d)
-        ds = _dataset_table(d)
         if ds is not None:
             tables["dataset"] = ds
         for name, table in tables.items():
             con.register(f"_t{i}_{name}", table)
             per_view.setdefault(name, []).append(f"SELECT {tag}* FROM _t{i}_{name}")
-    for name, parts in per_view.items():
-        con.execute(f"CREATE TEMP VIEW {name} AS " + " UNION ALL BY NAME ".join(parts))
+    try:
+        for name, parts in per_view.items():
+            con.execute(f"CREATE TEMP VIEW {name} AS " + " UNION ALL BY NAME ".join(parts))
+    except (duckdb.IOException, duckdb.InvalidInputException) as exc:  # binding a view reads its files' footers
+        raise damaged_run(next((d for d in dirs if str(d.resolve()) in str(exc)), dirs[0]), exc) from None
     return con
 
 
@@ -176,6 +192,9 @@ def run_query(run_dirs: list[str | Path], sql: str) -> pa.Table:
     try:
         return con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
+        damaged = [d for d in run_dirs if str(Path(d).resolve()) in str(exc)]  # a file of a run directory
+        if damaged:
+            raise damaged_run(damaged[0], exc) from None
         views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
                  if not r[0].startswith("_")]
         raise RecipeError(f"query failed: {sql_message(exc)}. Views available: {sorted(views)}") from None

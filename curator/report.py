@@ -24,7 +24,7 @@ import numpy as np
 from curator.io import atomic_path
 from curator.ledger import LEDGER_STATUSES
 from curator.manifest import read_manifest
-from curator.query import connect, sql_message
+from curator.query import connect, readable, sql_message
 from curator.report_html import CSS, esc, figure, note, png, table
 from curator.run_warnings import NUMERIC, constant_columns, run_warnings
 from curator.stage import ReportSection
@@ -285,6 +285,11 @@ def section_gate(m: dict) -> str:
 def build_report(run_dir: str | Path) -> str:
     """The report's HTML for a finished run (no external references)."""
     root = Path(run_dir).resolve()
+    with readable(root):
+        return _build_report(root)
+
+
+def _build_report(root: Path) -> str:
     m = read_manifest(root)
     con = connect(root)
     has_scores = "scores" in _views(con)

@@ -7,12 +7,12 @@ each stage's outputs belong to, in the order of the run's ``recipe.yaml``); a fi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
-from curator.query import connect
+from curator.manifest import read_manifest
+from curator.query import connect, readable
 from curator.run_warnings import run_warnings
 
 
@@ -43,14 +43,15 @@ def run_status(root: Path) -> dict:
     if not manifest_path.exists():
         out["stages"] = [{"stage": sid, "fingerprint": fp, **_units(markers, fp)} for sid, fp in _owners(root)]
         return out
-    m = json.loads(manifest_path.read_text())
+    m = read_manifest(root)
     out["stages"] = [{"stage": s["id"], "name": s["name"], "kind": s["kind"], "fingerprint": s["fingerprint"],
                       **_units(markers, s["fingerprint"]), "seconds": m.get("timings", {}).get(s["id"])}
                      for s in m["stages"]]
     out["totals"] = m["totals"]
     out["dataset_digest"] = m["dataset"]["digest"]
     out["gate"] = m.get("gate")
-    out["warnings"] = run_warnings(connect(root), m, root)
+    with readable(root):
+        out["warnings"] = run_warnings(connect(root), m, root)
     out["left_out"] = left_out(root, m)
     return out
 
