@@ -170,6 +170,9 @@ def _parse_turns(raw: object, sharegpt: bool, last: str = "assistant") -> list[d
         role = SHAREGPT_ROLES.get(role, role) if sharegpt else role
         if role not in ROLES:
             raise ValueError(f"turn {i} has unknown role {role!r}; expected one of {list(ROLES)}")
+        if isinstance(content, list):
+            raise ValueError(f"turn {i} content is a list of parts, not a string (join its text parts into one "
+                             "string before curating)")
         if not isinstance(content, str):
             raise ValueError(f"turn {i} content is not a string")
         turns.append({"role": role, "content": content})

@@ -121,9 +121,11 @@ def test_ends_with_user_agrees_with_the_row_check(column):
 
 
 def test_conversations_stored_as_json_text_still_read_row_by_row():
-    text = pa.table({"messages": [json.dumps([turn(U, "q"), turn(A, "a")]), "[not json", None]})
+    parts = [turn(U, [{"type": "text", "text": "q"}]), turn(A, "a")]  # OpenAI content parts
+    text = pa.table({"messages": [json.dumps([turn(U, "q"), turn(A, "a")]), "[not json", None, json.dumps(parts)]})
     got = check(text, "messages", "messages")
     assert got.column("prompt").to_pylist()[0] == "q"
+    assert "turn 0 content is a list of parts" in got.column("_bad_reason").to_pylist()[3]
 
 
 def test_patterns_search_every_turn_of_a_conversation():
