@@ -20,19 +20,12 @@ import pyarrow.parquet as pq
 
 from curator.errors import RunError
 from curator.faults import fault_point
+from curator.hashing import sha256_file
 from curator.sources import source_scheme, source_sha256
 
 ROW_GROUP_BYTES = 32 << 20  # in-memory Arrow bytes a ParquetSink buffers before it writes a row group
 
 # -- hashing and atomic writes -------------------------------------------------------------------
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_path(path: Path) -> str:
