@@ -34,7 +34,8 @@ def lists(offsets: np.ndarray, values: pa.Array, mask: pa.Array | None = None) -
 
 
 def _string_field(struct: pa.DataType, names: tuple[str, ...]) -> str | None:
-    """The first of ``names`` that ``struct`` has (None: none); only string (or all-null) fields are read here."""
+    """The first of ``names`` that ``struct`` has: its name if it holds strings (or only nulls), ``""`` if it holds
+    another type (the caller reads the column row by row), None if the struct has none of them."""
     for name in names:
         if struct.get_field_index(name) >= 0:
             kind = struct.field(name).type
