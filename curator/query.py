@@ -24,6 +24,7 @@ import yaml
 
 from curator.database import cursor
 from curator.errors import RecipeError, damaged_run
+from curator.manifest import read_manifest
 from curator.registry import get_stage
 
 EXAMPLES = {
@@ -52,13 +53,7 @@ def _parquet_glob(root: Path, pattern: str) -> str | None:
 
 
 def _manifest(root: Path) -> dict | None:
-    path = root / "manifest.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise damaged_run(root, ValueError(f"manifest.json is not valid JSON: {exc}"), verify=False) from None
+    return read_manifest(root) if (root / "manifest.json").exists() else None
 
 
 @contextmanager
