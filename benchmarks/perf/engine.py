@@ -17,7 +17,7 @@ the child's process tree every 20 ms.
     python -m benchmarks.perf.engine --fixed-cost                      # a 1-row run, start to exit
     python -m benchmarks.perf.engine --layout messages --systems curator hf --rows 300000  # chat rows
 
-``--layout messages`` writes each row as a two-turn conversation (``messages``: user, assistant) instead of
+``--files 1`` puts all rows in one file (curator's ingest reads a file per unit). ``--layout messages`` writes each row as a two-turn conversation (``messages``: user, assistant) instead of
 ``prompt``/``response`` columns; the bare ``hf`` filter then sums the turns' lengths.
 
 Times exclude interpreter start-up and the system's top-level imports (``--child`` prints both).
@@ -251,6 +251,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="best of this many runs per system, interleaved")
     ap.add_argument("--systems", nargs="+", default=[*BARE, *EQUAL], choices=[*BARE, *EQUAL])
     ap.add_argument("--fixed-cost", action="store_true", help="time a 1-row model-free run (and nothing else)")
+    ap.add_argument("--files", type=int, default=2, help="input files the rows are split over (1: one big file)")
     ap.add_argument("--layout", choices=LAYOUTS, default="prompt_response",
                     help="rows as prompt/response columns or as two-turn conversations (curator and hf only)")
     ap.add_argument("--child", choices=[*BARE, *EQUAL], help=argparse.SUPPRESS)
@@ -266,7 +267,7 @@ def main() -> None:
     for rows in args.rows:
         work = Path(tempfile.mkdtemp(prefix="curator-bench-"))
         try:
-            paths = make_inputs(work, rows, layout=args.layout)
+            paths = make_inputs(work, rows, files=args.files, layout=args.layout)
             size = sum(p.stat().st_size for p in paths)
             best: dict[str, dict] = {}
             load = [os.getloadavg()[0]]
