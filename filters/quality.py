@@ -32,7 +32,7 @@ from curator.strings import (
     rows_of,
     split_join_lower,
 )
-from curator.turns import conversation_text
+from curator.turns import conversation_text, turn_offsets
 
 LIST_LINE = r"(?m)^\s*(?:[-*•+]|\d{1,3}[.)])\s+\S"
 MATH = r"\d\s*[-+*/×÷^=]\s*\d"
@@ -72,10 +72,13 @@ def row_stats(table: pa.Table) -> pa.Table:
     p_len, r_len = pc.utf8_length(prompt), pc.utf8_length(response)
     norm_hash, word_count = _normalised(text)
     if "messages" in table.column_names and table.column("messages").null_count < table.num_rows:
-        whole = pc.coalesce(conversation_text(table.column("messages"), "\n"), text)
-        longer = pc.fill_null(pc.not_equal(whole, text), False)  # more turns than the last exchange
-        if pc.any(longer).as_py():
-            norm_hash = pc.replace_with_mask(norm_hash, longer, _normalised(whole.filter(longer))[0])
+        messages = table.column("messages").combine_chunks()
+        exchange = np.where(pc.is_valid(table.column("response")).to_numpy(zero_copy_only=False), 2, 1)
+        longer = np.diff(turn_offsets(messages)) > exchange  # turns before the last user turn (and its answer)
+        if longer.any():
+            mask = pa.array(longer)
+            whole = conversation_text(messages.filter(mask), "\n")
+            norm_hash = pc.replace_with_mask(norm_hash, mask, _normalised(whole)[0])
     return pa.table({
         "sample_id": table.column("sample_id"),
         "char_len": pc.add(p_len, r_len).cast(pa.int64()),

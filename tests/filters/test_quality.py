@@ -69,3 +69,18 @@ def test_conversations_that_only_end_alike_are_not_duplicates():
     out = QualityStage(QualityParams(), StageContext(Path("."), Path("."))).process_batch(table)
     assert out.column("is_duplicate").to_pylist() == [False, False, True, False, True]  # the last: same as the 4th
     assert out.column("char_len").to_pylist() == [22] * 5  # still prompt + response
+
+
+def test_a_one_turn_prompt_hashes_like_the_same_prompt_in_a_prompt_column():
+    from pathlib import Path
+
+    from curator.samples import MESSAGE_TYPE
+    from curator.stage import StageContext
+    from filters.quality import QualityParams, QualityStage
+
+    ask = [{"role": "user", "content": "Say hi"}]
+    table = pa.table({"sample_id": ["a", "b", "c"], "prompt": ["Say hi"] * 3, "response": pa.nulls(3, pa.string()),
+                      "messages": pa.array([None, ask, [{"role": "system", "content": "x"}, *ask]], MESSAGE_TYPE)})
+    out = QualityStage(QualityParams(), StageContext(Path("."), Path("."))).process_batch(table)
+    hashes = out.column("norm_hash").to_pylist()
+    assert hashes[0] == hashes[1] != hashes[2] and out.column("is_duplicate").to_pylist() == [False, True, False]
