@@ -50,6 +50,17 @@ def bytes_on_disk(paths: list[Path]) -> int:
     return total
 
 
+def file_states(path: Path) -> list[tuple[str, int, int]]:
+    """(name, size, modification time in ns) of a file, or of every file under a directory; empty for a
+    named source. What changes when a file is written to, to tell whether it changed while it was read."""
+    if path.is_file():
+        return [(path.name, (st := path.stat()).st_size, st.st_mtime_ns)]
+    if path.is_dir():
+        return [(f.relative_to(path).as_posix(), (st := f.stat()).st_size, st.st_mtime_ns)
+                for f in sorted(path.rglob("*")) if f.is_file()]
+    return []
+
+
 def digest_of_files(hashes: list[tuple[str, str]]) -> str:
     """A directory's digest from its (relative name, file sha256) list in ``sha256_path``'s order."""
     h = hashlib.sha256()

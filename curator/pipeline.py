@@ -18,7 +18,7 @@ from curator.executors.ray import RayExecutor
 from curator.finalize import finalize
 from curator.ingest import run_ingest
 from curator.inputs import override_inputs
-from curator.io import atomic_path, bytes_on_disk, sha256_path
+from curator.io import atomic_path, bytes_on_disk, file_states, sha256_path
 from curator.plan import InputFile, Plan, plan_ingest, plan_stages
 from curator.recipe import Recipe, load_recipe
 from curator.result import RunResult
@@ -45,6 +45,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
         try:
             if isinstance(exe, LocalExecutor) and not rundir.manifest.exists():  # (a finished run has nothing to do)
                 exe.warm_up(bytes_on_disk(paths))  # the workers start while the inputs are hashed
+            states = [file_states(p) for p in paths]
             with ThreadPoolExecutor(len(paths) or 1) as pool:  # hashlib releases the GIL on large reads
                 files = [InputFile(p, h) for p, h in zip(paths, pool.map(sha256_path, paths))]
             plan = plan_ingest(recipe, rundir, files, quiet)
@@ -52,6 +53,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
             t0 = time.time()
             ingested = run_ingest(plan, exe if isinstance(exe, LocalExecutor) else LocalExecutor(1, quiet))
             ingest_seconds = round(time.time() - t0, 3)
+            _check_unchanged(paths, states)
             plan = plan_stages(plan, ingested.schema)
             for ps in plan.stages:
                 rundir.claim_outputs(f"stage-{ps.id}", ps.fingerprint, [rundir.scores(ps.id, 0).parent])
@@ -61,6 +63,16 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
                 exe.close(wait=False)  # no unit is running: a failed map has already waited for its pool
         _raise_failed(rundir)
         return finalize(plan, ingested, {"kind": exe.name, "workers": exe.workers}, started, timings)
+
+
+def _check_unchanged(paths: list[Path], states: list[list[tuple[str, int, int]]]) -> None:
+    """Every input is as it was when it was hashed (size and modification time of each file): the manifest's
+    hashes must describe the bytes the run read."""
+    for path, before in zip(paths, states):
+        if file_states(path) != before:
+            raise InputError(f"{path}: changed while this run read it (its size or modification time differ from "
+                             "when it was hashed), so the run's hashes would not describe what it read; run again "
+                             "once the input is complete (the next run hashes and reads it afresh)")
 
 
 def _run_phases(plan: Plan, exe: Executor) -> dict[str, float]:

@@ -225,3 +225,27 @@ def test_missing_columns_fail_before_any_stage_fingerprint_or_model(tmp_path, mo
     with pytest.raises(RecipeError, match=r"stages\[1\] \(decide\): decide rule 'risk_sqsd > 1'"):
         run(recipe, tmp_path / "run", quiet=True)
     assert called == []
+
+
+def test_an_input_written_to_during_the_run_stops_it_and_the_next_run_reads_it_whole(tmp_path, monkeypatch):
+    """The manifest's input hashes describe what the run read: a file appended to while it is read is an error."""
+    from curator import pipeline
+    from curator.errors import InputError
+
+    rows = synthetic_rows(20)
+    write_jsonl(tmp_path / "data.jsonl", rows)
+    rec = write_recipe(tmp_path, ["data.jsonl"], ENGINE_STAGES, shards=2)
+    real = pipeline.run_ingest
+
+    def appending(plan, exe):  # a producer still writing the file
+        done = real(plan, exe)
+        with open(tmp_path / "data.jsonl", "a") as fh:
+            fh.write(json.dumps({"prompt": "late", "response": "row"}) + "\n")
+        return done
+
+    monkeypatch.setattr(pipeline, "run_ingest", appending)
+    with pytest.raises(InputError, match="data.jsonl: changed while this run read it"):
+        run(rec, tmp_path / "run", quiet=True)
+    monkeypatch.setattr(pipeline, "run_ingest", real)
+    res = run(rec, tmp_path / "run", quiet=True)
+    assert res.counts["rows_in"] == len(rows) + 1 and verify(tmp_path / "run") == []
