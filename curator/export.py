@@ -67,12 +67,12 @@ def _split_messages(messages: pa.Array) -> tuple[pa.Array, pa.Array]:
     """(every turn but the last, [the last turn]) per row of a messages column without nulls."""
     offsets = turn_offsets(messages)
     lengths = np.diff(offsets)
-    turns = pc.list_flatten(messages).cast(MESSAGE_TYPE.value_type)
+    turns = pc.list_flatten(messages)  # (the caller cast the column to MESSAGE_TYPE)
     is_last = np.zeros(len(turns), np.bool_)
     is_last[offsets[1:][lengths > 0] - 1] = True
     head = lists(np.concatenate([[0], np.cumsum(np.maximum(lengths - 1, 0))]), turns.filter(pa.array(~is_last)))
     last = lists(np.concatenate([[0], np.cumsum(np.minimum(lengths, 1))]), turns.filter(pa.array(is_last)))
-    return head.cast(MESSAGE_TYPE), last.cast(MESSAGE_TYPE)
+    return head, last
 
 
 def _single_turn(messages: pa.Array) -> pa.Array:

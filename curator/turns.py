@@ -122,11 +122,10 @@ def ends_with_user(column: pa.Array) -> bool | None:
         return None
     if len(column) == 0 or column.null_count:
         return False
-    lengths = pc.list_value_length(column).to_numpy()
-    if not lengths.all() or column.type.value_type.get_field_index("role") < 0:
+    offsets = turn_offsets(column)
+    if not np.diff(offsets).all() or column.type.value_type.get_field_index("role") < 0:
         return False
-    flat = pc.list_flatten(column)
-    last = flat.take(pa.array(np.cumsum(lengths) - 1))
+    last = pc.list_flatten(column).take(pa.array(offsets[1:] - 1))
     role = dict(zip([f.name for f in column.type.value_type], last.flatten()))["role"]
     return bool(pc.all(pc.fill_null(pc.equal(role.cast(pa.string()), "user"), False)).as_py())
 
