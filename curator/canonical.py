@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 
 from curator.errors import InputError
 from curator.parallel import map_ordered
-from curator.readers import MIXED_TAG, Block, Restart, input_stem, read_blocks
+from curator.plan import InputPart
+from curator.readers import MIXED_TAG, Block, Restart, input_stem, jsonl_part_blocks, read_blocks
 from curator.recipe import InputSpec
 from curator.samples import adapt, sample_ids
 from curator.stage import Stage
@@ -88,15 +89,19 @@ def _row_count(path: Path) -> int:
 class InputCanonicaliser:
     """Turns blocks of input ``idx`` into ``Canonical`` blocks with the set-up ingest stage ``normalizer``."""
 
-    def __init__(self, idx: int, path: Path, spec: InputSpec, normalizer: Stage):
-        self.idx, self.path, self.spec, self.normalizer = idx, path, spec, normalizer
+    def __init__(self, idx: int, path: Path, spec: InputSpec, normalizer: Stage, part: InputPart | None = None):
+        self.idx, self.path, self.spec, self.normalizer, self.part = idx, path, spec, normalizer, part
         self.selected = None
         if spec.sample is not None:
             self.selected = selected_rows(_row_count(path), spec.limit, spec.sample, spec.sample_seed)
 
     def blocks(self) -> Iterator[Canonical | Restart]:
-        """The input's blocks in file order (``Restart``: drop what came before, the file is read again)."""
-        return map_ordered(lambda b: b if isinstance(b, Restart) else self.canonical(b), read_blocks(self.path))
+        """The input's blocks (or its byte range's: rows numbered from 0 within it) in file order
+        (``Restart``: drop what came before, the file is read again)."""
+        part = self.part
+        blocks = (jsonl_part_blocks(self.path, part.index, part.of, part.arrow_schema()) if part
+                  else read_blocks(self.path))
+        return map_ordered(lambda b: b if isinstance(b, Restart) else self.canonical(b), blocks)
 
     def _select(self, block: Block) -> Block:
         if self.selected is not None:

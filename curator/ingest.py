@@ -16,7 +16,7 @@ import dataclasses
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from curator.faults import fault_point
 from curator.io import ParquetSink, atomic_path, file_record
 from curator.ledger import LEDGER_SCHEMA, probe_mask
 from curator.plan import Plan, Unit
-from curator.readers import Restart
+from curator.readers import PartUnreadable, Restart, first_block_schema
 from curator.rundir import RunDir
 from curator.samples import later_repeats, shard_indices
 from curator.stage import IngestParams, Stage
@@ -68,20 +68,20 @@ def run_ingest(plan: Plan, exe: Executor) -> Ingested:
     rundir.claim_outputs("ingest", fp, [rundir.input_shard(0).parent, rundir.ingest_ledger(0).parent])
     units = plan.ingest_units()
     if rundir.is_done(fp, "ingest") and not all([rundir.verify_done(fp, u.name, "ingest") for u in units]):
-        for name in ["ingest", *(u.name for u in plan.input_units())]:  # the map outputs are gone: read again
+        reads = plan.input_units()  # the map outputs are gone: read again
+        for name in ["ingest", *{n for u in reads for n in (u.name, u.whole().name)}]:
             rundir.marker(fp, name).unlink(missing_ok=True)
     if not rundir.is_done(fp, "ingest"):
         t0 = time.time()
-        inputs = [u for u in plan.input_units() if not rundir.verify_done(fp, u.name, "ingest")]
-        exe.map(plan, inputs, "ingest: inputs")
-        infos = [rundir.read_done(fp, u.name) for u in plan.input_units()]
-        schema = part_schema(rundir, fp, len(plan.files))
+        read_inputs(plan, exe)
+        sources = input_sources(plan)
+        schema = part_schema(rundir, fp, sources)
         exe.map(plan, [u for u in units if not rundir.verify_done(fp, u.name, "ingest")], "ingest: shards")
         done = [rundir.read_done(fp, u.name) for u in units]
         shards = {u.index: d["counts"] for u, d in zip(units, done)}
         rundir.mark_done(fp, "ingest", {
             "shards": shards, "probes": {u.index: d.get("probes") for u, d in zip(units, done)},
-            "inputs": [{f.name: i[f.name] for f in dataclasses.fields(InputInfo)} for i in infos],
+            "inputs": [_input_info(rundir, fp, names) for names in sources],
             "schema": schema.serialize().to_pybytes().hex() if schema is not None else None,
             "seconds": round(time.time() - t0, 3)})
         fault_point("unit_done")
@@ -91,12 +91,61 @@ def run_ingest(plan: Plan, exe: Executor) -> Ingested:
     return Ingested(info["inputs"], info["shards"], schema, info.get("probes"))
 
 
+def read_inputs(plan: Plan, exe: Executor) -> None:
+    """The map: every input unit not done yet. A file split in byte ranges is read with its first block's
+    column types (``readers.first_block_schema``); if a range holds a row that does not fit them (where the
+    streamed reader starts over), or that block does not parse, the file is read whole: the same rows,
+    types and row numbers as if it had never been split."""
+    rundir, fp = plan.rundir, plan.ingest.fingerprint
+    files, todo = _input_units_by_file(plan), []
+    for units in files:
+        whole = units[0].whole()
+        if units[0].part and rundir.verify_done(fp, whole.name, "ingest"):
+            continue
+        left = [u for u in units if not rundir.verify_done(fp, u.name, "ingest")]
+        if left and left[0].part:
+            schema = first_block_schema(plan.files[whole.index].path)
+            left = ([replace(u, part=replace(u.part, schema=schema.serialize().to_pybytes())) for u in left]
+                    if schema is not None else [whole])
+        todo += left
+    exe.map(plan, todo, "ingest: inputs")
+    unreadable = [units for units in files if units[0].part and not rundir.is_done(fp, units[0].whole().name)
+                  and any(rundir.read_done(fp, u.name).get("unreadable") for u in units)]
+    for u in (u for units in unreadable for u in units):
+        rundir.marker(fp, u.name).unlink(missing_ok=True)
+        for kind in ("good", "quarantine"):
+            _part(rundir, fp, u.name, kind).unlink(missing_ok=True)
+    exe.map(plan, [units[0].whole() for units in unreadable], "ingest: inputs read whole")
+
+
+def _input_units_by_file(plan: Plan) -> list[list[Unit]]:
+    """``plan.input_units()`` grouped by input file, in recipe order."""
+    by_file: dict[int, list[Unit]] = {}
+    for u in plan.input_units():
+        by_file.setdefault(u.index, []).append(u)
+    return [by_file[i] for i in range(len(plan.files))]
+
+
+def input_sources(plan: Plan) -> list[list[str]]:
+    """Per input file, in recipe order: the names of the input units whose outputs hold its rows, in file order
+    (the whole-file unit, or its byte ranges)."""
+    rundir, fp = plan.rundir, plan.ingest.fingerprint
+    return [[units[0].whole().name] if units[0].part is None or rundir.is_done(fp, units[0].whole().name)
+            else [u.name for u in units] for units in _input_units_by_file(plan)]
+
+
+def _input_info(rundir: RunDir, fp: str, names: list[str]) -> dict:
+    """One file's ``InputInfo`` from its units' markers (its rows: the sum over its byte ranges)."""
+    done = [rundir.read_done(fp, n) for n in names]
+    return {**{f.name: done[0][f.name] for f in dataclasses.fields(InputInfo)}, "rows": sum(d["rows"] for d in done)}
+
+
 class _Parts:
     """An input unit's two Arrow IPC files (``good``, ``quarantine``), each a sequence of one-shard
     batches; ``index[kind]`` lists (shard, rows) per batch, so a shard unit reads only its batches."""
 
-    def __init__(self, rundir: RunDir, fp: str, idx: int, shards: int):
-        self.paths = {kind: _part(rundir, fp, idx, kind) for kind in ("good", "quarantine")}
+    def __init__(self, rundir: RunDir, fp: str, name: str, shards: int):
+        self.paths = {kind: _part(rundir, fp, name, kind) for kind in ("good", "quarantine")}
         self.shards = shards
         self.index: dict[str, list[list[int]]] = {"good": [], "quarantine": []}
         self._open: dict[str, tuple] = {}
@@ -125,18 +174,21 @@ class _Parts:
 
 
 def input_unit(plan: Plan, unit: Unit, normalizer: Stage) -> dict:
-    """Map unit: input ``unit.index`` -> ``good`` and ``quarantine`` Arrow files of one-shard batches."""
+    """Map unit: input ``unit.index`` (or its byte range ``unit.part``) -> ``good`` and ``quarantine`` Arrow
+    files of one-shard batches. A byte range that cannot be streamed alone writes nothing and records
+    ``unreadable`` (``read_inputs`` then reads the file whole)."""
     rundir, fp, idx = plan.rundir, plan.ingest.fingerprint, unit.index
     if rundir.is_done(fp, unit.name):
         return rundir.read_done(fp, unit.name)
     file, spec, params = plan.files[idx], plan.recipe.inputs[idx], plan.ingest.params
-    source = InputCanonicaliser(idx, file.path, spec, normalizer)
-    parts, rows, first_bad, n_bad = _Parts(rundir, fp, idx, plan.recipe.shards), 0, None, 0
+    source = InputCanonicaliser(idx, file.path, spec, normalizer, unit.part)
+    parts, rows, first_bad, n_bad = _Parts(rundir, fp, unit.name, plan.recipe.shards), 0, None, 0
+    info = InputInfo(uri=str(file.path), format=spec.format, sha256=file.sha256, rows=0)
     try:
         for block in source.blocks():
             if isinstance(block, Restart):
                 parts.close(RuntimeError("restart"))
-                parts, rows, first_bad, n_bad = _Parts(rundir, fp, idx, plan.recipe.shards), 0, None, 0
+                parts, rows, first_bad, n_bad = _Parts(rundir, fp, unit.name, plan.recipe.shards), 0, None, 0
                 continue
             rows, first_bad, n_bad = _tally(block, rows, first_bad, n_bad)
             if block.good is not None:
@@ -146,12 +198,15 @@ def input_unit(plan: Plan, unit: Unit, normalizer: Stage) -> dict:
             row, _, why = first_bad
             raise InputError(f"{file.path}: row {row} (0-based): {why} ({n_bad} bad row(s); {normalizer.name}.on_bad_row "
                              "is 'fail': fix the data or set it to 'quarantine' to set such rows aside and continue)")
+    except PartUnreadable as exc:
+        parts.close(exc)
+        rundir.mark_done(fp, unit.name, {**dataclasses.asdict(info), "unreadable": str(exc)[:500], "outputs": {}})
+        return rundir.read_done(fp, unit.name)
     except BaseException as exc:
         parts.close(exc)
         raise
     outputs = {_rel(rundir, parts.paths[k]): rec for k, rec in parts.close().items()}
-    info = InputInfo(uri=str(file.path), format=spec.format, sha256=file.sha256, rows=rows)
-    rundir.mark_done(fp, unit.name, {**dataclasses.asdict(info), "parts": parts.index, "outputs": outputs})
+    rundir.mark_done(fp, unit.name, {**dataclasses.asdict(info), "rows": rows, "parts": parts.index, "outputs": outputs})
     fault_point("unit_done")
     return rundir.read_done(fp, unit.name)
 
@@ -171,27 +226,30 @@ def shard_unit(plan: Plan, unit: Unit) -> dict:
     params: IngestParams = plan.ingest.params
     if rundir.is_done(fp, unit.name):
         return rundir.read_done(fp, unit.name)
-    stage, n_inputs = plan.ingest.cls.name, len(plan.files)
-    index = [rundir.read_done(fp, f"input-{i:05d}")["parts"] for i in range(n_inputs)]
-    schema = part_schema(rundir, fp, n_inputs)
+    stage, sources = plan.ingest.cls.name, input_sources(plan)
+    names = [name for names in sources for name in names]
+    done = {name: rundir.read_done(fp, name) for name in names}
+    index = {name: done[name]["parts"] for name in names}
+    offset = {name: sum(done[n]["rows"] for n in names[:k]) for names in sources for k, name in enumerate(names)}
+    schema = part_schema(rundir, fp, sources)
     outputs, n_quarantined, n_dup, canonical, n_probe = {}, 0, 0, 0, 0
     with ParquetSink(rundir.quarantine(shard), QUARANTINE_SCHEMA) as quarantine, \
             ParquetSink(rundir.ingest_ledger(shard), LEDGER_SCHEMA) as ledger:
-        for i in range(n_inputs):
-            for q in _shard_batches(rundir, fp, i, "quarantine", index[i], shard):
+        for name in names:
+            for q in _shard_batches(rundir, fp, name, "quarantine", index[name], shard, offset[name]):
                 quarantine.write(q)
                 ledger.write(_ledger(q, "quarantined", q.column("reason"), stage))
                 n_quarantined += q.num_rows
         if schema is not None:
-            goods = [i for i in range(n_inputs) if _part(rundir, fp, i, "good").exists()]
-            ids = [chunk for i in goods for chunk in _shard_ids(rundir, fp, i, index[i], shard)]
+            goods = [name for name in names if _part(rundir, fp, name, "good").exists()]
+            ids = [chunk for name in goods for chunk in _shard_ids(rundir, fp, name, index[name], shard)]
             n_ids = sum(len(c) for c in ids)
             dup = (later_repeats(pa.chunked_array(ids, pa.string()).combine_chunks()).to_numpy(zero_copy_only=False)
                    if params.dedupe and n_ids else np.zeros(n_ids, np.bool_))
             with ParquetSink(rundir.input_shard(shard), schema) as samples:
                 at = 0
-                for i in goods:
-                    for g in _shard_batches(rundir, fp, i, "good", index[i], shard):
+                for name in goods:
+                    for g in _shard_batches(rundir, fp, name, "good", index[name], shard, offset[name]):
                         g = pa.concat_tables([schema.empty_table(), g], promote_options="permissive")
                         mask = pa.array(dup[at:at + g.num_rows])
                         at += g.num_rows
@@ -218,10 +276,10 @@ def remove_parts(rundir: RunDir, fp: str) -> None:
     shutil.rmtree(rundir.cache(fp) / "ingest", ignore_errors=True)
 
 
-def part_schema(rundir: RunDir, fp: str, n_inputs: int) -> pa.Schema | None:
+def part_schema(rundir: RunDir, fp: str, sources: list[list[str]]) -> pa.Schema | None:
     """The canonical table's schema over all inputs (pass-through columns promoted to one type)."""
-    schemas = [ipc.open_file(pa.OSFile(str(p))).schema for i in range(n_inputs)
-               if (p := _part(rundir, fp, i, "good")).exists()]
+    schemas = [ipc.open_file(pa.OSFile(str(p))).schema for names in sources for name in names
+               if (p := _part(rundir, fp, name, "good")).exists()]
     if not schemas:
         return None
     try:
@@ -231,28 +289,36 @@ def part_schema(rundir: RunDir, fp: str, n_inputs: int) -> pa.Schema | None:
                          "rename or cast the conflicting pass-through column") from None
 
 
-def _part(rundir: RunDir, fp: str, idx: int, kind: str) -> Path:
-    return rundir.cache(fp) / "ingest" / f"input-{idx:05d}.{kind}.arrow"
+def _part(rundir: RunDir, fp: str, name: str, kind: str) -> Path:
+    """Input unit ``name``'s ``kind`` file."""
+    return rundir.cache(fp) / "ingest" / f"{name}.{kind}.arrow"
 
 
 def _rel(rundir: RunDir, path: Path) -> str:
     return path.relative_to(rundir.root).as_posix()
 
 
-def _shard_batches(rundir: RunDir, fp: str, idx: int, kind: str, index: dict, shard: int) -> Iterator[pa.Table]:
-    """Input ``idx``'s ``kind`` batches of ``shard``, in file order, read (not mapped) one at a time."""
+def _shard_batches(rundir: RunDir, fp: str, name: str, kind: str, index: dict, shard: int,
+                   offset: int) -> Iterator[pa.Table]:
+    """Input unit ``name``'s ``kind`` batches of ``shard``, in file order, read (not mapped) one at a time; the
+    unit's first row is the file's row ``offset`` (a byte range numbers its rows from 0)."""
     wanted = [j for j, (s, _) in enumerate(index[kind]) if s == shard]
     if not wanted:
         return
-    with pa.OSFile(str(_part(rundir, fp, idx, kind))) as fh:
+    column = "_input_row" if kind == "good" else "input_row"
+    with pa.OSFile(str(_part(rundir, fp, name, kind))) as fh:
         reader = ipc.open_file(fh)
         for j in wanted:
-            yield pa.Table.from_batches([reader.get_batch(j)])
+            table = pa.Table.from_batches([reader.get_batch(j)])
+            if offset:
+                at = table.schema.get_field_index(column)
+                table = table.set_column(at, column, pc.add(table.column(at), pa.scalar(offset, pa.int64())))
+            yield table
 
 
-def _shard_ids(rundir: RunDir, fp: str, idx: int, index: dict, shard: int) -> list[pa.Array]:
-    """The ``sample_id``s of input ``idx``'s good batches of ``shard`` (memory-mapped: only they are read)."""
-    reader = ipc.open_file(pa.memory_map(str(_part(rundir, fp, idx, "good"))))
+def _shard_ids(rundir: RunDir, fp: str, name: str, index: dict, shard: int) -> list[pa.Array]:
+    """The ``sample_id``s of input unit ``name``'s good batches of ``shard`` (memory-mapped: only they are read)."""
+    reader = ipc.open_file(pa.memory_map(str(_part(rundir, fp, name, "good"))))
     return [reader.get_batch(j).column(0) for j, (s, _) in enumerate(index["good"]) if s == shard]
 
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from curator.errors import RecipeError
 from curator.io import bytes_on_disk
+from curator.readers import jsonl_parts
 from curator.recipe import Recipe, StageSpec, canonical_json
 from curator.registry import get_stage, ingest_stage
 from curator.rundir import RunDir, shard_name
@@ -74,9 +75,22 @@ class PlannedStage:
 
 
 @dataclass(frozen=True)
+class InputPart:
+    """Byte range ``index`` of ``of`` of a JSONL input (``readers.part_range``), read with ``schema`` (the
+    serialised Arrow schema of the file's first block, which fixes the types of every row)."""
+
+    index: int
+    of: int
+    schema: bytes = b""
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.ipc.read_schema(pa.py_buffer(self.schema))
+
+
+@dataclass(frozen=True)
 class Unit:
     """One job with its own done markers (``markers/<stage fp>/<name>.done``). ``input``: read input
-    file ``index``; ``ingest``: write shard ``index``'s canonical files; ``shard``: run consecutive
+    file ``index`` (or its byte range ``part``); ``ingest``: write shard ``index``'s canonical files; ``shard``: run consecutive
     shard-scope stages on shard ``index``; ``map``: a ``map_reduce`` stage's ``map_shard`` on shard
     ``index``; ``global``: a global stage on every shard at once (run by the driver)."""
 
@@ -86,12 +100,19 @@ class Unit:
     cpus: float = 1.0  # per worker: the most any of its stages asks for
     gpus: float = 0.0
     uses_model: bool = False
+    part: InputPart | None = None  # ``input``: one byte range of the file; None: the whole file
 
     @property
     def name(self) -> str:
         if self.kind == "global":
             return "global"
-        return f"input-{self.index:05d}" if self.kind == "input" else shard_name(self.index)
+        if self.kind == "input":
+            return f"input-{self.index:05d}" + (f"-part-{self.part.index:05d}" if self.part else "")
+        return shard_name(self.index)
+
+    def whole(self) -> Unit:
+        """The unit that reads this ``input`` unit's whole file."""
+        return replace(self, part=None)
 
 
 @dataclass(frozen=True)
@@ -113,6 +134,7 @@ class Plan:
     files: tuple[InputFile, ...]  # what phase 0 reads
     ingest: PlannedStage  # phase 0
     stages: tuple[PlannedStage, ...] = ()  # set by ``plan_stages``
+    parts: tuple[int, ...] = ()  # byte ranges each input file is read in (``input_units``; none given: 1 each)
 
     @property
     def input_bytes(self) -> int:
@@ -141,7 +163,12 @@ class Plan:
         return tuple(by_id[sid] for sid in unit.stages)
 
     def input_units(self) -> tuple[Unit, ...]:
-        return tuple(_unit("input", [self.ingest], i) for i in range(len(self.files)))
+        """A unit per input file, or per byte range of a file split in ``parts``."""
+        out = []
+        for i in range(len(self.files)):
+            unit, parts = _unit("input", [self.ingest], i), self.parts[i] if self.parts else 1
+            out += [replace(unit, part=InputPart(k, parts)) for k in range(parts)] if parts > 1 else [unit]
+        return tuple(out)
 
     def ingest_units(self) -> tuple[Unit, ...]:
         return tuple(_unit("ingest", [self.ingest], s) for s in range(self.recipe.shards))
@@ -192,7 +219,12 @@ def plan_ingest(recipe: Recipe, rundir: RunDir, files: Sequence[InputFile], quie
     inputs = [(i.format, i.source, i.limit, i.sample, i.sample_seed) for i in recipe.inputs]
     fp = fingerprint("ingest", [f.sha256 for f in files], inputs, recipe.shards, cls.version,
                      params_to_dict(spec.params))
-    return Plan(recipe, rundir, quiet, declared_artifacts(recipe, rundir), tuple(files), PlannedStage(0, spec, cls, fp))
+    # a large JSONL file read in full is read in byte ranges, in parallel (``limit``, ``sample`` and
+    # ``on_bad_row: fail`` need its row numbers as it is read); the outputs are the same either way
+    parts = tuple(1 if i.limit is not None or i.sample is not None or spec.params.on_bad_row == "fail"
+                  else jsonl_parts(f.path) for f, i in zip(files, recipe.inputs))
+    return Plan(recipe, rundir, quiet, declared_artifacts(recipe, rundir), tuple(files), PlannedStage(0, spec, cls, fp),
+                parts=parts)
 
 
 def plan_stages(plan: Plan, schema: pa.Schema | None) -> Plan:

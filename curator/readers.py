@@ -40,6 +40,7 @@ TEXT_KINDS = ("jsonl", "json", "csv", "tsv")
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as ``surrogateescape`` decodes them
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which a text input may start with
 BLOCK_BYTES = 16 << 20  # input bytes (or in-memory Arrow bytes) per block
+PART_BYTES = 64 << 20  # bytes of an uncompressed JSONL input per ingest unit (``jsonl_parts``)
 MIXED_TAG = "\x00json:"
 
 
@@ -183,10 +184,7 @@ def _jsonl_blocks(path: Path) -> Iterator[Block | Restart]:
     streamed, schema = 0, None
     try:
         for chunk in _line_chunks(path):
-            opts = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error") if schema else None
-            table = pajson.read_json(pa.BufferReader(chunk), read_options=pajson.ReadOptions(block_size=len(chunk) + 1),
-                                     parse_options=opts)
-            table.validate(full=True)
+            table = _parse_lines(chunk, schema)
             schema = schema or table.schema
             yield from _numbered([table], streamed)
             streamed += table.num_rows
@@ -198,14 +196,84 @@ def _jsonl_blocks(path: Path) -> Iterator[Block | Restart]:
     yield from _slices(*read_table(path))
 
 
-def _line_chunks(path: Path) -> Iterator[memoryview]:
-    """The file in chunks of about ``BLOCK_BYTES`` that end at a line end (a longer line is one chunk); chunks
-    of whitespace only are skipped. Each chunk is read into a buffer of its own and handed out as a view (no
-    copy of the block: the cut, the carry-over and the blank test touch only the tail and the first byte). A
-    buffer is no larger than what is left of an uncompressed file (a small file does not pay for 16 MB)."""
+def _parse_lines(chunk: memoryview, schema: pa.Schema | None) -> pa.Table:
+    """Whole JSONL lines parsed by Arrow, with ``schema``'s types (and no other field) if given, else inferred;
+    ``ArrowInvalid`` if they do not parse or fit, or hold invalid UTF-8."""
+    opts = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error") if schema else None
+    table = pajson.read_json(pa.BufferReader(chunk), read_options=pajson.ReadOptions(block_size=len(chunk) + 1),
+                             parse_options=opts)
+    table.validate(full=True)
+    return table
+
+
+class PartUnreadable(Exception):
+    """A part of a split JSONL file that the streamed reader cannot read alone (the file is read whole instead)."""
+
+
+def jsonl_parts(path: Path) -> int:
+    """Into how many byte ranges of about ``PART_BYTES`` an input is read in parallel: only an uncompressed
+    JSONL file (its lines can be found from any offset) larger than ``PART_BYTES``; else 1."""
+    if source_scheme(path) or _codec(path) or not path.is_file() or detect_kind(path) != "jsonl":
+        return 1
+    return max(1, -(-path.stat().st_size // PART_BYTES))
+
+
+def part_range(path: Path, part: int, parts: int) -> tuple[int, int]:
+    """Byte range [start, end) of ``part`` of ``parts``: the lines that start in its share of the file."""
+    size = path.stat().st_size
+    return _line_start(path, size * part // parts, size), _line_start(path, size * (part + 1) // parts, size)
+
+
+def _line_start(path: Path, pos: int, size: int) -> int:
+    """The first line start at or after ``pos``: 0, or just after a ``\n`` (``size`` if there is none)."""
+    if pos <= 0:
+        return 0
+    with open(path, "rb") as fh:
+        fh.seek(pos - 1)
+        while chunk := fh.read(1 << 16):
+            if (i := chunk.find(b"\n")) >= 0:
+                return fh.tell() - len(chunk) + i + 1
+    return size
+
+
+def first_block_schema(path: Path) -> pa.Schema | None:
+    """The column types ``read_blocks`` streams a JSONL file with (its first block's); None if that block does
+    not parse (the file is read whole)."""
+    for chunk in _line_chunks(path):
+        try:
+            return _parse_lines(chunk, None).schema
+        except pa.ArrowInvalid:
+            return None
+    return None
+
+
+def jsonl_part_blocks(path: Path, part: int, parts: int, schema: pa.Schema) -> Iterator[Block]:
+    """``part`` of ``parts`` of an uncompressed JSONL file (``part_range``) in blocks parsed with ``schema`` (the
+    file's ``first_block_schema``), rows numbered from 0 within the part: the rows ``read_blocks`` gives for
+    those lines. A block that does not parse or fit ``schema`` (where ``read_blocks`` starts over on the
+    whole-file path) raises ``PartUnreadable``."""
+    start, end = part_range(path, part, parts)
+    streamed = 0
+    for chunk in _line_chunks(path, start, end):
+        try:
+            table = _parse_lines(chunk, schema)
+        except pa.ArrowInvalid as exc:
+            raise PartUnreadable(str(exc)) from None
+        yield from _numbered([table], streamed)
+        streamed += table.num_rows
+
+
+def _line_chunks(path: Path, start: int = 0, end: int | None = None) -> Iterator[memoryview]:
+    """The file (or its bytes [start, end) of an uncompressed file) in chunks of about ``BLOCK_BYTES`` that end
+    at a line end (a longer line is one chunk); chunks of whitespace only are skipped. Each chunk is read into a
+    buffer of its own and handed out as a view (no copy of the block: the cut, the carry-over and the blank test
+    touch only the tail and the first byte). A buffer is no larger than what is left of an uncompressed file (a
+    small file does not pay for 16 MB)."""
     rest = b""
-    size = None if _codec(path) else path.stat().st_size
+    size = None if _codec(path) else (path.stat().st_size if end is None else end)
     with open_input(path) as fh:
+        if start:
+            fh.seek(start)
         while True:
             left = BLOCK_BYTES if size is None else min(BLOCK_BYTES, max(size - fh.tell(), 0))
             buf = bytearray(len(rest) + left)

@@ -75,6 +75,18 @@ def test_tiny_batches_give_the_recorded_bytes(name, tmp_path, monkeypatch):
     _check(run_recipe(name, tmp_path), json.loads(RECORD.read_text("utf-8"))[name])
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.parametrize("block_bytes", [700, 1 << 24])
+def test_inputs_read_in_byte_ranges_give_the_recorded_bytes(name, block_bytes, tmp_path, monkeypatch):
+    """JSONL inputs read in ranges of a few kB by separate units (each file whose first block parses; a file
+    with a range that does not fit that block's types is read whole): the same files."""
+    from curator import readers
+
+    monkeypatch.setattr(readers, "PART_BYTES", 3000)
+    monkeypatch.setattr(readers, "BLOCK_BYTES", block_bytes)
+    _check(run_recipe(name, tmp_path), json.loads(RECORD.read_text("utf-8"))[name])
+
+
 def update(names: list[str]) -> None:
     import tempfile
 
