@@ -171,8 +171,10 @@ def _parse_turns(raw: object, sharegpt: bool, last: str = "assistant") -> list[d
         if role not in ROLES:
             raise ValueError(f"turn {i} has unknown role {role!r}; expected one of {list(ROLES)}")
         if isinstance(content, list):
-            raise ValueError(f"turn {i} content is a list of parts, not a string (join its text parts into one "
-                             "string before curating)")
+            content = _text_parts(content, i)
+        if content is None and turn.get("tool_calls"):
+            raise ValueError(f"turn {i} is a tool call without text; curator reads text conversations (drop tool-call "
+                             "and tool turns, or the row)")
         if not isinstance(content, str):
             raise ValueError(f"turn {i} content is not a string")
         turns.append({"role": role, "content": content})
@@ -181,6 +183,21 @@ def _parse_turns(raw: object, sharegpt: bool, last: str = "assistant") -> list[d
     if not any(t["role"] == "user" for t in turns):
         raise ValueError("no user turn")
     return turns
+
+
+def _text_parts(parts: list, turn: int) -> str:
+    """A turn's content given as OpenAI-style parts (``[{"type": "text", "text": ...}, ...]``): its texts joined
+    with nothing between them, as chat templates render them. A part of another type (an image, audio) or shape
+    is an error: curator scores text, and dropping a part would change what the row says."""
+    texts = []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            what = f"a content part of type '{kind}'" if isinstance(kind, str) and kind != "text" else \
+                'a content part that is not {"type": "text", "text": <string>}'
+            raise ValueError(f"turn {turn} has {what}; curator reads text only (remove the row, or its non-text parts)")
+        texts.append(part["text"])
+    return "".join(texts)
 
 
 def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:

@@ -125,7 +125,30 @@ def test_conversations_stored_as_json_text_still_read_row_by_row():
     text = pa.table({"messages": [json.dumps([turn(U, "q"), turn(A, "a")]), "[not json", None, json.dumps(parts)]})
     got = check(text, "messages", "messages")
     assert got.column("prompt").to_pylist()[0] == "q"
-    assert "turn 0 content is a list of parts" in got.column("_bad_reason").to_pylist()[3]
+    assert got.column("messages").to_pylist()[3] == [turn(U, "q"), turn(A, "a")]  # text parts read as a string
+
+
+@pytest.mark.parametrize("content, reason", [
+    ([{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}], None),
+    ([], None),
+    ([{"type": "text", "text": "q"}, {"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+     "turn 0 has a content part of type 'image_url'"),
+    ([{"type": "text"}], "turn 0 has a content part that is not"),
+    (["plain string part"], "turn 0 has a content part that is not"),
+])
+def test_openai_text_parts_are_read_and_other_parts_quarantined(content, reason):
+    rows = [[turn(U, content), turn(A, [{"type": "text", "text": "a"}])],
+            [turn(U, "q"), {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]}]]
+    got = check(pa.table({"messages": [json.dumps(r) for r in rows]}), "messages", "messages")
+    reasons = got.column("_bad_reason").to_pylist()
+    assert "turn 1 is a tool call without text" in reasons[1]
+    if reason is None:
+        assert reasons[0] is None
+        text = "".join(p["text"] for p in content)
+        assert got.column("prompt").to_pylist()[0] == text and got.column("response").to_pylist()[0] == "a"
+        assert got.column("messages").to_pylist()[0] == [turn(U, text), turn(A, "a")]
+    else:
+        assert reason in reasons[0]
 
 
 def test_patterns_search_every_turn_of_a_conversation():
@@ -142,3 +165,23 @@ def test_patterns_search_every_turn_of_a_conversation():
     out = stage.process_batch(table.to_batches()[0]).to_pylist()
     assert [(r["pat_email"], r["pat_url"]) for r in out] == [(1, 1), (1, 0)]
     assert stage.process_batch(table.drop_columns(["messages"]).to_batches()[0]).column("pat_email").to_pylist() == [0, 1]
+
+
+def test_a_chat_file_with_text_parts_reaches_the_dataset_as_strings(tmp_path):
+    import datasets
+
+    from curator.pipeline import run
+    from tests.support import write_recipe
+
+    rows = [{"messages": [turn(U, "plain question"), turn(A, "plain answer")]},
+            {"messages": [turn(S, [{"type": "text", "text": "Be brief."}]),
+                          turn(U, [{"type": "text", "text": "Part one. "}, {"type": "text", "text": "Part two."}]),
+                          turn(A, [{"type": "text", "text": "An answer."}])]},
+            {"messages": [turn(U, [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]), turn(A, "a")]}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = run(write_recipe(tmp_path, [str(path)], [{"use": "normalize"}], shards=1), tmp_path / "run", quiet=True)
+    assert res.counts["quarantined"] == 1
+    got = datasets.load_from_disk(str(tmp_path / "run" / "dataset")).sort("prompt")
+    assert got["prompt"] == ["Part one. Part two.", "plain question"]
+    assert got["messages"][0] == [turn(S, "Be brief."), turn(U, "Part one. Part two."), turn(A, "An answer.")]
