@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from curator.errors import InputError
 from curator.parallel import map_ordered
 from curator.plan import InputPart
-from curator.readers import MIXED_TAG, Block, Restart, input_stem, jsonl_part_blocks, read_blocks
+from curator.readers import MIXED_TAG, Block, Restart, input_stem, part_blocks, read_blocks
 from curator.recipe import InputSpec
 from curator.samples import adapt, sample_ids
 from curator.stage import Stage
@@ -99,8 +99,7 @@ class InputCanonicaliser:
         """The input's blocks (or its byte range's: rows numbered from 0 within it) in file order
         (``Restart``: drop what came before, the file is read again)."""
         part = self.part
-        blocks = (jsonl_part_blocks(self.path, part.index, part.of, part.arrow_schema()) if part
-                  else read_blocks(self.path))
+        blocks = part_blocks(self.path, part.index, part.of, part.schema) if part else read_blocks(self.path)
         return map_ordered(lambda b: b if isinstance(b, Restart) else self.canonical(b), blocks)
 
     def _select(self, block: Block) -> Block:

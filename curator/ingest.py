@@ -31,7 +31,7 @@ from curator.faults import fault_point
 from curator.io import ParquetSink, atomic_path, file_record
 from curator.ledger import LEDGER_SCHEMA, probe_mask
 from curator.plan import Plan, Unit
-from curator.readers import PartUnreadable, Restart, first_block_schema
+from curator.readers import PartUnreadable, Restart, split_schema
 from curator.rundir import RunDir
 from curator.samples import later_repeats, shard_indices
 from curator.stage import IngestParams, Stage
@@ -92,10 +92,10 @@ def run_ingest(plan: Plan, exe: Executor) -> Ingested:
 
 
 def read_inputs(plan: Plan, exe: Executor) -> None:
-    """The map: every input unit not done yet. A file split in byte ranges is read with its first block's
-    column types (``readers.first_block_schema``); if a range holds a row that does not fit them (where the
-    streamed reader starts over), or that block does not parse, the file is read whole: the same rows,
-    types and row numbers as if it had never been split."""
+    """The map: every input unit not done yet. A JSONL file split in byte ranges is read with its first block's
+    column types (``readers.split_schema``); if a range holds a row that does not fit them (where the streamed
+    reader starts over), or that block does not parse, the file is read whole: the same rows, types and row
+    numbers as if it had never been split."""
     rundir, fp = plan.rundir, plan.ingest.fingerprint
     files, todo = _input_units_by_file(plan), []
     for units in files:
@@ -104,9 +104,8 @@ def read_inputs(plan: Plan, exe: Executor) -> None:
             continue
         left = [u for u in units if not rundir.verify_done(fp, u.name, "ingest")]
         if left and left[0].part:
-            schema = first_block_schema(plan.files[whole.index].path)
-            left = ([replace(u, part=replace(u.part, schema=schema.serialize().to_pybytes())) for u in left]
-                    if schema is not None else [whole])
+            schema = split_schema(plan.files[whole.index].path)
+            left = [replace(u, part=replace(u.part, schema=schema)) for u in left] if schema is not None else [whole]
         todo += left
     exe.map(plan, todo, "ingest: inputs")
     unreadable = [units for units in files if units[0].part and not rundir.is_done(fp, units[0].whole().name)

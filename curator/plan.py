@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from curator.errors import RecipeError
 from curator.io import bytes_on_disk
-from curator.readers import jsonl_parts
+from curator.readers import input_parts
 from curator.recipe import Recipe, StageSpec, canonical_json
 from curator.registry import get_stage, ingest_stage
 from curator.rundir import RunDir, shard_name
@@ -76,15 +76,12 @@ class PlannedStage:
 
 @dataclass(frozen=True)
 class InputPart:
-    """Byte range ``index`` of ``of`` of a JSONL input (``readers.part_range``), read with ``schema`` (the
-    serialised Arrow schema of the file's first block, which fixes the types of every row)."""
+    """Part ``index`` of ``of`` of an input read in parts (``readers.input_parts``: a JSONL byte range, Parquet
+    row groups), read with ``schema`` (``readers.split_schema``: a JSONL file's first-block types)."""
 
     index: int
     of: int
     schema: bytes = b""
-
-    def arrow_schema(self) -> pa.Schema:
-        return pa.ipc.read_schema(pa.py_buffer(self.schema))
 
 
 @dataclass(frozen=True)
@@ -219,10 +216,10 @@ def plan_ingest(recipe: Recipe, rundir: RunDir, files: Sequence[InputFile], quie
     inputs = [(i.format, i.source, i.limit, i.sample, i.sample_seed) for i in recipe.inputs]
     fp = fingerprint("ingest", [f.sha256 for f in files], inputs, recipe.shards, cls.version,
                      params_to_dict(spec.params))
-    # a large JSONL file read in full is read in byte ranges, in parallel (``limit``, ``sample`` and
+    # a large JSONL or Parquet file read in full is read in parts, in parallel (``limit``, ``sample`` and
     # ``on_bad_row: fail`` need its row numbers as it is read); the outputs are the same either way
     parts = tuple(1 if i.limit is not None or i.sample is not None or spec.params.on_bad_row == "fail"
-                  else jsonl_parts(f.path) for f, i in zip(files, recipe.inputs))
+                  else input_parts(f.path) for f, i in zip(files, recipe.inputs))
     return Plan(recipe, rundir, quiet, declared_artifacts(recipe, rundir), tuple(files), PlannedStage(0, spec, cls, fp),
                 parts=parts)
 

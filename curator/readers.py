@@ -40,7 +40,7 @@ TEXT_KINDS = ("jsonl", "json", "csv", "tsv")
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as ``surrogateescape`` decodes them
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which a text input may start with
 BLOCK_BYTES = 16 << 20  # input bytes (or in-memory Arrow bytes) per block
-PART_BYTES = 64 << 20  # bytes of an uncompressed JSONL input per ingest unit (``jsonl_parts``)
+PART_BYTES = 64 << 20  # bytes of a JSONL or Parquet input per ingest unit (``input_parts``)
 MIXED_TAG = "\x00json:"
 
 
@@ -210,12 +210,33 @@ class PartUnreadable(Exception):
     """A part of a split JSONL file that the streamed reader cannot read alone (the file is read whole instead)."""
 
 
-def jsonl_parts(path: Path) -> int:
-    """Into how many byte ranges of about ``PART_BYTES`` an input is read in parallel: only an uncompressed
-    JSONL file (its lines can be found from any offset) larger than ``PART_BYTES``; else 1."""
-    if source_scheme(path) or _codec(path) or not path.is_file() or detect_kind(path) != "jsonl":
+def input_parts(path: Path) -> int:
+    """Into how many parts of about ``PART_BYTES`` an input is read in parallel: an uncompressed JSONL file by
+    byte ranges (its lines can be found from any offset), a Parquet file by row groups; anything else whole."""
+    if source_scheme(path) or _codec(path) or not path.is_file() or detect_kind(path) not in ("jsonl", "parquet"):
         return 1
-    return max(1, -(-path.stat().st_size // PART_BYTES))
+    parts = -(-path.stat().st_size // PART_BYTES)
+    if detect_kind(path) == "parquet":
+        parts = min(parts, pq.ParquetFile(path).metadata.num_row_groups)
+    return max(1, parts)
+
+
+def split_schema(path: Path) -> bytes | None:
+    """What every part of a split input is read with: a JSONL file's first-block column types (serialised;
+    ``first_block_schema``), nothing for Parquet (b""); None if the file cannot be read in parts."""
+    if detect_kind(path) != "jsonl":
+        return b""
+    schema = first_block_schema(path)
+    return schema.serialize().to_pybytes() if schema is not None else None
+
+
+def part_blocks(path: Path, part: int, parts: int, schema: bytes) -> Iterator[Block]:
+    """Part ``part`` of ``parts`` of an input ``input_parts`` splits, read with its ``split_schema``, in blocks
+    whose rows are numbered from 0 within the part (the caller shifts them by the rows of the parts before)."""
+    if detect_kind(path) == "parquet":
+        yield from _parquet_blocks(path, part, parts)
+    else:
+        yield from jsonl_part_blocks(path, part, parts, pa.ipc.read_schema(pa.py_buffer(schema)))
 
 
 def part_range(path: Path, part: int, parts: int) -> tuple[int, int]:
@@ -345,7 +366,9 @@ def _read_csv_rows(path: Path, delimiter: str) -> tuple[pa.Table, list[BadRow]]:
     return _rows_to_table(rows), bad
 
 
-def _parquet_blocks(path: Path) -> Iterator[Block]:
+def _parquet_blocks(path: Path, part: int = 0, parts: int = 1) -> Iterator[Block]:
+    """The file's rows (or those of row groups [part * G / parts, (part + 1) * G / parts) of its G), rows numbered
+    from 0."""
     pf = pq.ParquetFile(path)
     meta = pf.metadata
     size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
@@ -353,7 +376,9 @@ def _parquet_blocks(path: Path) -> Iterator[Block]:
     if meta.num_rows == 0:
         yield from _numbered([pf.schema_arrow.empty_table()])
         return
-    yield from _numbered(pf.iter_batches(batch_size=rows))
+    groups = range(meta.num_row_groups)[part * meta.num_row_groups // parts:(part + 1) * meta.num_row_groups // parts]
+    if groups:
+        yield from _numbered(pf.iter_batches(batch_size=rows, row_groups=list(groups)))
 
 
 def _ipc_blocks(path: Path, kind: str) -> Iterator[Block]:

@@ -1,12 +1,14 @@
-"""A large JSONL input is read in byte ranges by parallel ingest units (``readers.jsonl_parts``): the run must
-give exactly what reading the file whole gives (rows, types, row numbers, quarantine, ledger), fall back to
-the whole-file read where a range cannot be streamed alone, and resume range by range."""
+"""A large JSONL input is read in byte ranges, a large Parquet one by row groups, by parallel ingest units
+(``readers.input_parts``): the run must give exactly what reading the file whole gives (rows, types, row
+numbers, quarantine, ledger), fall back to the whole-file read where a range cannot be streamed alone, and
+resume part by part."""
 
 from __future__ import annotations
 
 import json
 import random
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -18,12 +20,15 @@ PART_BYTES = 4000
 BLOCK_BYTES = 1500  # several blocks per range; the first block's types are not the whole file's
 
 
-def _run(tmp_path, name, rows_or_bytes, part_bytes, **input_opts):
-    """Run the engine recipe on one JSONL file (rows, or raw bytes) with ``part_bytes``: run dir, result."""
+def _run(tmp_path, name, rows_or_bytes, part_bytes, suffix="jsonl", **input_opts):
+    """Run the engine recipe on one JSONL file (rows, or raw bytes) or Parquet file of row groups of 25 rows,
+    with ``part_bytes``: run dir, result."""
     data = tmp_path / name
     data.mkdir()
-    path = data / "in.jsonl"
-    if isinstance(rows_or_bytes, bytes):
+    path = data / f"in.{suffix}"
+    if suffix == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows_or_bytes), path, row_group_size=25)
+    elif isinstance(rows_or_bytes, bytes):
         path.write_bytes(rows_or_bytes)
     else:
         write_jsonl(path, rows_or_bytes)
@@ -60,10 +65,11 @@ def _rows(n=400, seed=1):
     return rows
 
 
-def test_ranges_give_what_the_whole_file_gives(tmp_path):
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_ranges_give_what_the_whole_file_gives(tmp_path, suffix):
     rows = _rows()
-    whole, res_whole = _run(tmp_path, "whole", rows, 1 << 30)
-    parts, res_parts = _run(tmp_path, "parts", rows, PART_BYTES)
+    whole, res_whole = _run(tmp_path, "whole", rows, 1 << 30, suffix)
+    parts, res_parts = _run(tmp_path, "parts", rows, PART_BYTES, suffix)
     assert _markers(whole) == ["input-00000"]
     assert len(_markers(parts)) > 5 and all("-part-" in m for m in _markers(parts))
     assert res_parts.digest == res_whole.digest and res_parts.counts == res_whole.counts
