@@ -27,6 +27,7 @@ from curator.turns import (
     MESSAGE_TYPE,
     ROLES,
     SHAREGPT_ROLES,
+    TOOL_CALL_FIELDS,
     ends_with_user,
     lists,
     per_row_any,
@@ -170,11 +171,11 @@ def _parse_turns(raw: object, sharegpt: bool, last: str = "assistant") -> list[d
         role = SHAREGPT_ROLES.get(role, role) if sharegpt else role
         if role not in ROLES:
             raise ValueError(f"turn {i} has unknown role {role!r}; expected one of {list(ROLES)}")
+        if any(turn.get(k) for k in TOOL_CALL_FIELDS):
+            raise ValueError(f"turn {i} holds tool calls, which curator's text conversations cannot keep (remove the "
+                             "row, or its tool-call turns)")
         if isinstance(content, list):
             content = _text_parts(content, i)
-        if content is None and turn.get("tool_calls"):
-            raise ValueError(f"turn {i} is a tool call without text; curator reads text conversations (drop tool-call "
-                             "and tool turns, or the row)")
         if not isinstance(content, str):
             raise ValueError(f"turn {i} content is not a string")
         turns.append({"role": role, "content": content})

@@ -3,7 +3,7 @@
 A conversation column that the reader typed as a list of structs with string fields is checked and mapped
 on its flattened turns: rows that pass every check of ``curator.samples._parse_turns`` (a non-empty list of
 objects, every role known, every content a string, the last turn the expected role's, a user turn) are
-read here; the other rows (and columns of any other type: JSON text, mixed types) go through
+read here (a turn with tool calls is not); the other rows (and columns of any other type: JSON text, mixed types) go through
 ``_parse_turns`` one by one, which words their error. Field lookup is the per-row reader's: ``role`` /
 ``content``, or for ShareGPT ``from`` / ``value`` when the struct has that field, else ``role`` / ``content``.
 """
@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "tool": "tool", "function": "tool"}
+TOOL_CALL_FIELDS = ("tool_calls", "function_call")  # a turn's calls, which the canonical turns cannot hold
 MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
@@ -83,6 +84,20 @@ def per_row_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return per_row(np.add, flags.astype(np.int64), offsets, 0) > 0
 
 
+def _tool_calls(column: pa.Array) -> np.ndarray | bool:
+    """Per flattened turn: does it hold tool calls (a non-null ``function_call``, or a non-empty ``tool_calls``)?"""
+    struct = column.type.value_type
+    found: np.ndarray | bool = False
+    for name in TOOL_CALL_FIELDS:
+        if struct.get_field_index(name) >= 0:
+            value = pc.list_flatten(column).flatten()[struct.get_field_index(name)]
+            held = pc.is_valid(value)
+            if pa.types.is_list(value.type) or pa.types.is_large_list(value.type):
+                held = pc.and_(held, pc.greater(pc.fill_null(pc.list_value_length(value), 0), 0))
+            found = found | held.to_numpy(zero_copy_only=False)
+    return found
+
+
 def read_conversations(column: pa.Array, sharegpt: bool, last: str
                        ) -> tuple[pa.Array, pa.Array, pa.Array, np.ndarray] | None:
     """(messages, prompt = last user turn, response = final turn or null when ``last`` is ``"user"``, clean
@@ -94,7 +109,7 @@ def read_conversations(column: pa.Array, sharegpt: bool, last: str
     n = len(offsets) - 1
     nonempty = (offsets[1:] > offsets[:-1]) & pc.is_valid(column).to_numpy(zero_copy_only=False)
     bad_turn = (pc.invert(pc.fill_null(pc.is_in(role, value_set=pa.array(ROLES)), False)).to_numpy(zero_copy_only=False)
-                | pc.is_null(content).to_numpy(zero_copy_only=False))
+                | pc.is_null(content).to_numpy(zero_copy_only=False) | _tool_calls(column))
     is_user = pc.fill_null(pc.equal(role, "user"), False).to_numpy(zero_copy_only=False)
     final = np.maximum(offsets[1:] - 1, 0)
     last_ok = np.zeros(n, np.bool_)

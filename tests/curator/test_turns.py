@@ -141,7 +141,7 @@ def test_openai_text_parts_are_read_and_other_parts_quarantined(content, reason)
             [turn(U, "q"), {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]}]]
     got = check(pa.table({"messages": [json.dumps(r) for r in rows]}), "messages", "messages")
     reasons = got.column("_bad_reason").to_pylist()
-    assert "turn 1 is a tool call without text" in reasons[1]
+    assert "turn 1 holds tool calls" in reasons[1]
     if reason is None:
         assert reasons[0] is None
         text = "".join(p["text"] for p in content)
@@ -185,3 +185,17 @@ def test_a_chat_file_with_text_parts_reaches_the_dataset_as_strings(tmp_path):
     got = datasets.load_from_disk(str(tmp_path / "run" / "dataset")).sort("prompt")
     assert got["prompt"] == ["Part one. Part two.", "plain question"]
     assert got["messages"][0] == [turn(S, "Be brief."), turn(U, "Part one. Part two."), turn(A, "An answer.")]
+
+
+def test_turns_with_tool_calls_are_quarantined_not_stripped():
+    """A typed column with a ``tool_calls`` field: the canonical turns cannot hold the calls, so such rows are
+    malformed (the fast reader must not drop the field silently); rows whose calls are null or empty read."""
+    call = [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]
+    rows = [[turn(U, "weather?"), turn(A, "Checking.", tool_calls=call), turn("tool", "sunny"), turn(A, "Sunny.")],
+            [turn(U, "hi"), turn(A, "hello", tool_calls=[])],
+            [turn(U, "hi"), turn(A, "hello", tool_calls=None)]]
+    got = check(pa.table({"messages": rows}), "messages", "messages")
+    reasons = got.column("_bad_reason").to_pylist()
+    assert "turn 1 holds tool calls" in reasons[0]
+    assert reasons[1:] == [None, None]
+    assert got.column("response").to_pylist()[1:] == ["hello", "hello"]
