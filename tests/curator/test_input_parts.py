@@ -80,6 +80,15 @@ def test_ranges_give_what_the_whole_file_gives(tmp_path, suffix):
         [{**i, "uri": None} for i in res_whole.manifest["inputs"]]
 
 
+def test_a_bom_crlf_lines_and_trailing_blank_lines_read_alike(tmp_path):
+    data = b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\r\n" for r in _rows()) + b"\n\n  \n"
+    whole, res_whole = _run(tmp_path, "whole", data, 1 << 30)
+    parts, res_parts = _run(tmp_path, "parts", data, PART_BYTES)
+    assert len(_markers(parts)) > 5
+    assert res_parts.digest == res_whole.digest and res_parts.counts == res_whole.counts
+    _same_outputs(whole, parts)
+
+
 @pytest.mark.parametrize("late", [
     {"prompt": "p", "response": "r", "row_no": "a string now"},  # a type change
     {"prompt": "p", "response": "r", "row_no": 1, "extra": 2},  # a new column
