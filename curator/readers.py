@@ -21,6 +21,7 @@ import csv
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ TEXT_KINDS = ("jsonl", "json", "csv", "tsv")
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as ``surrogateescape`` decodes them
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which a text input may start with
 BLOCK_BYTES = 16 << 20  # input bytes (or in-memory Arrow bytes) per block
-PART_BYTES = 64 << 20  # bytes of a JSONL or Parquet input per ingest unit (``input_parts``)
+PART_BYTES = 64 << 20  # bytes of a large input per ingest unit (``input_parts``)
 MIXED_TAG = "\x00json:"
 
 
@@ -118,7 +119,7 @@ def read_blocks(path: Path) -> Iterator[Block | Restart]:
     if not path.exists():
         raise InputError(f"{path}: input not found")
     kind = detect_kind(path)
-    try:
+    with _read_errors(path, kind):
         if kind == "jsonl":
             yield from _jsonl_blocks(path)
         elif kind == "json":
@@ -129,6 +130,13 @@ def read_blocks(path: Path) -> Iterator[Block | Restart]:
             yield from _parquet_blocks(path)
         else:
             yield from _ipc_blocks(path, kind)
+
+
+@contextmanager
+def _read_errors(path: Path, kind: str) -> Iterator[None]:
+    """A reader's error as an ``InputError`` naming the file."""
+    try:
+        yield
     except InputError:
         raise
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
@@ -212,18 +220,23 @@ class PartUnreadable(Exception):
 
 def input_parts(path: Path) -> int:
     """Into how many parts of about ``PART_BYTES`` an input is read in parallel: an uncompressed JSONL file by
-    byte ranges (its lines can be found from any offset), a Parquet file by row groups; anything else whole."""
-    if source_scheme(path) or _codec(path) or not path.is_file() or detect_kind(path) not in ("jsonl", "parquet"):
+    byte ranges (its lines can be found from any offset), a Parquet file by row groups, an Arrow file or a
+    ``save_to_disk`` directory by row ranges; anything else (compressed text, CSV, a JSON array) whole."""
+    if source_scheme(path) or _codec(path) or not path.exists():
         return 1
-    parts = -(-path.stat().st_size // PART_BYTES)
-    if detect_kind(path) == "parquet":
+    kind = detect_kind(path)
+    if kind not in ("jsonl", "parquet", "arrow", "hf"):
+        return 1
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if kind == "hf" else path.stat().st_size
+    parts = -(-size // PART_BYTES)
+    if kind == "parquet":
         parts = min(parts, pq.ParquetFile(path).metadata.num_row_groups)
     return max(1, parts)
 
 
 def split_schema(path: Path) -> bytes | None:
     """What every part of a split input is read with: a JSONL file's first-block column types (serialised;
-    ``first_block_schema``), nothing for Parquet (b""); None if the file cannot be read in parts."""
+    ``first_block_schema``), nothing for other kinds (b""); None if the file cannot be read in parts."""
     if detect_kind(path) != "jsonl":
         return b""
     schema = first_block_schema(path)
@@ -233,10 +246,14 @@ def split_schema(path: Path) -> bytes | None:
 def part_blocks(path: Path, part: int, parts: int, schema: bytes) -> Iterator[Block]:
     """Part ``part`` of ``parts`` of an input ``input_parts`` splits, read with its ``split_schema``, in blocks
     whose rows are numbered from 0 within the part (the caller shifts them by the rows of the parts before)."""
-    if detect_kind(path) == "parquet":
-        yield from _parquet_blocks(path, part, parts)
-    else:
-        yield from jsonl_part_blocks(path, part, parts, pa.ipc.read_schema(pa.py_buffer(schema)))
+    kind = detect_kind(path)
+    with _read_errors(path, kind):
+        if kind == "parquet":
+            yield from _parquet_blocks(path, part, parts)
+        elif kind in ("arrow", "hf"):
+            yield from _ipc_blocks(path, kind, part, parts)
+        else:
+            yield from jsonl_part_blocks(path, part, parts, pa.ipc.read_schema(pa.py_buffer(schema)))
 
 
 def part_range(path: Path, part: int, parts: int) -> tuple[int, int]:
@@ -381,7 +398,9 @@ def _parquet_blocks(path: Path, part: int = 0, parts: int = 1) -> Iterator[Block
         yield from _numbered(pf.iter_batches(batch_size=rows, row_groups=list(groups)))
 
 
-def _ipc_blocks(path: Path, kind: str) -> Iterator[Block]:
+def _ipc_blocks(path: Path, kind: str, part: int = 0, parts: int = 1) -> Iterator[Block]:
+    """The rows of an Arrow file or ``save_to_disk`` directory (or rows [part * N / parts, (part + 1) * N / parts)
+    of its N), memory-mapped: only the pages of the block at hand are read. Rows numbered from 0."""
     if kind == "hf":
         state = path / "state.json"
         if not state.exists():
@@ -392,8 +411,11 @@ def _ipc_blocks(path: Path, kind: str) -> Iterator[Block]:
     else:
         with open(path, "rb") as fh:
             magic = fh.read(6)
-        source = pa.memory_map(str(path))  # zero copy: only the pages of the block at hand are read
+        source = pa.memory_map(str(path))
         table = (ipc.open_file(source) if magic == b"ARROW1" else ipc.open_stream(source)).read_all()
+    if parts > 1:
+        start = part * table.num_rows // parts
+        table = table.slice(start, (part + 1) * table.num_rows // parts - start)
     yield from _slices(table, [])
 
 

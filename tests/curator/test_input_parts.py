@@ -1,13 +1,14 @@
-"""A large JSONL input is read in byte ranges, a large Parquet one by row groups, by parallel ingest units
-(``readers.input_parts``): the run must give exactly what reading the file whole gives (rows, types, row
-numbers, quarantine, ledger), fall back to the whole-file read where a range cannot be streamed alone, and
-resume part by part."""
+"""A large input is read in parts by parallel ingest units (``readers.input_parts``: JSONL by byte ranges,
+Parquet by row groups, Arrow files and ``save_to_disk`` directories by row ranges): the run must give exactly
+what reading the file whole gives (rows, types, row numbers, quarantine, ledger), fall back to the whole-file
+read where a JSONL range cannot be streamed alone, and resume part by part."""
 
 from __future__ import annotations
 
 import json
 import random
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,13 +22,19 @@ BLOCK_BYTES = 1500  # several blocks per range; the first block's types are not 
 
 
 def _run(tmp_path, name, rows_or_bytes, part_bytes, suffix="jsonl", **input_opts):
-    """Run the engine recipe on one JSONL file (rows, or raw bytes) or Parquet file of row groups of 25 rows,
-    with ``part_bytes``: run dir, result."""
+    """Run the engine recipe on one input (JSONL from rows or raw bytes; Parquet of row groups of 25 rows; an
+    Arrow file; a ``save_to_disk`` directory) with ``part_bytes``: run dir, result."""
     data = tmp_path / name
     data.mkdir()
-    path = data / f"in.{suffix}"
+    path = data / (f"in.{suffix}" if suffix != "hf" else "in_dataset")
     if suffix == "parquet":
         pq.write_table(pa.Table.from_pylist(rows_or_bytes), path, row_group_size=25)
+    elif suffix == "arrow":
+        table = pa.Table.from_pylist(rows_or_bytes)
+        with pa.ipc.new_file(path, table.schema) as writer:
+            writer.write_table(table, max_chunksize=30)
+    elif suffix == "hf":
+        datasets.Dataset.from_list(rows_or_bytes).save_to_disk(str(path))
     elif isinstance(rows_or_bytes, bytes):
         path.write_bytes(rows_or_bytes)
     else:
@@ -65,7 +72,7 @@ def _rows(n=400, seed=1):
     return rows
 
 
-@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet", "arrow", "hf"])
 def test_ranges_give_what_the_whole_file_gives(tmp_path, suffix):
     rows = _rows()
     whole, res_whole = _run(tmp_path, "whole", rows, 1 << 30, suffix)
