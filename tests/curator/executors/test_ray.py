@@ -147,6 +147,20 @@ def test_ray_digest_equals_local_with_a_model_stage(ray_cluster, data):
 
 
 @pytest.mark.ray
+def test_an_input_read_in_parts_on_ray_gives_the_local_whole_file_digest(ray_cluster, data, monkeypatch):
+    from curator import readers
+
+    recipe = write_recipe(data, ["data.jsonl"], ENGINE_STAGES, shards=3,
+                          executor={"kind": "ray", "address": "local", "workers": 2})
+    whole = run(recipe, data / "local", executor="local", workers=1, quiet=True)
+    monkeypatch.setattr(readers, "PART_BYTES", 5000)  # the driver plans the parts; Ray workers read them
+    parts = run(recipe, data / "ray", quiet=True)
+    assert len(list((data / "ray" / "markers").glob("*/input-00000-part-*.done"))) > 3
+    assert parts.digest == whole.digest and parts.counts == whole.counts
+    assert verify(data / "ray") == []
+
+
+@pytest.mark.ray
 def test_killed_actor_is_replaced_and_the_unit_retried(ray_cluster, data):
     recipe = _kill_recipe(data, "test.kill_actor", retries=2, workers=2)
     _tokens(data / "tokens", 0)
