@@ -222,15 +222,16 @@ def input_parts(path: Path) -> int:
     """Into how many parts of about ``PART_BYTES`` an input is read in parallel: an uncompressed JSONL file by
     byte ranges (its lines can be found from any offset), a Parquet file by row groups, an Arrow file or a
     ``save_to_disk`` directory by row ranges; anything else (compressed text, CSV, a JSON array) whole."""
-    if source_scheme(path) or _codec(path) or not path.exists():
-        return 1
-    kind = detect_kind(path)
-    if kind not in ("jsonl", "parquet", "arrow", "hf"):
-        return 1
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if kind == "hf" else path.stat().st_size
-    parts = -(-size // PART_BYTES)
-    if kind == "parquet":
-        parts = min(parts, pq.ParquetFile(path).metadata.num_row_groups)
+    try:
+        kind = None if source_scheme(path) or _codec(path) or not path.exists() else detect_kind(path)
+        if kind not in ("jsonl", "parquet", "arrow", "hf"):
+            return 1
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if kind == "hf" else path.stat().st_size
+        parts = -(-size // PART_BYTES)
+        if kind == "parquet":
+            parts = min(parts, pq.ParquetFile(path).metadata.num_row_groups)
+    except (InputError, OSError, pa.ArrowInvalid):
+        return 1  # read whole: the reader says what is wrong with it
     return max(1, parts)
 
 

@@ -158,3 +158,15 @@ def test_an_interrupted_ingest_resumes_range_by_range(tmp_path, monkeypatch):
     assert calls and not done_before & set(calls)  # finished ranges are not read again
     assert res.digest == res_whole.digest
     _same_outputs(whole, data / "run")
+
+
+def test_a_damaged_large_parquet_file_is_an_input_error_naming_it(tmp_path, monkeypatch):
+    from curator.errors import InputError
+
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1" + b"\0" * 5000)
+    monkeypatch.setattr(readers, "PART_BYTES", 1000)
+    assert readers.input_parts(path) == 1
+    recipe = write_recipe(tmp_path, [str(path)], ENGINE_STAGES)
+    with pytest.raises(InputError, match="broken.parquet"):
+        run(recipe, tmp_path / "run", quiet=True)
