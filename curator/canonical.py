@@ -96,7 +96,7 @@ class InputCanonicaliser:
             self.selected = selected_rows(_row_count(path), spec.limit, spec.sample, spec.sample_seed)
 
     def blocks(self) -> Iterator[Canonical | Restart]:
-        """The input's blocks (or its byte range's: rows numbered from 0 within it) in file order
+        """The input's blocks (or its part's: rows numbered from 0 within it) in file order
         (``Restart``: drop what came before, the file is read again)."""
         part = self.part
         blocks = part_blocks(self.path, part.index, part.of, part.schema) if part else read_blocks(self.path)

@@ -30,6 +30,7 @@ from curator.executors import Executor
 from curator.faults import fault_point
 from curator.io import ParquetSink, atomic_path, file_record
 from curator.ledger import LEDGER_SCHEMA, probe_mask
+from curator.parallel import map_ordered
 from curator.plan import Plan, Unit
 from curator.readers import PartUnreadable, Restart, split_schema
 from curator.rundir import RunDir
@@ -97,16 +98,16 @@ def read_inputs(plan: Plan, exe: Executor) -> None:
     reader starts over), or that block does not parse, the file is read whole: the same rows, types and row
     numbers as if it had never been split."""
     rundir, fp = plan.rundir, plan.ingest.fingerprint
-    files, todo = _input_units_by_file(plan), []
+    files, todo, split = _input_units_by_file(plan), [], []
     for units in files:
-        whole = units[0].whole()
-        if units[0].part and rundir.verify_done(fp, whole.name, "ingest"):
+        if units[0].part and rundir.verify_done(fp, units[0].whole().name, "ingest"):
             continue
         left = [u for u in units if not rundir.verify_done(fp, u.name, "ingest")]
-        if left and left[0].part:
-            schema = split_schema(plan.files[whole.index].path)
-            left = [replace(u, part=replace(u.part, schema=schema)) for u in left] if schema is not None else [whole]
-        todo += left
+        (split if left and left[0].part else todo).append(left)
+    todo = [u for left in todo for u in left]
+    schemas = map_ordered(lambda left: split_schema(plan.files[left[0].index].path), split)  # files on threads
+    for left, schema in zip(split, schemas):
+        todo += [replace(u, part=replace(u.part, schema=schema)) for u in left] if schema is not None else [left[0].whole()]
     exe.map(plan, todo, "ingest: inputs")
     unreadable = [units for units in files if units[0].part and not rundir.is_done(fp, units[0].whole().name)
                   and any(rundir.read_done(fp, u.name).get("unreadable") for u in units)]
@@ -127,14 +128,14 @@ def _input_units_by_file(plan: Plan) -> list[list[Unit]]:
 
 def input_sources(plan: Plan) -> list[list[str]]:
     """Per input file, in recipe order: the names of the input units whose outputs hold its rows, in file order
-    (the whole-file unit, or its byte ranges)."""
+    (the whole-file unit, or its parts)."""
     rundir, fp = plan.rundir, plan.ingest.fingerprint
     return [[units[0].whole().name] if units[0].part is None or rundir.is_done(fp, units[0].whole().name)
             else [u.name for u in units] for units in _input_units_by_file(plan)]
 
 
 def _input_info(rundir: RunDir, fp: str, names: list[str]) -> dict:
-    """One file's ``InputInfo`` from its units' markers (its rows: the sum over its byte ranges)."""
+    """One file's ``InputInfo`` from its units' markers (its rows: the sum over its parts)."""
     done = [rundir.read_done(fp, n) for n in names]
     return {**{f.name: done[0][f.name] for f in dataclasses.fields(InputInfo)}, "rows": sum(d["rows"] for d in done)}
 
@@ -173,8 +174,8 @@ class _Parts:
 
 
 def input_unit(plan: Plan, unit: Unit, normalizer: Stage) -> dict:
-    """Map unit: input ``unit.index`` (or its byte range ``unit.part``) -> ``good`` and ``quarantine`` Arrow
-    files of one-shard batches. A byte range that cannot be streamed alone writes nothing and records
+    """Map unit: input ``unit.index`` (or its part ``unit.part``) -> ``good`` and ``quarantine`` Arrow files of
+    one-shard batches. A JSONL byte range that cannot be streamed alone writes nothing and records
     ``unreadable`` (``read_inputs`` then reads the file whole)."""
     rundir, fp, idx = plan.rundir, plan.ingest.fingerprint, unit.index
     if rundir.is_done(fp, unit.name):
@@ -182,7 +183,7 @@ def input_unit(plan: Plan, unit: Unit, normalizer: Stage) -> dict:
     file, spec, params = plan.files[idx], plan.recipe.inputs[idx], plan.ingest.params
     source = InputCanonicaliser(idx, file.path, spec, normalizer, unit.part)
     parts, rows, first_bad, n_bad = _Parts(rundir, fp, unit.name, plan.recipe.shards), 0, None, 0
-    info = InputInfo(uri=str(file.path), format=spec.format, sha256=file.sha256, rows=0)
+    info = dataclasses.asdict(InputInfo(uri=str(file.path), format=spec.format, sha256=file.sha256, rows=0))
     try:
         for block in source.blocks():
             if isinstance(block, Restart):
@@ -199,13 +200,13 @@ def input_unit(plan: Plan, unit: Unit, normalizer: Stage) -> dict:
                              "is 'fail': fix the data or set it to 'quarantine' to set such rows aside and continue)")
     except PartUnreadable as exc:
         parts.close(exc)
-        rundir.mark_done(fp, unit.name, {**dataclasses.asdict(info), "unreadable": str(exc)[:500], "outputs": {}})
+        rundir.mark_done(fp, unit.name, {**info, "unreadable": str(exc)[:500], "outputs": {}})
         return rundir.read_done(fp, unit.name)
     except BaseException as exc:
         parts.close(exc)
         raise
     outputs = {_rel(rundir, parts.paths[k]): rec for k, rec in parts.close().items()}
-    rundir.mark_done(fp, unit.name, {**dataclasses.asdict(info), "rows": rows, "parts": parts.index, "outputs": outputs})
+    rundir.mark_done(fp, unit.name, {**info, "rows": rows, "parts": parts.index, "outputs": outputs})
     fault_point("unit_done")
     return rundir.read_done(fp, unit.name)
 
@@ -300,7 +301,7 @@ def _rel(rundir: RunDir, path: Path) -> str:
 def _shard_batches(rundir: RunDir, fp: str, name: str, kind: str, index: dict, shard: int,
                    offset: int) -> Iterator[pa.Table]:
     """Input unit ``name``'s ``kind`` batches of ``shard``, in file order, read (not mapped) one at a time; the
-    unit's first row is the file's row ``offset`` (a byte range numbers its rows from 0)."""
+    unit's first row is the file's row ``offset`` (a part numbers its rows from 0)."""
     wanted = [j for j, (s, _) in enumerate(index[kind]) if s == shard]
     if not wanted:
         return

@@ -77,7 +77,7 @@ class PlannedStage:
 @dataclass(frozen=True)
 class InputPart:
     """Part ``index`` of ``of`` of an input read in parts (``readers.input_parts``: a JSONL byte range, Parquet
-    row groups), read with ``schema`` (``readers.split_schema``: a JSONL file's first-block types)."""
+    row groups, Arrow rows), read with ``schema`` (``readers.split_schema``: a JSONL file's first-block types)."""
 
     index: int
     of: int
@@ -87,8 +87,8 @@ class InputPart:
 @dataclass(frozen=True)
 class Unit:
     """One job with its own done markers (``markers/<stage fp>/<name>.done``). ``input``: read input
-    file ``index`` (or its byte range ``part``); ``ingest``: write shard ``index``'s canonical files; ``shard``: run consecutive
-    shard-scope stages on shard ``index``; ``map``: a ``map_reduce`` stage's ``map_shard`` on shard
+    file ``index`` (or its ``part``); ``ingest``: write shard ``index``'s canonical files; ``shard``: run
+    consecutive shard-scope stages on shard ``index``; ``map``: a ``map_reduce`` stage's ``map_shard`` on shard
     ``index``; ``global``: a global stage on every shard at once (run by the driver)."""
 
     kind: UnitKind
@@ -97,7 +97,7 @@ class Unit:
     cpus: float = 1.0  # per worker: the most any of its stages asks for
     gpus: float = 0.0
     uses_model: bool = False
-    part: InputPart | None = None  # ``input``: one byte range of the file; None: the whole file
+    part: InputPart | None = None  # ``input``: one part of the file; None: the whole file
 
     @property
     def name(self) -> str:
@@ -131,7 +131,7 @@ class Plan:
     files: tuple[InputFile, ...]  # what phase 0 reads
     ingest: PlannedStage  # phase 0
     stages: tuple[PlannedStage, ...] = ()  # set by ``plan_stages``
-    parts: tuple[int, ...] = ()  # byte ranges each input file is read in (``input_units``; none given: 1 each)
+    parts: tuple[int, ...] = ()  # parts each input file is read in (``input_units``; none given: 1 each)
 
     @property
     def input_bytes(self) -> int:
@@ -160,7 +160,7 @@ class Plan:
         return tuple(by_id[sid] for sid in unit.stages)
 
     def input_units(self) -> tuple[Unit, ...]:
-        """A unit per input file, or per byte range of a file split in ``parts``."""
+        """A unit per input file, or per part of a file split in ``parts``."""
         out = []
         for i in range(len(self.files)):
             unit, parts = _unit("input", [self.ingest], i), self.parts[i] if self.parts else 1
@@ -216,7 +216,7 @@ def plan_ingest(recipe: Recipe, rundir: RunDir, files: Sequence[InputFile], quie
     inputs = [(i.format, i.source, i.limit, i.sample, i.sample_seed) for i in recipe.inputs]
     fp = fingerprint("ingest", [f.sha256 for f in files], inputs, recipe.shards, cls.version,
                      params_to_dict(spec.params))
-    # a large JSONL or Parquet file read in full is read in parts, in parallel (``limit``, ``sample`` and
+    # a large input read in full is read in parts, in parallel (``limit``, ``sample`` and
     # ``on_bad_row: fail`` need its row numbers as it is read); the outputs are the same either way
     parts = tuple(1 if i.limit is not None or i.sample is not None or spec.params.on_bad_row == "fail"
                   else input_parts(f.path) for f, i in zip(files, recipe.inputs))
