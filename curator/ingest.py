@@ -3,10 +3,11 @@
 Writes per shard ``input/`` (canonical samples in input order), ``quarantine/`` (rows that
 could not be read or normalised, with the reason) and ``cache/ingest-ledger/`` (a ledger row for
 every quarantined row and every later duplicate). Runs as units on the executor: one per
-input (map), then one per shard (reduce), each with a done marker. Both stream: an input unit
+input, or per part of a large input (``readers.input_parts``; map), then one per shard (reduce, which
+numbers a part's rows from the rows of the parts before it), each with a done marker. Both stream: an input unit
 holds a few blocks of its input (``curator.canonical``), a shard unit a bounded buffer of its
 output files plus the shard's ids. Deterministic: the same inputs give the same files whatever the
-number of workers. The plan's ``ingest`` stage normalises the rows; its ``IngestParams`` say what
+number of workers (an input's parts depend on its size only). The plan's ``ingest`` stage normalises the rows; its ``IngestParams`` say what
 happens to bad rows and duplicates.
 """
 
