@@ -182,9 +182,9 @@ def test_a_chat_file_with_text_parts_reaches_the_dataset_as_strings(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = run(write_recipe(tmp_path, [str(path)], [{"use": "normalize"}], shards=1), tmp_path / "run", quiet=True)
     assert res.counts["quarantined"] == 1
-    got = datasets.load_from_disk(str(tmp_path / "run" / "dataset")).sort("prompt")
-    assert got["prompt"] == ["Part one. Part two.", "plain question"]
-    assert got["messages"][0] == [turn(S, "Be brief."), turn(U, "Part one. Part two."), turn(A, "An answer.")]
+    got = sorted(datasets.load_from_disk(str(tmp_path / "run" / "dataset")).to_list(), key=lambda r: r["prompt"])
+    assert [r["prompt"] for r in got] == ["Part one. Part two.", "plain question"]
+    assert got[0]["messages"] == [turn(S, "Be brief."), turn(U, "Part one. Part two."), turn(A, "An answer.")]
 
 
 def test_turns_with_tool_calls_are_quarantined_not_stripped():
