@@ -104,7 +104,9 @@ class Unit:
         if self.kind == "global":
             return "global"
         if self.kind == "input":
-            return f"input-{self.index:05d}" + (f"-part-{self.part.index:05d}" if self.part else "")
+            # a part's name holds the number of parts: a resume that splits the file otherwise trusts none of them
+            part = f"-part-{self.part.index:05d}-of-{self.part.of:05d}" if self.part else ""
+            return f"input-{self.index:05d}{part}"
         return shard_name(self.index)
 
     def whole(self) -> Unit:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curator import ingest, readers
+from curator import ingest, readers, worker
 from curator.pipeline import run
 from tests.support import ENGINE_STAGES, synthetic_rows, write_jsonl, write_recipe
 
@@ -117,6 +117,28 @@ def test_a_range_that_does_not_fit_the_first_block_makes_the_file_read_whole(tmp
 def test_inputs_selected_by_row_number_are_read_whole(tmp_path, opts):
     parts, _ = _run(tmp_path, "parts", _rows(), PART_BYTES, **opts)
     assert _markers(parts) == ["input-00000"]
+
+
+def test_a_resume_that_splits_the_file_otherwise_reads_it_again(tmp_path, monkeypatch):
+    """Parts read under another split (another version's part size) are not taken for this split's."""
+    rows = _rows()
+    whole, res_whole = _run(tmp_path, "whole", rows, 1 << 30)
+
+    def stop(plan, unit):
+        raise RuntimeError("stopped after the parts were read")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(worker._RUNNERS, "ingest", stop)
+        with pytest.raises(Exception, match="stopped after"):
+            _run(tmp_path, "parts", rows, PART_BYTES)
+    parts = tmp_path / "parts" / "run"
+    assert len(list(parts.glob("cache/*/ingest/input-00000-part-*.good.arrow"))) > 5
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(readers, "PART_BYTES", PART_BYTES * 2)
+        mp.setattr(readers, "BLOCK_BYTES", BLOCK_BYTES)
+        res = run(parts.parent / "recipe.yaml", parts, quiet=True)
+    assert res.digest == res_whole.digest
+    _same_outputs(whole, parts)
 
 
 def test_every_line_belongs_to_exactly_one_range(tmp_path):
