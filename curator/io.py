@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.errors import RunError
@@ -23,7 +25,7 @@ from curator.faults import fault_point
 from curator.hashing import sha256_file
 from curator.sources import source_scheme, source_sha256
 
-ROW_GROUP_BYTES = 32 << 20  # in-memory Arrow bytes a ParquetSink buffers before it writes a row group
+ROW_GROUP_BYTES = 32 << 20  # bytes of values (``row_bytes``) in a row group a ParquetSink writes
 
 # -- hashing and atomic writes -------------------------------------------------------------------
 
@@ -112,12 +114,41 @@ def file_record(path: Path) -> dict:
     return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def row_bytes(table: pa.Table) -> np.ndarray:
+    """Bytes of each row's values (int64): string and binary lengths plus 4, fixed widths, lists and structs
+    summed over their children (8 for other types). A function of the rows alone, not of how they are chunked."""
+    total = np.zeros(table.num_rows, np.int64)
+    for column in table.columns:
+        if column.num_chunks:
+            total += np.concatenate([_value_bytes(chunk) for chunk in column.chunks])
+    return total
+
+
+def _value_bytes(arr: pa.Array) -> np.ndarray:
+    kind = arr.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+            or pa.types.is_large_binary(kind):
+        return pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64) + 4
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        child = np.concatenate([[0], np.cumsum(_value_bytes(pc.list_flatten(arr)))])
+        ends = np.concatenate([[0], np.cumsum(pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False))])
+        return child[ends[1:]] - child[ends[:-1]] + 4
+    if pa.types.is_struct(kind):
+        return sum((_value_bytes(field) for field in arr.flatten()), np.zeros(len(arr), np.int64))
+    try:
+        width = max(1, kind.bit_width // 8)
+    except ValueError:
+        width = 8
+    return np.full(len(arr), width, np.int64)
+
+
 class ParquetSink:
-    """Writes a Parquet file from consecutive tables, atomically, holding at most ``ROW_GROUP_BYTES`` of
-    them: each time the buffer reaches that size it becomes one row group. A file whose tables fit in one
-    buffer is exactly what ``write_parquet(concat_tables(tables, promote_options="permissive"))`` writes
-    (an empty one needs ``schema``). ``close()`` renames the file into place and returns its
-    ``file_record``; leaving the ``with`` block on an exception removes it."""
+    """Writes a Parquet file from consecutive tables, atomically. Row groups are cut where the rows' values
+    reach ``ROW_GROUP_BYTES`` (``row_bytes``) and written as one chunk each, so the file depends on the rows
+    written, not on how they were split into tables; at most a row group plus the last table is held. A file
+    whose rows fit in one row group is exactly what ``write_parquet(concat_tables(tables,
+    promote_options="permissive"))`` writes (an empty one needs ``schema``). ``close()`` renames the file into
+    place and returns its ``file_record``; leaving the ``with`` block on an exception removes it."""
 
     def __init__(self, dest: Path, schema: pa.Schema | None = None):
         self.dest, self.schema = dest, schema
@@ -125,24 +156,39 @@ class ParquetSink:
         self._tmp = self._atomic.__enter__()
         self._writer: pq.ParquetWriter | None = None
         self._buffer: list[pa.Table] = []
+        self._sizes: list[np.ndarray] = []  # row_bytes of the buffered tables
         self._bytes = 0
         self._open = True
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
+        sizes = row_bytes(table)
         self._buffer.append(table)
-        self._bytes += table.nbytes
+        self._sizes.append(sizes)
+        self._bytes += int(sizes.sum())
         self.rows += table.num_rows
-        if self._bytes >= ROW_GROUP_BYTES:
-            self._write_group()
+        while self._bytes >= ROW_GROUP_BYTES:
+            self._write_group(full=True)
 
-    def _buffered(self) -> pa.Table:
+    def _buffered(self, full: bool = False) -> pa.Table:
+        """The buffered rows (``full``: those up to the row that reaches ``ROW_GROUP_BYTES``; the rest stay)."""
         table = pa.concat_tables(self._buffer, promote_options="permissive") if self._buffer else None
-        self._buffer, self._bytes = [], 0
-        return table if table is not None else self.schema.empty_table()
+        if table is None:
+            return self.schema.empty_table()
+        sizes = np.concatenate(self._sizes)
+        self._buffer, self._sizes, self._bytes = [], [], 0
+        if full:
+            cut = int(np.searchsorted(np.cumsum(sizes), ROW_GROUP_BYTES)) + 1
+            if cut < table.num_rows:
+                self._buffer, self._sizes = [table.slice(cut)], [sizes[cut:]]
+                self._bytes = int(sizes[cut:].sum())
+            table = table.slice(0, cut)
+        return table.combine_chunks()
 
-    def _write_group(self) -> None:
-        table = self._buffered()
+    def _write_group(self, full: bool = False) -> None:
+        table = self._buffered(full)
+        if self._writer is not None and not table.num_rows and table.schema == self._writer.schema:
+            return  # only empty tables were left: no empty row group
         if self._writer is not None and table.schema != self._writer.schema:
             self._writer.close()  # a later table has other columns: rewrite what was written with both
             table = pa.concat_tables([read_parquet(self._tmp), table], promote_options="permissive")
