@@ -147,7 +147,7 @@ class ParquetSink:
     reach ``ROW_GROUP_BYTES`` (``row_bytes``) and written as one chunk each, so the file depends on the rows
     written, not on how they were split into tables; at most a row group plus the last table is held. A file
     whose rows fit in one row group is exactly what ``write_parquet(concat_tables(tables,
-    promote_options="permissive"))`` writes (an empty one needs ``schema``). ``close()`` renames the file into
+    promote_options="permissive").combine_chunks())`` writes (an empty one needs ``schema``). ``close()`` renames the file into
     place and returns its ``file_record``; leaving the ``with`` block on an exception removes it."""
 
     def __init__(self, dest: Path, schema: pa.Schema | None = None):

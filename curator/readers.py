@@ -264,7 +264,7 @@ def part_range(path: Path, part: int, parts: int) -> tuple[int, int]:
 
 
 def _line_start(path: Path, pos: int, size: int) -> int:
-    """The first line start at or after ``pos``: 0, or just after a ``\n`` (``size`` if there is none)."""
+    """The first line start at or after ``pos``: 0, or just after a ``\\n`` (``size`` if there is none)."""
     if pos <= 0:
         return 0
     with open(path, "rb") as fh:
