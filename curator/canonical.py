@@ -21,7 +21,7 @@ from curator.parallel import map_ordered
 from curator.plan import InputPart
 from curator.readers import MIXED_TAG, Block, Restart, input_stem, part_blocks, read_blocks
 from curator.recipe import InputSpec
-from curator.samples import adapt, sample_ids
+from curator.samples import adapt, resolve_format, sample_ids
 from curator.stage import Stage
 
 RAW_LIMIT = 65536  # characters of a quarantined row's raw text kept in quarantine/
@@ -100,7 +100,21 @@ class InputCanonicaliser:
         (``Restart``: drop what came before, the file is read again)."""
         part = self.part
         blocks = part_blocks(self.path, part.index, part.of, part.schema) if part else read_blocks(self.path)
-        return map_ordered(lambda b: b if isinstance(b, Restart) else self.canonical(b), blocks)
+        return map_ordered(lambda b: b if isinstance(b, Restart) else self.canonical(*b), self._with_format(blocks))
+
+    def _with_format(self, blocks: Iterator[Block | Restart]) -> Iterator[tuple[Block, str] | Restart]:
+        """Each block with the layout the input is read in: its ``format``, or for ``auto`` what its first
+        block with rows resolves to (a part gets its file's from the driver), so every row of a file is read
+        alike however the file is cut into blocks."""
+        fmt = self.part.format if self.part and self.part.format else None
+        for block in blocks:
+            if isinstance(block, Restart):
+                fmt = None
+                yield block
+                continue
+            if fmt is None and block.table.num_rows and block.table.column_names:
+                fmt = resolve_format(block.table, self.spec.format, str(self.path))
+            yield block, fmt or self.spec.format
 
     def _select(self, block: Block) -> Block:
         if self.selected is not None:
@@ -113,14 +127,14 @@ class InputCanonicaliser:
                          [b for b in block.bad if b.row < self.spec.limit])
         return block
 
-    def canonical(self, block: Block) -> Canonical:
+    def canonical(self, block: Block, fmt: str) -> Canonical:
         block = self._select(block)
         table, quarantined = block.table, [(b.row, b.raw, b.reason) for b in block.bad]
         good = None
         if table.num_rows:
             if not table.column_names:
                 raise InputError(f"{self.path}: no columns")
-            canon = adapt(table, self.spec.format, self.spec.source or input_stem(self.path), str(self.path))
+            canon = adapt(table, fmt, self.spec.source or input_stem(self.path), str(self.path))
             canon = self.normalizer.process_batch(canon)
             canon = pa.table({"sample_id": sample_ids(canon), **{n: canon.column(n) for n in canon.column_names}})
             canon = canon.append_column("_input_idx", pa.repeat(pa.scalar(self.idx, pa.int32()), canon.num_rows))

@@ -32,10 +32,10 @@ from curator.faults import fault_point
 from curator.io import ParquetSink, atomic_path, file_record
 from curator.ledger import LEDGER_SCHEMA, probe_mask
 from curator.parallel import map_ordered
-from curator.plan import Plan, Unit
-from curator.readers import PartUnreadable, Restart, split_schema
+from curator.plan import InputPart, Plan, Unit
+from curator.readers import PartUnreadable, Restart, detect_kind, first_block
 from curator.rundir import RunDir
-from curator.samples import later_repeats, shard_indices
+from curator.samples import later_repeats, resolve_format, shard_indices
 from curator.stage import IngestParams, Stage
 
 
@@ -94,10 +94,10 @@ def run_ingest(plan: Plan, exe: Executor) -> Ingested:
 
 
 def read_inputs(plan: Plan, exe: Executor) -> None:
-    """The map: every input unit not done yet. A JSONL file split in byte ranges is read with its first block's
-    column types (``readers.split_schema``); if a range holds a row that does not fit them (where the streamed
-    reader starts over), or that block does not parse, the file is read whole: the same rows, types and row
-    numbers as if it had never been split."""
+    """The map: every input unit not done yet. The parts of a split file are read with what its first block
+    fixes (``split_part``): a JSONL file's column types, and the layout ``auto`` resolves to. If a JSONL range
+    holds a row that does not fit those types (where the streamed reader starts over), or the first block does
+    not parse, the file is read whole: the same rows, types and row numbers as if it had never been split."""
     rundir, fp = plan.rundir, plan.ingest.fingerprint
     files, todo, split = _input_units_by_file(plan), [], []
     for units in files:
@@ -106,9 +106,9 @@ def read_inputs(plan: Plan, exe: Executor) -> None:
         left = [u for u in units if not rundir.verify_done(fp, u.name, "ingest")]
         (split if left and left[0].part else todo).append(left)
     todo = [u for left in todo for u in left]
-    schemas = map_ordered(lambda left: split_schema(plan.files[left[0].index].path), split)  # files on threads
-    for left, schema in zip(split, schemas):
-        todo += [replace(u, part=replace(u.part, schema=schema)) for u in left] if schema is not None else [left[0].whole()]
+    parts = map_ordered(lambda left: split_part(plan, left[0]), split)  # first blocks read on threads
+    for left, part in zip(split, parts):
+        todo += [replace(u, part=replace(part, index=u.part.index)) for u in left] if part else [left[0].whole()]
     exe.map(plan, todo, "ingest: inputs")
     unreadable = [units for units in files if units[0].part and not rundir.is_done(fp, units[0].whole().name)
                   and any(rundir.read_done(fp, u.name).get("unreadable") for u in units)]
@@ -117,6 +117,18 @@ def read_inputs(plan: Plan, exe: Executor) -> None:
         for kind in ("good", "quarantine"):
             _part(rundir, fp, u.name, kind).unlink(missing_ok=True)
     exe.map(plan, [units[0].whole() for units in unreadable], "ingest: inputs read whole")
+
+
+def split_part(plan: Plan, unit: Unit) -> InputPart | None:
+    """``unit.part`` with what its file's first block fixes for every part: a JSONL file's column types, and
+    the layout ``auto`` resolves to (``samples.resolve_format``); None if the file must be read whole."""
+    path, spec = plan.files[unit.index].path, plan.recipe.inputs[unit.index]
+    first = first_block(path)
+    if first is None:
+        return None
+    schema = first.schema.serialize().to_pybytes() if detect_kind(path) == "jsonl" else b""
+    fmt = resolve_format(first, spec.format, str(path)) if first.num_rows and first.column_names else ""
+    return replace(unit.part, schema=schema, format=fmt)
 
 
 def _input_units_by_file(plan: Plan) -> list[list[Unit]]:

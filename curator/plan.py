@@ -77,11 +77,13 @@ class PlannedStage:
 @dataclass(frozen=True)
 class InputPart:
     """Part ``index`` of ``of`` of an input read in parts (``readers.input_parts``: a JSONL byte range, Parquet
-    row groups, Arrow rows), read with ``schema`` (``readers.split_schema``: a JSONL file's first-block types)."""
+    row groups, Arrow rows), read with what its file's first block fixes (``ingest.read_inputs``): ``schema``
+    (a JSONL file's column types, serialised) and ``format`` (the layout ``auto`` resolves to; "": none yet)."""
 
     index: int
     of: int
     schema: bytes = b""
+    format: str = ""
 
 
 @dataclass(frozen=True)

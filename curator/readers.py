@@ -235,18 +235,25 @@ def input_parts(path: Path) -> int:
     return max(1, parts)
 
 
-def split_schema(path: Path) -> bytes | None:
-    """What every part of a split input is read with: a JSONL file's first-block column types (serialised;
-    ``first_block_schema``), nothing for other kinds (b""); None if the file cannot be read in parts."""
-    if detect_kind(path) != "jsonl":
-        return b""
-    schema = first_block_schema(path)
-    return schema.serialize().to_pybytes() if schema is not None else None
+def first_block(path: Path) -> pa.Table | None:
+    """The first block ``read_blocks`` gives of an input ``input_parts`` splits, which fixes what all its parts
+    are read with; None for a JSONL file whose first block does not parse (it is read whole)."""
+    if detect_kind(path) == "jsonl":
+        for chunk in _line_chunks(path):
+            try:
+                return _parse_lines(chunk, None)
+            except pa.ArrowInvalid:
+                return None
+        return None
+    for block in read_blocks(path):
+        return block.table
+    return None
 
 
 def part_blocks(path: Path, part: int, parts: int, schema: bytes) -> Iterator[Block]:
-    """Part ``part`` of ``parts`` of an input ``input_parts`` splits, read with its ``split_schema``, in blocks
-    whose rows are numbered from 0 within the part (the caller shifts them by the rows of the parts before)."""
+    """Part ``part`` of ``parts`` of an input ``input_parts`` splits, in blocks whose rows are numbered from 0
+    within the part (the caller shifts them by the rows of the parts before); a JSONL part is parsed with
+    ``schema``, its file's ``first_block`` types (serialised)."""
     kind = detect_kind(path)
     with _read_errors(path, kind):
         if kind == "parquet":
@@ -275,20 +282,9 @@ def _line_start(path: Path, pos: int, size: int) -> int:
     return size
 
 
-def first_block_schema(path: Path) -> pa.Schema | None:
-    """The column types ``read_blocks`` streams a JSONL file with (its first block's); None if that block does
-    not parse (the file is read whole)."""
-    for chunk in _line_chunks(path):
-        try:
-            return _parse_lines(chunk, None).schema
-        except pa.ArrowInvalid:
-            return None
-    return None
-
-
 def jsonl_part_blocks(path: Path, part: int, parts: int, schema: pa.Schema) -> Iterator[Block]:
     """``part`` of ``parts`` of an uncompressed JSONL file (``part_range``) in blocks parsed with ``schema`` (the
-    file's ``first_block_schema``), rows numbered from 0 within the part: the rows ``read_blocks`` gives for
+    file's ``first_block`` types), rows numbered from 0 within the part: the rows ``read_blocks`` gives for
     those lines. A block that does not parse or fit ``schema`` (where ``read_blocks`` starts over on the
     whole-file path) raises ``PartUnreadable``."""
     start, end = part_range(path, part, parts)

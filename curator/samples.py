@@ -201,16 +201,25 @@ def _text_parts(parts: list, turn: int) -> str:
     return "".join(texts)
 
 
+def resolve_format(table: pa.Table, fmt: str, where: str) -> str:
+    """``fmt``, or for ``auto`` the layout of ``table``'s columns (``prompts`` for ``messages`` whose every row
+    ends with the user's turn). An input's rows are read in the layout its first block resolves to."""
+    if fmt != "auto":
+        return fmt
+    fmt = detect_format(table.column_names, where)
+    if fmt == "messages" and _ends_with_user(table.column("messages")):
+        return "prompts"
+    return fmt
+
+
 def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
-    """Map ``table`` in layout ``fmt`` onto canonical columns (without ``sample_id``).
+    """Map ``table`` in layout ``fmt`` (``auto``: ``resolve_format`` on ``table``) onto canonical columns
+    (without ``sample_id``).
 
     Adds ``_bad_reason`` (string, null for good rows). Mapped input columns are replaced;
     all others pass through.
     """
-    if fmt == "auto":
-        fmt = detect_format(table.column_names, where)
-        if fmt == "messages" and _ends_with_user(table.column("messages")):
-            fmt = "prompts"
+    fmt = resolve_format(table, fmt, where)
     spec = FORMATS.get(fmt)
     if spec is None:
         raise InputError(f"{where}: unknown format '{fmt}'; accepted: {', '.join(FORMAT_NAMES)}")

@@ -113,6 +113,23 @@ def test_a_range_that_does_not_fit_the_first_block_makes_the_file_read_whole(tmp
     _same_outputs(whole, parts)
 
 
+def test_a_chat_file_is_read_in_the_layout_its_first_block_shows_in_every_part(tmp_path):
+    """Prompt-only conversations, then complete ones: ``auto`` resolves once per file (prompts, from the first
+    block), so the later parts' complete conversations are quarantined as they are in a whole read, not read
+    as another layout."""
+    asks = [{"messages": [{"role": "user", "content": f"question {i} " * 5}]} for i in range(150)]
+    chats = [{"messages": [{"role": "user", "content": f"q {i} " * 5}, {"role": "assistant", "content": "a " * 9}]}
+             for i in range(150)]
+    whole, res_whole = _run(tmp_path, "whole", asks + chats, 1 << 30)
+    parts, res_parts = _run(tmp_path, "parts", asks + chats, PART_BYTES)
+    assert len(_markers(parts)) > 5
+    assert res_whole.counts["quarantined"] == 150 and res_parts.counts == res_whole.counts
+    reasons = set(_table(parts, "quarantine").column("reason").to_pylist())
+    assert reasons == {"malformed messages: the last turn must be the user's"}
+    assert res_parts.digest == res_whole.digest
+    _same_outputs(whole, parts)
+
+
 @pytest.mark.parametrize("opts", [{"limit": 150}, {"sample": 100}])
 def test_inputs_selected_by_row_number_are_read_whole(tmp_path, opts):
     parts, _ = _run(tmp_path, "parts", _rows(), PART_BYTES, **opts)
