@@ -236,8 +236,9 @@ def input_parts(path: Path) -> int:
 
 
 def first_block(path: Path) -> pa.Table | None:
-    """The first block ``read_blocks`` gives of an input ``input_parts`` splits, which fixes what all its parts
-    are read with; None for a JSONL file whose first block does not parse (it is read whole)."""
+    """The first block with rows ``read_blocks`` gives of an input ``input_parts`` splits, which fixes what all
+    its parts are read with; None for a JSONL file whose first block does not parse, or a file without rows (it
+    is read whole)."""
     if detect_kind(path) == "jsonl":
         for chunk in _line_chunks(path):
             try:
@@ -246,7 +247,8 @@ def first_block(path: Path) -> pa.Table | None:
                 return None
         return None
     for block in read_blocks(path):
-        return block.table
+        if block.table.num_rows:
+            return block.table
     return None
 
 
