@@ -22,6 +22,7 @@ from curator.inputs import input_name
 from curator.pipeline import run
 from curator.query import connect
 from curator.recipe import Recipe, load_recipe
+from curator.rundir import RunDir
 
 log = logging.getLogger("curator")
 ADDED_COLUMNS = ("status", "status_reason")
@@ -62,7 +63,9 @@ def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path 
     table = to_table(data)
     rec = _recipe(stages, recipe)
     root = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="curator-apply-"))
+    RunDir(root.resolve()).check_is_run_dir()
     root.mkdir(parents=True, exist_ok=True)
+    (root / ".lock").touch()  # a run directory from now on (its data file goes under cache/)
     if input is None and len(rec.inputs) > 1:
         names = ", ".join(input_name(i) for i in rec.inputs)
         raise RecipeError(f"curator.apply: recipe '{rec.name}' has {len(rec.inputs)} inputs ({names}); pass "

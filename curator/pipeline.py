@@ -34,6 +34,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     recipe, extra_roots = override_inputs(recipe, inputs)
     rundir = RunDir(Path(run_dir).resolve())
+    rundir.check_is_run_dir()
     rundir.root.mkdir(parents=True, exist_ok=True)
     paths = _input_paths(recipe, extra_roots, rundir)
     with RunLock(rundir.root, wait):

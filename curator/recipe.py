@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from curator.stage import build_params, params_to_dict
 
 RECIPE_VERSION = 1
 MAX_RECIPE_BYTES = 1 << 20
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a stage id or run name: one path component, never '..'
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,13 @@ def _build(raw: Any, text: str, where: str, base: Path) -> Recipe:
         extra = set(item) - {"use", "with", "id"}
         if extra:
             errors.append(f"{loc}.{sorted(extra)[0]}: unknown key; valid keys are ['id', 'use', 'with']")
+        if item.get("with") is not None and not isinstance(item["with"], dict):
+            errors.append(f"{loc}.with: expected a mapping of parameters, got {item['with']!r}")
+            continue
+        if item.get("id") is not None and not (isinstance(item["id"], str) and SAFE_NAME.fullmatch(item["id"])):
+            errors.append(f"{loc}.id: {item['id']!r} is not a valid stage id: it names a folder under scores/, so use "
+                          "letters, digits, '.', '_' and '-', starting with a letter or digit")
+            continue
         try:
             cls = get_stage(item["use"], f"{loc}.use")
             params = build_params(cls.Params, item.get("with") or {}, f"{loc}.with")
@@ -261,3 +270,6 @@ class _Scalars:
     def validate(self) -> None:
         if not 1 <= self.shards <= 100_000:
             raise ValueError("shards: must be between 1 and 100000")
+        if not SAFE_NAME.fullmatch(self.name):
+            raise ValueError(f"name: {self.name!r} is not a valid run name: it names the run's folder under runs/, so "
+                             "use letters, digits, '.', '_' and '-', starting with a letter or digit")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from curator.errors import RunError
+from curator.errors import RecipeError, RunError
 from curator.io import sha256_file, write_json
 
 log = logging.getLogger("curator")
@@ -74,6 +74,20 @@ class RunDir:
 
     def marker(self, fingerprint: str, unit: str, state: str = "done") -> Path:
         return self.root / "markers" / fingerprint / f"{unit}.{state}"
+
+    def check_is_run_dir(self) -> None:
+        """Refuse an existing directory that holds files but is not a run directory (no ``.lock``, which every
+        run creates first, nor ``markers/``): a run deletes and rewrites ``input/``, ``scores/``, ``dataset/``...
+        there, so it must never adopt a folder of the user's own files."""
+        if not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise RecipeError(f"{self.root}: exists and is not a directory; give a new or empty directory as the run "
+                              "directory (-o)")
+        if any(self.root.iterdir()) and not ((self.root / ".lock").is_file() or (self.root / "markers").is_dir()):
+            raise RecipeError(f"{self.root}: this directory holds files but is not a curator run directory; a run "
+                              "deletes and rewrites input/, scores/, dataset/ and more in its run directory, so give "
+                              "a new or empty directory as the run directory (-o)")
 
     # -- markers ---------------------------------------------------------------------------------
     def is_done(self, fingerprint: str, unit: str) -> bool:
