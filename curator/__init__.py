@@ -46,5 +46,6 @@ def load_recipe(source, base_dir=None):
 def verify(run_dir):
     """Problems found re-hashing a run's outputs against its manifest (empty list = ok)."""
     from curator.manifest import verify as _verify  # start-up time: `import curator` stays light
+    from curator.result import existing_dir
 
-    return _verify(run_dir)
+    return _verify(existing_dir(run_dir))

@@ -10,6 +10,8 @@ the run's dataset (``curator.RunResult.load(run_dir).dataset``), not in this tab
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -20,26 +22,73 @@ import pyarrow.parquet as pq
 from curator.errors import RecipeError
 from curator.inputs import input_name
 from curator.pipeline import run
+from curator.plan import declared_artifacts
 from curator.query import connect
 from curator.recipe import Recipe, load_recipe
+from curator.registry import get_stage
 from curator.rundir import RunDir
+from curator.samples import FORMATS, check_column_names
+from curator.stage import StageContext
 
 log = logging.getLogger("curator")
 ADDED_COLUMNS = ("status", "status_reason")
+LAYOUT_COLUMNS = {c for f in FORMATS.values() for c in (*f.required, *f.optional)}  # read by a layout, as text
 
 
 def to_table(data) -> pa.Table:
-    """``data`` as an Arrow table (a ``datasets.Dataset`` with its indices applied, a DataFrame without its index)."""
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    if hasattr(data, "with_format") and hasattr(data, "features"):  # datasets.Dataset (select/shuffle applied)
-        return data.with_format("arrow")[:]
+    """``data`` as an Arrow table (a ``datasets.Dataset`` with its indices applied, a DataFrame without its index:
+    ``_from_pandas``); column names curator cannot keep are an ``InputError`` (``samples.check_column_names``)."""
     if type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):  # pandas, without importing it
-        return pa.Table.from_pandas(data, preserve_index=False)
-    raise RecipeError(f"curator.apply: expected a datasets.Dataset, a pyarrow.Table or a pandas DataFrame, "
-                      f"got {type(data).__name__}")
+        check_column_names([str(c) for c in data.columns], "curator.apply")
+        return _from_pandas(data)
+    if isinstance(data, pa.Table):
+        table = data
+    elif isinstance(data, pa.RecordBatch):
+        table = pa.Table.from_batches([data])
+    elif hasattr(data, "with_format") and hasattr(data, "features"):  # datasets.Dataset (select/shuffle applied)
+        table = data.with_format("arrow")[:]
+    else:
+        raise RecipeError(f"curator.apply: expected a datasets.Dataset, a pyarrow.Table or a pandas DataFrame, "
+                          f"got {type(data).__name__}")
+    check_column_names(table.column_names, "curator.apply")
+    return table
+
+
+def _from_pandas(frame) -> pa.Table:
+    """A DataFrame without its index. A column whose values Arrow cannot hold as one type (``[1, "two", None]``)
+    becomes text, as the file readers read one: strings as they are, other values as their JSON, nulls (None,
+    NaN) null; if a layout reads that column (``prompt``, ``instruction``, ``messages``, ...) it is a
+    ``RecipeError`` naming it instead."""
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    frame = frame.copy()
+    for i, name in enumerate(frame.columns):
+        column = frame.iloc[:, i]
+        try:
+            pa.array(column, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            frame.isetitem(i, _as_text(column, name))
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _as_text(column, name) -> list[str | None]:
+    """The values of a DataFrame column of mixed types as text (see ``_from_pandas``)."""
+    import pandas as pd  # the caller passed a DataFrame: pandas is imported already
+
+    values = [None if pd.api.types.is_scalar(v) and pd.isna(v) else v for v in column]
+    if name in LAYOUT_COLUMNS:
+        kinds = sorted({type(v).__name__ for v in values if v is not None})
+        raise RecipeError(f"curator.apply: column '{name}' holds values Arrow cannot store as one type "
+                          f"({', '.join(kinds)}), and curator's layouts read it: give it one type (strings, for text) "
+                          "or drop the rows of another type")
+    return [v if v is None or isinstance(v, str) else json.dumps(v, default=_plain) for v in values]
+
+
+def _plain(value):
+    """A value ``json`` cannot write (a NumPy array or scalar, a timestamp) as one it can."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def _recipe(stages: list | None, recipe) -> Recipe:
@@ -70,13 +119,25 @@ def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path 
         names = ", ".join(input_name(i) for i in rec.inputs)
         raise RecipeError(f"curator.apply: recipe '{rec.name}' has {len(rec.inputs)} inputs ({names}); pass "
                           "input=NAME to say which one the data replaces")
+    target = input or input_name(rec.inputs[0])  # the data is read whole, whatever the recipe reads of the file
+    rec = dataclasses.replace(rec, inputs=tuple(dataclasses.replace(i, limit=None, sample=None)
+                                                if input_name(i) == target else i for i in rec.inputs))
     source = root / "cache" / "apply" / "data.parquet"
     source.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, source)
+    pq.write_table(table.drop_columns([c for c in table.column_names if c in _curator_columns(rec, root)]), source)
     override = f"{input}={source}" if input else str(source)
     result = run(rec, root, inputs=[override], workers=workers, quiet=quiet)
     log.info("curator.apply: run directory %s", result.run_dir)
     return datasets.Dataset(datasets.table.InMemoryTable(annotate(table, result.run_dir)))
+
+
+def _curator_columns(rec: Recipe, root: Path) -> set[str]:
+    """The columns ``annotate`` sets: the recipe's score columns and ``ADDED_COLUMNS`` (the data's columns of those
+    names are not run: curator's replace them, e.g. when a scored result is applied again)."""
+    context = StageContext(run_dir=root, cache_dir=root / "cache", model=rec.model, recipe_dir=rec.base_dir,
+                           artifacts=declared_artifacts(rec, RunDir(root)), quiet=True)
+    stages = [get_stage(s.use, f"stages[{k}].use")(s.params, context) for k, s in enumerate(rec.stages)]
+    return {c for s in stages if s.kind == "score" for c in s.provided_columns()} | set(ADDED_COLUMNS)
 
 
 def annotate(table: pa.Table, run_dir: Path) -> pa.Table:

@@ -2,7 +2,9 @@
 canonical schema, normalise (the plan's ingest stage), id, and set aside rows that cannot be used.
 
 Deterministic and independent of how the input is cut into blocks: every row's fate depends on the row
-alone, and quarantine rows come out in file-row order.
+alone, and quarantine rows come out in file-row order. A row's ``sample_id`` is its content's
+(``samples.sample_ids``: exact copies share it; the shard reduce, ``ingest.shard_unit``, drops the later copies
+or, with ``dedupe: false``, gives each its own id).
 """
 
 from __future__ import annotations
@@ -17,9 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.errors import InputError
+from curator.inputs import input_name
 from curator.parallel import map_ordered
 from curator.plan import InputPart
-from curator.readers import MIXED_TAG, Block, Restart, input_stem, part_blocks, read_blocks
+from curator.readers import (
+    MIXED_TAG,
+    Block,
+    Restart,
+    part_blocks,
+    read_blocks,
+    row_positions,
+    rows_end,
+)
 from curator.recipe import InputSpec
 from curator.samples import adapt, resolve_format, sample_ids
 from curator.stage import Stage
@@ -63,27 +74,13 @@ def quarantine_rows(idx: int, rows: list[tuple[int, str, str]]) -> pa.Table:
     }, schema=QUARANTINE_SCHEMA)
 
 
-def selected_rows(n_rows: int, limit: int | None, sample: int | None, seed: int) -> pa.Array | None:
-    """File rows kept by ``limit`` (the first rows) then ``sample`` (seeded, by row-hash rank); None = all."""
-    if limit is None and sample is None:
-        return None
-    rows = range(min(n_rows, limit) if limit is not None else n_rows)
-    if sample is None or sample >= len(rows):
+def selected_rows(rows: list[int], sample: int, seed: int) -> pa.Array:
+    """The file rows of ``rows`` (an input's first ``limit``: ``readers.row_positions``) kept by ``sample``
+    (seeded, by file-row-hash rank)."""
+    if sample >= len(rows):
         return pa.array(rows, pa.int64())
     rank = sorted(rows, key=lambda r: hashlib.sha256(f"{seed}:{r}".encode()).digest())
     return pa.array(sorted(rank[:sample]), pa.int64())
-
-
-def _row_count(path: Path) -> int:
-    """Rows of an input as ``selected_rows`` counts them (unparseable rows included)."""
-    parsed, bad, last = 0, 0, 0
-    for block in read_blocks(path):
-        if isinstance(block, Restart):
-            parsed, bad, last = 0, 0, 0
-            continue
-        parsed, bad = parsed + block.table.num_rows, bad + len(block.bad)
-        last = max([last, *(b.row + 1 for b in block.bad), (pc.max(block.rows).as_py() + 1) if len(block.rows) else 0])
-    return max(parsed + bad, last)
 
 
 class InputCanonicaliser:
@@ -91,9 +88,11 @@ class InputCanonicaliser:
 
     def __init__(self, idx: int, path: Path, spec: InputSpec, normalizer: Stage, part: InputPart | None = None):
         self.idx, self.path, self.spec, self.normalizer, self.part = idx, path, spec, normalizer, part
-        self.selected = None
+        self.selected, self.end = None, None  # the file rows ``sample`` keeps; ``limit``: rows before ``end``
         if spec.sample is not None:
-            self.selected = selected_rows(_row_count(path), spec.limit, spec.sample, spec.sample_seed)
+            self.selected = selected_rows(row_positions(path, spec.limit), spec.sample, spec.sample_seed)
+        elif spec.limit is not None:
+            self.end = rows_end(path, spec.limit)
 
     def blocks(self) -> Iterator[Canonical | Restart]:
         """The input's blocks (or its part's: rows numbered from 0 within it) in file order
@@ -121,10 +120,9 @@ class InputCanonicaliser:
             keep = pc.is_in(block.rows, value_set=self.selected)
             chosen = set(self.selected.to_pylist()) if block.bad else set()
             return Block(block.table.filter(keep), block.rows.filter(keep), [b for b in block.bad if b.row in chosen])
-        if self.spec.limit is not None:
-            keep = pc.less(block.rows, self.spec.limit)
-            return Block(block.table.filter(keep), block.rows.filter(keep),
-                         [b for b in block.bad if b.row < self.spec.limit])
+        if self.end is not None:
+            keep = pc.less(block.rows, self.end)
+            return Block(block.table.filter(keep), block.rows.filter(keep), [b for b in block.bad if b.row < self.end])
         return block
 
     def canonical(self, block: Block, fmt: str) -> Canonical:
@@ -134,7 +132,8 @@ class InputCanonicaliser:
         if table.num_rows:
             if not table.column_names:
                 raise InputError(f"{self.path}: no columns")
-            canon = adapt(table, fmt, self.spec.source or input_stem(self.path), str(self.path))
+            label = self.spec.source or input_name(self.spec)  # what ``--input NAME=`` keeps, too
+            canon = adapt(table, fmt, label, str(self.path), keep_column=self.spec.source is None)
             canon = self.normalizer.process_batch(canon)
             canon = pa.table({"sample_id": sample_ids(canon), **{n: canon.column(n) for n in canon.column_names}})
             canon = canon.append_column("_input_idx", pa.repeat(pa.scalar(self.idx, pa.int32()), canon.num_rows))

@@ -1,5 +1,11 @@
 """User-facing errors: each carries the exit code the CLI returns (2 usage/input, 1 run)."""
 
+import errno
+import os
+
+# OSErrors the user must fix (disk full, over quota, read-only, no permission): ``storage_error``, exit 2
+NOT_WRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
 
 class CuratorError(Exception):
     """Base class; ``exit_code`` is what the CLI exits with."""
@@ -25,11 +31,34 @@ class RunError(CuratorError):
     exit_code = 1
 
 
+class StorageError(RunError):
+    """A file that cannot be written (disk full, read-only, no permission): the user must make room or grant
+    access, so a usage error (exit 2)."""
+
+    exit_code = 2
+
+
 class DamagedRunError(CuratorError):
     """A run directory whose files cannot be read (damaged, or changed after the run); a usage error, so that
     ``gate``'s exit 1 still means only a failed rule."""
 
     exit_code = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that stops the command as Ctrl-C does (SIGTERM, ``curator.cli.entry``); exit 128 + its number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.exit_code = 128 + signum
+
+
+def storage_error(exc: OSError, dest=None) -> StorageError:
+    """``exc`` (writing ``dest``, else about its own file) as one line: the path, the system's reason ("No space left
+    on device", without a library's wrapping) and the fix."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    where = f"could not write {dest}: " if dest is not None else f"{exc.filename}: " if exc.filename else ""
+    return StorageError(f"{where}{reason}; check free space and permissions")
 
 
 def damaged_run(root, exc: BaseException, verify: bool = True) -> DamagedRunError:

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator.errors import RunError
+from curator.errors import RecipeError
 from curator.samples import MESSAGE_TYPE
 from curator.turns import lists, turn_offsets
 
@@ -59,7 +59,7 @@ def _turns(roles: list[str], contents: list[pa.Array]) -> pa.Array:
 def _require(ok: pa.Array, what: str, fmt: str, instead: str) -> None:
     bad = len(ok) - (pc.sum(pc.fill_null(ok, False).cast(pa.int64())).as_py() or 0)
     if bad:
-        raise RunError(f"output format {fmt!r}: {bad} dataset row(s) are {what}; set `output: {{format: {instead}}}` "
+        raise RecipeError(f"output format {fmt!r}: {bad} dataset row(s) are {what}; set `output: {{format: {instead}}}` "
                        "in the recipe (or drop those rows with a decide rule)")
 
 

@@ -49,18 +49,21 @@ from curator.manifest import build_manifest, write_manifest
 from curator.parallel import map_ordered
 from curator.plan import Plan, PlannedStage
 from curator.result import RunResult
+from curator.run_files import file_sizes, remove_unlisted
 from curator.rundir import RunDir, shard_name
 from curator.stage import FLAG_COLUMN
 
 
 def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, timings: dict[str, float]) -> RunResult:
     """Write ``ledger/``, ``added/``, ``dataset/``, ``stats.json`` and ``manifest.json`` (last) from the
-    finished stages' files; raise ``RunError`` if the accounting invariant does not hold."""
+    finished stages' files, removing the shard files an earlier run left that this one does not list
+    (``curator.run_files.remove_unlisted``); raise ``RunError`` if the accounting invariant does not hold."""
     rundir, t0 = plan.rundir, time.time()
     scores = _score_stages(plan)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Parquet, Arrow and hashing release the GIL
         done = list(pool.map(lambda shard: _finalize_shard(plan, ingested, shard), range(plan.recipe.shards)))
     shards = [entry for entry, _, _ in done]
+    remove_unlisted(rundir.root, {rel for entry in shards for rel in entry["files"]})
     kept_masks = [(entry["shard"], mask) for entry, mask, _ in done if mask is not None]
     added_parts = [added for _, _, added in done if added is not None]
     parts = DatasetParts(plan, kept_masks, added_parts, scores)
@@ -73,6 +76,7 @@ def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, tim
     timings = {**timings, "phase:finalize": round(time.time() - t0, 3)}  # up to the manifest's file hashes
     manifest = build_manifest(plan, rundir, ingested.inputs, shards, executor, started, timings,
                               {"path": "dataset", "rows": dataset.num_rows, "digest": digest, "files": dataset_files})
+    manifest["sizes"] = file_sizes(rundir.root, manifest)  # what readers of the run check first (run_files)
     totals = manifest["totals"]
     if dataset.num_rows != totals["kept"] + totals["flagged"] + totals["added"]:
         raise RunError(f"dataset has {dataset.num_rows} rows; the ledger says kept+flagged+added = "
@@ -333,7 +337,9 @@ def _save_to_disk(table: pa.Table | DatasetParts, path: Path, fingerprint: str, 
         head = Dataset(InMemoryTable(first), fingerprint=fingerprint)
         if table.num_rows == 0 or require_storage_embed(head.features):
             whole = table if isinstance(table, pa.Table) else table.whole()
-            Dataset(InMemoryTable(whole), fingerprint=fingerprint).save_to_disk(str(path))
+            # one (empty) data file for no rows: `datasets` writes none, and then cannot load the directory
+            Dataset(InMemoryTable(whole), fingerprint=fingerprint).save_to_disk(
+                str(path), num_shards=1 if whole.num_rows == 0 else None)
             return
         head.save_to_disk(str(path))
         (data_file,) = path.glob("data-*.arrow")

@@ -19,11 +19,13 @@ import datetime
 import decimal
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from curator.database import rule_text_problem
 from curator.errors import RecipeError
 from curator.io import write_json
 from curator.manifest import read_manifest, write_manifest
@@ -49,6 +51,7 @@ HELPERS: dict[str, Any] = {
 _CALL = re.compile(r"(?<![\w.])(" + "|".join(HELPERS) + r")\s*\(", re.I)
 _COMPARISON = re.compile(r"<=|>=|<>|!=|==|<|>|=")
 _EMPTY_SCORES = "CREATE VIEW scores AS SELECT NULL::VARCHAR AS sample_id WHERE false"
+EXAMPLE = "frac(char_len > 700) < 0.05"  # what a gate rule looks like, in messages
 
 
 def _scan(sql: str, start: int) -> tuple[list[tuple[int, int]], int]:
@@ -151,13 +154,24 @@ def parse_rules(raw: Any, where: str) -> list[GateRule]:
     if not isinstance(raw, list):
         raise RecipeError(f"{where}: expected a list of {{name, sql}} gate rules")
     rules = [build_params(GateRule, r if isinstance(r, dict) else {}, f"{where}[{k}]") for k, r in enumerate(raw)]
+    problems = rule_problems(rules, where)
+    if problems:
+        raise RecipeError(problems[0])
+    return rules
+
+
+def rule_problems(rules: Sequence[GateRule], where: str) -> list[str]:
+    """What is wrong with the rules before they are bound, each located (``gate[1].name: ...``): a name used
+    twice, an empty rule, more than one statement."""
     names = [r.name for r in rules]
+    problems = []
     for k, r in enumerate(rules):
         if names.count(r.name) > 1:
-            raise RecipeError(f"{where}[{k}].name: rule name '{r.name}' is used more than once")
-        if not r.sql.strip() or ";" in r.sql:
-            raise RecipeError(f"{where}[{k}].sql: give one SQL expression or SELECT, without ';'")
-    return rules
+            problems.append(f"{where}[{k}].name: rule name '{r.name}' is used more than once; give each rule its own")
+        text = rule_text_problem(r.sql, EXAMPLE)
+        if text:
+            problems.append(f"{where}[{k}].sql: {text}")
+    return problems
 
 
 def recipe_rules(run_dir: Path) -> list[GateRule]:

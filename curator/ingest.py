@@ -6,7 +6,8 @@ every quarantined row and every later duplicate). Runs as units on the executor:
 input, or per part of a large input (``readers.input_parts``; map), then one per shard (reduce, which
 numbers a part's rows from the rows of the parts before it), each with a done marker. Both stream: an input unit
 holds a few blocks of its input (``curator.canonical``), a shard unit a bounded buffer of its
-output files plus the shard's ids. Deterministic: the same inputs give the same files whatever the
+output files plus the shard's ids. A later exact copy (same ``sample_id``) is dropped, or with ``dedupe: false``
+kept under an id of its own (``samples.own_ids``). Deterministic: the same inputs give the same files whatever the
 number of workers (an input's parts depend on its size only). The plan's ``ingest`` stage normalises the rows; its ``IngestParams`` say what
 happens to bad rows and duplicates.
 """
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from curator.canonical import QUARANTINE_SCHEMA, Canonical, InputCanonicaliser
-from curator.errors import InputError
+from curator.errors import InputError, storage_error
 from curator.executors import Executor
 from curator.faults import fault_point
 from curator.io import ParquetSink, atomic_path, file_record
@@ -35,8 +36,13 @@ from curator.parallel import map_ordered
 from curator.plan import InputPart, Plan, Unit
 from curator.readers import PartUnreadable, Restart, detect_kind, first_block
 from curator.rundir import RunDir
-from curator.samples import later_repeats, resolve_format, shard_indices
+from curator.samples import later_repeats, own_ids, resolve_format, shard_indices
 from curator.stage import IngestParams, Stage
+from curator.turns import MESSAGE_TYPE
+
+NO_ROWS_SCHEMA = pa.schema([("sample_id", pa.string()), ("prompt", pa.string()), ("response", pa.string()),
+                            ("messages", MESSAGE_TYPE), ("source", pa.string()), ("_input_idx", pa.int32()),
+                            ("_input_row", pa.int64())])  # of the input shards when no input has a good row
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ def run_ingest(plan: Plan, exe: Executor) -> Ingested:
         rundir.mark_done(fp, "ingest", {
             "shards": shards, "probes": {u.index: d.get("probes") for u, d in zip(units, done)},
             "inputs": [_input_info(rundir, fp, names) for names in sources],
-            "schema": schema.serialize().to_pybytes().hex() if schema is not None else None,
+            "schema": schema.serialize().to_pybytes().hex(),
             "seconds": round(time.time() - t0, 3)})
         fault_point("unit_done")
     remove_parts(rundir, fp)
@@ -164,6 +170,13 @@ class _Parts:
         self._open: dict[str, tuple] = {}
 
     def add(self, kind: str, table: pa.Table) -> None:
+        """Append ``table``'s rows to the ``kind`` file; a write that fails (disk full) is a ``StorageError`` naming it."""
+        try:
+            self._add(kind, table)
+        except OSError as exc:
+            raise storage_error(exc, self.paths[kind]) from exc
+
+    def _add(self, kind: str, table: pa.Table) -> None:
         if kind not in self._open:
             atomic = atomic_path(self.paths[kind])
             self._open[kind] = (atomic, ipc.new_file(str(atomic.__enter__()), table.schema))
@@ -179,10 +192,17 @@ class _Parts:
             self.index[kind].append([int(shard[start]), int(end - start)])
 
     def close(self, exc: BaseException | None = None) -> dict[str, dict]:
-        """Publish the files (or, on ``exc``, remove them); their ``file_record``s by run-relative path."""
-        for atomic, writer in self._open.values():
-            writer.close()
-            atomic.__exit__(type(exc) if exc else None, exc, None)
+        """Publish the files (or, on ``exc``, remove them); their ``file_record``s by run-relative path. A file
+        that cannot be finished (disk full) is a ``StorageError`` naming it, raised once every file is removed."""
+        failed = exc
+        for kind, (atomic, writer) in self._open.items():
+            try:
+                writer.close()
+            except OSError as err:
+                failed = failed or storage_error(err, self.paths[kind])
+            atomic.__exit__(type(failed) if failed else None, failed, None)
+        if failed is not None and exc is None:
+            raise failed
         return {k: file_record(p) for k, p in self.paths.items() if k in self._open and exc is None}
 
 
@@ -253,28 +273,31 @@ def shard_unit(plan: Plan, unit: Unit) -> dict:
                 quarantine.write(q)
                 ledger.write(_ledger(q, "quarantined", q.column("reason"), stage))
                 n_quarantined += q.num_rows
-        if schema is not None:
-            goods = [name for name in names if _part(rundir, fp, name, "good").exists()]
-            ids = [chunk for name in goods for chunk in _shard_ids(rundir, fp, name, index[name], shard)]
-            n_ids = sum(len(c) for c in ids)
-            dup = (later_repeats(pa.chunked_array(ids, pa.string()).combine_chunks()).to_numpy(zero_copy_only=False)
-                   if params.dedupe and n_ids else np.zeros(n_ids, np.bool_))
-            with ParquetSink(rundir.input_shard(shard), schema) as samples:
-                at = 0
-                for name in goods:
-                    for g in _shard_batches(rundir, fp, name, "good", index[name], shard, offset[name]):
-                        g = pa.concat_tables([schema.empty_table(), g], promote_options="permissive")
-                        mask = pa.array(dup[at:at + g.num_rows])
-                        at += g.num_rows
-                        if pc.any(mask).as_py():
-                            dups = g.filter(mask)
-                            n_dup += dups.num_rows
-                            ledger.write(_ledger(dups, "dropped", pa.repeat(pa.scalar("duplicate"), dups.num_rows), stage))
-                            g = g.filter(pc.invert(mask))
-                        samples.write(g)
-                        canonical += g.num_rows
-                        n_probe += int(np.count_nonzero(probe_mask(g.column("response")).to_numpy(zero_copy_only=False)))
-                outputs[_rel(rundir, rundir.input_shard(shard))] = samples.close()
+        goods = [name for name in names if _part(rundir, fp, name, "good").exists()]
+        ids = [chunk for name in goods for chunk in _shard_ids(rundir, fp, name, index[name], shard)]
+        n_ids = sum(len(c) for c in ids)
+        dup = (later_repeats(pa.chunked_array(ids, pa.string()).combine_chunks()).to_numpy(zero_copy_only=False)
+               if n_ids else np.zeros(n_ids, np.bool_))
+        with ParquetSink(rundir.input_shard(shard), schema) as samples:
+            at = 0
+            for name in goods:
+                for g in _shard_batches(rundir, fp, name, "good", index[name], shard, offset[name]):
+                    g = pa.concat_tables([schema.empty_table(), g], promote_options="permissive")
+                    mask = pa.array(dup[at:at + g.num_rows])
+                    at += g.num_rows
+                    if pc.any(mask).as_py() and not params.dedupe:  # each copy a sample of its own
+                        own = own_ids(*(g.column(c).filter(mask).combine_chunks()
+                                        for c in ("sample_id", "_input_idx", "_input_row")))
+                        g = g.set_column(0, "sample_id", pc.replace_with_mask(g.column(0).combine_chunks(), mask, own))
+                    elif pc.any(mask).as_py():
+                        dups = g.filter(mask)
+                        n_dup += dups.num_rows
+                        ledger.write(_ledger(dups, "dropped", pa.repeat(pa.scalar("duplicate"), dups.num_rows), stage))
+                        g = g.filter(pc.invert(mask))
+                    samples.write(g)
+                    canonical += g.num_rows
+                    n_probe += int(np.count_nonzero(probe_mask(g.column("response")).to_numpy(zero_copy_only=False)))
+            outputs[_rel(rundir, rundir.input_shard(shard))] = samples.close()
         outputs[_rel(rundir, rundir.quarantine(shard))] = quarantine.close()
         outputs[_rel(rundir, rundir.ingest_ledger(shard))] = ledger.close()
     counts = {"rows_in": canonical + n_dup + n_quarantined, "canonical": canonical, "duplicates": n_dup,
@@ -289,17 +312,34 @@ def remove_parts(rundir: RunDir, fp: str) -> None:
     shutil.rmtree(rundir.cache(fp) / "ingest", ignore_errors=True)
 
 
-def part_schema(rundir: RunDir, fp: str, sources: list[list[str]]) -> pa.Schema | None:
-    """The canonical table's schema over all inputs (pass-through columns promoted to one type)."""
-    schemas = [ipc.open_file(pa.OSFile(str(p))).schema for names in sources for name in names
-               if (p := _part(rundir, fp, name, "good")).exists()]
-    if not schemas:
-        return None
+def part_schema(rundir: RunDir, fp: str, sources: list[list[str]]) -> pa.Schema:
+    """The canonical table's schema over all inputs (pass-through columns promoted to one type); an
+    ``InputError`` naming the column and two inputs if they hold it in types that do not promote to one."""
+    schemas = {name: ipc.open_file(pa.OSFile(str(p))).schema for names in sources for name in names
+               if (p := _part(rundir, fp, name, "good")).exists()}
+    if not schemas:  # no input row was read: the shards are written empty, in the canonical columns
+        return NO_ROWS_SCHEMA
     try:
-        return pa.unify_schemas(schemas, promote_options="permissive")
+        return pa.unify_schemas(list(schemas.values()), promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputError(f"inputs: inputs have columns of incompatible types ({exc}); "
+        raise InputError(_type_conflict(rundir, fp, schemas) or f"inputs: columns of incompatible types ({exc}); "
                          "rename or cast the conflicting pass-through column") from None
+
+
+def _type_conflict(rundir: RunDir, fp: str, schemas: dict[str, pa.Schema]) -> str | None:
+    """Which column two input units (by name: their ``schemas``) hold in types that do not promote to one, with
+    their files and the fix; None if no one column does."""
+    first: dict[str, tuple[str, pa.Field]] = {}  # column -> the first unit that has it, and its field there
+    for name, schema in schemas.items():
+        for field in schema:
+            seen, had = first.setdefault(field.name, (name, field))
+            try:
+                pa.unify_schemas([pa.schema([had]), pa.schema([field])], promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                files = [rundir.read_done(fp, unit)["uri"] for unit in (seen, name)]
+                return (f"inputs {files[0]} and {files[1]}: column '{field.name}' is {had.type} in the first and "
+                        f"{field.type} in the second; rename it in one of them, or convert it to one type in both")
+    return None
 
 
 def _part(rundir: RunDir, fp: str, name: str, kind: str) -> Path:

@@ -4,14 +4,18 @@ input's split/config/revision become.
 An input's name is its ``name:`` if set, else the built-in name of a named source (``builtin:advbench`` ->
 ``advbench``, ``dataset:org/set`` -> ``set``), else the file's stem (``data/my_sft.jsonl`` -> ``my_sft``,
 ``data/web.jsonl.zst`` -> ``web``,
-``s3://bucket/a.parquet`` -> ``a``). ``NAME=PATH`` replaces the input called NAME and its rows keep that
-input's ``source`` label (its ``source:``, else NAME), so stages that select rows by source still see them; a
-bare ``PATH`` replaces the input of a recipe that has exactly one.
+``s3://bucket/a.parquet`` -> ``a``). ``NAME=PATH`` replaces the input called NAME, and a bare ``PATH`` the input
+of a recipe that has exactly one; either way the replacement keeps that input's name, ``source`` label (its
+``source:``, else its name: stages that select rows by source still see them), ``format`` (a layout, which a
+file's extension does not tell) and how much of it is read (``limit``, ``sample``, ``sample_seed``). A
+``dataset:`` input's ``split``, ``config`` and ``revision`` are kept when PATH is a ``dataset:`` too, else dropped
+with a warning (they mean nothing for a file).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlencode
@@ -21,6 +25,8 @@ from curator.readers import input_stem
 from curator.sources import source_scheme
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+HUB_OPTIONS = ("split", "config", "revision")  # `dataset:` inputs only
+log = logging.getLogger("curator")
 
 
 def is_url(path: str) -> bool:
@@ -42,7 +48,7 @@ def input_name(spec) -> str:
 
 def source_path(spec) -> str:
     """The path the input is read from: a ``dataset:`` input carries its split/config/revision as a query."""
-    query = {k: getattr(spec, k) for k in ("split", "config", "revision") if getattr(spec, k, None)}
+    query = {k: getattr(spec, k) for k in HUB_OPTIONS if getattr(spec, k, None)}
     return f"{spec.path}?{urlencode(query)}" if query else spec.path
 
 
@@ -89,17 +95,19 @@ def override_inputs(recipe, overrides: list[str] | None):
         raise RecipeError(f"--input {bare[0]}: recipe '{recipe.name}' has {len(recipe.inputs)} inputs: {listing}. "
                           "Say which one to replace: --input NAME=PATH (inputs you do not name are kept)")
     if bare:
-        new = tuple(type(recipe.inputs[0])(path=_resolved(p), format=recipe.inputs[0].format) for p in bare)
-        paths = bare
-    else:
-        new, paths = [], []
-        for name, spec in zip(names, recipe.inputs):
-            if name not in named:
-                new.append(spec)
-                continue
-            for p in named[name]:
-                new.append(type(spec)(path=_resolved(p), format=spec.format, name=name, source=spec.source or name))
-                paths.append(p)
-        new = tuple(new)
-    roots = tuple(Path(p).resolve().parent for p in paths if not source_scheme(p))
-    return dataclasses.replace(recipe, inputs=new), roots
+        named = {names[0]: bare}
+    new = []
+    for name, spec in zip(names, recipe.inputs):
+        new += [_replacement(spec, name, p) for p in named[name]] if name in named else [spec]
+    roots = tuple(Path(p).resolve().parent for paths in named.values() for p in paths if not source_scheme(p))
+    return dataclasses.replace(recipe, inputs=tuple(new)), roots
+
+
+def _replacement(spec, name: str, path: str):
+    """``spec`` reading ``path`` instead (what it keeps: see the module docstring)."""
+    hub = {k: getattr(spec, k) for k in HUB_OPTIONS if getattr(spec, k)}
+    if hub and not path.startswith("dataset:"):
+        log.warning("--input %s replaces %s with a path that is not a `dataset:` input; dropped (they apply to "
+                    "`dataset:` inputs only): %s", path, spec.path, ", ".join(f"{k}: {v}" for k, v in hub.items()))
+        hub = dict.fromkeys(hub)
+    return dataclasses.replace(spec, path=_resolved(path), name=name, source=spec.source or name, **hub)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curator.errors import RunError
+from curator.errors import storage_error
 from curator.faults import fault_point
 from curator.hashing import sha256_file
 from curator.sources import source_scheme, source_sha256
@@ -82,9 +82,13 @@ def _kind(dest: Path) -> str:
 
 @contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success rename it onto ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    """Yield a temporary path beside ``dest``; on success rename it onto ``dest``. An ``OSError`` creating,
+    writing or renaming it is a ``StorageError`` naming ``dest``."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        raise storage_error(exc, dest) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -96,7 +100,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         os.replace(tmp_path, dest)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise RunError(f"could not write {dest}: {exc.strerror or exc}; check free space and permissions") from exc
+        raise storage_error(exc, dest) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -15,8 +15,9 @@ from curator.sources import check_source, source_scheme
 
 
 def allowed_roots(base_dir: Path, extra: tuple[Path, ...] = ()) -> list[Path]:
+    """The allowed roots, resolved, each once (the recipe's directory is often the working directory)."""
     env = [Path(p) for p in os.environ.get("CURATOR_ALLOWED_ROOTS", "").split(os.pathsep) if p]
-    return [p.resolve() for p in (base_dir, Path.cwd(), *env, *extra)]
+    return list(dict.fromkeys(p.resolve() for p in (base_dir, Path.cwd(), *env, *extra)))
 
 
 def resolve_input(path: str, base_dir: Path, extra_roots: tuple[Path, ...], where: str) -> Path:

@@ -6,56 +6,68 @@ units, so a killed run resumes and ends byte-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from curator.errors import InputError, RunError
+from curator.errors import InputError, RecipeError, RunError
 from curator.executors import Executor
 from curator.executors.local import LocalExecutor
 from curator.executors.ray import RayExecutor
 from curator.finalize import finalize
 from curator.ingest import run_ingest
 from curator.inputs import override_inputs
-from curator.io import atomic_path, bytes_on_disk, file_states, sha256_path
+from curator.io import atomic_path, bytes_on_disk, file_states, sha256_path, write_json
 from curator.plan import InputFile, Plan, plan_ingest, plan_stages
 from curator.recipe import Recipe, load_recipe
+from curator.registry import get_stage
 from curator.result import RunResult
 from curator.rundir import RunDir, RunLock
 from curator.sources import source_scheme
+from curator.stage import FLAG_COLUMN, StageContext
 from curator.worker import finished, run_unit
 
 
 def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list[str] | None = None,
-        workers: int | None = None, executor: str | None = None, quiet: bool = False, wait: float = 0.0) -> RunResult:
+        workers: int | None = None, executor: str | None = None, quiet: bool = False, wait: float = 0.0,
+        on_finish: Callable[[RunResult], None] | None = None) -> RunResult:
     """Run ``recipe`` into ``run_dir`` (resuming whatever is already finished there); ``inputs``
-    (``[NAME=]PATH``) replace recipe inputs (``curator.inputs.override_inputs``)."""
+    (``[NAME=]PATH``) replace recipe inputs (``curator.inputs.override_inputs``); ``on_finish`` is called with
+    the result before the run directory's lock is released. The previous run's manifest is removed before anything
+    is written, so a run that stops part-way leaves a directory that reads as not finished."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     recipe, extra_roots = override_inputs(recipe, inputs)
     rundir = RunDir(Path(run_dir).resolve())
+    _check_output_scores(recipe, rundir)
     rundir.check_is_run_dir()
     rundir.root.mkdir(parents=True, exist_ok=True)
     paths = _input_paths(recipe, extra_roots, rundir)
-    with RunLock(rundir.root, wait):
+    with _locked(rundir.root, wait):
         started = time.time()
+        exe = _executor(recipe, executor, workers, quiet)
+        warm_up = isinstance(exe, LocalExecutor) and not rundir.manifest.exists()  # (a finished run has nothing to do)
+        rundir.unpublish()  # from here until the new manifest, the directory reads as not finished
         _remove_stale_temporaries(rundir.root)
         with atomic_path(rundir.recipe) as tmp:
             tmp.write_text(recipe.text, encoding="utf-8")
-        exe = _executor(recipe, executor, workers, quiet)
         try:
-            if isinstance(exe, LocalExecutor) and not rundir.manifest.exists():  # (a finished run has nothing to do)
+            if warm_up:
                 exe.warm_up(bytes_on_disk(paths))  # the workers start while the inputs are hashed
             states = [file_states(p) for p in paths]
             with ThreadPoolExecutor(len(paths) or 1) as pool:  # hashlib releases the GIL on large reads
                 files = [InputFile(p, h) for p, h in zip(paths, pool.map(sha256_path, paths))]
             plan = plan_ingest(recipe, rundir, files, quiet)
+            _record_plan(plan)
             # Input files are read on the driver's machine: Ray workers may not see them.
             t0 = time.time()
             ingested = run_ingest(plan, exe if isinstance(exe, LocalExecutor) else LocalExecutor(1, quiet))
             ingest_seconds = round(time.time() - t0, 3)
             _check_unchanged(paths, states)
             plan = plan_stages(plan, ingested.schema)
+            _record_plan(plan)
             for ps in plan.stages:
                 rundir.claim_outputs(f"stage-{ps.id}", ps.fingerprint, [rundir.scores(ps.id, 0).parent])
             timings = {"phase:ingest": ingest_seconds, **_run_phases(plan, exe)}
@@ -63,7 +75,50 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
             if isinstance(exe, LocalExecutor):
                 exe.close(wait=False)  # no unit is running: a failed map has already waited for its pool
         _raise_failed(rundir)
-        return finalize(plan, ingested, {"kind": exe.name, "workers": exe.workers}, started, timings)
+        result = finalize(plan, ingested, {"kind": exe.name, "workers": exe.workers}, started, timings)
+        if on_finish is not None:
+            on_finish(result)  # still holding the lock: a run waiting for it cannot change the files read
+        return result
+
+
+def _check_output_scores(recipe: Recipe, rundir: RunDir) -> None:
+    """``output.scores`` names only columns the recipe's score stages declare (or ``flag_reason``): a recipe error,
+    raised before any work."""
+    if not recipe.output.scores:
+        return
+    context = StageContext(run_dir=rundir.root, cache_dir=rundir.root / "cache", model=recipe.model,
+                           recipe_dir=recipe.base_dir, quiet=True)
+    provided: list[str] = []
+    for k, spec in enumerate(recipe.stages):
+        cls = get_stage(spec.use, f"stages[{k}].use")
+        if cls.kind == "score":
+            provided += cls(spec.params, context).provided_columns()
+    missing = [c for c in recipe.output.scores if c not in (*provided, FLAG_COLUMN)]
+    if missing:
+        raise RecipeError(f"output.scores: no score stage of this recipe provides {missing}; its score stages "
+                          f"provide {provided} (`curator stages` lists what each stage writes)")
+
+
+@contextlib.contextmanager
+def _locked(root: Path, wait: float):
+    """Hold the run directory's lock; another run holding it is a usage conflict (``RecipeError``, exit 2), not a
+    failed run."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(RunLock(root, wait))
+        except RunError as exc:
+            raise RecipeError(str(exc)) from None
+        yield
+
+
+def _record_plan(plan: Plan) -> None:
+    """``cache/plan.json``: the planned stages in run order, with their units in total (each unit leaves a done
+    marker), for ``curator status`` while the run has not finished."""
+    units = {plan.ingest.id: len(plan.input_units()) + plan.recipe.shards + 1}  # input parts, shards, the whole
+    for phase in plan.phases():
+        units.update(dict.fromkeys(phase.stages, len(phase.units) + (1 if phase.final else 0)))
+    write_json([{"id": ps.id, "name": ps.spec.use, "kind": ps.kind, "fingerprint": ps.fingerprint,
+                 "units": units[ps.id]} for ps in (plan.ingest, *plan.stages)], plan.rundir.root / "cache" / "plan.json")
 
 
 def _check_unchanged(paths: list[Path], states: list[list[tuple[str, int, int]]]) -> None:

@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from curator.errors import RecipeError
+from curator.errors import InputError, RecipeError
 from curator.io import bytes_on_disk
 from curator.readers import input_parts
 from curator.recipe import Recipe, StageSpec, canonical_json
 from curator.registry import get_stage, ingest_stage
 from curator.rundir import RunDir, shard_name
+from curator.samples import CANONICAL
 from curator.stage import IngestParams, ReportSection, Resources, Stage, StageContext, params_to_dict
 
 UnitKind = Literal["input", "ingest", "shard", "map", "global"]
@@ -230,12 +233,14 @@ def plan_ingest(recipe: Recipe, rundir: RunDir, files: Sequence[InputFile], quie
 
 def plan_stages(plan: Plan, schema: pa.Schema | None) -> Plan:
     """``plan`` with every later stage: constructed, checked against the ingested columns ``schema``
-    (unless None) before anything is fingerprinted, then fingerprinted in recipe order."""
+    (unless None: ``check_columns``, ``check_shadowing``) before anything is fingerprinted, then fingerprinted
+    in recipe order."""
     specs = plan.recipe.stages[1:] if plan.recipe.stages[:1] == (plan.ingest.spec,) else plan.recipe.stages
     classes = [get_stage(spec.use, f"stages[{k}].use") for k, spec in enumerate(specs, start=1)]
     probes = [cls(spec.params, plan.context(plan.ingest.fingerprint)) for cls, spec in zip(classes, specs)]
     if schema is not None:
         check_columns(specs, probes, schema)
+        check_shadowing(plan, specs, probes, schema)
     fp, planned = plan.ingest.fingerprint, []
     for k, (spec, cls, probe) in enumerate(zip(specs, classes, probes), start=1):
         inputs = probe.fingerprint_inputs()
@@ -281,3 +286,28 @@ def check_columns(specs: Sequence[StageSpec], stages: Sequence[Stage], schema: p
             raise RecipeError(f"stages[{index}] ({spec.id}): {exc}") from None
         if stage.kind == "score":
             names += [c for c in stage.provided_columns() if c not in names]
+
+
+def check_shadowing(plan: Plan, specs: Sequence[StageSpec], stages: Sequence[Stage], schema: pa.Schema) -> None:
+    """An ``InputError`` if an input's pass-through column has the name of a column a score stage writes: rules
+    would read the input's value and the scores view the stage's. It names the input files, the column, the stage
+    and the fix."""
+    passed = {n for n in schema.names if n not in CANONICAL and not n.startswith("_")}
+    for spec, stage in zip(specs, stages):
+        taken = [c for c in stage.provided_columns() if c in passed] if stage.kind == "score" else []
+        if taken:
+            files = ", ".join(_inputs_with(plan, taken[0]))
+            raise InputError(f"{files}: the input column '{taken[0]}' has the name of a column that stage "
+                             f"'{spec.id}' writes, so decide rules would read the input's value, not the stage's; "
+                             f"rename it in the file (e.g. 'input_{taken[0]}')")
+
+
+def _inputs_with(plan: Plan, column: str) -> list[str]:
+    """The input files whose ingested rows (``input/``) have a value in ``column``; every input file if none has."""
+    held: set[int] = set()
+    for shard in range(plan.recipe.shards):
+        path = plan.rundir.input_shard(shard)
+        if path.exists():
+            rows = pq.read_table(path, columns=["_input_idx", column])
+            held.update(pc.unique(rows.filter(pc.is_valid(rows.column(column))).column("_input_idx")).to_pylist())
+    return [str(plan.files[i].path) for i in sorted(held)] or [str(f.path) for f in plan.files]

@@ -3,7 +3,9 @@
 run's stages declare (``Stage.artifacts``, e.g. ``rollouts`` and ``verdicts`` of ``hardness``).
 
 ``connect(run_dir)`` returns a connection with those views; ``connect([a, b])`` unions
-several runs and adds a ``run_id`` column (the directory name) to every view.
+several runs and adds a ``run_id`` column to every view (``run_ids``: the directory name, or the shortest trailing
+path that tells directories of the same name apart). A finished run's listed files are checked first
+(``curator.run_files``): one missing or of another size than the run wrote is a ``DamagedRunError``.
 ``scores`` joins every score stage's columns on ``sample_id`` (one row per canonical sample).
 Artifacts are read from the manifest's per-stage ``artifacts``; an unfinished run (no manifest yet) takes
 the stages its ``recipe.yaml`` names and their declarations from the stage registry (a stage the registry
@@ -23,9 +25,10 @@ import pyarrow.ipc as ipc
 import yaml
 
 from curator.database import cursor
-from curator.errors import RecipeError, damaged_run
+from curator.errors import DamagedRunError, RecipeError, damaged_run
 from curator.manifest import read_manifest
 from curator.registry import get_stage
+from curator.run_files import check_intact
 
 EXAMPLES = {
     "riskiest samples per source": (
@@ -124,13 +127,29 @@ def _views(root: Path, con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 
 def _dataset_table(root: Path) -> pa.Table | None:
+    """The rows of ``dataset/`` (the Arrow files its ``state.json`` lists); None without it. A file of it that
+    cannot be read is a ``DamagedRunError`` naming the file."""
     state = root / "dataset" / "state.json"
     if not state.exists():
         return None
-    files = [root / "dataset" / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
-    if not files:
-        return None
-    return pa.concat_tables([ipc.open_stream(pa.memory_map(str(f))).read_all() for f in files])
+    try:
+        files = [root / "dataset" / f["filename"] for f in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
+    except (OSError, ValueError) as exc:
+        raise _unreadable(root, state, exc) from None
+    except (KeyError, TypeError):
+        raise _unreadable(root, state, "not a `datasets` state file (no _data_files list)") from None
+    tables = []
+    for f in files:
+        try:
+            tables.append(ipc.open_stream(pa.memory_map(str(f))).read_all())
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _unreadable(root, f, exc) from None
+    return pa.concat_tables(tables) if tables else None
+
+
+def _unreadable(root: Path, path: Path, reason: object) -> DamagedRunError:
+    name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path
+    return damaged_run(root, ValueError(f"{name}: {reason}"))
 
 
 def _manifest_tables(root: Path) -> dict[str, pa.Table]:
@@ -143,6 +162,22 @@ def _manifest_tables(root: Path) -> dict[str, pa.Table]:
             "manifest_shards": pa.Table.from_pylist(shards)}
 
 
+def run_ids(dirs: list[Path]) -> list[str]:
+    """The ``run_id`` of each directory: its name, or where names collide the shortest trailing part of its path
+    that no other directory shares (``a/sft``, ``b/sft``). A directory given twice is a usage error."""
+    paths = [d.resolve() for d in dirs]
+    for d, p in zip(dirs, paths):
+        if paths.count(p) > 1:
+            raise RecipeError(f"{d}: run directory given more than once; give each run directory once")
+    ids = []
+    for p in paths:
+        k = 1
+        while sum(q.parts[-k:] == p.parts[-k:] for q in paths) > 1:
+            k += 1
+        ids.append(Path(*p.parts[-k:]).as_posix())
+    return ids
+
+
 def connect(run_dirs: str | Path | list[str | Path], *, own_database: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views above (``TEMP`` views: private to it) over one run directory or
     several: a cursor of this process's database (``curator.database``), or, with ``own_database``, a new
@@ -151,12 +186,15 @@ def connect(run_dirs: str | Path | list[str | Path], *, own_database: bool = Fal
     for d in dirs:
         if not (d / "input").exists() and not (d / "manifest.json").exists():
             raise RecipeError(f"{d}: not a curator run directory (no input/ or manifest.json)")
+    ids = run_ids(dirs)
     con = duckdb.connect() if own_database else cursor()
-    multi = len(dirs) > 1
     per_view: dict[str, list[str]] = {}
     for i, d in enumerate(dirs):
-        tag = f"'{d.name}' AS run_id, " if multi else ""
+        tag = "'{}' AS run_id, ".format(ids[i].replace("'", "''")) if len(dirs) > 1 else ""
         with readable(d):
+            manifest = _manifest(d)
+            if manifest:
+                check_intact(d, manifest)
             views = _views(d.resolve(), con)
             tables = _manifest_tables(d)
             ds = _dataset_table(d)
@@ -183,9 +221,16 @@ def sql_message(exc: duckdb.Error) -> str:
 
 
 def run_query(run_dirs: list[str | Path], sql: str) -> pa.Table:
+    """The result of ``sql`` over the views of ``run_dirs``; SQL that is empty or returns no result (a statement
+    that is not a query) is a ``RecipeError``, and so is a DuckDB error (with its hints and the views)."""
+    if not sql.strip():
+        raise RecipeError('the SQL is empty; give a query such as "SELECT status, count(*) FROM ledger GROUP BY status"')
     con = connect(run_dirs if len(run_dirs) > 1 else run_dirs[0])
     try:
-        return con.sql(sql).to_arrow_table()
+        relation = con.sql(sql)
+        if relation is None:
+            raise RecipeError(f"{sql!r} returns no result; give a query (SELECT ...) over the views")
+        return relation.to_arrow_table()
     except duckdb.Error as exc:
         damaged = [d for d in run_dirs if str(Path(d).resolve()) in str(exc)]  # a file of a run directory
         if damaged:

@@ -4,15 +4,22 @@ sources), streamed in blocks of bounded size.
 Text files (JSONL, JSON, CSV, TSV) may be compressed: ``.gz``, ``.bz2``, ``.zst`` (``data.jsonl.zst``), read
 as a stream (``open_input``); the input's sha256 is the compressed file's.
 
-``read_blocks(path)`` yields ``Block``s in file order: the parsed rows, their 0-based file rows, and the
-rows in that range that could not be parsed at all (a broken JSON line, invalid UTF-8) as ``BadRow``s
-instead of failing the file. A file that cannot be read at all raises ``InputError`` naming it.
+``read_blocks(path)`` yields ``Block``s in file order: the parsed rows, their file rows, and the rows in that
+range that could not be parsed at all (a broken JSON line, invalid UTF-8) as ``BadRow``s instead of failing
+the file. A file that cannot be read at all raises ``InputError`` naming it.
+
+A row's file row (the ledger's and quarantine's ``input_row``) is, 0-based: for JSONL its line in the
+(decompressed) file, blank lines counted (a line ends at ``\n``, ``\r\n`` or a lone ``\r``), on every reader
+path; for CSV/TSV its data row (the header and blank lines are no rows; a quoted field may span lines); for a
+JSON array its element; for Parquet, Arrow and ``save_to_disk`` data its row. ``limit`` and ``sample`` count
+rows, not lines (``row_positions``).
 
 JSONL is cut into blocks of whole lines, one in memory at a time, each parsed by Arrow; the first
 block fixes the column types. A later block that does not fit them (a type change, a new column, a
-broken line, invalid UTF-8) makes the reader start over on the whole-file path (``read_table``: Arrow's reader over the file, else line by line
-with per-row errors) and yield ``Restart`` first, so a consumer drops what it took from the stream:
-both paths give the same rows and types for a well-formed file.
+broken line, invalid UTF-8, a line that does not hold exactly one JSON value) makes the reader start over on
+the whole-file path (``read_table``: Arrow's reader over the file, else line by line with per-row errors) and
+yield ``Restart`` first, so a consumer drops what it took from the stream: both paths give the same rows,
+types and file rows for a well-formed file.
 """
 
 from __future__ import annotations
@@ -38,16 +45,19 @@ from curator.sources import load_source, source_scheme
 READ_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow", "hf")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}  # of text inputs: Arrow's codecs
 TEXT_KINDS = ("jsonl", "json", "csv", "tsv")
+_LONE_CR = re.compile(rb"\r(?!\n)")  # a line end of its own (``_line_ends``)
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as ``surrogateescape`` decodes them
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which a text input may start with
 BLOCK_BYTES = 16 << 20  # input bytes (or in-memory Arrow bytes) per block
 PART_BYTES = 64 << 20  # bytes of a large input per ingest unit (``input_parts``)
 MIXED_TAG = "\x00json:"
+_SPACE = np.zeros(256, np.bool_)
+_SPACE[list(b" \t\n\r\x0b\x0c")] = True  # the bytes ``bytes.strip`` removes, by byte value
 
 
 @dataclass(frozen=True)
 class BadRow:
-    row: int  # 0-based position in the file (line number - 1 for JSONL)
+    row: int  # its file row (see the module docstring)
     raw: str
     reason: str
 
@@ -70,6 +80,8 @@ def detect_kind(path: Path) -> str:
     if path.is_dir():
         if (path / "state.json").exists() or (path / "dataset_info.json").exists():
             return "hf"
+        if (path / "dataset_dict.json").exists():
+            raise InputError(_dataset_dict(path))
         raise InputError(f"{path}: a directory that is not a `datasets.save_to_disk` dataset")
     codec = _codec(path)
     suffix = (Path(path.stem) if codec else path).suffix.lower()
@@ -82,6 +94,13 @@ def detect_kind(path: Path) -> str:
         raise InputError(f"{path}: a compressed {kinds[suffix]} file; decompress it (Parquet and Arrow files "
                          "compress their columns themselves)")
     return kinds[suffix]
+
+
+def _dataset_dict(path: Path) -> str:
+    """Why a ``DatasetDict.save_to_disk`` directory is not an input, and which of its splits' directories are."""
+    splits = sorted(p.name for p in path.iterdir() if (p / "state.json").exists())
+    return (f"{path}: a `datasets.DatasetDict` saved with save_to_disk (splits: {', '.join(splits) or 'none'}); an "
+            f"input is one split: point its path at that split's directory ({', '.join(str(path / s) for s in splits)})")
 
 
 def _codec(path: Path) -> str | None:
@@ -144,7 +163,8 @@ def _read_errors(path: Path, kind: str) -> Iterator[None]:
 
 
 def read_file(path: Path) -> tuple[pa.Table, list[BadRow]]:
-    """A whole input (any kind ``read_blocks`` reads) as one table and its unparseable rows (for callers that
+    """A whole input (any kind ``read_blocks`` reads) as one table, its rows' file rows in ``_file_row`` (the
+    rows ``read_blocks`` gives for a source's table that has it), and its unparseable rows (for callers that
     need it at once, such as a fetched URL input)."""
     tables: list[pa.Table] = []
     bad: list[BadRow] = []
@@ -152,11 +172,45 @@ def read_file(path: Path) -> tuple[pa.Table, list[BadRow]]:
         if isinstance(block, Restart):
             tables, bad = [], []
             continue
-        tables.append(block.table)
+        tables.append(block.table.append_column("_file_row", block.rows))
         bad.extend(block.bad)
     if not tables:
         return pa.table({}), bad
     return pa.concat_tables(tables, promote_options="permissive"), bad
+
+
+def row_positions(path: Path, limit: int | None = None) -> list[int]:
+    """The file rows of an input's rows in file order, parsed or not (its first ``limit`` rows if given): what
+    ``sample`` chooses from."""
+    rows: list[int] = []
+    for block in read_blocks(path):
+        if isinstance(block, Restart):
+            rows = []
+            continue
+        rows += _block_rows(block)
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows[:limit]
+
+
+def rows_end(path: Path, limit: int) -> int | None:
+    """The file row of an input's row ``limit`` (0-based, parsed or not), None if it has no more rows: the rows
+    ``limit`` keeps are those before it. Only as much of the file is read."""
+    seen = 0
+    for block in read_blocks(path):
+        if isinstance(block, Restart):
+            seen = 0
+            continue
+        rows = _block_rows(block)
+        if seen + len(rows) > limit:
+            return rows[limit - seen]
+        seen += len(rows)
+    return None
+
+
+def _block_rows(block: Block) -> list[int]:
+    """The file rows of a block's rows, parsed or not, in file order."""
+    return sorted([*block.rows.to_pylist(), *(b.row for b in block.bad)])
 
 
 def _numbered(batches: Iterator[pa.RecordBatch | pa.Table], first: int = 0) -> Iterator[Block]:
@@ -191,10 +245,11 @@ def _jsonl_blocks(path: Path) -> Iterator[Block | Restart]:
         return
     streamed, schema = 0, None
     try:
-        for chunk in _line_chunks(path):
+        for line, chunk, ends in _LineChunks(path):
             table = _parse_lines(chunk, schema)
+            rows = line + _row_lines(chunk, ends, table.num_rows)
             schema = schema or table.schema
-            yield from _numbered([table], streamed)
+            yield Block(table, pa.array(rows, pa.int64()))
             streamed += table.num_rows
         return
     except pa.ArrowInvalid:
@@ -286,26 +341,51 @@ def _line_start(path: Path, pos: int, size: int) -> int:
 
 def jsonl_part_blocks(path: Path, part: int, parts: int, schema: pa.Schema) -> Iterator[Block]:
     """``part`` of ``parts`` of an uncompressed JSONL file (``part_range``) in blocks parsed with ``schema`` (the
-    file's ``first_block`` types), rows numbered from 0 within the part: the rows ``read_blocks`` gives for
-    those lines. A block that does not parse or fit ``schema`` (where ``read_blocks`` starts over on the
-    whole-file path) raises ``PartUnreadable``."""
+    file's ``first_block`` types), rows numbered by their line from 0 within the part: the rows ``read_blocks``
+    gives for those lines. The caller shifts them by the rows of the parts before, which are their lines only
+    if no line before is blank: a blank line in a part with rows after it raises ``PartUnreadable``, as a block
+    that does not parse or fit ``schema`` does (where ``read_blocks`` starts over on the whole-file path)."""
     start, end = part_range(path, part, parts)
-    streamed = 0
-    for chunk in _line_chunks(path, start, end):
+    chunks, rows = _LineChunks(path, start, end), 0
+    for line, chunk, ends in chunks:
         try:
             table = _parse_lines(chunk, schema)
+            lines = line + _row_lines(chunk, ends, table.num_rows)
         except pa.ArrowInvalid as exc:
             raise PartUnreadable(str(exc)) from None
-        yield from _numbered([table], streamed)
-        streamed += table.num_rows
+        yield Block(table, pa.array(lines, pa.int64()))
+        rows += table.num_rows
+    if chunks.lines != rows and end < path.stat().st_size:
+        raise PartUnreadable(f"{chunks.lines - rows} blank line(s) before the last part: the file is read whole to "
+                             "number its rows by line")
 
 
 def _line_chunks(path: Path, start: int = 0, end: int | None = None) -> Iterator[memoryview]:
     """The file (or its bytes [start, end) of an uncompressed file) in chunks of about ``BLOCK_BYTES`` that end
-    at a line end (a longer line is one chunk); chunks of whitespace only are skipped. Each chunk is read into a
-    buffer of its own and handed out as a view (no copy of the block: the cut, the carry-over and the blank test
-    touch only the tail and the first byte). A buffer is no larger than what is left of an uncompressed file (a
-    small file does not pay for 16 MB)."""
+    at a line end (a longer line is one chunk); chunks of whitespace only are skipped."""
+    return (chunk for _, chunk, _ in _LineChunks(path, start, end))
+
+
+class _LineChunks:
+    """The chunks of ``_line_chunks`` as (the 0-based number of the chunk's first line, counted from ``start``,
+    the chunk, where its lines end: ``_line_ends``); after the loop ``lines`` is how many lines ended in the
+    range."""
+
+    def __init__(self, path: Path, start: int = 0, end: int | None = None):
+        self.path, self.start, self.end, self.lines = path, start, end, 0
+
+    def __iter__(self) -> Iterator[tuple[int, memoryview, np.ndarray]]:
+        for chunk in _chunks(self.path, self.start, self.end):
+            ends = _line_ends(np.frombuffer(chunk, np.uint8))
+            if not _blank(chunk):
+                yield self.lines, chunk, ends
+            self.lines += len(ends)
+
+
+def _chunks(path: Path, start: int, end: int | None) -> Iterator[memoryview]:
+    """The chunks of ``_line_chunks``, whitespace-only ones included. Each chunk is read into a buffer of its own
+    and handed out as a view (no copy of the block: the cut and the carry-over touch only the tail). A buffer is
+    no larger than what is left of an uncompressed file (a small file does not pay for 16 MB)."""
     rest = b""
     size = None if _codec(path) else (path.stat().st_size if end is None else end)
     with open_input(path) as fh:
@@ -324,9 +404,8 @@ def _line_chunks(path: Path, start: int = 0, end: int | None = None) -> Iterator
                 rest = bytes(buf[:end])
                 continue
             rest = bytes(buf[cut:end])
-            if not _blank(memoryview(buf)[:cut]):
-                yield memoryview(buf)[:cut]
-    if not _blank(memoryview(rest)):
+            yield memoryview(buf)[:cut]
+    if rest:
         yield memoryview(rest)
 
 
@@ -335,12 +414,43 @@ def _blank(chunk: memoryview) -> bool:
     return not len(chunk) or (chunk[0] in b" \t\n\r\x0b\x0c" and not bytes(chunk).strip())
 
 
+def _line_ends(data: np.ndarray) -> np.ndarray:
+    """Where the lines of ``data`` (bytes as uint8) end: each ``\\n``, and each ``\\r`` not followed by one (a line
+    ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``, as Arrow's JSON reader and text editors count lines)."""
+    ends, cr = np.flatnonzero(data == 10), np.flatnonzero(data == 13)  # (a file without \r: one pass each)
+    lone = cr[(cr + 1 == len(data)) | (data[np.minimum(cr + 1, len(data) - 1)] != 10)]
+    return np.union1d(ends, lone) if len(lone) else ends
+
+
+def _filled_lines(chunk: memoryview, ends: np.ndarray) -> np.ndarray:
+    """The 0-based numbers of the chunk's lines (ending at ``ends``) that hold more than whitespace."""
+    data = np.frombuffer(chunk, np.uint8)
+    starts = np.concatenate(([0], ends + 1))
+    starts = starts[starts < len(data)]
+    filled = ~_SPACE[data[starts]]  # a line that starts with anything but whitespace; the others are checked whole
+    for k in np.flatnonzero(~filled):
+        filled[k] = bool(bytes(chunk[starts[k]:ends[k] + 1 if k < len(ends) else len(data)]).strip())
+    return np.flatnonzero(filled)
+
+
+def _row_lines(chunk: memoryview, ends: np.ndarray, n_rows: int) -> np.ndarray:
+    """The 0-based line in ``chunk`` (its lines ending at ``ends``) of each of the ``n_rows`` rows Arrow parsed
+    from it: its lines that hold more than whitespace, one row each. ``ArrowInvalid`` if they are not one per
+    row (a line with two JSON values, or a value over several lines): the line-by-line reader then says which
+    line is wrong."""
+    lines = _filled_lines(chunk, ends)
+    if len(lines) != n_rows:
+        raise pa.ArrowInvalid(f"{len(lines)} non-blank line(s) hold {n_rows} JSON value(s), expected one per line")
+    return lines
+
+
 def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block | Restart]:
     """Every column as text, streamed by Arrow; a file with a row Arrow cannot take (a wrong number of fields,
-    invalid UTF-8) is read again row by row (``Restart`` first), those rows quarantined."""
+    invalid UTF-8), or whose last quoted field is never closed (Arrow reads the rest of the file into it), is
+    read again row by row (``Restart`` first), those rows quarantined."""
     if path.stat().st_size == 0:
         return
-    streamed = 0
+    streamed, last = 0, None
     try:
         header = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
                                 read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
@@ -352,7 +462,9 @@ def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block | Restart]:
         for block in _numbered(reader, streamed):
             yield block
             streamed += block.table.num_rows
-        return
+            last = block.table.column(block.table.num_columns - 1)[-1].as_py() if block.table.num_rows else last
+        if last is None or not _runs_to_the_end(path, last, delimiter):
+            return
     except pa.ArrowInvalid:
         pass
     if streamed:
@@ -360,26 +472,92 @@ def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block | Restart]:
     yield from _slices(*_read_csv_rows(path, delimiter))
 
 
+def _runs_to_the_end(path: Path, value: str, delimiter: str) -> bool:
+    """Is ``value``, the last field Arrow read, a quoted field that is never closed: one over several lines that
+    the file ends in (its opening quote, then its text to the last byte)?"""
+    if "\n" not in value and "\r" not in value:
+        return False
+    opened = ('"' + value.replace('"', '""')).encode("utf-8")
+    with open_input(path) as fh:
+        if not _codec(path):
+            fh.seek(max(0, path.stat().st_size - len(opened) - 1))
+        tail = b""
+        while block := fh.read(1 << 20):
+            tail = (tail + block)[-len(opened) - 1:]
+    return tail[1:] == opened and tail[:1] in (delimiter.encode(), b"\n", b"\r")
+
+
 def _read_csv_rows(path: Path, delimiter: str) -> tuple[pa.Table, list[BadRow]]:
     """A CSV file row by row (Python's ``csv``): rows are numbered as Arrow numbers them (blank lines are no
-    rows); one with another number of fields than the header, or with invalid UTF-8, is a ``BadRow``."""
+    rows); one with another number of fields than the header, with invalid UTF-8, or whose quoted field is never
+    closed (that row is its first line: the lines after it are rows of their own, ``_csv_records``) is a
+    ``BadRow``. A field may be as long as Arrow reads it (Python's ``csv`` stops at 128 KB by default)."""
+    csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))  # process-wide: only ever raised
     lines = (line.removeprefix(BOM) if i == 0 else line for i, line in enumerate(input_lines(path)))
-    reader = csv.reader((line.decode("utf-8", "surrogateescape") for line in lines), delimiter=delimiter)
-    header = next(reader, [])
-    rows, bad, i = [], [], 0
-    for fields in reader:
-        if not fields:
+    records = _csv_records((line.decode("utf-8", "surrogateescape") for line in lines), delimiter)
+    header, taken = next(records, ([], []))
+    if header is None:
+        raise InputError(f'{path}: the header opens a quoted field (") that is never closed; close it')
+    rows, bad, i, line = [], [], 0, 1 + len(taken)  # line: the 1-based line the record starts on
+    for fields, taken in records:
+        raw = _shown(taken[0].rstrip("\r\n") if fields is None else delimiter.join(fields))
+        if fields is None:
+            bad.append(BadRow(i, raw, _unterminated(i, line)))
+        elif not fields:  # a blank line: no row
+            line += len(taken)
             continue
-        raw = delimiter.join(fields)
-        if len(fields) != len(header):
-            bad.append(BadRow(i, raw[:200], f"{len(fields)} field(s), the header has {len(header)}"))
+        elif len(fields) != len(header):
+            bad.append(BadRow(i, raw, f"{len(fields)} field(s), the header has {len(header)}"))
         elif any(_SURROGATE.search(f) for f in fields):
-            bad.append(BadRow(i, raw[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                              "invalid UTF-8"))
+            bad.append(BadRow(i, raw, "invalid UTF-8"))
         else:
             rows.append((i, dict(zip(header, fields))))
-        i += 1
+        i, line = i + 1, line + len(taken)
     return _rows_to_table(rows), bad
+
+
+def _unterminated(row: int, line: int) -> str:
+    return (f"unterminated quoted field starting at row {row} (line {line} of the file, the header being line 1): "
+            'a field opens with " and no closing " follows; close it, or quote the whole field and double the '
+            'quotes inside it ("")')
+
+
+def _shown(raw: str) -> str:
+    """The first 200 characters of a bad row's text, bytes that were not UTF-8 as U+FFFD."""
+    return raw[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _csv_records(lines: Iterator[str], delimiter: str) -> Iterator[tuple[list[str] | None, list[str]]]:
+    """Each record of CSV text ``lines`` (Python's ``csv``) with the lines it took. A quoted field that is never
+    closed takes every line after it: that record is (None, [its first line]) and the lines after it are read
+    again as records of their own."""
+    while lines is not None:
+        taken: list[str] = []
+        last = None
+        for fields in csv.reader(_taking(lines, taken), delimiter=delimiter):
+            if last is not None:
+                yield last
+            last = (fields, taken[:])
+            taken.clear()
+        lines = None
+        if last is not None and _open_quote(last[1], delimiter):
+            yield None, last[1][:1]
+            lines = iter(last[1][1:])
+        elif last is not None:
+            yield last
+
+
+def _taking(lines: Iterator[str], taken: list[str]) -> Iterator[str]:
+    """``lines``, each appended to ``taken`` as it is read."""
+    for line in lines:
+        taken.append(line)
+        yield line
+
+
+def _open_quote(lines: list[str], delimiter: str) -> bool:
+    """Do a record's ``lines`` end inside a quoted field (its closing quote missing)? Then a line added after
+    them is read into the same record."""
+    return len(list(csv.reader([*lines, "\n"], delimiter=delimiter))) == 1
 
 
 def _parquet_blocks(path: Path, part: int = 0, parts: int = 1) -> Iterator[Block]:
@@ -423,17 +601,15 @@ def _ipc_blocks(path: Path, kind: str, part: int = 0, parts: int = 1) -> Iterato
 
 def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
     """A JSONL file at once: Arrow's reader, else line by line (rows of mixed types, per-row errors);
-    ``_file_row`` holds each row's line on the second path."""
+    ``_file_row`` holds each row's line."""
     try:  # a well-formed file with consistent types and valid UTF-8
         table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 26))
         table.validate(full=True)
-        return table, []
+        return table.append_column("_file_row", _file_lines(path, table.num_rows)), []
     except pa.ArrowInvalid:
         pass
     rows, bad = [], []
-    for i, line in enumerate(input_lines(path)):
-        if i == 0:
-            line = line.removeprefix(BOM)  # as Arrow's reader does
+    for i, line in enumerate(_jsonl_lines(path)):
         if not line.strip():
             continue
         try:
@@ -454,6 +630,22 @@ def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
             continue
         rows.append((i, obj))
     return _rows_to_table(rows), bad
+
+
+def _file_lines(path: Path, n_rows: int) -> pa.Array:
+    """The line of each of the ``n_rows`` rows Arrow's reader parsed from the whole file (as ``_row_lines``)."""
+    lines = [line + _filled_lines(chunk, ends) for line, chunk, ends in _LineChunks(path)]
+    found = np.concatenate(lines) if lines else np.zeros(0, np.int64)
+    if len(found) != n_rows:
+        raise pa.ArrowInvalid(f"{len(found)} non-blank line(s) hold {n_rows} JSON value(s), expected one per line")
+    return pa.array(found, pa.int64())
+
+
+def _jsonl_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as ``_line_ends`` cuts them (the last ``\\n`` of each kept), without a leading BOM (as
+    Arrow's reader reads it)."""
+    for i, line in enumerate(input_lines(path)):
+        yield from _LONE_CR.split(line.removeprefix(BOM) if i == 0 else line)
 
 
 def _lone_surrogate(obj: dict) -> str | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from curator.errors import RecipeError, RunError
 from curator.io import atomic_path
 from curator.ledger import LEDGER_STATUSES
 from curator.manifest import read_manifest
@@ -306,10 +307,15 @@ def _build_report(root: Path) -> str:
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report (default ``RUN_DIR/report.html``) atomically; return its path."""
+    """Write the report (default ``RUN_DIR/report.html``) atomically; return its path. A destination that cannot
+    be written is a ``RecipeError`` naming it."""
     dest = Path(out) if out else Path(run_dir) / "report.html"
     text = build_report(run_dir)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    try:
+        with atomic_path(dest) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except (OSError, RunError) as exc:
+        cause = exc.__cause__ if isinstance(exc, RunError) and exc.__cause__ else exc
+        raise RecipeError(f"{dest}: cannot write the report there ({getattr(cause, 'strerror', None) or cause}); "
+                          "give a writable --out FILE") from None
     return dest

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from curator.errors import InputError
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -20,7 +22,7 @@ class RunResult:
         """The result of a finished run directory."""
         from curator.manifest import read_manifest  # start-up time: `import curator` stays light
 
-        manifest = read_manifest(Path(run_dir))
+        manifest = read_manifest(existing_dir(run_dir))
         return cls(Path(run_dir), manifest, manifest["dataset"]["digest"])
 
     @property
@@ -29,9 +31,13 @@ class RunResult:
 
     @property
     def dataset(self):
-        """The cleaned data as a ``datasets.Dataset`` (``datasets.load_from_disk(RUN_DIR/dataset)``)."""
+        """The cleaned data as a ``datasets.Dataset`` (``datasets.load_from_disk(RUN_DIR/dataset)``); a file the
+        manifest lists that is missing or changed in size is a ``DamagedRunError`` (``curator.run_files``)."""
         import datasets  # start-up time: datasets (~1 s)
 
+        from curator.run_files import check_intact  # start-up time: `import curator` stays light
+
+        check_intact(self.run_dir, self.manifest)
         return datasets.load_from_disk(str(self.run_dir / "dataset"))
 
     def _view(self, name: str) -> pa.Table:
@@ -48,3 +54,14 @@ class RunResult:
     def scores(self) -> pa.Table:
         """``sample_id`` and every score column, one row per canonical sample (the ``scores`` view)."""
         return self._view("scores")
+
+
+def existing_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` as a ``Path``; ``InputError`` naming it if it does not exist or is not a directory (before the
+    run's files are looked for in it)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        problem = "is not a directory" if path.exists() else "does not exist"
+        raise InputError(f"{path}: {problem}; give a run directory (the one `curator run -o` or "
+                         "`curator.run(recipe, run_dir)` wrote)")
+    return path

@@ -89,6 +89,12 @@ class RunDir:
                               "deletes and rewrites input/, scores/, dataset/ and more in its run directory, so give "
                               "a new or empty directory as the run directory (-o)")
 
+    def unpublish(self) -> None:
+        """Remove ``manifest.json``; a run does this under the lock before it changes anything, so that until it
+        writes its own manifest the directory reads as not finished (``status``, ``gate``, ``verify``,
+        ``report``), never as the previous run's result over a mix of old and new files."""
+        self.manifest.unlink(missing_ok=True)
+
     # -- markers ---------------------------------------------------------------------------------
     def is_done(self, fingerprint: str, unit: str) -> bool:
         """Has ``unit`` a done marker that can be read? (One that cannot is removed, with a log line.)"""
@@ -142,6 +148,20 @@ class RunDir:
             found += [(self.root / rel, p) for rel, want in outputs.items()
                       if (not rel.startswith("cache/") or rel.startswith("cache/ingest-ledger/"))
                       and (p := _changed(self.root / rel, want))]
+        return found
+
+    def recorded_hashes(self, fingerprints: Sequence[str]) -> dict[str, str]:
+        """Run-relative path -> sha256 of every output the done markers of ``fingerprints`` record (a record of the
+        files independent of the manifest). Reads only: a marker that cannot be read is skipped."""
+        found: dict[str, str] = {}
+        for fp in fingerprints:
+            for marker in sorted((self.root / "markers" / fp).glob("*.done")):
+                try:
+                    info = json.loads(marker.read_text())
+                except (OSError, ValueError):
+                    continue
+                outputs = info.get("outputs") if isinstance(info, dict) else None
+                found.update({rel: want.get("sha256") for rel, want in (outputs or {}).items() if isinstance(want, dict)})
         return found
 
     def mark_done(self, fingerprint: str, unit: str, info: dict) -> None:

@@ -1,9 +1,13 @@
 """Canonical sample schema, format adapters, ``sample_id`` and shard assignment (DESIGN §3).
 
 Canonical columns: ``sample_id``, ``prompt``, ``response``, ``messages`` (list of
-``{role, content}``), ``source``; every other input column passes through untouched.
+``{role, content}``), ``source``; every other input column passes through, as a data set can hold it (a
+``map`` as a list of ``{key, value}`` structs; a type ``datasets`` cannot represent is an ``InputError``).
+Column names must be unique and none of the engine's own (``RESERVED``).
 Adapters never raise on a bad row: they return a per-row ``_bad_reason`` (null when fine),
-and the ingest step quarantines those rows. The ``prompts`` layout (a ``prompt`` column alone, or
+and the ingest step quarantines those rows. In a layout with a prompt (``PROMPT_COLUMN``), a null or absent
+prompt makes a row bad (``missing prompt``; alpaca's ``input`` and dolly's ``context`` never stand in for it).
+The ``prompts`` layout (a ``prompt`` column alone, or
 ``messages`` whose last turn is the user's) holds prompts without responses, read as probe rows for
 stages such as ``hardness``; its adapted table carries ``PROMPTS_ONLY`` in its schema metadata, so
 ``normalize`` does not ask those rows for a response.
@@ -11,9 +15,11 @@ stages such as ``hardness``; its adapted table carries ``PROMPTS_ONLY`` in its s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.errors import InputError
+from curator.hf_layout import layout
 from curator.readers import MIXED_TAG
 from curator.strings import from_buffers, hex_digests, rows_of, text_buffers
 from curator.turns import (
@@ -59,6 +66,21 @@ FORMATS: dict[str, Format] = {
 }
 FORMAT_NAMES = ("auto", *FORMATS)
 PROMPTS_ONLY = {b"curator.layout": b"prompts"}
+PROMPT_COLUMN = {"alpaca": "instruction", "dolly": "instruction", "prompt_response": "prompt",
+                 "prompt_completion": "prompt", "prompts": "prompt"}  # the column a layout's prompt must have
+RESERVED = ("_bad_reason", "_input_idx", "_input_row")  # what the engine adds to every canonical row
+
+
+def check_column_names(names: list[str], where: str) -> None:
+    """An ``InputError`` naming the column if a name is used twice or is one of ``RESERVED``."""
+    twice = [name for name, k in Counter(names).items() if k > 1]
+    if twice:
+        raise InputError(f"{where}: column '{twice[0]}' appears {names.count(twice[0])} times; give each column "
+                         "a name of its own (curator keeps every column, by name)")
+    taken = [name for name in names if name in RESERVED]
+    if taken:
+        raise InputError(f"{where}: column '{taken[0]}' has a name curator uses for its own columns {list(RESERVED)}; "
+                         f"rename it (e.g. '{taken[0].lstrip('_')}')")
 
 
 def detect_format(columns: list[str], where: str) -> str:
@@ -203,7 +225,9 @@ def _text_parts(parts: list, turn: int) -> str:
 
 def resolve_format(table: pa.Table, fmt: str, where: str) -> str:
     """``fmt``, or for ``auto`` the layout of ``table``'s columns (``prompts`` for ``messages`` whose every row
-    ends with the user's turn). An input's rows are read in the layout its first block resolves to."""
+    ends with the user's turn). An input's rows are read in the layout its first block resolves to.
+    Raises ``InputError`` for column names ``check_column_names`` refuses."""
+    check_column_names(table.column_names, where)
     if fmt != "auto":
         return fmt
     fmt = detect_format(table.column_names, where)
@@ -212,9 +236,21 @@ def resolve_format(table: pa.Table, fmt: str, where: str) -> str:
     return fmt
 
 
-def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
+def _source_labels(table: pa.Table, label: str, n: int, keep_column: bool) -> pa.Array | pa.ChunkedArray:
+    """Each row's ``source``: the input's own ``source`` column (as text; ``label`` where null) if it has one that
+    Arrow can cast to text and ``keep_column``, else ``label``."""
+    if keep_column and "source" in table.column_names:
+        try:
+            return pc.fill_null(table.column("source").cast(pa.string()), label)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return pa.repeat(pa.scalar(label, pa.string()), n)
+
+
+def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool = True) -> pa.Table:
     """Map ``table`` in layout ``fmt`` (``auto``: ``resolve_format`` on ``table``) onto canonical columns
-    (without ``sample_id``).
+    (without ``sample_id``); ``source`` labels the rows (an input's own ``source`` column wins if
+    ``keep_column``: the recipe set no ``source:``).
 
     Adds ``_bad_reason`` (string, null for good rows). Mapped input columns are replaced;
     all others pass through.
@@ -255,19 +291,67 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str) -> pa.Table:
     else:
         messages, prompt, response, why = _messages(table, spec.required[0], sharegpt=fmt == "sharegpt")
         reasons.append(why)
+    if fmt in PROMPT_COLUMN and not prompt_messages:  # after the type reasons: a wrong type is named as such
+        reasons.append(_missing_prompt(table, PROMPT_COLUMN[fmt]))
     mapped = dict.fromkeys((*spec.required, *spec.optional, *CANONICAL))
     rest = table.drop_columns([c for c in mapped if c in table.column_names])
-    src = table.column("source") if "source" in table.column_names else None
-    source_arr = (
-        pc.fill_null(src.cast(pa.string()), source) if src is not None and pa.types.is_string(src.type)
-        else pa.repeat(pa.scalar(source, pa.string()), n)
-    )
+    source_arr = _source_labels(table, source, n, keep_column)
     bad = pc.coalesce(*reasons) if reasons else pa.nulls(n, pa.string())
     out = pa.table({"prompt": prompt, "response": response, "messages": messages, "source": source_arr})
     for name in rest.column_names:
-        out = out.append_column(name, _untagged(rest.column(name)))
+        out = out.append_column(name, _pass_through(rest.column(name), name, where))
     out = out.append_column("_bad_reason", bad)
     return out.replace_schema_metadata(PROMPTS_ONLY) if fmt == "prompts" else out
+
+
+def _missing_prompt(table: pa.Table, col: str) -> pa.Array:
+    """Per row: ``missing prompt`` where the prompt column ``col`` is null (or the row lacks it), else null."""
+    reason = pa.scalar(f"missing prompt: column '{col}' is null or absent", pa.string())
+    return pc.if_else(pc.is_null(table.column(col).combine_chunks()), reason, pa.scalar(None, pa.string()))
+
+
+def _pass_through(column: pa.ChunkedArray, name: str, where: str) -> pa.ChunkedArray:
+    """A column the layout does not use, as ``dataset/`` can hold it: mixed-type text untagged, every ``map``
+    (also nested) cast to what it is physically, a list of ``{key, value}`` structs. Raises ``InputError``
+    naming the column for a type ``datasets`` cannot represent (a union, an interval, ...)."""
+    column = _untagged(column)
+    storable = _without_maps(column.type)
+    why = _unstorable(storable)
+    if why is not None:
+        raise InputError(f"{where}: column '{name}' cannot be written to dataset/ ({why.rstrip('.')}); convert it "
+                         "to another type or drop it in the file")
+    return column if storable == column.type else column.cast(storable)
+
+
+def _without_maps(kind: pa.DataType) -> pa.DataType:
+    """``kind`` with every map type replaced by a list of ``{key, value}`` structs."""
+    if pa.types.is_map(kind):
+        return pa.list_(pa.struct([("key", _without_maps(kind.key_type)), ("value", _without_maps(kind.item_type))]))
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_without_maps(f.type)) for f in kind])
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_maps(kind.value_type)), kind.list_size)
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_maps(kind.value_type)))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_without_maps(kind.value_type)))
+    return kind
+
+
+@functools.lru_cache(maxsize=256)
+def _unstorable(kind: pa.DataType) -> str | None:
+    """Why ``datasets`` cannot represent ``kind`` as a feature, or None if it can (plain types are known
+    without importing ``datasets``)."""
+    schema = pa.schema([("column", kind)])
+    if layout(schema) is not None:
+        return None
+    import datasets  # start-up time: datasets (~1 s), only for types curator.hf_layout does not describe
+
+    try:
+        datasets.Features.from_arrow_schema(schema)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        return str(exc)
+    return None
 
 
 def _untagged(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -355,6 +439,14 @@ def sample_ids(table: pa.Table) -> pa.Array:
         p, r, m = (col.take(rows).to_pylist() for col in (prompt, response, messages))
         ids = pc.replace_with_mask(ids, slow, pa.array([_id_of(*args) for args in zip(p, r, m)], pa.string()))
     return ids
+
+
+def own_ids(ids: pa.Array, input_idx: pa.Array, input_row: pa.Array) -> pa.Array:
+    """Ids for later exact copies kept as samples of their own (``dedupe: false``): the content id's first 8 hex
+    digits (its shard) then the rest of the sha256 (hex) of ``"<content id>:<input_idx>:<input_row>"``."""
+    position = pc.binary_join_element_wise(ids, input_idx.cast(pa.string()), input_row.cast(pa.string()), ":")
+    return pc.binary_join_element_wise(pc.utf8_slice_codeunits(ids, 0, 8),
+                                       pc.utf8_slice_codeunits(hex_digests(position), 8), "")
 
 
 def later_repeats(values: pa.Array, order_by: pa.Table | None = None) -> pa.Array:

@@ -5,7 +5,8 @@ The core registers ``dataset`` (``datasets.load_dataset``: a Hub id or a local d
 ``memory://``, ...: fetched to a local cache file and read like a local file, ``curator.url_source``); packages
 add schemes through the ``curator.sources`` entry points (``curator.refdata`` provides ``builtin``).
 
-A resolver is a class whose instances have ``load(name) -> pa.Table`` (rows in the input layout), ``sha256(name)
+A resolver is a class whose instances have ``load(name) -> pa.Table`` (rows in the input layout; an int64
+``_file_row`` column, if there, gives each row's ``input_row``, else its position), ``sha256(name)
 -> str`` (a content hash for the manifest) and either ``names() -> list[str]`` (a closed set) or ``check(name,
 where)`` (raises ``RecipeError``). Optional: ``describe(name) -> dict``, what was read (URL, revision, cached
 file), recorded in the manifest as the input's ``origin``. Core resolvers are constructed with their scheme.

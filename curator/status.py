@@ -1,15 +1,14 @@
 """``curator status``: what has finished in a run directory, per stage name, read only from its files.
 
-Stages are named by the finished run's manifest or, while a run is going, by ``cache/owners/`` (the fingerprint
-each stage's outputs belong to, in the order of the run's ``recipe.yaml``); a finished run also shows its totals, gate verdict and warnings
-(``curator.run_warnings``).
+Stages are named by the finished run's manifest or, while a run is going, by ``cache/plan.json`` (the stages the
+run has planned, with their units in total); either way each has the same keys (null when not known yet). A
+finished run also shows its totals, gate verdict and warnings (``curator.run_warnings``).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-
-import yaml
 
 from curator.manifest import read_manifest
 from curator.query import connect, readable
@@ -23,17 +22,20 @@ def _units(markers: Path, fingerprint: str) -> dict:
     return {"done": len(done), "failed": failed}
 
 
-def _owners(root: Path) -> list[tuple[str, str]]:
-    """(stage id, fingerprint) of an unfinished run, from ``cache/owners/`` (``ingest``, ``stage-<id>``)."""
-    owners = root / "cache" / "owners"
-    found = [(p.name.removeprefix("stage-"), p.read_text(encoding="utf-8").strip())
-             for p in sorted(owners.iterdir())] if owners.is_dir() else []
+def _entry(stage: dict, markers: Path, seconds: float | None) -> dict:
+    """One stage's status, the same keys whether the run has finished or not: ``units`` in total (as planned;
+    a finished run's are all done), ``done``, ``failed`` (unit names) and ``seconds`` (null while running)."""
+    counts = _units(markers, stage["fingerprint"])
+    return {"stage": stage["id"], "name": stage["name"], "kind": stage["kind"], "fingerprint": stage["fingerprint"],
+            "units": stage.get("units", counts["done"]), **counts, "seconds": seconds}
+
+
+def _planned(root: Path) -> list[dict]:
+    """The stages an unfinished run has planned so far (``cache/plan.json``); none before it has hashed its inputs."""
     try:
-        raw = yaml.safe_load((root / "recipe.yaml").read_text(encoding="utf-8"))["stages"]
-        order = ["ingest", *(str(s.get("id") or s.get("use")) for s in raw)]
-    except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError):
-        order = ["ingest"]
-    return sorted(found, key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+        return json.loads((root / "cache" / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
 
 
 def run_status(root: Path) -> dict:
@@ -41,12 +43,10 @@ def run_status(root: Path) -> dict:
     markers = root / "markers"
     out: dict = {"run_dir": str(root), "finished": manifest_path.exists()}
     if not manifest_path.exists():
-        out["stages"] = [{"stage": sid, "fingerprint": fp, **_units(markers, fp)} for sid, fp in _owners(root)]
+        out["stages"] = [_entry(s, markers, None) for s in _planned(root)]
         return out
     m = read_manifest(root)
-    out["stages"] = [{"stage": s["id"], "name": s["name"], "kind": s["kind"], "fingerprint": s["fingerprint"],
-                      **_units(markers, s["fingerprint"]), "seconds": m.get("timings", {}).get(s["id"])}
-                     for s in m["stages"]]
+    out["stages"] = [_entry(s, markers, m.get("timings", {}).get(s["id"])) for s in m["stages"]]
     out["totals"] = m["totals"]
     out["dataset_digest"] = m["dataset"]["digest"]
     out["gate"] = m.get("gate")

@@ -4,7 +4,8 @@ A rule is a DuckDB SQL predicate over the columns seen so far, e.g. ``char_len >
 ``risk_sqsd > quantile(risk_sqsd, 0.95) AND source = 'web'``. ``quantile(col, q)`` is the
 q-quantile of ``col`` over the whole data set. A rule that evaluates to NULL (a missing
 score) does not fire. Drop rules are checked before flag rules; the first rule that fires
-is recorded as the row's ``rule``.
+is recorded as the row's ``rule``. A rule must be a boolean, and it sees only the columns of the rows: it runs
+in a DuckDB database that cannot read files or reach the network (``curator.database.sandboxed_cursor``).
 
 Rules that read nothing of other rows but ``quantile`` (no window, subquery or table name) run shard by
 shard in batches: the quantiles are computed first over the whole set (``summarise``).
@@ -20,9 +21,17 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator.database import cursor
+from curator.database import (
+    RuleError,
+    boolean_problem,
+    did_you_mean,
+    rule_text_problem,
+    sandboxed_cursor,
+    with_canonical_types,
+)
 from curator.errors import RecipeError
 from curator.ledger import VERDICT_SCHEMA
+from curator.query import sql_message
 from curator.report_sections import threshold_section
 from curator.stage import ReportSection, Resources, Stage
 
@@ -32,6 +41,7 @@ _QUANTILE = re.compile(r"\bquantile\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*([0-9]
 
 _WHOLE_SET = re.compile(r"\b(over|select|from|samples|qualify|window)\b", re.I)
 _QUANTILES = "_curator_quantiles"
+_EXAMPLE = "char_len > 700"
 
 
 def _sql_text(text: str) -> str:
@@ -56,9 +66,14 @@ class DecideParams:
     def validate(self) -> None:
         if not self.drop_if and not self.flag_if:
             raise ValueError("give at least one rule in drop_if or flag_if")
-        for rule in (*self.drop_if, *self.flag_if):
-            if ";" in rule:
-                raise ValueError(f"rule {rule!r}: one SQL expression per rule, no ';'")
+        for key, rule in self.keyed():
+            problem = rule_text_problem(rule, _EXAMPLE)
+            if problem:
+                raise ValueError(f"{key} {rule!r}: {problem}")
+
+    def keyed(self) -> list[tuple[str, str]]:
+        """Every rule with its key in ``with:`` (``drop_if[0]``), drop rules first."""
+        return [(f"{key}[{i}]", rule) for key in ("drop_if", "flag_if") for i, rule in enumerate(getattr(self, key))]
 
 
 class DecideStage(Stage):
@@ -106,7 +121,7 @@ class DecideStage(Stage):
 
     def summarise(self, table: pa.Table) -> None:
         """Each ``quantile(col, q)`` over the whole set (the window aggregate's value, as DuckDB types it)."""
-        con = cursor()
+        con = sandboxed_cursor()
         con.register("samples", table)
         cols = ", ".join(f"quantile_cont({col}, {q}) AS q{i}" for i, (col, q) in enumerate(self._macros))
         self._quantiles = con.sql(f"SELECT {cols} FROM samples").to_arrow_table()
@@ -118,21 +133,18 @@ class DecideStage(Stage):
         return _QUANTILE.sub(lambda m: f"(SELECT q{index[_macro_key(m)]} FROM {_QUANTILES})", rule)
 
     def check_inputs(self, schema: pa.Schema) -> None:
-        empty = pa.table({n: pa.array([], pa.float64()) for n in schema.names})
-        con = cursor()
-        con.register("samples", empty)
-        for status, rule in self._rules():
-            try:
-                con.execute(f"SELECT ({expand_macros(rule)}) FROM samples LIMIT 0")
-            except duckdb.Error as exc:
-                msg = str(exc).splitlines()[0]
-                raise RecipeError(f"decide rule {rule!r} ({status}): {msg}; columns available: {schema.names}") from None
+        """Every rule binds against ``schema``'s columns and is a boolean (a column typed null is of a type not
+        known yet: the canonical ones have theirs; a rule over the others is checked again on the data)."""
+        con = sandboxed_cursor()
+        con.register("samples", with_canonical_types(schema).empty_table())
+        for key, rule in self.params.keyed():
+            _check_rule(con, key, rule, expand_macros(rule), schema.names)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
-        """One DuckDB connection per thread (shards are decided on threads), made once."""
+        """One sandboxed DuckDB connection per thread (shards are decided on threads), made once."""
         local = self.__dict__.setdefault("_local", threading.local())
         if not hasattr(local, "con"):
-            local.con = cursor()
+            local.con = sandboxed_cursor()
         return local.con
 
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
@@ -144,9 +156,9 @@ class DecideStage(Stage):
             con.register(_QUANTILES, self._quantiles)
         cases = " ".join(f"WHEN coalesce(({self._expand(r)}), false) THEN {i}" for i, (_, r) in enumerate(rules))
         try:
-            fired = con.sql(f"SELECT sample_id, CASE {cases} END AS hit FROM samples").to_arrow_table()
-        except duckdb.Error as exc:
-            raise RecipeError(f"decide: a rule failed on the data: {str(exc).splitlines()[0]}") from None
+            for key, rule in self.params.keyed():  # the data's own types: a column not typed before the run
+                _check_rule(con, key, rule, self._expand(rule), table.column_names)
+            fired = self._evaluate(con, f"SELECT sample_id, CASE {cases} END AS hit FROM samples")
         finally:
             con.unregister("samples")
         fired = fired.filter(pc.is_valid(fired.column("hit")))
@@ -156,3 +168,36 @@ class DecideStage(Stage):
         return pa.table({"sample_id": fired.column("sample_id"),
                          "status": pc.take(pa.array([st for st, _ in rules], pa.string()), hit),
                          "reason": pc.take(reasons, hit), "rule": pc.take(rule_text, hit)}, schema=VERDICT_SCHEMA)
+
+    def _evaluate(self, con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
+        """``query``'s result; if it fails, a ``RuleError`` naming the first rule that fails on its own."""
+        try:
+            return con.sql(query).to_arrow_table()
+        except duckdb.Error as exc:
+            error = exc
+        for key, rule in self.params.keyed():
+            try:
+                con.sql(f"SELECT count(*) FROM samples WHERE coalesce(({self._expand(rule)}), false)").fetchall()
+            except duckdb.Error as exc:
+                raise RuleError("decide", key, rule, f"failed on the data: {sql_message(exc)}") from None
+        raise RecipeError(f"decide: the rules failed on the data together: {sql_message(error)}")
+
+
+def _check_rule(con: duckdb.DuckDBPyConnection, key: str, rule: str, sql: str, columns: list[str]) -> None:
+    """``RuleError`` naming the rule if ``sql`` (its expanded text) does not bind on ``samples`` or is not a
+    boolean."""
+    try:
+        problem = boolean_problem(con, f"SELECT ({sql}) FROM samples", _EXAMPLE)
+    except duckdb.Error as exc:
+        problem = _sql_problem(exc, columns)
+    if problem:
+        raise RuleError("decide", key, rule, problem)
+
+
+def _sql_problem(exc: duckdb.Error, columns: list[str]) -> str:
+    """A binder or permission error of a rule, said for the recipe's author (internal ``_`` columns hidden)."""
+    visible = [c for c in columns if not c.startswith("_")]
+    if isinstance(exc, duckdb.PermissionException):
+        return (f"{sql_message(exc)}; decide rules see only the columns of the rows: they cannot read files or "
+                "reach the network")
+    return f"{sql_message(exc)}{did_you_mean(str(exc), visible)}; columns available: {visible}"

@@ -5,8 +5,10 @@ tab, newline, carriage return) removed.
 A row is bad (quarantined, or the run fails with ``on_bad_row: fail``, enforced by the
 ingest for reader errors too) when its response is null/empty (unless ``require_response`` is
 false, or the input is in the ``prompts`` layout: prompts without responses, probe rows), its prompt
-is empty (for layouts with a prompt), its messages are malformed, or its text exceeds ``max_chars``.
-Exact duplicates are dropped after the first (by the engine).
+is empty, null or absent (for layouts with a prompt: the adapter, ``curator.samples.adapt``, marks null ones), its
+messages are malformed, or its text exceeds ``max_chars``.
+Exact duplicates are dropped after the first (by the engine); with ``dedupe: false`` every copy is kept as a
+sample of its own (its ``sample_id`` holds its position: ``curator.canonical``).
 """
 
 from __future__ import annotations

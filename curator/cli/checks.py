@@ -12,12 +12,16 @@ from curator.cli.common import RunDirParam, echo_json, friendly
 
 @click.command()
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--input", "inputs", multiple=True, metavar="[NAME=]PATH",
+              help="Check with this file in place of a recipe input, as `curator run --input` reads it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per recipe (a JSON array).")
 @friendly
-def validate(recipes, as_json):
+def validate(recipes, inputs, as_json):
     """Check RECIPES: every problem with its location, then a dry run of each stage's column needs, the
-    decide rules and the gate SQL against the columns the inputs and stages declare. Exit 2 on any error."""
+    decide rules and the gate SQL against the columns the inputs and stages declare. Exit 2 on any error; an
+    input file that does not exist (a recipe's placeholder) is a warning."""
     from curator.errors import RecipeError  # start-up time: each command imports only what it uses
+    from curator.inputs import override_inputs  # start-up time: each command imports only what it uses
     from curator.recipe import load_recipe  # start-up time: each command imports only what it uses
     from curator.validate import dry_run  # start-up time: each command imports only what it uses
 
@@ -25,9 +29,9 @@ def validate(recipes, as_json):
     for path in recipes:
         entry = {"recipe": path, "ok": False, "errors": [], "warnings": []}
         try:
-            rec = load_recipe(path)
-            rec.input_paths()
-            entry["errors"], entry["warnings"] = dry_run(rec)
+            rec, roots = override_inputs(load_recipe(path), list(inputs) or None)
+            rec.input_paths(roots)
+            entry["errors"], entry["warnings"] = dry_run(rec, roots)
             entry.update(ok=not entry["errors"], stages=len(rec.stages), sha256=rec.sha256())
         except RecipeError as exc:
             entry["errors"] = [str(exc)]

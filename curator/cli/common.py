@@ -10,14 +10,18 @@ from pathlib import Path
 
 import click
 
-from curator.errors import CuratorError
+from curator.errors import NOT_WRITABLE, CuratorError, StorageError, storage_error
 
 RUN_MARKS = ("manifest.json", "recipe.yaml", "input", "markers")
+WORKERS = click.IntRange(min=1)  # --workers, checked like the recipe's `executor.workers`
+RESUMABLE = ("run", "demo")  # commands that resume what an interrupted run of them finished
 
 
 def friendly(fn):
     """A ``CuratorError`` becomes ``error: ...`` on stderr and its exit code (no traceback); an
-    error carrying a ``verdict`` (a gate) prints it first unless ``--quiet``."""
+    error carrying a ``verdict`` (a gate) prints it first unless ``--quiet``. An ``OSError`` of disk space or
+    permissions (``NOT_WRITABLE``) becomes ``error: PATH: reason; check free space and permissions``, exit 2. Ctrl-C (or SIGTERM, as
+    ``curator.errors.Interrupted``) becomes one ``interrupted: ...`` line and exit 130 (143)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -29,8 +33,23 @@ def friendly(fn):
                 click.echo(json.dumps(verdict, indent=2))
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            if exc.errno not in NOT_WRITABLE:
+                raise
+            click.echo(f"error: {storage_error(exc)}", err=True)
+            sys.exit(StorageError.exit_code)
+        except KeyboardInterrupt as exc:
+            click.echo(f"interrupted: {_after_interrupt()}", err=True)
+            sys.exit(getattr(exc, "exit_code", 130))
 
     return wrapper
+
+
+def _after_interrupt() -> str:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.command.name in RESUMABLE:
+        return "run the same command again to resume (finished work is kept)"
+    return "the command did not finish; run it again"
 
 
 class RunDirParam(click.ParamType):

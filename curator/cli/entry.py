@@ -5,19 +5,29 @@ wall time, and the command has nothing left to do by then. So, once the command 
 streams are flushed, the ``atexit`` handlers run (logging, Ray's shutdown, multiprocessing's children) and the
 process ends with ``os._exit``. If a non-daemon thread is still alive, the normal exit (which waits for it) is
 kept. ``curator.cli.main`` itself (click's ``CliRunner``, library use) is unaffected.
+
+SIGTERM (``kill PID``, a supervisor's ``terminate()``) stops the command as Ctrl-C does (``curator.errors.Interrupted``,
+a ``KeyboardInterrupt``): the worker pool is stopped, one line is printed and the exit status is 143 (Ctrl-C: 130).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import threading
 
 from curator.cli.main import main
+from curator.errors import Interrupted
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
 
 
 def entry() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         main(prog_name="curator")
         code: object = 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from curator import __version__
-from curator.cli.common import RunDirParam, friendly
+from curator.cli.common import WORKERS, RunDirParam, friendly
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +28,7 @@ def main() -> None:
               help="Run directory (default: runs/<recipe name>).")
 @click.option("--input", "inputs", multiple=True, metavar="[NAME=]PATH",
               help="Replace the recipe input named NAME (a bare PATH: the input of a one-input recipe); repeatable.")
-@click.option("--workers", type=int, default=None, help="Override executor.workers.")
+@click.option("--workers", type=WORKERS, default=None, help="Override executor.workers.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=None, help="Override executor.kind.")
 @click.option("--wait", type=float, default=0.0, help="Seconds to wait if another run holds the run directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the summary JSON.")
@@ -42,10 +42,12 @@ def run(recipe, run_dir, inputs, workers, executor, wait, quiet):
 
     rec = load_recipe(recipe)
     out = Path(run_dir or Path("runs") / rec.name)
+    def warn(result) -> None:
+        for warning in run_warnings(connect(result.run_dir), result.manifest, result.run_dir):
+            click.echo(f"warning: {warning}", err=True)
+
     result = run_recipe(rec, out, inputs=list(inputs) or None, workers=workers, executor=executor,
-                        quiet=quiet, wait=wait)
-    for warning in run_warnings(connect(result.run_dir), result.manifest, result.run_dir):
-        click.echo(f"warning: {warning}", err=True)
+                        quiet=quiet, wait=wait, on_finish=warn)
     click.echo(json.dumps({"run_dir": str(result.run_dir), "digest": result.digest, **result.counts}))
 
 
@@ -53,11 +55,14 @@ def run(recipe, run_dir, inputs, workers, executor, wait, quiet):
 @click.argument("run_dirs", nargs=-1, required=True, type=RunDirParam())
 @click.argument("sql")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "jsonl", "parquet"]), default="table",
-              help="json: one JSON array; jsonl: one JSON object per line.")
+              help="json: one JSON array; jsonl: one JSON object per line; csv: nested columns (messages) as JSON "
+                   "text.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
 @friendly
 def query(run_dirs, sql, fmt, out):
-    """Run SQL over RUN_DIRS (views: samples, scores, ledger, quarantine, added, rollouts, verdicts, dataset)."""
+    """Run SQL over RUN_DIRS (views: samples, scores, ledger, quarantine, added, rollouts, verdicts, dataset).
+    With several run directories every view has a run_id column: the directory's name, or where two names are
+    the same the end of its path that tells them apart (a/sft, b/sft)."""
     from curator.cli.tables import render_table  # start-up time: each command imports only what it uses
     from curator.query import run_query  # start-up time: each command imports only what it uses
 
@@ -67,7 +72,7 @@ def query(run_dirs, sql, fmt, out):
 
 @main.command()
 @click.option("--run-dir", "-o", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
-@click.option("--workers", type=int, default=None, help="Override executor.workers.")
+@click.option("--workers", type=WORKERS, default=None, help="Override executor.workers.")
 @click.option("--quiet", "-q", is_flag=True)
 @friendly
 def demo(run_dir, workers, quiet):

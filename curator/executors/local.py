@@ -6,15 +6,24 @@ with it, never rebuilt. The pool starts lazily, at the first phase worth it (mor
 inputs of at least ``POOL_MIN_BYTES``: below that, starting processes costs more than it saves), and
 then serves every later phase of the run (``close`` ends it), so workers start once and keep their
 set-up stages between phases.
+
+Workers ignore Ctrl-C (the driver stops them: queued units are cancelled, running ones killed, and a rerun redoes
+them) and die with the driver, even when it is killed by SIGKILL (Linux's parent-death signal, elsewhere a thread
+that watches the parent pid), so they never outlive it holding its caller's pipes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 
 from curator.allocator import keep_freed_memory, release_freed_memory
 from curator.parallel import set_threads
@@ -23,15 +32,60 @@ from curator.progress import progress_bar
 from curator.worker import run_unit
 
 POOL_MIN_BYTES = 32 << 20
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal this process gets when its parent thread exits
 
 
-def _init_worker(threads: int) -> None:
-    """Share the cores between workers: torch (imported later by model stages) reads the env."""
+def _init_worker(threads: int, driver: int) -> None:
+    """Ignore Ctrl-C, die with ``driver`` (the pid that started the pool), and share the cores between workers:
+    torch (imported later by model stages) reads the env."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with(driver)
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(max(1, threads))
     set_threads(threads)
     keep_freed_memory()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, threads))
+
+
+def _die_with(driver: int) -> None:
+    """End this process when ``driver`` dies: SIGKILL from the kernel where ``prctl`` exists (Linux), else a
+    thread that polls the parent pid; a driver already gone ends it now."""
+    if not _parent_death_signal(signal.SIGKILL):
+        threading.Thread(target=_watch_parent, args=(driver,), daemon=True).start()
+    if os.getppid() != driver:
+        os._exit(1)
+
+
+def _parent_death_signal(sig: int) -> bool:
+    """Ask the kernel for ``sig`` when the parent dies; False where ``prctl`` is missing."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(driver: int) -> None:
+    while os.getppid() == driver:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+@contextmanager
+def _starting() -> Iterator[None]:
+    """Workers started in this block inherit SIGINT ignored, so a Ctrl-C while they import prints nothing; one
+    that comes meanwhile stays pending (blocked) and reaches the driver when the block ends."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets signal handlers
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _pooled_unit(plan: Plan, unit: Unit) -> dict:
@@ -62,22 +116,42 @@ class LocalExecutor:
             # worker starts a thread per core, which spin while the worker works (~1.5 % of the CPU time)
             os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
             self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(threads,))
+                                             initializer=_init_worker, initargs=(threads, os.getpid()))
         return self._pool
+
+    def _submit(self, fn, *args):
+        """``fn(*args)`` on the pool (started here, in this thread: the parent-death signal follows the thread
+        that starts a worker)."""
+        with _starting():
+            return self._get_pool().submit(fn, *args)
 
     def warm_up(self, input_bytes: int) -> None:
         """Start the worker processes now if the run will want them (``input_bytes`` of inputs, as ``map``
         judges), so that they import while the caller does other work (hashing the inputs)."""
         if self.workers > 1 and input_bytes >= POOL_MIN_BYTES:
-            pool = self._get_pool()
             for _ in range(self.workers):
-                pool.submit(_ready)
+                self._submit(_ready)
 
     def close(self, wait: bool = True) -> None:
         """Stop the worker processes (the next ``map`` starts new ones); ``wait=False``: without waiting for
         idle workers to exit (their interpreters' teardown, ~0.1 s, overlaps what the caller does next)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=wait)
+            try:
+                self._pool.shutdown(wait=wait)
+            except KeyboardInterrupt:  # Ctrl-C while running units finish: stop them too
+                self.stop()
+                raise
+            self._pool = None
+
+    def stop(self) -> None:
+        """Stop the worker processes now: queued units are cancelled, running ones killed (a rerun redoes them)."""
+        if self._pool is not None:
+            workers = list((self._pool._processes or {}).values())  # Python 3.14: ProcessPoolExecutor.kill_workers
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for process in workers:
+                process.kill()
+            for process in workers:
+                process.join()
             self._pool = None
 
     def map(self, plan: Plan, units: Sequence[Unit], desc: str) -> list[dict]:
@@ -90,10 +164,13 @@ class LocalExecutor:
                     advance()
                 return results  # type: ignore[return-value]
             try:
-                futures = {self._get_pool().submit(_pooled_unit, plan, unit): i for i, unit in enumerate(units)}
+                futures = {self._submit(_pooled_unit, plan, unit): i for i, unit in enumerate(units)}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
                     advance()
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (``curator.cli.entry``): the workers ignore it
+                self.stop()
+                raise
             except BaseException:
                 self.close()  # lets the other units finish; a failed or broken pool is not reused
                 raise

@@ -4,7 +4,7 @@ import datasets
 import pyarrow as pa
 import pytest
 
-from curator.errors import RecipeError, RunError
+from curator.errors import RecipeError
 from curator.export import OutputSpec, export
 from curator.pipeline import run
 from curator.recipe import load_recipe
@@ -30,7 +30,7 @@ def test_prompt_completion_conversational_and_plain():
     assert conv[0]["prompt"] == [{"role": "user", "content": "What is 2+2?"}]
     assert conv[0]["completion"] == [{"role": "assistant", "content": "4"}]
     assert conv[1]["prompt"] == CONVO[:2] and conv[1]["completion"] == CONVO[2:]
-    with pytest.raises(RunError, match="1 dataset row.* multi-turn.*format: messages"):
+    with pytest.raises(RecipeError, match="1 dataset row.* multi-turn.*format: messages"):
         export(ROWS, OutputSpec("prompt_completion", conversational=False))
     plain = export(ROWS.slice(0, 1), OutputSpec("prompt_completion", conversational=False)).to_pylist()
     assert plain[0]["prompt"] == "What is 2+2?" and plain[0]["completion"] == "4"
@@ -41,9 +41,9 @@ def test_text_holds_documents_only_and_table_everything():
                      "source": ["web"]})
     assert export(docs, OutputSpec("text")).to_pylist() == [
         {"text": "A document.", "sample_id": "d", "source": "web", "parent_id": None, "rebalance_role": None}]
-    with pytest.raises(RunError, match="conversations .*format: messages"):
+    with pytest.raises(RecipeError, match="conversations .*format: messages"):
         export(ROWS, OutputSpec("text"))
-    with pytest.raises(RunError, match="documents without a prompt.*format: text"):
+    with pytest.raises(RecipeError, match="documents without a prompt.*format: text"):
         export(docs, OutputSpec("messages"))
     assert export(ROWS, OutputSpec("table")) is ROWS
 
@@ -68,7 +68,7 @@ def test_a_run_exports_messages_with_requested_scores(tmp_path):
     row = ds[0]
     assert [t["role"] for t in row["messages"]] == ["user", "assistant"] and row["char_len"] > 0
     bad = write_recipe(tmp_path, ["data.jsonl"], stages, shards=3, output={"format": "messages", "scores": ["nope"]})
-    with pytest.raises(RunError, match=r"no score stage of this run provides \['nope'\].*char_len"):
+    with pytest.raises(RecipeError, match=r"no score stage of this recipe provides \['nope'\].*char_len"):
         run(bad, tmp_path / "run", quiet=True)
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from curator.errors import RunError
+from curator.errors import RecipeError, RunError
 from curator.manifest import verify
 from curator.pipeline import run
 from curator.rundir import RunLock
@@ -107,7 +107,7 @@ def test_second_run_on_the_same_directory_is_refused(setup, tmp_path):
     out = tmp_path / "locked"
     with RunLock(out):
         res = _cli(recipe, out)
-    assert res.returncode == 1 and "in use by pid" in res.stderr
+    assert res.returncode == 2 and "in use by pid" in res.stderr  # a usage conflict, not a failed run
     with RunLock(out):
-        with pytest.raises(RunError, match="--wait"):
+        with pytest.raises(RecipeError, match="--wait"):
             run(recipe, out, quiet=True, wait=0.3)

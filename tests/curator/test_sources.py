@@ -53,7 +53,7 @@ def test_override_by_name_keeps_the_other_inputs_and_the_source_label(tmp_path):
     rec = _recipe(tmp_path, [{"path": "placeholder.jsonl"}, {"path": "builtin:advbench", "sample": 5}])
     out, roots = override_inputs(rec, [f"advbench={new}"])
     assert [i.path for i in out.inputs] == ["placeholder.jsonl", str(new)]
-    assert (out.inputs[1].name, out.inputs[1].source, out.inputs[1].sample) == ("advbench", "advbench", None)
+    assert (out.inputs[1].name, out.inputs[1].source, out.inputs[1].sample) == ("advbench", "advbench", 5)
     assert roots == (new.parent,)
     with pytest.raises(RecipeError, match=r"has 2 inputs: placeholder \(placeholder.jsonl\), advbench "
                                           r"\(builtin:advbench\)\. Say which one to replace: --input NAME=PATH"):

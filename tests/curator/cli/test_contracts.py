@@ -46,7 +46,7 @@ def test_gate_and_verify_on_an_unfinished_run_are_exit_2(finished, tmp_path):
         res = cli(command, tmp_path / "run")
         assert res.exit_code == 2 and "the run has not finished" in res.stderr
     status = json.loads(cli("status", tmp_path / "run").stdout)
-    assert not status["finished"] and [s["stage"] for s in status["stages"]] == ["ingest", "patterns", "quality",
+    assert not status["finished"] and [s["stage"] for s in status["stages"]] == ["normalize", "patterns", "quality",
                                                                                "decide"]
 
 
