@@ -30,6 +30,7 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
+from curator.database import boolean_problem, rule_text_problem, sandboxed_cursor, with_canonical_types
 from curator.errors import RecipeError, RunError
 from curator.report_sections import histogram_section, top_section, warning_section
 from curator.stage import Artifact, ReportSection, Resources, Stage, StageContext
@@ -45,6 +46,8 @@ from filters.hardness.rollouts import (
     check_chat_template,
 )
 from filters.hardness.verdicts import VERDICTS, VerdictCache
+
+WHERE_EXAMPLE = "source = 'advbench'"
 
 BASE_COLUMNS = ("hardness", "hardness_k", "hardness_n_harmful", "hardness_n_abstain", "hardness_wilson_lb",
                 "hardness_safe_j", "hardness_group")
@@ -106,8 +109,9 @@ class HardnessParams:
             raise ValueError("k, batch_size and block must be >= 1")
         if self.smoothing is not None and (len(self.smoothing) != 2 or min(self.smoothing) <= 0):
             raise ValueError(f"smoothing must be [a, b] with a, b > 0, got {list(self.smoothing)}")
-        if self.where is not None and ";" in self.where:
-            raise ValueError("where: one SQL predicate, no ';'")
+        problem = rule_text_problem(self.where, WHERE_EXAMPLE) if self.where is not None else None
+        if problem:
+            raise ValueError(f"where: {problem}")
         try:
             GenParams(self.temperature, self.top_p, self.top_k, self.max_new_tokens, 0, self.backend, block=self.block)
         except RecipeError as exc:
@@ -160,13 +164,15 @@ class HardnessStage(Stage):
         check_backend(self.params.backend)
         check_chat_template(self.context.model, "hardness")
         if self.params.where:
-            con = duckdb.connect()
-            con.register("batch", schema.empty_table())  # the engine passes null-typed columns
+            con = sandboxed_cursor()  # a predicate over the rows: no file or network access
+            con.register("batch", with_canonical_types(schema).empty_table())
             try:
-                con.execute(f"SELECT ({self.params.where}) FROM batch LIMIT 0")
+                problem = boolean_problem(con, f"SELECT ({self.params.where}) FROM batch", WHERE_EXAMPLE)
             except duckdb.Error as exc:
-                raise RecipeError(f"hardness where {self.params.where!r}: {str(exc).splitlines()[0]}; "
-                                  f"columns available: {schema.names}") from None
+                visible = [n for n in schema.names if not n.startswith("_")]
+                problem = f"{str(exc).splitlines()[0]}; columns available: {visible}"
+            if problem:
+                raise RecipeError(f"hardness where {self.params.where!r}: {problem}")
 
     def setup(self) -> None:
         self.judge = cached_judge(self.params.judge)
@@ -181,7 +187,7 @@ class HardnessStage(Stage):
         if self.params.sources:
             mask = [m and s in self.params.sources for m, s in zip(mask, table.column("source").to_pylist())]
         if self.params.where:
-            con = duckdb.connect()
+            con = sandboxed_cursor()
             con.register("batch", table)
             hit = con.sql(f"SELECT coalesce(({self.params.where}), false) FROM batch").fetchall()
             mask = [m and bool(h[0]) for m, h in zip(mask, hit)]

@@ -128,6 +128,19 @@ def test_bad_where_is_reported_before_models_load(tmp_path):
     ok.check_inputs(pa.schema([(n, pa.null()) for n in ("sample_id", "prompt", "source", "risk_sqsd")]))
 
 
+
+@pytest.mark.parametrize(("where", "problem"), [
+    ("(SELECT count(*) FROM read_text('/etc/hostname')) > 0", "access"), ("prompt", "not BOOLEAN")])
+def test_a_where_that_reads_files_or_is_not_a_boolean_is_refused(tmp_path, where, problem):
+    """``where`` runs like a decide rule: over the rows' columns only, as a boolean."""
+    stage = HardnessStage(build_params(HardnessParams, {"where": where}, "w"), StageContext(run_dir=tmp_path, cache_dir=tmp_path))
+    with pytest.raises(RecipeError, match=problem):
+        stage.check_inputs(pa.schema([(n, pa.null()) for n in ("sample_id", "prompt", "source")]))
+    quoted = build_params(HardnessParams, {"where": "prompt LIKE '%;%'"}, "w")  # a ';' inside quotes is fine
+    HardnessStage(quoted, StageContext(run_dir=tmp_path, cache_dir=tmp_path)).check_inputs(
+        pa.schema([(n, pa.null()) for n in ("sample_id", "prompt", "source")]))
+
+
 def test_pipeline_run_caches_and_grows_k(tmp_path, tiny_model_dir):
     register(HardnessStage)
     from curator.pipeline import run
