@@ -15,12 +15,9 @@ import duckdb
 import pyarrow as pa
 
 from curator.errors import RecipeError
-from curator.turns import MESSAGE_TYPE
 
 _MISSING = re.compile(r'(?:column|name) "?([A-Za-z_][\w]*)"? (?:not found|does not exist)', re.I)
 UNKNOWN_TYPE = '"NULL"'  # DuckDB's type of an expression over columns whose type is not known yet
-_CANONICAL_TYPES = {"sample_id": pa.string(), "prompt": pa.string(), "response": pa.string(),
-                    "messages": MESSAGE_TYPE, "source": pa.string()}
 
 
 @cache
@@ -47,8 +44,10 @@ def sandboxed_cursor() -> duckdb.DuckDBPyConnection:
 
 def with_canonical_types(schema: pa.Schema) -> pa.Schema:
     """``schema`` with the canonical columns' types (``curator.samples``) where it says null (not known yet)."""
-    return pa.schema([pa.field(f.name, _CANONICAL_TYPES.get(f.name, f.type)) if pa.types.is_null(f.type) else f
-                      for f in schema])
+    from curator.samples import CANONICAL_SCHEMA  # start-up time: the gate's path does not read inputs
+
+    return pa.schema([CANONICAL_SCHEMA.field(f.name) if pa.types.is_null(f.type) and f.name in CANONICAL_SCHEMA.names
+                      else f for f in schema])
 
 
 def has_separator(sql: str) -> bool:

@@ -36,13 +36,11 @@ from curator.parallel import map_ordered
 from curator.plan import InputPart, Plan, Unit
 from curator.readers import PartUnreadable, Restart, detect_kind, first_block
 from curator.rundir import RunDir
-from curator.samples import later_repeats, own_ids, resolve_format, shard_indices
+from curator.samples import CANONICAL_SCHEMA, later_repeats, own_ids, resolve_format, shard_indices
 from curator.stage import IngestParams, Stage
-from curator.turns import MESSAGE_TYPE
 
-NO_ROWS_SCHEMA = pa.schema([("sample_id", pa.string()), ("prompt", pa.string()), ("response", pa.string()),
-                            ("messages", MESSAGE_TYPE), ("source", pa.string()), ("_input_idx", pa.int32()),
-                            ("_input_row", pa.int64())])  # of the input shards when no input has a good row
+NO_ROWS_SCHEMA = CANONICAL_SCHEMA.append(pa.field("_input_idx", pa.int32())).append(
+    pa.field("_input_row", pa.int64()))  # of the input shards when no input has a good row
 
 
 @dataclass(frozen=True)

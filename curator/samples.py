@@ -42,7 +42,9 @@ from curator.turns import (
     turn_offsets,
 )
 
-CANONICAL = ("sample_id", "prompt", "response", "messages", "source")
+CANONICAL_SCHEMA = pa.schema([("sample_id", pa.string()), ("prompt", pa.string()), ("response", pa.string()),
+                              ("messages", MESSAGE_TYPE), ("source", pa.string())])
+CANONICAL = tuple(CANONICAL_SCHEMA.names)
 
 
 @dataclass(frozen=True)
