@@ -169,8 +169,9 @@ def dry_run(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> tuple[list[st
     for k, spec, stage in stages:
         for c in stage.provided_columns() if stage.kind == "score" else ():
             writers.setdefault(c, (k, spec.id))
+    errors += [_shadowed(c, *writers[c]) for c in header.names if c not in CANONICAL and c in writers]
     columns = pa.schema([(n, pa.null()) for n in CANONICAL]
-                        + [f for f in header if f.name not in CANONICAL])
+                        + [f for f in header if f.name not in CANONICAL and f.name not in writers])
     score_columns: list[str] = []
     warnings = list(missing)
     for k, spec, stage in stages:
@@ -188,6 +189,12 @@ def dry_run(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> tuple[list[st
     errors += _output_problems(recipe, list(writers))
     gate_errors, gate_warnings = check_gate(recipe, columns, score_columns, bool(unread))
     return errors + gate_errors, warnings + gate_warnings
+
+
+def _shadowed(column: str, k: int, stage_id: str) -> str:
+    """The error for an input column named like one stage ``k`` writes (``curator run`` refuses it too)."""
+    return (f"inputs: the input column '{column}' has the name of a column that stages[{k}] ({stage_id}) writes, so "
+            f"decide rules would read the input's value; rename it in the file (e.g. 'input_{column}')")
 
 
 def _output_problems(recipe: Recipe, written: list[str]) -> list[str]:

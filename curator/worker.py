@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.allocator import release_arrow_memory
-from curator.errors import CuratorError, RunError
+from curator.database import RuleError
+from curator.errors import CuratorError, RecipeError, RunError
 from curator.faults import fault_point
 from curator.ingest import input_unit, shard_unit
 from curator.io import ParquetSink, read_parquet
@@ -241,6 +242,9 @@ def _failed(plan: Plan, ps: PlannedStage, unit: Unit, exc: Exception) -> NoRetur
     rundir = plan.rundir
     rundir.mark_failed(ps.fingerprint, unit.name, {"stage": ps.id, "error": f"{type(exc).__name__}: {exc}",
                                                    "traceback": traceback.format_exc()})
+    if isinstance(exc, RuleError):  # a rule that fails on the data: named with its recipe key
+        k = next(k for k, spec in enumerate(plan.recipe.stages) if spec.id == ps.id)
+        raise RecipeError(exc.at(f"stages[{k}].with")) from None
     if isinstance(exc, CuratorError):
         raise exc
     raise RunError(f"stage '{ps.id}' failed on {unit.name}: {type(exc).__name__}: {exc} "

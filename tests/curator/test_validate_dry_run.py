@@ -112,3 +112,11 @@ def test_unknown_gate_columns_are_errors_even_when_an_input_is_not_read(tmp_path
     assert not out["ok"] and not out["warnings"]
     assert out["errors"][0].startswith("gate[0] (g):") and "did you mean char_len" in out["errors"][0]
     assert out["errors"][1].startswith("gate[1] (h): its value has type BIGINT, not BOOLEAN")
+
+
+def test_an_input_column_named_like_a_stage_output_is_an_error(tmp_path):
+    """``curator run`` refuses it before any stage runs (``plan.check_shadowing``): validate says so first."""
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "response": "r", "is_duplicate": True}])
+    out = _validate(tmp_path, [*QUALITY, _decide("is_duplicate")])
+    assert not out["ok"]
+    assert "input column 'is_duplicate' has the name of a column that stages[1] (quality) writes" in out["errors"][0]

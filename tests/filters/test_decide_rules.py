@@ -95,3 +95,16 @@ def test_columns_available_leave_out_internal_columns():
     with pytest.raises(RecipeError, match="did you mean char_len") as err:
         _stage(drop_if=["char_lenn > 5"]).check_inputs(_untyped("sample_id", "char_len", "_input_idx", "_input_row"))
     assert "columns available: ['sample_id', 'char_len']" in str(err.value)
+
+
+def test_a_rule_that_fails_on_the_data_in_a_run_names_its_recipe_key(tmp_path):
+    """Binding cannot see it (the cast of a text column binds); the rows can: the error names the rule in full."""
+    from curator.pipeline import run
+    from tests.support import write_jsonl, write_recipe
+
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "response": "r", "label": "x"}])
+    rules = {"drop_if": ["char_len > 100000"], "flag_if": ["CAST(label AS INTEGER) > 5"]}
+    stages = [{"use": "quality"}, {"use": "decide", "with": rules}]
+    with pytest.raises(RecipeError, match=r"decide rule 'CAST\(label AS INTEGER\) > 5' \(stages\[1\]\.with\.flag_if"
+                                          r"\[0\]\): failed on the data: .*Conversion"):
+        run(write_recipe(tmp_path, ["d.jsonl"], stages, shards=1), tmp_path / "run", quiet=True)
