@@ -50,7 +50,7 @@ def test_run_refuses_a_non_boolean_rule_instead_of_dropping_every_row(tmp_path):
                                     "stages": [*QUALITY, _decide("char_len")]}))
     res = CliRunner().invoke(main, ["run", str(path), "-q", "-o", str(tmp_path / "run")])
     assert res.exit_code == 2 and not (tmp_path / "run" / "manifest.json").exists()
-    assert "decide rule 'char_len' (drop_if[0]): its value has type BIGINT, not BOOLEAN" in res.stderr
+    assert "decide rule 'char_len' (stages[2].with.drop_if[0]): its value has type BIGINT, not BOOLEAN" in res.stderr
 
 
 def test_a_decide_rule_that_reads_a_file_is_an_error(tmp_path):
