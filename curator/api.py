@@ -22,13 +22,11 @@ import pyarrow.parquet as pq
 from curator.errors import RecipeError
 from curator.inputs import input_name
 from curator.pipeline import run
-from curator.plan import declared_artifacts
+from curator.plan import score_columns
 from curator.query import connect
 from curator.recipe import Recipe, load_recipe
-from curator.registry import get_stage
 from curator.rundir import RunDir
 from curator.samples import FORMATS, check_column_names
-from curator.stage import StageContext
 
 log = logging.getLogger("curator")
 ADDED_COLUMNS = ("status", "status_reason")
@@ -134,10 +132,7 @@ def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path 
 def _curator_columns(rec: Recipe, root: Path) -> set[str]:
     """The columns ``annotate`` sets: the recipe's score columns and ``ADDED_COLUMNS`` (the data's columns of those
     names are not run: curator's replace them, e.g. when a scored result is applied again)."""
-    context = StageContext(run_dir=root, cache_dir=root / "cache", model=rec.model, recipe_dir=rec.base_dir,
-                           artifacts=declared_artifacts(rec, RunDir(root)), quiet=True)
-    stages = [get_stage(s.use, f"stages[{k}].use")(s.params, context) for k, s in enumerate(rec.stages)]
-    return {c for s in stages if s.kind == "score" for c in s.provided_columns()} | set(ADDED_COLUMNS)
+    return {*score_columns(rec, root), *ADDED_COLUMNS}
 
 
 def annotate(table: pa.Table, run_dir: Path) -> pa.Table:

@@ -21,13 +21,11 @@ from curator.finalize import finalize
 from curator.ingest import run_ingest
 from curator.inputs import override_inputs
 from curator.io import atomic_path, bytes_on_disk, file_states, sha256_path, write_json
-from curator.plan import InputFile, Plan, plan_ingest, plan_stages
+from curator.plan import InputFile, Plan, output_scores_problem, plan_ingest, plan_stages, score_columns
 from curator.recipe import Recipe, load_recipe
-from curator.registry import get_stage
 from curator.result import RunResult
 from curator.rundir import RunDir, RunLock
 from curator.sources import source_scheme
-from curator.stage import FLAG_COLUMN, StageContext
 from curator.worker import finished, run_unit
 
 
@@ -84,19 +82,9 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
 def _check_output_scores(recipe: Recipe, rundir: RunDir) -> None:
     """``output.scores`` names only columns the recipe's score stages declare (or ``flag_reason``): a recipe error,
     raised before any work."""
-    if not recipe.output.scores:
-        return
-    context = StageContext(run_dir=rundir.root, cache_dir=rundir.root / "cache", model=recipe.model,
-                           recipe_dir=recipe.base_dir, quiet=True)
-    provided: list[str] = []
-    for k, spec in enumerate(recipe.stages):
-        cls = get_stage(spec.use, f"stages[{k}].use")
-        if cls.kind == "score":
-            provided += cls(spec.params, context).provided_columns()
-    missing = [c for c in recipe.output.scores if c not in (*provided, FLAG_COLUMN)]
-    if missing:
-        raise RecipeError(f"output.scores: no score stage of this recipe provides {missing}; its score stages "
-                          f"provide {provided} (`curator stages` lists what each stage writes)")
+    problem = output_scores_problem(recipe, score_columns(recipe, rundir.root)) if recipe.output.scores else None
+    if problem:
+        raise RecipeError(problem)
 
 
 @contextlib.contextmanager

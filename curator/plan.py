@@ -30,7 +30,15 @@ from curator.recipe import Recipe, StageSpec, canonical_json
 from curator.registry import get_stage, ingest_stage
 from curator.rundir import RunDir, shard_name
 from curator.samples import CANONICAL
-from curator.stage import IngestParams, ReportSection, Resources, Stage, StageContext, params_to_dict
+from curator.stage import (
+    FLAG_COLUMN,
+    IngestParams,
+    ReportSection,
+    Resources,
+    Stage,
+    StageContext,
+    params_to_dict,
+)
 
 UnitKind = Literal["input", "ingest", "shard", "map", "global"]
 
@@ -262,6 +270,30 @@ def build_references(recipe: Recipe, rundir: RunDir, quiet: bool = False, force:
     plan = build_plan(recipe, rundir, (), quiet)
     return {ps.id: plan.new_stage(ps).build_artifacts(force=force) for ps in plan.stages
             if hasattr(ps.cls, "build_artifacts")}
+
+
+def score_columns(recipe: Recipe, root: Path) -> list[str]:
+    """The columns the recipe's score stages write, in recipe order (the stages are constructed, not set up:
+    nothing is loaded)."""
+    rundir = RunDir(root)
+    context = StageContext(run_dir=root, cache_dir=root / "cache", model=recipe.model, recipe_dir=recipe.base_dir,
+                           artifacts=declared_artifacts(recipe, rundir), quiet=True)
+    columns: list[str] = []
+    for k, spec in enumerate(recipe.stages):
+        cls = get_stage(spec.use, f"stages[{k}].use")
+        if cls.kind == "score":
+            columns += [c for c in cls(spec.params, context).provided_columns() if c not in columns]
+    return columns
+
+
+def output_scores_problem(recipe: Recipe, written: Sequence[str]) -> str | None:
+    """The problem with ``output.scores`` if it names a column that no score stage of the recipe writes
+    (``written``; ``flag_reason`` is always there)."""
+    missing = [c for c in recipe.output.scores if c not in written and c != FLAG_COLUMN]
+    if not missing:
+        return None
+    return (f"output.scores: no score stage of this recipe provides {missing}; its score stages provide "
+            f"{list(written)} (`curator stages` lists what each stage writes)")
 
 
 def declared_artifacts(recipe: Recipe, rundir: RunDir) -> dict[str, Path]:

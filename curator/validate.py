@@ -36,7 +36,7 @@ from curator.errors import CuratorError, RecipeError
 from curator.gate import EXAMPLE, expand, rule_problems, rule_query
 from curator.inputs import input_name
 from curator.ledger import LEDGER_SCHEMA
-from curator.plan import declared_artifacts
+from curator.plan import declared_artifacts, output_scores_problem
 from curator.query import sql_message
 from curator.readers import detect_kind, input_lines
 from curator.recipe import Recipe, StageSpec
@@ -44,7 +44,7 @@ from curator.registry import get_stage
 from curator.rundir import RunDir
 from curator.samples import CANONICAL
 from curator.sources import load_source, source_scheme
-from curator.stage import FLAG_COLUMN, Stage, StageContext
+from curator.stage import Stage, StageContext
 
 _SELECT = re.compile(r"(?is)(select|with)\b")
 
@@ -186,7 +186,7 @@ def dry_run(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> tuple[list[st
             new = [c for c in stage.provided_columns() if c not in columns.names]
             columns = pa.schema([*columns, *[(c, types.get(c, pa.null())) for c in new]])
             score_columns += new
-    errors += _output_problems(recipe, list(writers))
+    errors += [p for p in [output_scores_problem(recipe, list(writers))] if p]
     gate_errors, gate_warnings = check_gate(recipe, columns, score_columns, bool(unread))
     return errors + gate_errors, warnings + gate_warnings
 
@@ -195,12 +195,6 @@ def _shadowed(column: str, k: int, stage_id: str) -> str:
     """The error for an input column named like one stage ``k`` writes (``curator run`` refuses it too)."""
     return (f"inputs: the input column '{column}' has the name of a column that stages[{k}] ({stage_id}) writes, so "
             f"decide rules would read the input's value; rename it in the file (e.g. 'input_{column}')")
-
-
-def _output_problems(recipe: Recipe, written: list[str]) -> list[str]:
-    """``output.scores`` columns that no score stage of the recipe writes."""
-    missing = [c for c in recipe.output.scores if c not in written and c != FLAG_COLUMN]
-    return [f"output.scores: no score stage of this recipe writes {missing}; score columns: {written}"] if missing else []
 
 
 def check_gate(recipe: Recipe, columns: pa.Schema, score_columns: list[str], unread: bool) -> tuple[list[str], list[str]]:

@@ -73,7 +73,7 @@ def test_what_run_refuses_is_an_error(tmp_path):
     assert "inputs[1].path: nope.jsonl: input not found" in "\n".join(out["warnings"])
     assert "stages[1].use: `normalize` runs at ingest, so it must be the first stage" in text
     assert "stages[2].use: `normalize`" in text
-    assert "output.scores: no score stage of this recipe writes ['risk_sqsd']" in text
+    assert "output.scores: no score stage of this recipe provides ['risk_sqsd']" in text
     assert "gate[1].name: rule name 'g' is used more than once" in text and "gate[1].sql: the rule is empty" in text
     out = _validate(tmp_path, [*QUALITY, _decide("")])
     assert "stages[2].with: drop_if[0] '': the rule is empty" in out["errors"][0]
