@@ -8,7 +8,7 @@ false, or the input is in the ``prompts`` layout: prompts without responses, pro
 is empty, null or absent (for layouts with a prompt: the adapter, ``curator.samples.adapt``, marks null ones), its
 messages are malformed, or its text exceeds ``max_chars``.
 Exact duplicates are dropped after the first (by the engine); with ``dedupe: false`` every copy is kept as a
-sample of its own (its ``sample_id`` holds its position: ``curator.canonical``).
+sample of its own (a later copy's ``sample_id`` holds its position: ``curator.samples.own_ids``).
 """
 
 from __future__ import annotations
