@@ -50,6 +50,7 @@ _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as ``su
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which a text input may start with
 BLOCK_BYTES = 16 << 20  # input bytes (or in-memory Arrow bytes) per block
 PART_BYTES = 64 << 20  # bytes of a large input per ingest unit (``input_parts``)
+FILE_ROW = "_file_row"  # the rows' file rows in a whole-file table, until ``_slices`` reads them
 MIXED_TAG = "\x00json:"
 _SPACE = np.zeros(256, np.bool_)
 _SPACE[list(b" \t\n\r\x0b\x0c")] = True  # the bytes ``bytes.strip`` removes, by byte value
@@ -133,7 +134,7 @@ def input_lines(path: Path) -> Iterator[bytes]:
 def read_blocks(path: Path) -> Iterator[Block | Restart]:
     """The rows of one input file, dataset directory or named source (``builtin:<name>``), in blocks."""
     if source_scheme(path):
-        yield from _slices(load_source(path), [])
+        yield from _slices(load_source(path), [], numbered=True)
         return
     if not path.exists():
         raise InputError(f"{path}: input not found")
@@ -142,7 +143,7 @@ def read_blocks(path: Path) -> Iterator[Block | Restart]:
         if kind == "jsonl":
             yield from _jsonl_blocks(path)
         elif kind == "json":
-            yield from _slices(*_read_json_array(path))
+            yield from _slices(*_read_json_array(path), numbered=True)
         elif kind in ("csv", "tsv"):
             yield from _csv_blocks(path, "\t" if kind == "tsv" else ",")
         elif kind == "parquet":
@@ -163,7 +164,7 @@ def _read_errors(path: Path, kind: str) -> Iterator[None]:
 
 
 def read_file(path: Path) -> tuple[pa.Table, list[BadRow]]:
-    """A whole input (any kind ``read_blocks`` reads) as one table, its rows' file rows in ``_file_row`` (the
+    """A whole input (any kind ``read_blocks`` reads) as one table, its rows' file rows in ``FILE_ROW`` (the
     rows ``read_blocks`` gives for a source's table that has it), and its unparseable rows (for callers that
     need it at once, such as a fetched URL input)."""
     tables: list[pa.Table] = []
@@ -172,7 +173,7 @@ def read_file(path: Path) -> tuple[pa.Table, list[BadRow]]:
         if isinstance(block, Restart):
             tables, bad = [], []
             continue
-        tables.append(block.table.append_column("_file_row", block.rows))
+        tables.append(_with_file_rows(block.table, block.rows, path))
         bad.extend(block.bad)
     if not tables:
         return pa.table({}), bad
@@ -221,10 +222,20 @@ def _numbered(batches: Iterator[pa.RecordBatch | pa.Table], first: int = 0) -> I
         first += table.num_rows
 
 
-def _slices(table: pa.Table, bad: list[BadRow]) -> Iterator[Block]:
-    """A whole-file table cut into blocks; ``_file_row`` (if present) gives the rows, else the position."""
-    if "_file_row" in table.column_names:
-        rows, table = table.column("_file_row").combine_chunks(), table.drop_columns(["_file_row"])
+def _with_file_rows(table: pa.Table, rows: pa.Array | list[int], path: Path | str) -> pa.Table:
+    """``table`` with its rows' file rows in ``FILE_ROW`` (read back by ``_slices(numbered=True)``); an input
+    column of that name is an ``InputError`` (names starting with ``_`` are curator's own)."""
+    if FILE_ROW in table.column_names:
+        raise InputError(f"{path}: column '{FILE_ROW}': names starting with '_' are curator's own; rename it "
+                         f"(e.g. '{FILE_ROW.lstrip('_')}')")
+    return table.append_column(FILE_ROW, pa.array(rows, pa.int64()))
+
+
+def _slices(table: pa.Table, bad: list[BadRow], numbered: bool = False) -> Iterator[Block]:
+    """A whole-file table cut into blocks; with ``numbered``, its ``FILE_ROW`` column (``_with_file_rows``; if
+    present) gives the rows, else the position."""
+    if numbered and FILE_ROW in table.column_names:
+        rows, table = table.column(FILE_ROW).combine_chunks(), table.drop_columns([FILE_ROW])
     else:
         rows = pa.array(range(table.num_rows), pa.int64())
     step = max(1, table.num_rows * BLOCK_BYTES // max(1, table.nbytes)) if table.num_rows else 1
@@ -256,7 +267,7 @@ def _jsonl_blocks(path: Path) -> Iterator[Block | Restart]:
         pass
     if streamed:
         yield Restart()
-    yield from _slices(*read_table(path))
+    yield from _slices(*read_table(path), numbered=True)
 
 
 def _parse_lines(chunk: memoryview, schema: pa.Schema | None) -> pa.Table:
@@ -469,7 +480,7 @@ def _csv_blocks(path: Path, delimiter: str) -> Iterator[Block | Restart]:
         pass
     if streamed:
         yield Restart()
-    yield from _slices(*_read_csv_rows(path, delimiter))
+    yield from _slices(*_read_csv_rows(path, delimiter), numbered=True)
 
 
 def _runs_to_the_end(path: Path, value: str, delimiter: str) -> bool:
@@ -513,7 +524,7 @@ def _read_csv_rows(path: Path, delimiter: str) -> tuple[pa.Table, list[BadRow]]:
         else:
             rows.append((i, dict(zip(header, fields))))
         i, line = i + 1, line + len(taken)
-    return _rows_to_table(rows), bad
+    return _rows_to_table(rows, path), bad
 
 
 def _unterminated(row: int, line: int) -> str:
@@ -601,11 +612,11 @@ def _ipc_blocks(path: Path, kind: str, part: int = 0, parts: int = 1) -> Iterato
 
 def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
     """A JSONL file at once: Arrow's reader, else line by line (rows of mixed types, per-row errors);
-    ``_file_row`` holds each row's line."""
+    ``FILE_ROW`` holds each row's line."""
     try:  # a well-formed file with consistent types and valid UTF-8
         table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 26))
         table.validate(full=True)
-        return table.append_column("_file_row", _file_lines(path, table.num_rows)), []
+        return _with_file_rows(table, _file_lines(path, table.num_rows), path), []
     except pa.ArrowInvalid:
         pass
     rows, bad = [], []
@@ -629,7 +640,7 @@ def read_table(path: Path) -> tuple[pa.Table, list[BadRow]]:
             bad.append(BadRow(i, text[:200], why))
             continue
         rows.append((i, obj))
-    return _rows_to_table(rows), bad
+    return _rows_to_table(rows, path), bad
 
 
 def _file_lines(path: Path, n_rows: int) -> pa.Array:
@@ -658,7 +669,7 @@ def _lone_surrogate(obj: dict) -> str | None:
     return None
 
 
-def _rows_to_table(rows: list[tuple[int, dict]]) -> pa.Table:
+def _rows_to_table(rows: list[tuple[int, dict]], where: Path) -> pa.Table:
     """Rows of mixed types: string-typed text columns; other values kept when Arrow can type them."""
     names: dict[str, None] = {}
     for _, obj in rows:
@@ -670,8 +681,7 @@ def _rows_to_table(rows: list[tuple[int, dict]]) -> pa.Table:
             cols[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             cols[name] = _mixed(values)
-    cols["_file_row"] = pa.array([i for i, _ in rows], pa.int64())
-    return pa.table(cols)
+    return _with_file_rows(pa.table(cols), [i for i, _ in rows], where)
 
 
 def _mixed(values: list) -> pa.Array:
@@ -701,4 +711,4 @@ def _read_json_array(path: Path) -> tuple[pa.Table, list[BadRow]]:
             bad.append(BadRow(i, json.dumps(obj)[:200], why))
         else:
             good.append((i, obj))
-    return _rows_to_table(good), bad
+    return _rows_to_table(good, path), bad

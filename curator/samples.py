@@ -3,7 +3,9 @@
 Canonical columns: ``sample_id``, ``prompt``, ``response``, ``messages`` (list of
 ``{role, content}``), ``source``; every other input column passes through, as a data set can hold it (a
 ``map`` as a list of ``{key, value}`` structs; a type ``datasets`` cannot represent is an ``InputError``).
-Column names must be unique and none of the engine's own (``RESERVED``).
+Column names must be unique and not start with ``_`` (the engine's own columns, ``RESERVED``; a pandas index
+stored in the file, ``__index_level_N__``, is not data and is not kept). An input's own ``sample_id`` column
+passes through as ``input_sample_id`` (curator computes ``sample_id`` from the content).
 Adapters never raise on a bad row: they return a per-row ``_bad_reason`` (null when fine),
 and the ingest step quarantines those rows. In a layout with a prompt (``PROMPT_COLUMN``), a null or absent
 prompt makes a row bad (``missing prompt``; alpaca's ``input`` and dolly's ``context`` never stand in for it).
@@ -73,16 +75,24 @@ PROMPT_COLUMN = {"alpaca": "instruction", "dolly": "instruction", "prompt_respon
 RESERVED = ("_bad_reason", "_input_idx", "_input_row")  # what the engine adds to every canonical row
 
 
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # pandas' row index stored in a Parquet/Arrow file: not data
+INPUT_ID = "input_sample_id"  # where an input's own ``sample_id`` column is kept
+
+
 def check_column_names(names: list[str], where: str) -> None:
-    """An ``InputError`` naming the column if a name is used twice or is one of ``RESERVED``."""
+    """An ``InputError`` naming the column if a name is used twice, starts with ``_`` (other than
+    ``PANDAS_INDEX``), or an input has both ``sample_id`` and ``INPUT_ID``."""
     twice = [name for name, k in Counter(names).items() if k > 1]
     if twice:
         raise InputError(f"{where}: column '{twice[0]}' appears {names.count(twice[0])} times; give each column "
                          "a name of its own (curator keeps every column, by name)")
-    taken = [name for name in names if name in RESERVED]
-    if taken:
-        raise InputError(f"{where}: column '{taken[0]}' has a name curator uses for its own columns {list(RESERVED)}; "
-                         f"rename it (e.g. '{taken[0].lstrip('_')}')")
+    internal = [name for name in names if name.startswith("_") and not PANDAS_INDEX.fullmatch(name)]
+    if internal:
+        raise InputError(f"{where}: column '{internal[0]}': names starting with '_' are curator's own (such as "
+                         f"{', '.join(RESERVED)}); rename it (e.g. '{internal[0].lstrip('_') or 'column'}')")
+    if "sample_id" in names and INPUT_ID in names:
+        raise InputError(f"{where}: columns 'sample_id' and '{INPUT_ID}': curator computes each row's sample_id and "
+                         f"keeps an input's own as '{INPUT_ID}'; rename or drop one of them")
 
 
 def detect_format(columns: list[str], where: str) -> str:
@@ -134,10 +144,13 @@ def _text(table: pa.Table, col: str) -> tuple[pa.Array, pa.Array | None]:
 
 
 def _join_text(a: pa.Array, b: pa.Array) -> pa.Array:
-    """``a + "\\n\\n" + b`` where ``b`` is non-empty, else ``a``."""
-    has_b = pc.and_(pc.is_valid(b), pc.not_equal(pc.utf8_length(pc.fill_null(b, "")), 0))
+    """``a + "\\n\\n" + b`` where both are non-empty; ``b`` where ``a`` is an empty string; else ``a``
+    (a null ``a`` stays null: a missing prompt)."""
+    def filled(x: pa.Array) -> pa.Array:
+        return pc.and_(pc.is_valid(x), pc.not_equal(pc.utf8_length(pc.fill_null(x, "")), 0))
+    has_a, has_b = filled(a), filled(b)
     joined = pc.binary_join_element_wise(a, b, "\n\n")
-    return pc.if_else(has_b, joined, a)
+    return pc.if_else(has_b, pc.if_else(has_a, joined, pc.if_else(pc.is_valid(a), b, a)), a)
 
 
 def _messages(table: pa.Table, col: str, sharegpt: bool, last: str = "assistant"
@@ -296,12 +309,13 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool 
     if fmt in PROMPT_COLUMN and not prompt_messages:  # after the type reasons: a wrong type is named as such
         reasons.append(_missing_prompt(table, PROMPT_COLUMN[fmt]))
     mapped = dict.fromkeys((*spec.required, *spec.optional, *CANONICAL))
-    rest = table.drop_columns([c for c in mapped if c in table.column_names])
+    rest = table.drop_columns([c for c in table.column_names
+                               if c in mapped and c != "sample_id" or PANDAS_INDEX.fullmatch(c)])
     source_arr = _source_labels(table, source, n, keep_column)
     bad = pc.coalesce(*reasons) if reasons else pa.nulls(n, pa.string())
     out = pa.table({"prompt": prompt, "response": response, "messages": messages, "source": source_arr})
     for name in rest.column_names:
-        out = out.append_column(name, _pass_through(rest.column(name), name, where))
+        out = out.append_column(INPUT_ID if name == "sample_id" else name, _pass_through(rest.column(name), name, where))
     out = out.append_column("_bad_reason", bad)
     return out.replace_schema_metadata(PROMPTS_ONLY) if fmt == "prompts" else out
 

@@ -82,12 +82,50 @@ def test_a_parquet_column_name_used_twice_is_an_input_error(tmp_path):
         _run(tmp_path, ["dup.parquet"])
 
 
-@pytest.mark.parametrize("column", ["_bad_reason", "_input_row", "_input_idx"])
+@pytest.mark.parametrize("column", ["_bad_reason", "_input_row", "_input_idx", "_meta", "_file_row"])
 def test_a_column_named_like_an_engine_column_is_an_input_error(column, tmp_path):
     write_jsonl(tmp_path / "r.jsonl", [{"prompt": "p", "response": "r", column: "mine"}])
-    with pytest.raises(InputError, match=rf"r.jsonl: column '{column}' has a name curator uses .*"
+    with pytest.raises(InputError, match=rf"r.jsonl: column '{column}': names starting with '_' are curator's own.*"
                                          rf"rename it \(e.g. '{column[1:]}'\)"):
         _run(tmp_path, ["r.jsonl"])
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv", "json"])
+def test_an_input_file_row_column_is_refused_not_read_as_row_numbers(kind, tmp_path):
+    table = pa.table({"prompt": ["p1", "p2"], "response": ["r1", "r2"], "_file_row": [7, 7]})
+    path = tmp_path / f"rows.{kind}"
+    if kind == "parquet":
+        pq.write_table(table, path)
+    elif kind == "csv":
+        table.to_pandas().to_csv(path, index=False)
+    else:
+        path.write_text(table.to_pandas().to_json(orient="records"))
+    with pytest.raises(InputError, match=rf"rows.{kind}: column '_file_row': names starting with '_'"):
+        _run(tmp_path, [path.name])
+
+
+def test_an_input_sample_id_column_is_kept_as_input_sample_id(tmp_path):
+    write_jsonl(tmp_path / "ids.jsonl", [{"prompt": "p1", "response": "r1", "sample_id": "mine-1"},
+                                         {"prompt": "p2", "response": "r2", "sample_id": "mine-2"}])
+    rows = {r["prompt"]: r for r in _run(tmp_path, ["ids.jsonl"]).dataset.to_list()}
+    assert {p: r["input_sample_id"] for p, r in rows.items()} == {"p1": "mine-1", "p2": "mine-2"}
+    assert all(len(r["sample_id"]) == 64 for r in rows.values())  # curator's own content id
+
+
+def test_an_input_with_sample_id_and_input_sample_id_is_an_input_error(tmp_path):
+    write_jsonl(tmp_path / "both.jsonl", [{"prompt": "p", "response": "r", "sample_id": "a", "input_sample_id": "b"}])
+    with pytest.raises(InputError, match=r"both.jsonl: columns 'sample_id' and 'input_sample_id'.*rename or drop"):
+        _run(tmp_path, ["both.jsonl"])
+
+
+def test_a_pandas_index_stored_in_parquet_is_not_a_column(tmp_path):
+    frame = pd.DataFrame({"prompt": ["p1", "p2", "p3"], "response": ["r1", "r2", "r3"]}, index=[10, 11, 12])
+    pa_table = pa.Table.from_pandas(frame, preserve_index=True)
+    assert "__index_level_0__" in pa_table.column_names
+    pq.write_table(pa_table, tmp_path / "indexed.parquet")
+    result = _run(tmp_path, ["indexed.parquet"])
+    assert result.dataset.column_names == ["sample_id", "prompt", "response", "messages", "source"]
+    assert sorted(result.dataset["prompt"]) == ["p1", "p2", "p3"]
 
 
 def test_two_inputs_with_one_column_of_two_types_are_named(tmp_path):

@@ -49,6 +49,13 @@ def test_alpaca_joins_input_and_passes_extra_columns():
     assert c.column("source").to_pylist() == ["src", "src"]
 
 
+def test_alpaca_with_an_empty_instruction_has_its_input_as_the_prompt():
+    t = pa.table({"instruction": ["", "", None], "input": ["translate: hola", "", "x"], "output": ["hello", "a", "b"]})
+    c = adapt(t, "alpaca", "src", "f")
+    assert c.column("prompt").to_pylist() == ["translate: hola", "", None]
+    assert c.column("_bad_reason").to_pylist()[2].startswith("missing prompt")
+
+
 def test_sharegpt_and_bad_messages():
     t = pa.table({"conversations": [[{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
                                     [{"from": "alien", "value": "q"}, {"from": "gpt", "value": "a"}]]})
