@@ -31,10 +31,12 @@ from curator.worker import finished, run_unit
 
 def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list[str] | None = None,
         workers: int | None = None, executor: str | None = None, quiet: bool = False, wait: float = 0.0,
-        on_finish: Callable[[RunResult], None] | None = None) -> RunResult:
+        on_finish: Callable[[RunResult], None] | None = None,
+        prepare: Callable[[Path], None] | None = None) -> RunResult:
     """Run ``recipe`` into ``run_dir`` (resuming whatever is already finished there); ``inputs``
-    (``[NAME=]PATH``) replace recipe inputs (``curator.inputs.override_inputs``); ``on_finish`` is called with
-    the result before the run directory's lock is released. The previous run's manifest is removed before anything
+    (``[NAME=]PATH``) replace recipe inputs (``curator.inputs.override_inputs``); ``prepare`` is called with the
+    run directory once its lock is held, before the inputs are looked at (``curator.apply`` writes its data file
+    there), and ``on_finish`` with the result before the lock is released. The previous run's manifest is removed before anything
     is written, so a run that stops part-way leaves a directory that reads as not finished."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     recipe, extra_roots = override_inputs(recipe, inputs)
@@ -42,8 +44,10 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
     _check_output_scores(recipe, rundir)
     rundir.check_is_run_dir()
     rundir.root.mkdir(parents=True, exist_ok=True)
-    paths = _input_paths(recipe, extra_roots, rundir)
     with _locked(rundir.root, wait):
+        if prepare is not None:
+            prepare(rundir.root)
+        paths = _input_paths(recipe, extra_roots, rundir)
         started = time.time()
         exe = _executor(recipe, executor, workers, quiet)
         warm_up = isinstance(exe, LocalExecutor) and not rundir.manifest.exists()  # (a finished run has nothing to do)

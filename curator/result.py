@@ -1,5 +1,6 @@
 """What a finished run returns (``curator.run``): its directory, manifest and dataset digest, and accessors for
-the cleaned dataset, the ledger and the scores (read from the run directory on each access)."""
+the cleaned dataset, the ledger and the scores (read from the run directory on each access, while it still holds
+this run: a ``RunError`` once it has been run again)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curator.errors import InputError
+from curator.errors import InputError, RunError
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,20 @@ class RunResult:
         from curator.manifest import read_manifest  # start-up time: `import curator` stays light
 
         manifest = read_manifest(existing_dir(run_dir))
-        return cls(Path(run_dir), manifest, manifest["dataset"]["digest"])
+        return cls(Path(run_dir).resolve(), manifest, manifest["dataset"]["digest"])
+
+    def _check_current(self) -> None:
+        """The run directory still holds this run (not a later run of it): a ``RunError`` saying so otherwise."""
+        from curator.manifest import read_manifest  # start-up time: `import curator` stays light
+
+        try:
+            now = read_manifest(self.run_dir).get("run_id")
+        except RunError:
+            now = None
+        if now != self.manifest.get("run_id"):
+            raise RunError(f"{self.run_dir}: this result is of an earlier run of the directory, which has been run "
+                           f"again since{'' if now else ' (and has not finished)'}; use "
+                           "curator.RunResult.load(run_dir) for the run it holds now")
 
     @property
     def counts(self) -> dict:
@@ -37,12 +51,14 @@ class RunResult:
 
         from curator.run_files import check_intact  # start-up time: `import curator` stays light
 
+        self._check_current()
         check_intact(self.run_dir, self.manifest)
         return datasets.load_from_disk(str(self.run_dir / "dataset"))
 
     def _view(self, name: str) -> pa.Table:
         from curator.query import connect  # start-up time: duckdb
 
+        self._check_current()
         return connect(self.run_dir).sql(f"SELECT * FROM {name}").to_arrow_table()
 
     @property

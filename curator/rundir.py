@@ -232,7 +232,7 @@ class RunLock:
                     self._fh.close()
                     raise RunError(
                         f"{self.path.parent}: run directory is in use by {owner}; wait for it to finish, "
-                        "use another run directory, or pass --wait SECONDS"
+                        "use another run directory, or pass --wait SECONDS (wait= in Python)"
                     ) from None
                 time.sleep(0.2)
         self._fh.seek(0)

@@ -39,10 +39,13 @@ def test_apply_returns_every_input_row_with_scores_and_status(kind, tmp_path):
     assert res.ledger.num_rows == len(ROWS) and "char_len" in res.scores.column_names
 
 
-def test_apply_follows_a_datasets_selection_and_uses_a_temporary_run_dir():
+def test_apply_follows_a_datasets_selection_and_removes_its_temporary_run_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     ds = datasets.Dataset.from_list(ROWS[:10]).select([9, 0, 5])
     out = curator.apply(ds, stages=["quality"])
     assert out["prompt"] == ["question 9?", "question 0?", "question 5?"] and set(out["status"]) == {"kept"}
+    assert out.to_pandas()["char_len"].tolist() == [61, 16, 41]  # the result is in memory
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_apply_with_a_recipe_of_several_inputs_needs_the_input_name(tmp_path):
@@ -55,6 +58,69 @@ def test_apply_with_a_recipe_of_several_inputs_needs_the_input_name(tmp_path):
     assert out.num_rows == len(ROWS)
 
 
+
+
+def test_apply_into_a_later_input_returns_that_inputs_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "first.jsonl").write_text(('{"prompt": "x", "response": "' + "y" * 500 + '"}\n') * 3)
+    recipe = {"curator": 1, "name": "two", "inputs": [{"path": "first.jsonl"}, {"path": "first.jsonl", "name": "mine"}],
+              "stages": [{"use": "quality"}, {"use": "decide", "with": {"drop_if": ["char_len > 100"]}}]}
+    mine = pd.DataFrame({"prompt": ["short one", "short two", "short three"], "response": ["ok", "fine", "good"]})
+    out = curator.apply(mine, recipe=recipe, input="mine", run_dir=tmp_path / "run").to_pandas()
+    assert out["char_len"].tolist() == [11, 13, 15] and set(out["status"]) == {"kept"}
+    with pytest.raises(RecipeError, match=r"input='nope': recipe 'two' has no input of that name; its inputs are first, "
+                                          "mine"):
+        curator.apply(mine, recipe=recipe, input="nope")
+
+
+def test_two_applies_on_one_run_dir_do_not_mix_their_data(tmp_path):
+    import threading
+    frames = [pd.DataFrame({"prompt": [f"p{k}-{i}" for i in range(200)], "response": ["r " * 40] * 200})
+              for k in range(2)]
+    outcomes: dict[int, object] = {}
+
+    def job(k):
+        try:
+            outcomes[k] = curator.apply(frames[k], stages=["quality"], run_dir=tmp_path / "run", wait=120)
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            outcomes[k] = exc
+    threads = [threading.Thread(target=job, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(2):  # each waited for the other and got its own rows back
+        assert not isinstance(outcomes[k], Exception), outcomes[k]
+        assert outcomes[k]["prompt"] == frames[k]["prompt"].tolist()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"workers": "2"}, r"workers='2'; expected a whole number >= 1"),
+    ({"workers": 0}, r"workers=0; expected a whole number >= 1"),
+    ({"stages": "quality"}, r"stages= takes a list .* got 'quality' \(write stages=\['quality'\] for one stage\)"),
+])
+def test_apply_refuses_bad_arguments_clearly(kwargs, message):
+    with pytest.raises(RecipeError, match=message):
+        curator.apply(pa.Table.from_pylist(ROWS), **{"stages": ["quality"], **kwargs})
+
+
+def test_apply_names_what_to_do_with_streamed_and_split_datasets():
+    ds = datasets.Dataset.from_list(ROWS)
+    with pytest.raises(RecipeError, match=r"got a IterableDataset.*materialise it first"):
+        curator.apply(ds.to_iterable_dataset(), stages=["quality"])
+    with pytest.raises(RecipeError, match=r"got a DatasetDict \(splits: train, test\); pass one split, e.g. "
+                                          r"data\['train'\]"):
+        curator.apply(datasets.DatasetDict(train=ds, test=ds), stages=["quality"])
+
+
+def test_a_float16_column_is_kept_as_float32_and_the_views_read_it(tmp_path):
+    import numpy as np
+    frame = pd.DataFrame({"prompt": ["a", "b"], "response": ["one", "two"], "w": np.array([0.5, 1.0], np.float16)})
+    out = curator.apply(frame, stages=["quality"], run_dir=tmp_path / "run")
+    assert out.num_rows == 2 and set(out["status"]) == {"kept"}
+    result = curator.RunResult.load(tmp_path / "run")
+    assert result.dataset.features["w"].dtype == "float32" and sorted(result.dataset["w"]) == [0.5, 1.0]
+    assert result.ledger.num_rows == 2
 
 
 def test_apply_rejects_other_types_clearly():
@@ -74,3 +140,27 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     block = re.search(r"## Python API\n.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})
+
+
+def test_a_dataframe_of_chats_whose_turns_differ_in_shape_is_read(tmp_path):
+    chats = [[{"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]},
+              {"role": "assistant", "content": "hello, how can I help?"}],
+             [{"role": "user", "content": "plain question"}, {"role": "assistant", "content": "plain answer"}]]
+    out = curator.apply(pd.DataFrame({"messages": chats}), stages=["quality"], run_dir=tmp_path / "run")
+    assert out["status"] == ["kept", "kept"]
+    prompts = sorted(curator.RunResult.load(tmp_path / "run").dataset["prompt"])
+    assert prompts == ["hi there", "plain question"]
+
+
+def test_a_result_kept_across_a_rerun_of_its_directory_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    recipe = {"curator": 1, "name": "again", "inputs": [{"path": "d.jsonl"}], "stages": [{"use": "quality"}]}
+    first = curator.run(recipe, "run", quiet=True)
+    assert first.run_dir == tmp_path / "run" and first.ledger.num_rows == 1
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "response": "r"}\n{"prompt": "q", "response": "s"}\n')
+    second = curator.run(recipe, "run", quiet=True)
+    for stale in (lambda: first.ledger, lambda: first.scores, lambda: first.dataset):
+        with pytest.raises(curator.errors.RunError, match="this result is of an earlier run of the directory"):
+            stale()
+    assert second.ledger.num_rows == 2 and curator.RunResult.load("run").dataset.num_rows == 2
