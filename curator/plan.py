@@ -40,6 +40,7 @@ from curator.stage import (
     params_to_dict,
 )
 
+RESERVED_OUTPUTS = (*CANONICAL, "status", "status_reason")  # columns of the views and of apply's result
 UnitKind = Literal["input", "ingest", "shard", "map", "global"]
 
 
@@ -243,11 +244,13 @@ def plan_stages(plan: Plan, schema: pa.Schema | None) -> Plan:
     """``plan`` with every later stage: constructed, checked against the ingested columns ``schema``
     (unless None: ``check_columns``, ``check_shadowing``) before anything is fingerprinted, then fingerprinted
     in recipe order."""
-    specs = plan.recipe.stages[1:] if plan.recipe.stages[:1] == (plan.ingest.spec,) else plan.recipe.stages
-    classes = [get_stage(spec.use, f"stages[{k}].use") for k, spec in enumerate(specs, start=1)]
+    explicit = plan.recipe.stages[:1] == (plan.ingest.spec,)  # the recipe lists its ingest stage (normalize)
+    specs = plan.recipe.stages[1:] if explicit else plan.recipe.stages
+    first = 1 if explicit else 0  # specs[0]'s index in the recipe's stages (for messages)
+    classes = [get_stage(spec.use, f"stages[{k}].use") for k, spec in enumerate(specs, start=first)]
     probes = [cls(spec.params, plan.context(plan.ingest.fingerprint)) for cls, spec in zip(classes, specs)]
     if schema is not None:
-        check_columns(specs, probes, schema)
+        check_columns(specs, probes, schema, first)
         check_shadowing(plan, specs, probes, schema)
     fp, planned = plan.ingest.fingerprint, []
     for k, (spec, cls, probe) in enumerate(zip(specs, classes, probes), start=1):
@@ -308,16 +311,36 @@ def declared_artifacts(recipe: Recipe, rundir: RunDir) -> dict[str, Path]:
     return found
 
 
-def check_columns(specs: Sequence[StageSpec], stages: Sequence[Stage], schema: pa.Schema) -> None:
-    """Every stage's required columns exist by the time it runs (checked before models load)."""
-    names = list(schema.names)
-    for index, (spec, stage) in enumerate(zip(specs, stages), start=1):
+def check_columns(specs: Sequence[StageSpec], stages: Sequence[Stage], schema: pa.Schema, first: int = 1) -> None:
+    """Every stage's required columns exist by the time it runs (checked before models load); ``first`` is
+    ``specs[0]``'s index in the recipe's stages."""
+    names, written = list(schema.names), {}
+    for index, (spec, stage) in enumerate(zip(specs, stages), start=first):
         try:
             stage.check_inputs(pa.schema([(n, pa.null()) for n in names]))
         except RecipeError as exc:
             raise RecipeError(f"stages[{index}] ({spec.id}): {exc}") from None
         if stage.kind == "score":
+            for column in stage.provided_columns():
+                problem = _output_name_problem(column, written)
+                if problem:
+                    raise RecipeError(f"stages[{index}] ({spec.id}): it writes the column '{column}', {problem}")
+                written.setdefault(column, spec.id)
             names += [c for c in stage.provided_columns() if c not in names]
+
+
+def _output_name_problem(column: str, written: dict[str, str]) -> str | None:
+    """Why a score stage may not write ``column`` (``written``: column -> the earlier stage that writes it), or None.
+    Every stage may write ``FLAG_COLUMN``."""
+    if column == FLAG_COLUMN:
+        return None
+    if column in RESERVED_OUTPUTS:
+        return (f"one of curator's own ({', '.join(RESERVED_OUTPUTS)}); give the stage's column another name "
+                "(a parameter of the stage, or its provides)")
+    if column in written:
+        return (f"which stage '{written[column]}' writes too, so rules and the scores view would read only the first; "
+                "give one of them other column names, or drop one stage")
+    return None
 
 
 def check_shadowing(plan: Plan, specs: Sequence[StageSpec], stages: Sequence[Stage], schema: pa.Schema) -> None:

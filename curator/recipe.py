@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,13 +20,12 @@ from curator.errors import RecipeError
 from curator.export import OutputSpec
 from curator.inputs import input_name, name_problems, source_path
 from curator.paths import resolve_input
-from curator.registry import get_stage
+from curator.registry import SAFE_NAME, get_stage
 from curator.samples import FORMAT_NAMES
 from curator.stage import build_params, params_to_dict
 
 RECIPE_VERSION = 1
 MAX_RECIPE_BYTES = 1 << 20
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a stage id or run name: one path component, never '..'
 
 
 @dataclass(frozen=True)

@@ -327,11 +327,11 @@ def _missing_prompt(table: pa.Table, col: str) -> pa.Array:
 
 
 def _pass_through(column: pa.ChunkedArray, name: str, where: str) -> pa.ChunkedArray:
-    """A column the layout does not use, as ``dataset/`` can hold it: mixed-type text untagged, every ``map``
-    (also nested) cast to what it is physically, a list of ``{key, value}`` structs. Raises ``InputError``
-    naming the column for a type ``datasets`` cannot represent (a union, an interval, ...)."""
+    """A column the layout does not use, as ``dataset/`` can hold it (``_stored_type``): mixed-type text untagged,
+    every ``map`` (also nested) a list of ``{key, value}`` structs, float16 as float32. Raises ``InputError`` naming
+    the column for a type ``datasets`` cannot represent (a union, an interval, ...)."""
     column = _untagged(column)
-    storable = _without_maps(column.type)
+    storable = _stored_type(column.type)
     why = _unstorable(storable)
     if why is not None:
         raise InputError(f"{where}: column '{name}' cannot be written to dataset/ ({why.rstrip('.')}); convert it "
@@ -339,18 +339,21 @@ def _pass_through(column: pa.ChunkedArray, name: str, where: str) -> pa.ChunkedA
     return column if storable == column.type else column.cast(storable)
 
 
-def _without_maps(kind: pa.DataType) -> pa.DataType:
-    """``kind`` with every map type replaced by a list of ``{key, value}`` structs."""
+def _stored_type(kind: pa.DataType) -> pa.DataType:
+    """``kind`` as curator stores it: every map type replaced by a list of ``{key, value}`` structs, and every
+    float16 by float32 (DuckDB, behind every view, cannot read half floats; the values are the same)."""
+    if pa.types.is_float16(kind):
+        return pa.float32()
     if pa.types.is_map(kind):
-        return pa.list_(pa.struct([("key", _without_maps(kind.key_type)), ("value", _without_maps(kind.item_type))]))
+        return pa.list_(pa.struct([("key", _stored_type(kind.key_type)), ("value", _stored_type(kind.item_type))]))
     if pa.types.is_struct(kind):
-        return pa.struct([f.with_type(_without_maps(f.type)) for f in kind])
+        return pa.struct([f.with_type(_stored_type(f.type)) for f in kind])
     if pa.types.is_fixed_size_list(kind):
-        return pa.list_(kind.value_field.with_type(_without_maps(kind.value_type)), kind.list_size)
+        return pa.list_(kind.value_field.with_type(_stored_type(kind.value_type)), kind.list_size)
     if pa.types.is_list(kind):
-        return pa.list_(kind.value_field.with_type(_without_maps(kind.value_type)))
+        return pa.list_(kind.value_field.with_type(_stored_type(kind.value_type)))
     if pa.types.is_large_list(kind):
-        return pa.large_list(kind.value_field.with_type(_without_maps(kind.value_type)))
+        return pa.large_list(kind.value_field.with_type(_stored_type(kind.value_type)))
     return kind
 
 

@@ -29,7 +29,7 @@ from curator.parallel import map_ordered
 from curator.plan import Plan, PlannedStage, Unit
 from curator.rundir import shard_name
 from curator.samples import MESSAGE_TYPE, sample_ids, shard_indices
-from curator.stage import Stage
+from curator.stage import FLAG_COLUMN, Stage
 from curator.views import ShardView
 
 _STAGES: dict[tuple[str, str], Stage] = {}  # (fingerprint, run dir) -> set-up stage, per process
@@ -251,12 +251,49 @@ def _failed(plan: Plan, ps: PlannedStage, unit: Unit, exc: Exception) -> NoRetur
                    f"(traceback in {rundir.marker(ps.fingerprint, unit.name, 'failed')})") from exc
 
 
-def _check(stage: Stage, result: pa.Table, rows: int) -> None:
-    if stage.kind == "score":
-        missing = [c for c in ("sample_id", *stage.provided_columns()) if c not in result.column_names]
-        if missing or result.num_rows != rows:
-            raise RunError(f"stage '{stage.name}' returned columns {result.column_names} and {result.num_rows} "
-                           f"rows; expected {['sample_id', *stage.provided_columns()]} for {rows} rows")
+def _check(stage: Stage, result: pa.Table, batch: pa.Table | pa.RecordBatch) -> None:
+    """A score stage's output for ``batch``: its declared columns, one row per row of ``batch`` with the same
+    ``sample_id``s (in any order), ``flag_reason`` as text, and no NaN or infinity in a float column (a row a stage
+    cannot score gets a null score and a ``flag_reason``). A ``RunError`` naming the stage and the fix otherwise."""
+    if stage.kind != "score":
+        return
+    rows = batch.num_rows
+    expected = ["sample_id", *stage.provided_columns()]
+    missing = [c for c in expected if c not in result.column_names]
+    if missing or result.num_rows != rows:
+        raise RunError(f"stage '{stage.name}' returned columns {result.column_names} and {result.num_rows} "
+                       f"rows; expected {expected} for {rows} rows")
+    if not _same_ids(batch.column("sample_id"), result.column("sample_id")):
+        raise RunError(f"stage '{stage.name}' returned sample_ids that are not those of its batch (each of the "
+                       f"batch's {rows} ids once, in any order): copy 'sample_id' from the batch into its result")
+    if FLAG_COLUMN in result.column_names and not _is_text(result.schema.field(FLAG_COLUMN).type):
+        raise RunError(f"stage '{stage.name}' returned '{FLAG_COLUMN}' of type {result.schema.field(FLAG_COLUMN).type};"
+                       " it is the reason a row is flagged: text (null where the row is fine)")
+    for name in stage.provided_columns():
+        column = result.column(name)
+        if pa.types.is_floating(column.type):
+            bad = pc.sum(pc.invert(pc.is_finite(column))).as_py() or 0
+            if bad:
+                raise RunError(f"stage '{stage.name}' returned NaN or infinity in '{name}' ({bad} of {rows} rows): a "
+                               f"row a stage cannot score gets a null score and a '{FLAG_COLUMN}' saying why (decide "
+                               "rules would otherwise order NaN above every threshold)")
+
+
+def _same_ids(ids: pa.Array | pa.ChunkedArray, given: pa.Array | pa.ChunkedArray) -> bool:
+    """``given`` holds each of ``ids`` (unique) once, in any order (the common case, the same order, costs a compare)."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    given = given.combine_chunks() if isinstance(given, pa.ChunkedArray) else given
+    try:
+        given = given.cast(ids.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    if given.equals(ids):
+        return True
+    return len(given) == len(ids) and pc.take(ids, pc.sort_indices(ids)).equals(pc.take(given, pc.sort_indices(given)))
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
 
 
 def _as_table(result: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -269,7 +306,7 @@ def _stream(stage: Stage, batches: Iterator[pa.RecordBatch], schema: pa.Schema, 
     rows = emitted = 0
     for batch in batches:
         result = _as_table(stage.process_batch(batch))
-        _check(stage, result, batch.num_rows)
+        _check(stage, result, batch)
         if stage.kind == "augment":
             result = _prepare_added(result, stage_id, emitted)
             emitted += result.num_rows
@@ -277,8 +314,9 @@ def _stream(stage: Stage, batches: Iterator[pa.RecordBatch], schema: pa.Schema, 
         rows += batch.num_rows
         release_arrow_memory()
     if not rows:
-        result = _as_table(stage.process_batch(pa.RecordBatch.from_pylist([], schema=schema)))
-        _check(stage, result, 0)
+        empty = pa.RecordBatch.from_pylist([], schema=schema)
+        result = _as_table(stage.process_batch(empty))
+        _check(stage, result, empty)
         sink.write(_prepare_added(result, stage_id) if stage.kind == "augment" else result)
     return rows
 
@@ -291,7 +329,7 @@ def _apply(stage: Stage, view: pa.Table) -> pa.Table:
     if not parts:
         parts = [_as_table(stage.process_batch(pa.RecordBatch.from_pylist([], schema=view.schema)))]
     result = pa.concat_tables(parts, promote_options="permissive")
-    _check(stage, result, view.num_rows)
+    _check(stage, result, view)
     return result
 
 

@@ -15,6 +15,7 @@ that watches the parent pid), so they never outlive it holding its caller's pipe
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -30,6 +31,8 @@ from curator.parallel import set_threads
 from curator.plan import Plan, Unit
 from curator.progress import progress_bar
 from curator.worker import run_unit
+
+log = logging.getLogger("curator")
 
 POOL_MIN_BYTES = 32 << 20
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal this process gets when its parent thread exits
@@ -100,6 +103,22 @@ def _ready() -> None:
     """A job that only makes a new worker import what units need (``warm_up``)."""
 
 
+def _workers_can_import(plan: Plan) -> bool:
+    """Whether worker processes can import every stage class of ``plan``: not so for one defined in an interactive
+    ``__main__`` (a notebook, ``python -c``, stdin), which has no file a new process could run. Logged once."""
+    main = sys.modules.get("__main__")
+    stranded = [ps.cls.__qualname__ for ps in plan.stages
+                if ps.cls.__module__ == "__main__" and not getattr(main, "__file__", None)]
+    if stranded and stranded[0] not in _WARNED:
+        _WARNED.add(stranded[0])
+        log.warning("stage class %s is defined in an interactive session, which worker processes cannot import: its "
+                    "run's units run in this process (define it in a module to use several workers)", stranded[0])
+    return not stranded
+
+
+_WARNED: set[str] = set()
+
+
 class LocalExecutor:
     name = "local"
 
@@ -158,7 +177,8 @@ class LocalExecutor:
         """Run every unit of ``plan``; results in unit order. The first exception is re-raised."""
         results: list[dict | None] = [None] * len(units)
         with progress_bar(desc, len(units), self.quiet) as advance:
-            if self.workers == 1 or len(units) <= 1 or (self._pool is None and plan.input_bytes < POOL_MIN_BYTES):
+            if self.workers == 1 or len(units) <= 1 or (self._pool is None and plan.input_bytes < POOL_MIN_BYTES) \
+                    or not _workers_can_import(plan):
                 for i, unit in enumerate(units):
                     results[i] = run_unit(plan, unit)
                     advance()
