@@ -15,6 +15,7 @@ NULL counts as a failure (a gate never passes on missing data). Helpers, expande
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import json
@@ -251,7 +252,8 @@ class GateRuleError(RecipeError):
 
 
 def evaluate(run_dir: str | Path, rules: list[GateRule] | str | Path | None = None, *, record: bool = True) -> dict:
-    """Evaluate ``rules`` (a list, a rules-file path, or None for the run's recipe ``gate:``) on a
+    """Evaluate ``rules`` (a list of ``GateRule``s or of ``{name, sql, ...}`` mappings, a rules-file path, or None
+    for the run's recipe ``gate:``) on a
     finished run; return the verdict and, with ``record``, write it to ``gate.json`` and the
     manifest's ``"gate"``. Raises ``GateRuleError`` (exit 2) if a rule cannot be evaluated."""
     root = Path(run_dir).resolve()
@@ -260,6 +262,8 @@ def evaluate(run_dir: str | Path, rules: list[GateRule] | str | Path | None = No
         rules = recipe_rules(root)
     elif not isinstance(rules, list):
         rules = load_rules(rules)
+    elif not all(isinstance(r, GateRule) for r in rules):  # mappings, as a rules file or a recipe's gate: holds
+        rules = parse_rules([dataclasses.asdict(r) if isinstance(r, GateRule) else r for r in rules], "rules")
     if not rules:
         raise RecipeError(f"{root}: no gate rules; add a `gate:` list to the recipe or pass --rules FILE")
     con = _connect(root)

@@ -178,11 +178,11 @@ def run_ids(dirs: list[Path]) -> list[str]:
     return ids
 
 
-def connect(run_dirs: str | Path | list[str | Path], *, own_database: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(run_dirs: str | Path | list[str | Path] | tuple[str | Path, ...], *, own_database: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views above (``TEMP`` views: private to it) over one run directory or
     several: a cursor of this process's database (``curator.database``), or, with ``own_database``, a new
     database, for settings that apply to a whole database (the gate's sandbox)."""
-    dirs = [Path(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
+    dirs = [Path(d) for d in (run_dirs if isinstance(run_dirs, (list, tuple)) else [run_dirs])]
     for d in dirs:
         if not (d / "input").exists() and not (d / "manifest.json").exists():
             raise RecipeError(f"{d}: not a curator run directory (no input/ or manifest.json)")

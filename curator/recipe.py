@@ -149,11 +149,13 @@ def load_yaml(text: str, where: str) -> Any:
 
 
 def load_recipe(source: str | Path | dict, base_dir: Path | None = None) -> Recipe:
-    """Parse and validate a recipe from a path, a YAML string or a dict."""
+    """Parse and validate a recipe from a path, a YAML string (several lines, or one flow mapping ``{...}``) or a
+    dict."""
     if isinstance(source, dict):
         raw, text, where, base = source, yaml.safe_dump(source, sort_keys=False), "recipe", base_dir or Path.cwd()
     else:
-        path = Path(source) if not (isinstance(source, str) and "\n" in source) else None
+        is_text = isinstance(source, str) and ("\n" in source or source.lstrip().startswith("{"))
+        path = None if is_text else Path(source)
         if path is not None:
             if not path.is_file():
                 raise RecipeError(f"{path}: recipe file not found")

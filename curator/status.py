@@ -38,7 +38,9 @@ def _planned(root: Path) -> list[dict]:
         return []
 
 
-def run_status(root: Path) -> dict:
+def run_status(root: str | Path) -> dict:
+    """What ``curator status`` prints for run directory ``root``, as a dict."""
+    root = Path(root)
     manifest_path = root / "manifest.json"
     markers = root / "markers"
     out: dict = {"run_dir": str(root), "finished": manifest_path.exists()}

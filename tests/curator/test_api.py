@@ -164,3 +164,17 @@ def test_a_result_kept_across_a_rerun_of_its_directory_says_so(tmp_path, monkeyp
         with pytest.raises(curator.errors.RunError, match="this result is of an earlier run of the directory"):
             stale()
     assert second.ledger.num_rows == 2 and curator.RunResult.load("run").dataset.num_rows == 2
+
+
+def test_the_library_functions_take_what_a_python_user_passes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    recipe = curator.load_recipe('{curator: 1, name: flow, inputs: [{path: d.jsonl}], stages: [{use: quality}]}')
+    assert recipe.name == "flow"  # a one-line flow mapping is YAML, not a path
+    curator.run(recipe, "run", quiet=True)
+    from curator import gate, query, status
+    assert status.run_status("run")["finished"] is True
+    assert query.connect(("run",)).sql("SELECT count(*) FROM ledger").fetchall() == [(1,)]
+    verdict = gate.evaluate("run", [{"name": "no_drops", "sql": "SELECT count(*) = 0 FROM ledger WHERE status = 'dropped'"}],
+                            record=False)
+    assert verdict["passed"] is True
