@@ -13,6 +13,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from curator.errors import InputError, RecipeError, RunError
 from curator.executors import Executor
 from curator.executors.local import LocalExecutor
@@ -135,7 +138,26 @@ def _run_phases(plan: Plan, exe: Executor) -> dict[str, float]:
                 run_unit(plan, phase.final)
         for sid in phase.stages:
             timings[sid] = round(time.time() - t0, 3)
+            _check_one_type(plan, sid)
     return timings
+
+
+def _check_one_type(plan: Plan, stage_id: str) -> None:
+    """Each column of a score stage's shards has one type (null-only shards aside): a ``RunError`` naming the stage,
+    the column and two shards otherwise (the views would read the column as text, and rules compare text)."""
+    ps = next(p for p in plan.stages if p.id == stage_id)
+    if ps.kind != "score":
+        return
+    seen: dict[str, tuple[pa.DataType, str]] = {}
+    for path in sorted(plan.rundir.scores(stage_id, 0).parent.glob("shard-*.parquet")):
+        for field in pq.read_schema(path):
+            if pa.types.is_null(field.type):
+                continue
+            first = seen.setdefault(field.name, (field.type, path.name))
+            if first[0] != field.type:
+                raise RunError(f"stage '{stage_id}' wrote column '{field.name}' as {first[0]} in {first[1]} and as "
+                               f"{field.type} in {path.name}; a stage's column must have one type in every shard "
+                               "(cast it in process_batch, and bump the stage's version so that its shards are redone)")
 
 
 def _input_paths(recipe: Recipe, extra_roots: tuple[Path, ...], rundir: RunDir) -> list[Path]:

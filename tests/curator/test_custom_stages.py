@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 import curator
@@ -135,3 +136,19 @@ print(result.counts["kept"])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "40"
     assert "MainStage is defined in an interactive session" in out.stderr
+
+
+def test_a_column_of_two_types_across_shards_fails_the_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    def body(batch):
+        first = batch.column("prompt")[0].as_py() if batch.num_rows else ""
+        values = [1.5] * batch.num_rows if first < "question 3" else ["high"] * batch.num_rows
+        return pa.table({"sample_id": _ids(batch), "v": pa.array(values)})
+    _score_stage("two_types", body)
+    rows = pa.table({"prompt": [f"question {i}" for i in range(40)], "response": ["r"] * 40})
+    recipe = {"curator": 1, "name": "types", "inputs": [{"path": "d.parquet"}], "shards": 4,
+              "stages": [{"use": "two_types"}]}
+    pq.write_table(rows, tmp_path / "d.parquet")
+    with pytest.raises(RunError, match=r"stage 'two_types' wrote column 'v' as (double|string) in shard-0000\d.parquet "
+                                       r"and as (double|string) in shard-0000\d.parquet"):
+        curator.run(recipe, "run", quiet=True)
