@@ -322,14 +322,14 @@ def check_columns(specs: Sequence[StageSpec], stages: Sequence[Stage], schema: p
             raise RecipeError(f"stages[{index}] ({spec.id}): {exc}") from None
         if stage.kind == "score":
             for column in stage.provided_columns():
-                problem = _output_name_problem(column, written)
+                problem = output_name_problem(column, written)
                 if problem:
                     raise RecipeError(f"stages[{index}] ({spec.id}): it writes the column '{column}', {problem}")
                 written.setdefault(column, spec.id)
             names += [c for c in stage.provided_columns() if c not in names]
 
 
-def _output_name_problem(column: str, written: dict[str, str]) -> str | None:
+def output_name_problem(column: str, written: dict[str, str]) -> str | None:
     """Why a score stage may not write ``column`` (``written``: column -> the earlier stage that writes it), or None.
     Every stage may write ``FLAG_COLUMN``."""
     if column == FLAG_COLUMN:

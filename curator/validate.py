@@ -36,7 +36,7 @@ from curator.errors import CuratorError, RecipeError
 from curator.gate import EXAMPLE, expand, rule_problems, rule_query
 from curator.inputs import input_name
 from curator.ledger import LEDGER_SCHEMA
-from curator.plan import declared_artifacts, output_scores_problem
+from curator.plan import declared_artifacts, output_name_problem, output_scores_problem
 from curator.query import sql_message
 from curator.readers import detect_kind, input_lines
 from curator.recipe import Recipe, StageSpec
@@ -167,7 +167,13 @@ def dry_run(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> tuple[list[st
     errors += order_errors
     writers: dict[str, tuple[int, str]] = {}
     for k, spec, stage in stages:
-        for c in stage.provided_columns() if stage.kind == "score" else ():
+        provided = stage.provided_columns() if stage.kind == "score" else ()
+        earlier = {column: sid for column, (_, sid) in writers.items()}
+        clashes = [(c, problem) for c in provided if (problem := output_name_problem(c, earlier))]
+        if clashes:
+            more = f" (and {len(clashes) - 1} more of its columns)" if len(clashes) > 1 else ""
+            errors.append(f"stages[{k}] ({spec.id}): it writes the column '{clashes[0][0]}'{more}, {clashes[0][1]}")
+        for c in provided:
             writers.setdefault(c, (k, spec.id))
     errors += [_shadowed(c, *writers[c]) for c in header.names if c not in CANONICAL and c in writers]
     columns = pa.schema([(n, pa.null()) for n in CANONICAL]
