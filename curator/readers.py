@@ -25,6 +25,7 @@ types and file rows for a well-formed file.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -94,7 +95,27 @@ def detect_kind(path: Path) -> str:
     if codec and kinds[suffix] not in TEXT_KINDS:
         raise InputError(f"{path}: a compressed {kinds[suffix]} file; decompress it (Parquet and Arrow files "
                          "compress their columns themselves)")
+    if kinds[suffix] in ("json", "jsonl"):
+        stat = path.stat()
+        return _json_text_kind(str(path), stat.st_size, stat.st_mtime_ns) or kinds[suffix]
     return kinds[suffix]
+
+
+@functools.lru_cache(maxsize=64)
+def _json_text_kind(path: str, size: int, mtime_ns: int) -> str | None:
+    """What a ``.json``/``.jsonl`` file holds, by its first line that is not blank (``size`` and ``mtime_ns`` key
+    the cache): ``jsonl`` if it is a JSON object (JSON Lines, which ``.json`` files often hold), ``json`` if it is
+    a JSON array or the start of one (``[`` on a line of its own: a pretty-printed array); None if it tells
+    nothing (the file's name decides)."""
+    try:
+        first = next((t for line in input_lines(Path(path)) if (t := line.removeprefix(BOM).strip())), b"")
+    except Exception:  # noqa: BLE001 (a file that cannot be decompressed: its reader says what is wrong)
+        return None
+    try:
+        value = json.loads(first)
+    except ValueError:
+        return "json" if first.startswith(b"[") else None
+    return "jsonl" if isinstance(value, dict) else "json" if isinstance(value, list) else None
 
 
 def _dataset_dict(path: Path) -> str:

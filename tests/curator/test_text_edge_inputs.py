@@ -104,3 +104,28 @@ def test_a_quarantined_value_of_another_json_type_is_shown_as_the_file_held_it(t
     raw = pq.read_table(tmp_path / "run" / "quarantine").sort_by("input_row").column("raw").to_pylist()
     assert prompts == ["fine"] and [b["input_row"] for b in bad] == [1, 2]
     assert [json.loads(r) for r in raw] == [{"prompt": "p", "response": 5}, {"prompt": ["a", "list"], "response": "r"}]
+
+
+@pytest.mark.parametrize("name, data", [
+    ("lines.json", _line("a") + b"\n" + _line("b")),  # JSON Lines named .json (as many hub files are)
+    ("lines.json.gz", None),
+    ("pretty.jsonl", json.dumps([{"prompt": "a", "response": "r"}, {"prompt": "b", "response": "r"}], indent=2).encode()),
+    ("one_line_array.jsonl", json.dumps([{"prompt": "a", "response": "r"}, {"prompt": "b", "response": "r"}]).encode()),
+])
+def test_the_content_not_the_name_says_json_lines_or_a_json_array(tmp_path, name, data):
+    if data is None:
+        import gzip
+        data = gzip.compress(_line("a") + _line("b"))
+    res, bad, prompts = _run(tmp_path, name, data)
+    assert prompts == ["a", "b"] and bad == []
+
+
+def test_a_jsonl_file_whose_first_line_is_broken_is_still_read_line_by_line(tmp_path):
+    res, bad, prompts = _run(tmp_path, "d.jsonl", b'{"prompt": "cut\n' + _line("b"))
+    assert prompts == ["b"] and [b["input_row"] for b in bad] == [0]
+
+
+def test_a_json_file_holding_one_object_is_a_clear_error(tmp_path):
+    from curator.errors import InputError
+    with pytest.raises(InputError, match=r"obj.json: expected a JSON array of objects"):
+        _run(tmp_path, "obj.json", json.dumps({"data": [{"prompt": "a"}]}, indent=2).encode())
