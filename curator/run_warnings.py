@@ -1,6 +1,7 @@
 """What a finished run should make its user look twice at, read only from the run directory; shown by
 ``curator run`` (stderr), ``curator status`` and the report's warnings box.
 
+- an input at least half of whose rows were quarantined (with the most frequent reason);
 - probe rows (no response: in the ledger as ``probe``, not in ``dataset/``) that no stage used as probes;
 - a score stage that scored no row (every column it wrote is null), naming its ``sources:`` / ``where:``
   parameters and the run's sources when it has them -- the usual cause is a selection that matches nothing;
@@ -104,10 +105,26 @@ def declared(con: duckdb.DuckDBPyConnection, manifest: dict) -> list[str]:
     return out
 
 
+def mostly_quarantined(con: duckdb.DuckDBPyConnection, manifest: dict, views: set[str]) -> list[str]:
+    """Inputs at least half of whose rows were quarantined, with the most frequent reason: such a file is usually
+    not in the layout or format it was read as."""
+    if "quarantine" not in views:
+        return []
+    out = []
+    for idx, n, reason in con.execute("SELECT input_idx, count(*), mode(reason) FROM quarantine "
+                                      "WHERE input_idx IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall():
+        rows = manifest["inputs"][idx].get("rows") if 0 <= idx < len(manifest["inputs"]) else None
+        if rows and 2 * n >= rows:
+            out.append(f"{manifest['inputs'][idx]['uri']}: {n} of its {rows} rows were quarantined (most often: "
+                       f"{reason}); see them with: SELECT input_row, reason FROM quarantine")
+    return out
+
+
 def run_warnings(con: duckdb.DuckDBPyConnection, manifest: dict, root) -> list[str]:
     """Every warning above for the finished run at ``root`` (``con``: ``curator.query.connect(root)``)."""
     views = _views(con)
-    out = missing_responses(con, views) if "samples" in views else []
+    out = mostly_quarantined(con, manifest, views)
+    out += missing_responses(con, views) if "samples" in views else []
     if "samples" in views:
         out += unscored_stages(con, manifest, root)
     if "scores" in views:

@@ -243,3 +243,13 @@ def test_report_in_a_real_browser(toy_report):
         assert driver.get_screenshot_as_png()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         driver.quit()
+
+
+def test_an_input_mostly_quarantined_warns_with_its_most_frequent_reason(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"prompt": "a", "response": "b"}\nnot json\nnot json either\n')
+    (tmp_path / "ok.jsonl").write_text('{"prompt": "c", "response": "d"}\nnot json\n{"prompt": "e", "response": "f"}\n')
+    res = run(write_recipe(tmp_path, ["d.jsonl", "ok.jsonl"], [{"use": "normalize"}], shards=2), tmp_path / "run",
+              quiet=True)
+    warnings = [w for w in run_status(res.run_dir)["warnings"] if "quarantined" in w]
+    assert warnings == [f"{tmp_path / 'd.jsonl'}: 2 of its 3 rows were quarantined (most often: invalid JSON: "
+                        "Expecting value (column 1)); see them with: SELECT input_row, reason FROM quarantine"]
