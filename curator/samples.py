@@ -4,8 +4,9 @@ Canonical columns: ``sample_id``, ``prompt``, ``response``, ``messages`` (list o
 ``{role, content}``), ``source``; every other input column passes through, as a data set can hold it (a
 ``map`` as a list of ``{key, value}`` structs; a type ``datasets`` cannot represent is an ``InputError``).
 Column names must be unique and not start with ``_`` (the engine's own columns, ``RESERVED``; a pandas index
-stored in the file, ``__index_level_N__``, is not data and is not kept). An input's own ``sample_id`` column
-passes through as ``input_sample_id`` (curator computes ``sample_id`` from the content).
+stored in the file, ``__index_level_N__``, is not data and is not kept). An input column named like a canonical
+column that its layout does not read (its own ``sample_id``; a ``messages`` column in a prompt/response file)
+passes through as ``input_<name>``.
 Adapters never raise on a bad row: they return a per-row ``_bad_reason`` (null when fine),
 and the ingest step quarantines those rows. In a layout with a prompt (``PROMPT_COLUMN``), a null or absent
 prompt makes a row bad (``missing prompt``; alpaca's ``input`` and dolly's ``context`` never stand in for it).
@@ -76,12 +77,13 @@ RESERVED = ("_bad_reason", "_input_idx", "_input_row")  # what the engine adds t
 
 
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # pandas' row index stored in a Parquet/Arrow file: not data
-INPUT_ID = "input_sample_id"  # where an input's own ``sample_id`` column is kept
+UNREAD_CANONICAL = ("sample_id", "prompt", "response", "messages")  # input columns of these names that its layout
+# does not read are kept as ``input_<name>`` (curator writes its own ``sample_id``, ``prompt``, ...)
 
 
 def check_column_names(names: list[str], where: str) -> None:
-    """An ``InputError`` naming the column if a name is used twice, starts with ``_`` (other than
-    ``PANDAS_INDEX``), or an input has both ``sample_id`` and ``INPUT_ID``."""
+    """An ``InputError`` naming the column if a name is used twice or starts with ``_`` (other than
+    ``PANDAS_INDEX``)."""
     twice = [name for name, k in Counter(names).items() if k > 1]
     if twice:
         raise InputError(f"{where}: column '{twice[0]}' appears {names.count(twice[0])} times; give each column "
@@ -90,9 +92,6 @@ def check_column_names(names: list[str], where: str) -> None:
     if internal:
         raise InputError(f"{where}: column '{internal[0]}': names starting with '_' are curator's own (such as "
                          f"{', '.join(RESERVED)}); rename it (e.g. '{internal[0].lstrip('_') or 'column'}')")
-    if "sample_id" in names and INPUT_ID in names:
-        raise InputError(f"{where}: columns 'sample_id' and '{INPUT_ID}': curator computes each row's sample_id and "
-                         f"keeps an input's own as '{INPUT_ID}'; rename or drop one of them")
 
 
 def detect_format(columns: list[str], where: str) -> str:
@@ -308,16 +307,29 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool 
         reasons.append(why)
     if fmt in PROMPT_COLUMN and not prompt_messages:  # after the type reasons: a wrong type is named as such
         reasons.append(_missing_prompt(table, PROMPT_COLUMN[fmt]))
-    mapped = dict.fromkeys((*spec.required, *spec.optional, *CANONICAL))
+    read = {*spec.required, *spec.optional, *(["messages"] if prompt_messages else [])}
+    renamed = _unread_canonical(table.column_names, read, where)
+    mapped = dict.fromkeys((*read, *CANONICAL))
     rest = table.drop_columns([c for c in table.column_names
-                               if c in mapped and c != "sample_id" or PANDAS_INDEX.fullmatch(c)])
+                               if c in mapped and c not in renamed or PANDAS_INDEX.fullmatch(c)])
     source_arr = _source_labels(table, source, n, keep_column)
     bad = pc.coalesce(*reasons) if reasons else pa.nulls(n, pa.string())
     out = pa.table({"prompt": prompt, "response": response, "messages": messages, "source": source_arr})
     for name in rest.column_names:
-        out = out.append_column(INPUT_ID if name == "sample_id" else name, _pass_through(rest.column(name), name, where))
+        out = out.append_column(renamed.get(name, name), _pass_through(rest.column(name), name, where))
     out = out.append_column("_bad_reason", bad)
     return out.replace_schema_metadata(PROMPTS_ONLY) if fmt == "prompts" else out
+
+
+def _unread_canonical(names: list[str], read: set[str], where: str) -> dict[str, str]:
+    """``{name: input_<name>}`` for the input's columns named like a canonical column (``UNREAD_CANONICAL``) that its
+    layout does not read; an ``InputError`` if the file has ``input_<name>`` too."""
+    renamed = {c: f"input_{c}" for c in UNREAD_CANONICAL if c in names and c not in read}
+    clash = next((c for c, new in renamed.items() if new in names), None)
+    if clash:
+        raise InputError(f"{where}: columns '{clash}' and 'input_{clash}': curator writes its own '{clash}' and keeps "
+                         f"an input's '{clash}' that its layout does not read as 'input_{clash}'; rename or drop one")
+    return renamed
 
 
 def _missing_prompt(table: pa.Table, col: str) -> pa.Array:

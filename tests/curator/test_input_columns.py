@@ -118,6 +118,16 @@ def test_an_input_with_sample_id_and_input_sample_id_is_an_input_error(tmp_path)
         _run(tmp_path, ["both.jsonl"])
 
 
+def test_a_messages_column_a_prompt_response_layout_does_not_read_is_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    turns = [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "context"}]
+    write_jsonl(tmp_path / "pr.jsonl", [{"prompt": "p1", "response": "r1", "messages": turns}])
+    recipe = {"curator": 1, "name": "pr", "inputs": [{"path": "pr.jsonl", "format": "prompt_response"}],
+              "stages": STAGES}
+    row = run(recipe, tmp_path / "run", quiet=True).dataset.to_list()[0]
+    assert row["prompt"] == "p1" and row["messages"] is None and row["input_messages"] == turns
+
+
 def test_a_pandas_index_stored_in_parquet_is_not_a_column(tmp_path):
     frame = pd.DataFrame({"prompt": ["p1", "p2", "p3"], "response": ["r1", "r2", "r3"]}, index=[10, 11, 12])
     pa_table = pa.Table.from_pandas(frame, preserve_index=True)
