@@ -1,17 +1,20 @@
 """``quality``: length and format statistics, and duplicate marking on normalised text.
 
-Columns: ``char_len`` (prompt + response characters), ``prompt_chars``, ``response_chars``,
-``word_count``, ``line_count``, ``has_list`` (a bulleted or numbered line), ``has_code`` (a
-fenced block), ``has_math`` (digits joined by an arithmetic operator), ``norm_hash`` (sha1 of
-lower-cased, whitespace-collapsed prompt + response, or of every turn of a conversation, so conversations
-that end alike are not duplicates) and ``is_duplicate`` (an earlier row, in input order, has the same
-``norm_hash``). Global scope so duplicates are found across shards;
-the statistics are computed per shard on the workers (``map_shard``), duplicates once (``reduce``,
-on 16 bytes a row: ``norm_hash`` and the input position as integers).
+Columns: ``char_len`` (prompt + response characters: Unicode code points), ``prompt_chars``, ``response_chars``,
+``word_count`` (whitespace-separated words of prompt + response; a script written without spaces, such as
+Chinese, Japanese or Thai, counts a run of it as one word), ``line_count`` (lines of the response, as
+``str.splitlines`` counts ``\n``, ``\r\n`` and ``\r`` breaks: a final line break ends a line, it does not start
+one), ``has_list`` (a bulleted or numbered line), ``has_code`` (a fenced block: a line opening with three backticks or
+``~~~``), ``has_math`` (digits joined by an arithmetic operator on one line: a loose proxy that dates and ranges
+such as ``2024-01-15`` also meet), ``norm_hash`` (sha1 of the folded prompt and response, or of every turn of a
+conversation, so conversations that end alike are not duplicates) and ``is_duplicate`` (an earlier row, in input
+order, has the same ``norm_hash``). Of a conversation, the lengths, counts and ``has_*`` read the final exchange
+(its last prompt and response); ``norm_hash`` reads every turn.
 
-"Whitespace-collapsed" and ``word_count`` follow Arrow's ``utf8_split_whitespace`` + ``binary_join``:
-a leading whitespace run gives an empty word, a trailing one one empty word, or two if it holds two or
-more characters (``curator.strings.split_join_lower``).
+Folded text: lower-cased, every whitespace run one space, none at the ends of a part (the prompt, the response, a
+turn), parts kept apart (``Say: hello`` / ``world`` and ``Say:`` / ``hello world`` differ). Global scope so
+duplicates are found across shards; the statistics are computed per shard on the workers (``map_shard``),
+duplicates once (``reduce``, on 16 bytes a row: ``norm_hash`` and the input position as integers).
 """
 
 from __future__ import annotations
@@ -25,17 +28,19 @@ import pyarrow.compute as pc
 from curator.stage import Resources, Stage
 from curator.strings import (
     buffers,
-    count_byte,
     count_per_row,
     hex_digests,
     hex_to_uint64,
     rows_of,
     split_join_lower,
+    text_buffers,
 )
 from curator.turns import conversation_text, turn_offsets
 
-LIST_LINE = r"(?m)^\s*(?:[-*•+]|\d{1,3}[.)])\s+\S"
-MATH = r"\d\s*[-+*/×÷^=]\s*\d"
+LIST_LINE = r"(?m)^[ \t]*(?:[-*•+]|\d{1,3}[.)])[ \t]+\S"
+MATH = r"\d[ \t]*[-+*/×÷^=][ \t]*\d"
+FENCE = r"(?m)^[ \t]{0,3}(?:```|~~~)"
+SEP = "\x00"  # joins the parts of a row's text: normalize strips C0 controls, so no text holds it
 POSITION = ("_input_idx", "_input_row")
 SLICE_BYTES = 4 << 20  # text bytes per row_stats call: its byte-level temporaries are ~15x the text
 
@@ -45,30 +50,56 @@ class QualityParams:
     mark_duplicates: bool = True
 
 
+def _folded(text: pa.Array) -> pa.Array:
+    """``text`` (parts joined by ``SEP``) folded: lower-cased, each whitespace run one space, none at a part's
+    ends."""
+    norm = split_join_lower(text)  # (a run ending the text may leave two spaces: trimmed below)
+    norm = pc.replace_substring(pc.replace_substring(norm, " " + SEP, SEP), SEP + " ", SEP)
+    return pc.utf8_trim(norm, " ")
+
+
 def _normalised(text: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(``norm_hash``, ``word_count``) of each text: the number of words is one more than the number of
-    spaces in the whitespace-collapsed text."""
-    norm = split_join_lower(text)
+    """(``norm_hash``, ``word_count``) of each text (parts joined by ``SEP``): the hash of the folded text, and its
+    number of words (runs of bytes other than a space or ``SEP``)."""
+    norm = _folded(text)
     data, offsets = buffers(norm)
-    return hex_digests(norm, "sha1", 16), pa.array(count_per_row(data == 32, offsets) + 1)
+    word = (data != 32) & (data != 0)
+    start = word.copy()
+    start[1:] &= ~word[:-1]
+    first = offsets[:-1][offsets[:-1] < offsets[1:]]  # a row's first byte starts a word if it is in one
+    start[first] = word[first]
+    return hex_digests(norm, "sha1", 16), pa.array(count_per_row(start, offsets))
+
+
+def _line_count(response: pa.Array) -> pa.Array:
+    """Lines per text as ``str.splitlines`` counts them for ``\n``, ``\r\n`` and ``\r`` (0 for an empty one)."""
+    data, offsets = text_buffers(response)
+    lf, cr = data == 10, data == 13
+    lone_cr = cr.copy()
+    lone_cr[:-1] &= ~lf[1:]
+    breaks = count_per_row(lf | lone_cr, offsets)
+    ends = offsets[1:][offsets[1:] > offsets[:-1]] - 1  # each non-empty row's last byte
+    unterminated = np.zeros(len(response), np.bool_)
+    unterminated[offsets[1:] > offsets[:-1]] = ~(lf[ends] | cr[ends])
+    return pa.array(breaks + unterminated)
 
 
 def _has_code(response: pa.Array) -> pa.Array:
-    """Does the text hold a code fence? Searched only in rows with a backtick."""
+    """Does the text hold a code fence (``FENCE``)? Searched only in rows with a backtick or a tilde."""
     data, offsets = buffers(response)
-    tick = np.zeros(len(response), np.bool_)
-    tick[rows_of(np.flatnonzero(data == 0x60), offsets)] = True
-    if not tick.any():
-        return pa.array(tick)
-    tick = pa.array(tick)
-    return pc.replace_with_mask(tick, tick, pc.match_substring(response.filter(tick), "```"))
+    marked = np.zeros(len(response), np.bool_)
+    marked[rows_of(np.flatnonzero((data == 0x60) | (data == 0x7E)), offsets)] = True
+    if not marked.any():
+        return pa.array(marked)
+    marked = pa.array(marked)
+    return pc.replace_with_mask(marked, marked, pc.match_substring_regex(response.filter(marked), FENCE))
 
 
 def row_stats(table: pa.Table) -> pa.Table:
     """Every per-row column (all but ``is_duplicate``) for a batch of rows."""
     prompt = pc.fill_null(table.column("prompt"), "").combine_chunks()
     response = pc.fill_null(table.column("response"), "").combine_chunks()
-    text = pc.binary_join_element_wise(prompt, response, "\n")
+    text = pc.binary_join_element_wise(prompt, response, SEP)
     p_len, r_len = pc.utf8_length(prompt), pc.utf8_length(response)
     norm_hash, word_count = _normalised(text)
     if "messages" in table.column_names and table.column("messages").null_count < table.num_rows:
@@ -77,7 +108,7 @@ def row_stats(table: pa.Table) -> pa.Table:
         longer = np.diff(turn_offsets(messages)) > exchange  # turns before the last user turn (and its answer)
         if longer.any():
             mask = pa.array(longer)
-            whole = conversation_text(messages.filter(mask), "\n")
+            whole = conversation_text(messages.filter(mask), SEP)
             norm_hash = pc.replace_with_mask(norm_hash, mask, _normalised(whole)[0])
     return pa.table({
         "sample_id": table.column("sample_id"),
@@ -85,7 +116,7 @@ def row_stats(table: pa.Table) -> pa.Table:
         "prompt_chars": p_len.cast(pa.int64()),
         "response_chars": r_len.cast(pa.int64()),
         "word_count": word_count,
-        "line_count": pa.array(count_byte(response, 10) + 1),
+        "line_count": _line_count(response),
         "has_list": pc.match_substring_regex(response, LIST_LINE),
         "has_code": _has_code(response),
         "has_math": pc.match_substring_regex(text, MATH),
@@ -109,7 +140,7 @@ class QualityStage(Stage):
     scope = "global"
     map_reduce = True  # per-row statistics per shard on the workers; duplicates once, globally
     reduce_columns = ("_norm_key", "_position")  # 16 bytes a row: norm_hash and input position as integers
-    version = 2  # 2: a conversation's norm_hash covers every turn
+    version = 3  # 2: a conversation's norm_hash covers every turn; 3: folded parts, word/line counts, fences
     Params = QualityParams
     requires = ("sample_id", "prompt", "response", "messages")
     provides = ("char_len", "prompt_chars", "response_chars", "word_count", "line_count", "has_list",

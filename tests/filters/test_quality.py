@@ -6,28 +6,55 @@ import random
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filters.quality import _normalised
+from filters.quality import _normalised, row_stats
 
-PIECES = ["a", "B", "  ", "\t", "\n", "\r\n", "\x0b", "\x0c", "\x1c", "\x1f", "\u00a0", "\u2003", "İ", "ß", "é", "x1",
-          "```", "-", ""]
-
-
-def _arrow_definition(text: pa.Array) -> tuple[list[str], list[int]]:
-    words = pc.utf8_split_whitespace(text)
-    norm = pc.utf8_lower(pc.binary_join(words, " ")).to_pylist()
-    return [hashlib.sha1(t.encode()).hexdigest()[:16] for t in norm], pc.list_value_length(words).to_pylist()
+PIECES = ["a", "B", "  ", "\t", "\n", "\r\n", "\x0b", "\x0c", "\x1c", "\x1f", "\u00a0", "\u2003", "\u205f", "İ", "ß",
+          "é", "x1", "```", "-", "", "\x00"]  # "\x00": quality's SEP between the parts of a row's text
 
 
-def test_fast_norm_hash_and_word_count_equal_the_arrow_definition():
+def _definition(text: pa.Array) -> tuple[list[str], list[int]]:
+    """Each part (between SEP) split on whitespace (``str.split()``: runs, none at the ends), words joined by one
+    space, parts by SEP, lower-cased as Arrow lower-cases; its sha1 and its number of words."""
+    parts = [t.split("\x00") for t in text.to_pylist()]
+    folded = pa.array(["\x00".join(" ".join(p.split()) for p in ps) for ps in parts], pa.string())
+    norm = pc.utf8_lower(folded).to_pylist()
+    return [hashlib.sha1(t.encode()).hexdigest()[:16] for t in norm], [sum(len(p.split()) for p in ps) for ps in parts]
+
+
+def test_fast_norm_hash_and_word_count_equal_their_definition():
     rng = random.Random(0)
-    texts = ["", " ", "   ", "\n", "a", " a", "a ", "  a  b  ", "\x1ca\x1d", "A\u00a0b", "İ x"]
+    texts = ["", " ", "   ", "\n", "a", " a", "a ", "  a  b  ", "\x1ca\x1d", "A\u00a0b", "İ x", "a\n", "a\r\n",
+             "Say: hello\x00world", "Say:\x00hello world", "  p \x00 r  ", "\x00doc", "prompt\x00"]
     texts += ["".join(rng.choices(PIECES, k=rng.randint(0, 12))) for _ in range(3000)]
     arr = pa.array(texts, pa.string())
     hashes, counts = _normalised(arr)
-    assert (hashes.to_pylist(), counts.to_pylist()) == _arrow_definition(arr)
+    assert (hashes.to_pylist(), counts.to_pylist()) == _definition(arr)
     ascii_only = pa.array([t for t in texts if t.isascii() and t.strip()], pa.string())
     hashes, counts = _normalised(ascii_only)  # the all-fast path
-    assert (hashes.to_pylist(), counts.to_pylist()) == _arrow_definition(ascii_only)
+    assert (hashes.to_pylist(), counts.to_pylist()) == _definition(ascii_only)
+
+
+def test_copies_that_differ_only_in_whitespace_at_their_ends_are_duplicates_and_parts_stay_apart():
+    rows = [("Write a haiku", "rain falls"), ("  Write a haiku", "rain falls\n"), ("write a HAIKU ", "rain falls\r\n"),
+            ("Say: hello", "world"), ("Say:", "hello world")]
+    table = pa.table({"sample_id": [str(i) for i in range(len(rows))], "prompt": [p for p, _ in rows],
+                      "response": [r for _, r in rows]})
+    stats = row_stats(table)
+    hashes = stats.column("norm_hash").to_pylist()
+    assert hashes[0] == hashes[1] == hashes[2] and hashes[3] != hashes[4]
+    assert stats.column("word_count").to_pylist() == [5, 5, 5, 3, 3]
+
+
+def test_line_and_word_counts_and_fences_read_as_a_person_would():
+    responses = ["one two three", "one two three\n", "a\n\nb\r\nc\rd", "~~~python\nx = 1\n~~~",
+                 "Markdown uses ``` to start code.", "```\ncode\n```", "She said:\n-\nnothing", "- item\n- item"]
+    table = pa.table({"sample_id": [str(i) for i in range(len(responses))], "prompt": pa.nulls(len(responses), pa.string()),
+                      "response": responses})
+    stats = row_stats(table)
+    assert stats.column("line_count").to_pylist() == [len(r.splitlines()) for r in responses]
+    assert stats.column("word_count").to_pylist() == [len(r.split()) for r in responses]  # a text document: no prompt
+    assert stats.column("has_code").to_pylist() == [False, False, False, True, False, True, False, False]
+    assert stats.column("has_list").to_pylist() == [False] * 6 + [False, True]
 
 
 def test_duplicates_follow_the_input_position_whatever_the_row_order():
