@@ -32,9 +32,10 @@ DEFAULT_PATTERNS = {
     "ipv4": rf"(?:^|[^\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?:$|[^\d.]|\.(?:$|[^\d]))",
 }
 # Matches of a default pattern that are not what it names (subtracted from its count): an image name such as
-# logo@2x.png, an SSH remote such as git@github.com:me/app.git
+# logo@2x.png, an SSH remote such as git@github.com:me/app.git; dotted digit groups that go on (999.999.999.999)
 NOT_DEFAULT = {
     "email": r"@[A-Za-z0-9.-]*\.(?i:png|jpe?g|gif|svg|webp|ico|bmp|tiff?)\b|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,24}:",
+    "phone": r"\b\d{2,4}\.\d{3,4}\.\d{3,5}\.\d",
 }
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
