@@ -4,11 +4,13 @@ A rule's ``sql`` is a boolean expression evaluated as
 ``SELECT (<sql>) AS pass, <value> AS value FROM scores``, where ``<value>`` is the left operand of
 the expression's first top-level comparison (``frac(is_duplicate) < 0.02`` reports the fraction).
 A rule that names no column (``n_quarantined() = 0``) is evaluated once. A per-row rule
-(``char_len < 10000``, no aggregate) must hold on every row of ``scores``; its value is the
-number of rows where it does not. A rule may also be a full
+(``char_len < 10000``, no aggregate) must hold on every row of ``scores`` where it is not NULL (rows a score does
+not cover, such as probe prompts, are skipped; NULL on every row fails); its value is the number of rows where it
+does not hold. A rule may also be a full
 ``SELECT`` returning one row: the first column is pass/fail, an optional second column the value.
 NULL counts as a failure (a gate never passes on missing data). Helpers, expanded first:
-``frac(e)``, ``quantile(col, q)``, ``n_rows()`` (input rows), ``n_kept()``, ``n_dropped()``,
+``frac(e)`` (the share of rows where ``e`` is true, among those where it is not NULL: a score's rows, not the
+probes it did not score; NULL if none), ``quantile(col, q)``, ``n_rows()`` (input rows), ``n_kept()``, ``n_dropped()``,
 ``n_flagged()``, ``n_quarantined()``, ``n_added()``, ``n_dataset()`` (rows in dataset/),
 ``n_reason('duplicate')`` (ledger rows with that reason). Rules see only the run directory.
 """
@@ -38,7 +40,7 @@ from curator.stage import build_params
 _LEDGER = "(SELECT count(*) FROM ledger WHERE {})"
 _NOT_ADDED = "coalesce(reason, '') <> 'added'"
 HELPERS: dict[str, Any] = {
-    "frac": lambda e: f"avg(CASE WHEN ({e}) THEN 1.0 ELSE 0.0 END)",
+    "frac": lambda e: f"avg(CASE WHEN ({e}) THEN 1.0 WHEN NOT ({e}) THEN 0.0 END)",  # rows where e is NULL skipped
     "quantile": lambda col, q: f"quantile_cont({col}, {q})",
     "n_rows": lambda: _LEDGER.format(_NOT_ADDED),
     "n_kept": lambda: _LEDGER.format(f"status = 'kept' AND {_NOT_ADDED}"),
@@ -231,9 +233,9 @@ def _evaluate_rule(con: duckdb.DuckDBPyConnection, rule: GateRule) -> dict:
             ok, value = con.execute(rule_query(con, sql, "")).fetchone()
         except duckdb.Error:
             inner = rule_query(con, sql, "FROM scores")
-            n, first_ok, all_ok, value, failing = con.execute(
-                f"SELECT count(*), first(pass), bool_and(pass IS TRUE), first(value), "
-                f"count(*) FILTER (WHERE pass IS NOT TRUE) FROM ({inner})").fetchone()
+            n, first_ok, all_ok, value, failing = con.execute(  # bool_and skips NULLs: NULL if every row is
+                f"SELECT count(*), first(pass), bool_and(pass), first(value), "
+                f"count(*) FILTER (WHERE pass IS FALSE) FROM ({inner})").fetchone()
             ok, value = (first_ok, value) if n == 1 else (n == 0 or all_ok, failing)
     out = {"name": rule.name, "sql": rule.sql, "value": _plain(value), "passed": ok is True}
     if ok is None:

@@ -48,7 +48,8 @@ def _scores(run_dir: Path) -> list[dict]:
 
 
 def test_expand_helpers():
-    assert expand("frac(a > (1 + 2)) < 0.1") == "(avg(CASE WHEN (a > (1 + 2)) THEN 1.0 ELSE 0.0 END)) < 0.1"
+    assert expand("frac(a > (1 + 2)) < 0.1") == \
+        "(avg(CASE WHEN (a > (1 + 2)) THEN 1.0 WHEN NOT (a > (1 + 2)) THEN 0.0 END)) < 0.1"
     assert expand("quantile(x, 0.9) > 3") == "(quantile_cont(x, 0.9)) > 3"
     assert expand("n_quarantined() = 0") == "((SELECT count(*) FROM ledger WHERE status = 'quarantined')) = 0"
     assert "frac(" in expand("reason = 'frac(x)'")  # string literals are left alone
@@ -214,3 +215,20 @@ def test_the_shipped_manifest_schema_is_a_valid_schema_and_rejects_a_broken_mani
     del m["totals"]
     with pytest.raises(RunError, match="manifest does not match its schema"):
         validate_manifest(m)
+
+
+def test_rules_skip_the_rows_a_score_does_not_cover_and_fail_when_it_covers_none(tmp_path):
+    from tests.support import make_toy_run
+    res = make_toy_run(tmp_path / "toy")  # the toy hardness is NULL on about a quarter of the rows
+    con = connect(res.run_dir)
+    n, scored, high = con.execute("SELECT count(*), count(hardness), count(*) FILTER (WHERE hardness >= 0.5) "
+                                  "FROM scores").fetchone()
+    assert 0 < scored < n
+    verdict = evaluate(res.run_dir, [GateRule("share", "frac(hardness >= 0.5) < 2"),
+                                     GateRule("every_row", "hardness < 2"), GateRule("some_rows", "hardness < 0.5"),
+                                     GateRule("none_scored", "frac(hardness > 100 OR NULL) < 0.5")], record=False)
+    rules = {r["name"]: r for r in verdict["rules"]}
+    assert rules["share"]["value"] == pytest.approx(high / scored)  # not high / n: the unscored rows are not "false"
+    assert rules["every_row"]["passed"] and rules["every_row"]["value"] == 0
+    assert not rules["some_rows"]["passed"] and rules["some_rows"]["value"] == high
+    assert not rules["none_scored"]["passed"] and "NULL counts as a failure" in rules["none_scored"]["note"]
