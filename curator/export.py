@@ -1,6 +1,6 @@
 """The layout of ``dataset/``: the recipe's ``output:`` (training columns a trainer reads, plus provenance).
 
-``output: {format: F, scores: [column, ...], conversational: true}`` with F one of
+``output: {format: F, scores: [column, ...], conversational: true, flagged: keep}`` with F one of
 
 - ``table`` (default; ``arrow`` is its former name): every column of the kept rows and added samples;
 - ``messages``: ``messages`` = [{role, content}, ...] per row (conversational SFT, TRL's ``messages``);
@@ -12,7 +12,9 @@
 Next to the training columns the other formats keep ``sample_id``, ``source``, ``parent_id`` and
 ``rebalance_role`` (null where a row has none); every format adds the score columns listed in ``scores``
 (joined by the engine from ``scores/``). A row the format cannot hold (a document in ``messages``, a
-conversation in ``text``) is an error naming the format that can.
+conversation in ``text``) is an error naming the format that can. ``flagged: keep`` (default) writes the rows
+``decide`` flagged (or a stage could not score) with the kept ones, ``drop`` leaves them out (their ledger status
+stays ``flagged``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class OutputSpec:
     format: Literal["table", "arrow", "messages", "prompt_completion", "text"] = "table"
     scores: tuple[str, ...] = ()  # score columns kept next to the training columns
     conversational: bool = True  # prompt_completion: lists of messages (True) or plain strings
+    flagged: Literal["keep", "drop"] = "keep"  # flagged rows in dataset/ (to look at; trained on) or left out
+
+    def trainable(self) -> tuple[str, ...]:
+        """The ledger statuses of the input rows ``dataset/`` holds."""
+        return ("kept", "flagged") if self.flagged == "keep" else ("kept",)
 
 
 def _column(table: pa.Table, name: str, type_: pa.DataType) -> pa.Array:

@@ -1,8 +1,8 @@
 """End of a run: ledger and added shards, the cleaned dataset, stats, the invariant, the manifest.
 
-Dataset order: kept/flagged input rows by shard then input position, then added samples in
-the order their stages emitted them (so a rebalanced mix keeps its interleave). Probe rows (prompts
-without responses) are never in the dataset. Its layout is the recipe's ``output:``
+Dataset order: kept (and flagged, unless ``output: {flagged: drop}``) input rows by shard then input position,
+then added samples in the order their stages emitted them (so a rebalanced mix keeps its interleave). Probe rows
+(prompts without responses) are never in the dataset. Its layout is the recipe's ``output:``
 (``curator.export``), with the score columns it asks for joined from ``scores/``.
 """
 
@@ -78,9 +78,10 @@ def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, tim
                               {"path": "dataset", "rows": dataset.num_rows, "digest": digest, "files": dataset_files})
     manifest["sizes"] = file_sizes(rundir.root, manifest)  # what readers of the run check first (run_files)
     totals = manifest["totals"]
-    if dataset.num_rows != totals["kept"] + totals["flagged"] + totals["added"]:
-        raise RunError(f"dataset has {dataset.num_rows} rows; the ledger says kept+flagged+added = "
-                       f"{totals['kept'] + totals['flagged'] + totals['added']}")
+    trainable = sum(totals[s] for s in plan.recipe.output.trainable()) + totals["added"]
+    if dataset.num_rows != trainable:
+        raise RunError(f"dataset has {dataset.num_rows} rows; the ledger says "
+                       f"{'+'.join(plan.recipe.output.trainable())}+added = {trainable}")
     fault_point("before_manifest")
     write_manifest(manifest, rundir.manifest)
     return RunResult(rundir.root, manifest, digest)
@@ -133,7 +134,7 @@ def _finalize_shard(plan: Plan, ingested: Ingested, shard: int) -> tuple[dict, n
     if samples is not None:
         status = final_statuses(samples, verdicts, probe)
         parts.append(status)
-        kept = pc.is_in(status.column("status"), value_set=pa.array(["kept", "flagged"])).to_numpy()
+        kept = pc.is_in(status.column("status"), value_set=pa.array(plan.recipe.output.trainable())).to_numpy()
     augment = [ps for ps in plan.stages if ps.kind == "augment"]
     added = [read_parquet(rundir.scores(ps.id, shard)) for ps in augment if rundir.scores(ps.id, shard).exists()]
     if added:

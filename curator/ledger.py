@@ -4,7 +4,8 @@ Final status of a canonical input row: the first decide stage (in recipe order) 
 wins; otherwise a row without a response (a prompt that only probes the model, e.g. for
 ``hardness``) is ``probe``; otherwise the first stage that flags it; otherwise ``kept``. Quarantined
 rows and later duplicates come from ingest; added samples are ``kept`` with reason ``added``. Only
-kept and flagged rows (and added samples) are trainable: they alone go into ``dataset/``.
+kept and flagged rows (and added samples) are trainable: they alone go into ``dataset/`` (flagged ones unless
+``output: {flagged: drop}``).
 """
 
 from __future__ import annotations

@@ -198,9 +198,11 @@ def _total_problems(manifest: dict) -> list[str]:
     sums = {k: sum(s.get(k, 0) for s in shards) for k in _COUNTS}
     found = [f"manifest.json: totals.{k} is {totals.get(k)}, its shards add up to {n} (the manifest changed?)"
              for k, n in sums.items() if totals.get(k) != n]
-    trainable, rows = sums["kept"] + sums["flagged"] + sums["added"], (manifest.get("dataset") or {}).get("rows")
+    output = ((manifest.get("recipe") or {}).get("resolved") or {}).get("output") or {}
+    statuses = ("kept", "flagged") if output.get("flagged", "keep") == "keep" else ("kept",)
+    trainable, rows = sum(sums[k] for k in statuses) + sums["added"], (manifest.get("dataset") or {}).get("rows")
     if rows != trainable:
-        found.append(f"manifest.json: dataset.rows is {rows}, its shards' kept + flagged + added rows are "
+        found.append(f"manifest.json: dataset.rows is {rows}, its shards' {' + '.join(statuses)} + added rows are "
                      f"{trainable} (the manifest changed?)")
     read = sum(i.get("rows", 0) for i in manifest.get("inputs") or [])
     if read != sums["rows_in"]:

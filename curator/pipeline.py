@@ -26,6 +26,7 @@ from curator.inputs import override_inputs
 from curator.io import atomic_path, bytes_on_disk, file_states, sha256_path, write_json
 from curator.plan import InputFile, Plan, output_scores_problem, plan_ingest, plan_stages, score_columns
 from curator.recipe import Recipe, load_recipe
+from curator.registry import get_stage
 from curator.result import RunResult
 from curator.rundir import RunDir, RunLock
 from curator.sources import source_scheme
@@ -45,6 +46,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
     recipe, extra_roots = override_inputs(recipe, inputs)
     rundir = RunDir(Path(run_dir).resolve())
     _check_output_scores(recipe, rundir)
+    _check_device(recipe, executor or recipe.executor.kind)
     rundir.check_is_run_dir()
     rundir.root.mkdir(parents=True, exist_ok=True)
     with _locked(rundir.root, wait):
@@ -92,6 +94,18 @@ def _check_output_scores(recipe: Recipe, rundir: RunDir) -> None:
     problem = output_scores_problem(recipe, score_columns(recipe, rundir.root)) if recipe.output.scores else None
     if problem:
         raise RecipeError(problem)
+
+
+def _check_device(recipe: Recipe, executor: str) -> None:
+    """``device: cuda`` for a local run on a machine whose torch sees no CUDA device is a recipe error before any
+    work (a model stage would fail on its first unit). Ray workers may have the GPUs the driver lacks."""
+    if recipe.device != "cuda" or executor != "local" or not any(get_stage(s.use).uses_model for s in recipe.stages):
+        return
+    import torch  # a model stage runs: torch is needed anyway
+
+    if not torch.cuda.is_available():
+        raise RecipeError(f"device: cuda, but torch {torch.__version__} sees no CUDA device on this machine; use "
+                          "device: auto (CUDA when there is one, else CPU) or cpu")
 
 
 @contextlib.contextmanager

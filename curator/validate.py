@@ -16,6 +16,7 @@ machine lacks (a stage's check that names ``pip install``) is a warning too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -165,6 +166,7 @@ def dry_run(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> tuple[list[st
                            recipe_dir=recipe.base_dir, artifacts=declared_artifacts(recipe, rundir), quiet=True)
     stages, order_errors = _stages(recipe, context)
     errors += order_errors
+    missing_models = model_warnings(recipe, stages)
     writers: dict[str, tuple[int, str]] = {}
     for k, spec, stage in stages:
         provided = stage.provided_columns() if stage.kind == "score" else ()
@@ -179,7 +181,7 @@ def dry_run(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> tuple[list[st
     columns = pa.schema([(n, pa.null()) for n in CANONICAL]
                         + [f for f in header if f.name not in CANONICAL and f.name not in writers])
     score_columns: list[str] = []
-    warnings = list(missing)
+    warnings = [*missing, *missing_models]
     for k, spec, stage in stages:
         try:
             stage.check_inputs(columns)
@@ -195,6 +197,31 @@ def dry_run(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> tuple[list[st
     errors += [p for p in [output_scores_problem(recipe, list(writers))] if p]
     gate_errors, gate_warnings = check_gate(recipe, columns, score_columns, bool(unread))
     return errors + gate_errors, warnings + gate_warnings
+
+
+def model_warnings(recipe: Recipe, stages: list[tuple[int, StageSpec, Stage]]) -> list[str]:
+    """The model directories a run of the recipe needs that are not here: ``model:`` and the ``llm`` judges' paths,
+    when written as paths (a ``/`` in them; a registry name such as ``default`` is resolved by the run). Warnings,
+    as for missing inputs: a recipe may be checked on another machine than the one it runs on."""
+    wanted: list[tuple[str, str]] = []
+    if any(stage.uses_model for _, _, stage in stages):
+        wanted.append(("model", recipe.model))
+    for k, _, stage in stages:
+        for f in dataclasses.fields(stage.params):
+            wanted += [(f"stages[{k}].with.{f.name}", path) for path in _llm_paths(getattr(stage.params, f.name))]
+    return [f"{key}: {path!r} is not a local Hugging Face model directory (no config.json there); `curator run` needs "
+            "it (models are never downloaded)" for key, path in wanted
+            if "/" in path and not (Path(path).expanduser() / "config.json").is_file()]
+
+
+def _llm_paths(value: object) -> list[str]:
+    """The ``path`` of every ``{"llm": {"path": ...}}`` judge spec in a parameter value (ensembles included)."""
+    if isinstance(value, list):
+        return [p for v in value for p in _llm_paths(v)]
+    if not isinstance(value, dict):
+        return []
+    own = [str(value["llm"]["path"])] if isinstance(value.get("llm"), dict) and "path" in value["llm"] else []
+    return own + [p for k, v in value.items() if k != "llm" for p in _llm_paths(v)]
 
 
 def _shadowed(column: str, k: int, stage_id: str) -> str:

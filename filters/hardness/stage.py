@@ -37,7 +37,7 @@ from curator.stage import Artifact, ReportSection, Resources, Stage, StageContex
 from curator.stats import wilson_lower_bound
 from filters.framing import framed_prompts
 from filters.hardness.judges.ensemble import EnsembleJudge
-from filters.hardness.judges.factory import cached_judge
+from filters.hardness.judges.factory import cached_judge, check_judge_spec
 from filters.hardness.rollouts import (
     ROLLOUTS,
     GenParams,
@@ -107,6 +107,14 @@ class HardnessParams:
     def validate(self) -> None:
         if self.k < 1 or self.batch_size < 1 or self.block < 1:
             raise ValueError("k, batch_size and block must be >= 1")
+        try:
+            check_judge_spec(self.judge)
+        except RecipeError as exc:
+            raise ValueError(f"judge: {exc}") from None
+        if not self.wilson_z > 0:
+            raise ValueError(f"wilson_z must be > 0 (1.96: a 95% lower bound), got {self.wilson_z}")
+        if self.max_abstain_rate is not None and not 0 <= self.max_abstain_rate <= 1:
+            raise ValueError(f"max_abstain_rate is a share of rollouts, in [0, 1]; got {self.max_abstain_rate}")
         if self.smoothing is not None and (len(self.smoothing) != 2 or min(self.smoothing) <= 0):
             raise ValueError(f"smoothing must be [a, b] with a, b > 0, got {list(self.smoothing)}")
         problem = rule_text_problem(self.where, WHERE_EXAMPLE) if self.where is not None else None

@@ -83,3 +83,21 @@ def test_conversations_split_into_prompt_and_completion_turn_by_turn():
     assert head.to_pylist() == [c[:-1] for c in convos] and last.to_pylist() == [c[-1:] for c in convos]
     with_null = pa.array([*convos, None], MESSAGE_TYPE)
     assert _single_turn(with_null).to_pylist() == [True, False, False, False, False, False, True]
+
+
+def test_flagged_drop_leaves_flagged_rows_out_of_the_dataset_and_verify_agrees(tmp_path):
+    from curator.manifest import verify
+    from curator.pipeline import run
+    from tests.support import synthetic_rows, write_jsonl, write_recipe
+    write_jsonl(tmp_path / "d.jsonl", synthetic_rows(40))
+    stages = [{"use": "normalize"}, {"use": "quality"},
+              {"use": "decide", "with": {"flag_if": ["char_len > quantile(char_len, 0.5)"]}}]
+    keep = run(write_recipe(tmp_path, ["d.jsonl"], stages, shards=2), tmp_path / "keep", quiet=True)
+    drop = run(write_recipe(tmp_path, ["d.jsonl"], stages, shards=2, output={"flagged": "drop"}), tmp_path / "drop",
+               quiet=True)
+    assert keep.counts == drop.counts and drop.counts["flagged"] > 0
+    assert keep.dataset.num_rows == keep.counts["kept"] + keep.counts["flagged"]
+    assert drop.dataset.num_rows == drop.counts["kept"]
+    flagged = {r["sample_id"] for r in drop.ledger.to_pylist() if r["status"] == "flagged"}
+    assert not flagged & set(drop.dataset["sample_id"]) and flagged <= set(keep.dataset["sample_id"])
+    assert verify(drop.run_dir) == [] and verify(keep.run_dir) == []

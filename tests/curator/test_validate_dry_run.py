@@ -129,3 +129,29 @@ def test_two_stages_writing_the_same_columns_is_one_error(tmp_path):
         "stages[2] (q2): it writes the column 'char_len' (and 9 more of its columns), which stage 'quality' writes "
         "too, so rules and the scores view would read only the first; give one of them other column names, or drop "
         "one stage"]
+
+
+def test_model_directories_a_run_needs_and_that_are_not_here_are_warnings(tmp_path, tiny_model_dir):
+    out = _validate(tmp_path, [*QUALITY, {"use": "risk.compliance"}], model="models/missing-lm")
+    assert out["ok"], out["errors"]
+    assert [w.split(":")[0] for w in out["warnings"] if "not a local Hugging Face model directory" in w] == ["model"]
+    judge = {"ensemble": ["keyword", {"llm": {"path": "/models/missing-guard", "format": "wildguard"}}]}
+    out = _validate(tmp_path, [*QUALITY, {"use": "hardness", "with": {"judge": judge}}], model=str(tiny_model_dir))
+    assert [w.split(":")[0] for w in out["warnings"] if "not a local Hugging Face model directory" in w] == \
+        ["stages[2].with.judge"]
+    assert not any("model directory" in w for w in _validate(tmp_path, QUALITY, model="models/x")["warnings"])
+
+
+def test_device_cuda_without_cuda_is_a_recipe_error_before_any_work(tmp_path):
+    import torch
+
+    from curator.errors import RecipeError
+    from curator.pipeline import run
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    write_jsonl(tmp_path / "d.jsonl", synthetic_rows(8))
+    recipe = {"curator": 1, "name": "gpu", "inputs": [{"path": str(tmp_path / "d.jsonl")}], "device": "cuda",
+              "stages": [*QUALITY, {"use": "risk.compliance"}]}
+    with pytest.raises(RecipeError, match="device: cuda, but torch .* sees no CUDA device"):
+        run(recipe, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "input").exists()

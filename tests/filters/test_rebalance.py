@@ -205,11 +205,24 @@ def test_benign_targets_must_pass_the_checks(tmp_path, tiny_model_dir, harmful_r
     assert len(benign) == 4 * 4 and all(r["reason"] for r in benign)  # ceil(2 * oversample 2) prompts, k = 4
 
 
-def test_too_few_benign_prompts_is_a_clear_error(tmp_path, tiny_model_dir, harmful_run):
+def test_too_few_benign_rows_shrink_the_harmful_side_to_keep_the_ratio(tmp_path, tiny_model_dir, harmful_run,
+                                                                       caplog):
     write_jsonl(tmp_path / "benign.jsonl", [{"prompt": "tell me a joke"}, {"prompt": "name a colour"}])
     stage = stage_for(tmp_path, tiny_model_dir, variant="hard_mixed", count=3, seed=7,
                       benign=str(tmp_path / "benign.jsonl"), **{**BENIGN_OK, "framing_source": "both"})
-    with pytest.raises(RunError, match=r"built 2 benign rows, 3 asked .* needs 3: give a larger benign file"):
+    full = stage_for(tmp_path, tiny_model_dir, variant="hard", count=3, seed=7, **BENIGN_OK).process_batch(harmful_run)
+    out = stage.process_batch(harmful_run).to_pylist()
+    assert [r["rebalance_role"] for r in out] == ["harmful", "benign"] * 2  # 1:1 holds: the third harmful row is out
+    assert [r["parent_id"] for r in out if r["rebalance_role"] == "harmful"] == full.column("parent_id").to_pylist()[:2]
+    assert "built 2 benign rows, 3 asked" in caplog.text and "the last 1 of the 3 with a checked target left out" \
+        in caplog.text
+
+
+def test_no_benign_row_at_all_is_a_clear_error(tmp_path, tiny_model_dir, harmful_run):
+    write_jsonl(tmp_path / "benign.jsonl", [{"prompt": "tell me a joke"}])
+    stage = stage_for(tmp_path, tiny_model_dir, variant="hard_mixed", count=3, seed=7, ratio="1:2",
+                      benign=str(tmp_path / "benign.jsonl"), **{**BENIGN_OK, "framing_source": "both"})
+    with pytest.raises(RunError, match=r"built 1 benign rows, 6 asked .* needs at least 2: give a larger benign file"):
         stage.process_batch(harmful_run)
 
 
@@ -328,3 +341,31 @@ def test_a_prompt_without_a_checked_target_gives_its_place_to_the_next_hardest(t
     full = stage_for(tmp_path, tiny_model_dir, variant="hard", seed=7).process_batch(harmful_run).to_pylist()
     got = stage_for(tmp_path, tiny_model_dir, variant="hard", seed=7, hardest_fraction=0.4).process_batch(harmful_run)
     assert got.to_pylist() == full[:4] and "s3" not in got.column("parent_id").to_pylist()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"temperature": -0.5}, "bad sampling parameters"), ({"max_new_tokens": 0}, "bad sampling parameters"),
+    ({"top_p": 0}, "bad sampling parameters")])
+def test_sampling_parameters_are_checked_with_the_recipe_not_after_hardness(params, message):
+    with pytest.raises(RecipeError, match=rf"stages\[3\].with: {message}"):
+        build_params(RebalanceParams, params, "stages[3].with")
+
+
+@pytest.mark.parametrize("params, message", [({"wilson_z": -1}, "wilson_z must be > 0"),
+                                             ({"max_abstain_rate": 5}, "max_abstain_rate is a share")])
+def test_hardness_bounds_are_checked_with_the_recipe(params, message):
+    from filters.hardness.stage import HardnessParams
+    with pytest.raises(RecipeError, match=message):
+        build_params(HardnessParams, params, "stages[2].with")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"judge": "gpt4"}, r"judge: unknown judge 'gpt4'"),
+    ({"judge": {"llm": {"format": "wildguard"}}}, r"judge: judge 'llm' needs 'path'"),
+    ({"judge": {"ensemble": ["keyword", {"classifier": 3}]}}, r"judge: judge 'classifier' options must be a mapping")])
+def test_judge_specs_are_checked_with_the_recipe_without_loading_a_model(params, message):
+    from filters.hardness.stage import HardnessParams
+    with pytest.raises(RecipeError, match=message):
+        build_params(HardnessParams, params, "stages[2].with")
+    with pytest.raises(RecipeError, match=message.replace("judge: ", "target_judge: ", 1)):
+        build_params(RebalanceParams, {"target_judge": params["judge"]}, "stages[3].with")
