@@ -2,8 +2,8 @@
 quality need beyond ``pyarrow.compute``. UTF-8 never encodes a code point below U+0080 inside a multi-byte
 sequence, so an ASCII byte test is a character test.
 
-``split_join_lower(arr)`` equals ``utf8_lower(binary_join(utf8_split_whitespace(arr), " "))`` (whitespace is
-Python's ``str.isspace`` set, which is also Arrow's); ``hex_digests(arr, algo, n)`` is
+``fold_lower(arr)`` is per row ``utf8_lower(" ".join(text.split()))``, part by part (whitespace is Python's
+``str.isspace`` set); ``hex_digests(arr, algo, n)`` is
 ``hashlib.<algo>(value).hexdigest()[:n]`` per value.
 """
 
@@ -110,10 +110,29 @@ def _wide_spaces(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(starts)[order], np.concatenate(lengths)[order]
 
 
-def split_join_lower(arr: pa.Array) -> pa.Array:
-    """Lower-cased text with every whitespace run replaced by one space, except that a run ending the text
-    and holding two or more characters becomes two spaces (Arrow's split/join: a trailing run of two or more
-    gives two empty words). Nulls read as empty strings."""
+def _edge_runs(space: np.ndarray, offsets: np.ndarray, seps: np.ndarray) -> np.ndarray:
+    """The positions of the whitespace runs at a part's ends (a row's ends, either side of each of ``seps``),
+    found by walking in from each edge (such runs are short and few)."""
+    rows = rows_of(seps, offsets)
+    filled = offsets[1:] > offsets[:-1]
+    found = []
+    for step, edges, bounds in ((1, np.concatenate([offsets[:-1][filled], seps + 1]),
+                                 np.concatenate([offsets[1:][filled], offsets[1:][rows]])),
+                                (-1, np.concatenate([offsets[1:][filled] - 1, seps - 1]),
+                                 np.concatenate([offsets[:-1][filled], offsets[:-1][rows]]))):
+        while len(edges):
+            inside = (edges < bounds) if step == 1 else (edges >= bounds)
+            edges, bounds = edges[inside], bounds[inside]
+            edges, bounds = edges[space[edges]], bounds[space[edges]]
+            found.append(edges)
+            edges = edges + step
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+def fold_lower(arr: pa.Array, sep: int = 0) -> pa.Array:
+    """Lower-cased text with every whitespace run replaced by one space, and none at the ends of a part (a row's
+    text between ``sep`` bytes, or its ends): per part, ``" ".join(part.split())``, parts joined by ``sep``, then
+    Arrow's ``utf8_lower``. Nulls read as empty strings."""
     data, offsets = text_buffers(arr)
     ascii_only = pc.all(pc.string_is_ascii(arr)).as_py() is not False
     low = np.flatnonzero(data < 32)  # rare but for newlines and tabs: fix them up one by one
@@ -133,13 +152,8 @@ def split_join_lower(arr: pa.Array) -> pa.Array:
     prev_space[:1] = False
     prev_space[1:] = space[:-1]
     prev_space[offsets[1:-1][offsets[1:-1] < len(data)]] = False  # runs stop at row ends
-    drop = space & prev_space if start is space else space & ~(start & ~prev_space)
-    # a run of 2+ characters ending a row keeps its last character as a second space
-    tail = offsets[1:][offsets[1:] > offsets[:-1]] - 1
-    tail = tail[space[tail]]
-    cont = ~start[tail]
-    tail[cont] = wide[np.searchsorted(wide, tail[cont], side="right") - 1]
-    drop[tail[prev_space[tail]]] = False
+    drop = space & prev_space if start is space else space & ~(start & ~prev_space)  # all but a run's first char
+    drop[_edge_runs(space, offsets, low[data[low] == sep])] = True
     removed = np.flatnonzero(drop)
     if len(removed):
         out = np.delete(out, removed)

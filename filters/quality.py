@@ -29,10 +29,10 @@ from curator.stage import Resources, Stage
 from curator.strings import (
     buffers,
     count_per_row,
+    fold_lower,
     hex_digests,
     hex_to_uint64,
     rows_of,
-    split_join_lower,
     text_buffers,
 )
 from curator.turns import conversation_text, turn_offsets
@@ -50,37 +50,31 @@ class QualityParams:
     mark_duplicates: bool = True
 
 
-def _folded(text: pa.Array) -> pa.Array:
-    """``text`` (parts joined by ``SEP``) folded: lower-cased, each whitespace run one space, none at a part's
-    ends."""
-    norm = split_join_lower(text)  # (a run ending the text may leave two spaces: trimmed below)
-    norm = pc.replace_substring(pc.replace_substring(norm, " " + SEP, SEP), SEP + " ", SEP)
-    return pc.utf8_trim(norm, " ")
-
-
 def _normalised(text: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(``norm_hash``, ``word_count``) of each text (parts joined by ``SEP``): the hash of the folded text, and its
-    number of words (runs of bytes other than a space or ``SEP``)."""
-    norm = _folded(text)
+    """(``norm_hash``, ``word_count``) of each text (parts joined by ``SEP``): the hash of the folded text
+    (``fold_lower``), and its words: its spaces plus its non-empty parts."""
+    norm = fold_lower(text, ord(SEP))
     data, offsets = buffers(norm)
-    word = (data != 32) & (data != 0)
-    start = word.copy()
-    start[1:] &= ~word[:-1]
-    first = offsets[:-1][offsets[:-1] < offsets[1:]]  # a row's first byte starts a word if it is in one
-    start[first] = word[first]
-    return hex_digests(norm, "sha1", 16), pa.array(count_per_row(start, offsets))
+    seps = np.flatnonzero(data == 0)
+    starts = np.concatenate([offsets[:-1], seps + 1])  # where each part begins (a row's first, after each SEP)
+    owner = np.concatenate([np.arange(len(norm)), rows_of(seps, offsets)])
+    full = starts < offsets[1:][owner]  # the part has a byte, and it is not SEP (parts never start with a space)
+    full[full] = data[starts[full]] != 0
+    parts = np.bincount(owner[full], minlength=len(norm))
+    return hex_digests(norm, "sha1", 16), pa.array(count_per_row(data == 32, offsets) + parts)
 
 
 def _line_count(response: pa.Array) -> pa.Array:
-    """Lines per text as ``str.splitlines`` counts them for ``\n``, ``\r\n`` and ``\r`` (0 for an empty one)."""
+    """Lines per text as ``str.splitlines`` counts them for ``\\n``, ``\\r\\n`` and ``\\r`` (0 for an empty one)."""
     data, offsets = text_buffers(response)
-    lf, cr = data == 10, data == 13
-    lone_cr = cr.copy()
-    lone_cr[:-1] &= ~lf[1:]
-    breaks = count_per_row(lf | lone_cr, offsets)
-    ends = offsets[1:][offsets[1:] > offsets[:-1]] - 1  # each non-empty row's last byte
-    unterminated = np.zeros(len(response), np.bool_)
-    unterminated[offsets[1:] > offsets[:-1]] = ~(lf[ends] | cr[ends])
+    cr = np.flatnonzero(data == 13)  # rare
+    lone_cr = cr[(cr + 1 >= len(data)) | (data[np.minimum(cr + 1, len(data) - 1)] != 10)]
+    breaks = np.bincount(rows_of(np.concatenate([np.flatnonzero(data == 10), lone_cr]), offsets),
+                         minlength=len(response))
+    filled = offsets[1:] > offsets[:-1]
+    unterminated = np.zeros(len(response), np.int64)
+    last = data[offsets[1:][filled] - 1]
+    unterminated[filled] = (last != 10) & (last != 13)
     return pa.array(breaks + unterminated)
 
 
@@ -88,7 +82,8 @@ def _has_code(response: pa.Array) -> pa.Array:
     """Does the text hold a code fence (``FENCE``)? Searched only in rows with a backtick or a tilde."""
     data, offsets = buffers(response)
     marked = np.zeros(len(response), np.bool_)
-    marked[rows_of(np.flatnonzero((data == 0x60) | (data == 0x7E)), offsets)] = True
+    marked[rows_of(np.flatnonzero(data == 0x60), offsets)] = True
+    marked[rows_of(np.flatnonzero(data == 0x7E), offsets)] = True
     if not marked.any():
         return pa.array(marked)
     marked = pa.array(marked)
