@@ -245,9 +245,9 @@ def _numbered(batches: Iterator[pa.RecordBatch | pa.Table], first: int = 0) -> I
 
 def _with_file_rows(table: pa.Table, rows: pa.Array | list[int], path: Path | str) -> pa.Table:
     """``table`` with its rows' file rows in ``FILE_ROW`` (read back by ``_slices(numbered=True)``); an input
-    column of that name is an ``InputError`` (names starting with ``_`` are curator's own)."""
+    column of that name is an ``InputError`` (``samples.ENGINE_COLUMNS``)."""
     if FILE_ROW in table.column_names:
-        raise InputError(f"{path}: column '{FILE_ROW}': names starting with '_' are curator's own; rename it "
+        raise InputError(f"{path}: column '{FILE_ROW}' has a name curator uses for its own columns; rename it "
                          f"(e.g. '{FILE_ROW.lstrip('_')}')")
     return table.append_column(FILE_ROW, pa.array(rows, pa.int64()))
 

@@ -3,10 +3,11 @@
 Canonical columns: ``sample_id``, ``prompt``, ``response``, ``messages`` (list of
 ``{role, content}``), ``source``; every other input column passes through, as a data set can hold it (a
 ``map`` as a list of ``{key, value}`` structs; a type ``datasets`` cannot represent is an ``InputError``).
-Column names must be unique and not start with ``_`` (the engine's own columns, ``RESERVED``; a pandas index
-stored in the file, ``__index_level_N__``, is not data and is not kept). An input column named like a canonical
-column that its layout does not read (its own ``sample_id``; a ``messages`` column in a prompt/response file)
-passes through as ``input_<name>``.
+Column names must be unique and none of the engine's own (``ENGINE_COLUMNS``). Names that would clash with
+curator's columns pass through renamed: one named like a canonical column that its layout does not read (its own
+``sample_id``; a ``messages`` column in a prompt/response file) as ``input_<name>``, and one starting with ``_``
+(curator's columns that no output keeps; ``_id`` of a database export) as ``input<name>`` (``input_id``). A pandas
+index stored in the file (``__index_level_N__``) is not data and is not kept.
 Adapters never raise on a bad row: they return a per-row ``_bad_reason`` (null when fine),
 and the ingest step quarantines those rows. In a layout with a prompt (``PROMPT_COLUMN``), a null or absent
 prompt makes a row bad (``missing prompt``; alpaca's ``input`` and dolly's ``context`` never stand in for it).
@@ -74,6 +75,7 @@ PROMPTS_ONLY = {b"curator.layout": b"prompts"}
 PROMPT_COLUMN = {"alpaca": "instruction", "dolly": "instruction", "prompt_response": "prompt",
                  "prompt_completion": "prompt", "prompts": "prompt"}  # the column a layout's prompt must have
 RESERVED = ("_bad_reason", "_input_idx", "_input_row")  # what the engine adds to every canonical row
+ENGINE_COLUMNS = (*RESERVED, "_file_row")  # ... and what the readers number rows in (``readers.FILE_ROW``)
 
 
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # pandas' row index stored in a Parquet/Arrow file: not data
@@ -82,16 +84,15 @@ UNREAD_CANONICAL = ("sample_id", "prompt", "response", "messages")  # input colu
 
 
 def check_column_names(names: list[str], where: str) -> None:
-    """An ``InputError`` naming the column if a name is used twice or starts with ``_`` (other than
-    ``PANDAS_INDEX``)."""
+    """An ``InputError`` naming the column if a name is used twice or is one of ``ENGINE_COLUMNS``."""
     twice = [name for name, k in Counter(names).items() if k > 1]
     if twice:
         raise InputError(f"{where}: column '{twice[0]}' appears {names.count(twice[0])} times; give each column "
                          "a name of its own (curator keeps every column, by name)")
-    internal = [name for name in names if name.startswith("_") and not PANDAS_INDEX.fullmatch(name)]
-    if internal:
-        raise InputError(f"{where}: column '{internal[0]}': names starting with '_' are curator's own (such as "
-                         f"{', '.join(RESERVED)}); rename it (e.g. '{internal[0].lstrip('_') or 'column'}')")
+    taken = [name for name in names if name in ENGINE_COLUMNS]
+    if taken:
+        raise InputError(f"{where}: column '{taken[0]}' has a name curator uses for its own columns "
+                         f"({', '.join(ENGINE_COLUMNS)}); rename it (e.g. '{taken[0].lstrip('_')}')")
 
 
 def detect_format(columns: list[str], where: str) -> str:
@@ -308,7 +309,7 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool 
     if fmt in PROMPT_COLUMN and not prompt_messages:  # after the type reasons: a wrong type is named as such
         reasons.append(_missing_prompt(table, PROMPT_COLUMN[fmt]))
     read = {*spec.required, *spec.optional, *(["messages"] if prompt_messages else [])}
-    renamed = _unread_canonical(table.column_names, read, where)
+    renamed = _renamed(table.column_names, read, where)
     mapped = dict.fromkeys((*read, *CANONICAL))
     rest = table.drop_columns([c for c in table.column_names
                                if c in mapped and c not in renamed or PANDAS_INDEX.fullmatch(c)])
@@ -321,14 +322,16 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool 
     return out.replace_schema_metadata(PROMPTS_ONLY) if fmt == "prompts" else out
 
 
-def _unread_canonical(names: list[str], read: set[str], where: str) -> dict[str, str]:
-    """``{name: input_<name>}`` for the input's columns named like a canonical column (``UNREAD_CANONICAL``) that its
-    layout does not read; an ``InputError`` if the file has ``input_<name>`` too."""
+def _renamed(names: list[str], read: set[str], where: str) -> dict[str, str]:
+    """``{name: new name}`` for the input's columns that would clash with curator's (module docstring); an
+    ``InputError`` if the file has a column of the new name too."""
     renamed = {c: f"input_{c}" for c in UNREAD_CANONICAL if c in names and c not in read}
+    renamed |= {c: f"input{c}" for c in names if c.startswith("_") and not PANDAS_INDEX.fullmatch(c)}
     clash = next((c for c, new in renamed.items() if new in names), None)
     if clash:
-        raise InputError(f"{where}: columns '{clash}' and 'input_{clash}': curator writes its own '{clash}' and keeps "
-                         f"an input's '{clash}' that its layout does not read as 'input_{clash}'; rename or drop one")
+        raise InputError(f"{where}: columns '{clash}' and '{renamed[clash]}': curator keeps an input's '{clash}' as "
+                         f"'{renamed[clash]}' (its own columns are named '{clash.lstrip('_')}' or start with '_'); "
+                         "rename or drop one of them")
     return renamed
 
 

@@ -82,12 +82,22 @@ def test_a_parquet_column_name_used_twice_is_an_input_error(tmp_path):
         _run(tmp_path, ["dup.parquet"])
 
 
-@pytest.mark.parametrize("column", ["_bad_reason", "_input_row", "_input_idx", "_meta", "_file_row"])
+@pytest.mark.parametrize("column", ["_bad_reason", "_input_row", "_input_idx", "_file_row"])
 def test_a_column_named_like_an_engine_column_is_an_input_error(column, tmp_path):
     write_jsonl(tmp_path / "r.jsonl", [{"prompt": "p", "response": "r", column: "mine"}])
-    with pytest.raises(InputError, match=rf"r.jsonl: column '{column}': names starting with '_' are curator's own.*"
+    with pytest.raises(InputError, match=rf"r.jsonl: column '{column}' has a name curator uses for its own columns.*"
                                          rf"rename it \(e.g. '{column[1:]}'\)"):
         _run(tmp_path, ["r.jsonl"])
+
+
+def test_other_underscore_columns_are_kept_with_an_input_prefix(tmp_path):
+    write_jsonl(tmp_path / "mongo.jsonl", [{"_id": "64f1", "prompt": "p1", "response": "r1", "__v": 0},
+                                           {"_id": "64f2", "prompt": "p2", "response": "r2", "__v": 1}])
+    rows = sorted(_run(tmp_path, ["mongo.jsonl"]).dataset.to_list(), key=lambda r: r["prompt"])
+    assert [(r["input_id"], r["input__v"]) for r in rows] == [("64f1", 0), ("64f2", 1)]
+    write_jsonl(tmp_path / "both.jsonl", [{"_id": "a", "input_id": "b", "prompt": "p", "response": "r"}])
+    with pytest.raises(InputError, match=r"both.jsonl: columns '_id' and 'input_id'.*rename or drop one"):
+        _run(tmp_path, ["both.jsonl"])
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv", "json"])
@@ -100,7 +110,7 @@ def test_an_input_file_row_column_is_refused_not_read_as_row_numbers(kind, tmp_p
         table.to_pandas().to_csv(path, index=False)
     else:
         path.write_text(table.to_pandas().to_json(orient="records"))
-    with pytest.raises(InputError, match=rf"rows.{kind}: column '_file_row': names starting with '_'"):
+    with pytest.raises(InputError, match=rf"rows.{kind}: column '_file_row' has a name curator uses"):
         _run(tmp_path, [path.name])
 
 
