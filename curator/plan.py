@@ -315,11 +315,17 @@ def check_columns(specs: Sequence[StageSpec], stages: Sequence[Stage], schema: p
     """Every stage's required columns exist by the time it runs (checked before models load); ``first`` is
     ``specs[0]``'s index in the recipe's stages."""
     names, written = list(schema.names), {}
-    for index, (spec, stage) in enumerate(zip(specs, stages), start=first):
+    for pos, (index, spec, stage) in enumerate(zip(range(first, first + len(specs)), specs, stages)):
         try:
             stage.check_inputs(pa.schema([(n, pa.null()) for n in names]))
         except RecipeError as exc:
-            raise RecipeError(f"stages[{index}] ({spec.id}): {exc}") from None
+            from curator.database import missing_column  # start-up time: duckdb (a failed check only)
+
+            missing = [c for c in stage.required_columns() if c not in names] + [missing_column(str(exc))]
+            later = next((f" (stages[{first + pos + 1 + k}] ({s.id}) writes '{c}': move it before stage '{spec.id}')"
+                          for k, (s, st) in enumerate(zip(specs[pos + 1:], stages[pos + 1:]))
+                          for c in missing if st.kind == "score" and c in st.provided_columns()), "")
+            raise RecipeError(f"stages[{index}] ({spec.id}): {exc}{later}") from None
         if stage.kind == "score":
             for column in stage.provided_columns():
                 problem = output_name_problem(column, written)

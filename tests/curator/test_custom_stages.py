@@ -152,3 +152,10 @@ def test_a_column_of_two_types_across_shards_fails_the_run(tmp_path, monkeypatch
     with pytest.raises(RunError, match=r"stage 'two_types' wrote column 'v' as (double|string) in shard-0000\d.parquet "
                                        r"and as (double|string) in shard-0000\d.parquet"):
         curator.run(recipe, "run", quiet=True)
+
+
+def test_a_stage_before_the_one_that_writes_its_column_names_that_stage(tmp_path):
+    with pytest.raises(RecipeError, match=r"stages\[0\] \(decide\): .*char_len.* \(stages\[1\] \(quality\) "
+                                          r"writes 'char_len': move it before stage 'decide'\)"):
+        curator.apply(ROWS, stages=[{"use": "decide", "with": {"drop_if": ["char_len > 5"]}}, "quality"],
+                      run_dir=tmp_path / "run")
