@@ -40,8 +40,8 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
     """Run ``recipe`` into ``run_dir`` (resuming whatever is already finished there); ``inputs``
     (``[NAME=]PATH``) replace recipe inputs (``curator.inputs.override_inputs``); ``prepare`` is called with the
     run directory once its lock is held, before the inputs are looked at (``curator.apply`` writes its data file
-    there), and ``on_finish`` with the result before the lock is released. The previous run's manifest is removed before anything
-    is written, so a run that stops part-way leaves a directory that reads as not finished."""
+    there), and ``on_finish`` with the result before the lock is released. The previous run's manifest is removed
+    before anything is written, so a run that stops part-way leaves a directory that reads as not finished."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     recipe, extra_roots = override_inputs(recipe, inputs)
     rundir = RunDir(Path(run_dir).resolve())

@@ -53,9 +53,10 @@ def _clean(arr: pa.Array, params: NormalizeParams) -> pa.Array:
     """Normalise and strip; kernels run only on the rows that can change (ASCII is NFC already; control
     characters are found by byte)."""
     non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
-    if params.unicode_form != "none" and pc.any(non_ascii).as_py():
+    wide = pc.any(non_ascii).as_py()
+    if params.unicode_form != "none" and wide:
         arr = pc.replace_with_mask(arr, non_ascii, pc.utf8_normalize(arr.filter(non_ascii), params.unicode_form))
-    if params.strip_control and pc.any(non_ascii).as_py():
+    if params.strip_control and wide:
         hidden = pc.replace_with_mask(non_ascii, non_ascii, pc.match_substring_regex(arr.filter(non_ascii), INVISIBLE))
         if pc.any(hidden).as_py():
             arr = pc.replace_with_mask(arr, hidden, pc.replace_substring_regex(arr.filter(hidden), INVISIBLE, ""))
