@@ -146,8 +146,8 @@ def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path 
 
     def write_data(_root: Path) -> None:  # under the run directory's lock: another apply cannot swap it
         source.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.drop_columns([c for c in table.column_names if c in _curator_columns(rec, root)]),
-                       source)
+        replaced = _curator_columns(rec, root)
+        pq.write_table(table.drop_columns([c for c in table.column_names if c in replaced]), source)
 
     annotated: list[pa.Table] = []
     result = run(rec, root, inputs=[f"{target}={source}"], workers=workers, quiet=quiet, wait=wait,
@@ -161,9 +161,9 @@ def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path 
 
 def _curator_columns(rec: Recipe, root: Path) -> set[str]:
     """The columns ``annotate`` sets: the recipe's score columns and ``ADDED_COLUMNS`` (the data's columns of those
-    names are not run: curator's replace them, e.g. when a scored result is applied again)."""
-    return {*(c for c in score_columns(rec, root) if c not in CANONICAL), *ADDED_COLUMNS}  # (a stage writing
-    # a canonical column is a recipe error of its own: plan.check_columns)
+    names are not run: curator's replace them, e.g. when a scored result is applied again). Canonical columns are
+    never among them (a stage writing one is a recipe error of its own: ``plan.check_columns``)."""
+    return {*(c for c in score_columns(rec, root) if c not in CANONICAL), *ADDED_COLUMNS}
 
 
 def annotate(table: pa.Table, run_dir: Path, input_idx: int = 0) -> pa.Table:

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from curator.errors import InputError
 from curator.hf_layout import layout
-from curator.readers import MIXED_TAG
+from curator.readers import FILE_ROW, MIXED_TAG
 from curator.strings import from_buffers, hex_digests, rows_of, text_buffers
 from curator.turns import (
     MESSAGE_TYPE,
@@ -75,7 +75,7 @@ PROMPTS_ONLY = {b"curator.layout": b"prompts"}
 PROMPT_COLUMN = {"alpaca": "instruction", "dolly": "instruction", "prompt_response": "prompt",
                  "prompt_completion": "prompt", "prompts": "prompt"}  # the column a layout's prompt must have
 RESERVED = ("_bad_reason", "_input_idx", "_input_row")  # what the engine adds to every canonical row
-ENGINE_COLUMNS = (*RESERVED, "_file_row")  # ... and what the readers number rows in (``readers.FILE_ROW``)
+ENGINE_COLUMNS = (*RESERVED, FILE_ROW)  # ... and what the readers number rows in
 
 
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # pandas' row index stored in a Parquet/Arrow file: not data
