@@ -11,10 +11,13 @@ the child's process tree every 20 ms.
   ``hf`` ``load_dataset("json")`` -> ``filter(length, batched)`` -> ``save_to_disk``.
 - equal-work peers (NFC, ids, normalised-text hashes, duplicates, length): ``pyarrow`` (plain
   read -> compute -> write), ``hf-equal`` (map + filter), ``datatrove-equal`` (LambdaFilter).
+- ``floor`` (only with ``--systems``): a lower bound on any engine with curator's guarantees, doing less
+  than they need (``run_floor``); if it is not faster than bare HF, neither can curator be.
 
     python -m benchmarks.perf.engine --rows 300000 1000000            # ~30 min on 2 busy cores
     python -m benchmarks.perf.engine --rows 3000000 --systems curator  # memory at scale
     python -m benchmarks.perf.engine --fixed-cost                      # a 1-row run, start to exit
+    python -m benchmarks.perf.engine --rows 1000000 --systems floor hf curator  # the guarantees' floor
     python -m benchmarks.perf.engine --layout messages --systems curator hf --rows 300000  # chat rows
 
 ``--files 1`` puts all rows in one file (curator's ingest reads a file per unit). ``--layout messages`` writes each row as a two-turn conversation (``messages``: user, assistant) instead of
@@ -44,6 +47,7 @@ WORDS = "the a model data safety answer question list step python number value t
 MAX_CHARS = 700
 BARE = ("curator", "hf", "datatrove")
 EQUAL = ("pyarrow", "hf-equal", "datatrove-equal")
+FLOOR = ("floor",)
 
 
 LAYOUTS = ("prompt_response", "messages")
@@ -181,6 +185,81 @@ def run_pyarrow(paths: list[Path], out: Path) -> int:
     return result.num_rows
 
 
+def _floor_block(data: bytes, writers: dict) -> int:
+    """The floor's work on whole JSONL lines (see ``run_floor``), appended to ``writers``; rows kept."""
+    import numpy as np  # the system under test
+    import pyarrow as pa  # the system under test
+    import pyarrow.compute as pc  # the system under test
+    import pyarrow.json as pajson  # the system under test
+
+    def spans(text: pa.Array) -> tuple[memoryview, list[int]]:
+        """A string array's data and its rows' offsets."""
+        offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset:text.offset + len(text) + 1]
+        return memoryview(text.buffers()[2]), offsets.tolist()
+
+    table = pajson.read_json(pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=len(data) + 1))
+    columns = {}
+    for name in ("prompt", "response"):  # NFC where a column holds more than ASCII
+        text = table.column(name).combine_chunks()
+        columns[name] = text if pc.all(pc.string_is_ascii(text)).as_py() else pc.utf8_normalize(text, "NFC")
+    (pv, po), (rv, ro) = spans(columns["prompt"]), spans(columns["response"])
+    ids, first, seen = [], [], writers["seen"]
+    for a, b, c, d in zip(po[:-1], po[1:], ro[:-1], ro[1:]):
+        h = hashlib.sha256(pv[a:b])  # one sha256 per row over its text (the sample id)
+        h.update(rv[c:d])
+        ids.append(h.digest())
+        key = hashlib.sha1(rv[c:d]).digest()  # one sha1 per row over its response as read (duplicates)
+        first.append(key not in seen)
+        seen.add(key)
+    canonical = pa.table({"sample_id": pa.array(ids, pa.binary(32)), **columns})
+    kept = canonical.filter(pc.and_(pa.array(first), pc.less_equal(
+        pc.add(pc.utf8_length(columns["prompt"]), pc.utf8_length(columns["response"])), MAX_CHARS)))
+    writers["canonical"].write_table(canonical)  # the copy resume reads
+    writers["dataset"].write_table(kept)  # the output
+    return kept.num_rows
+
+
+def _floor_file(path: Path, out: Path) -> int:
+    """The floor's work on one input file, in blocks of about 16 MB of whole lines; rows kept."""
+    import pyarrow as pa  # the system under test
+
+    from curator.allocator import keep_freed_memory  # a block reuses the last one's pages (this VM's faults)
+
+    keep_freed_memory()
+    schema = pa.schema([("sample_id", pa.binary(32)), ("prompt", pa.string()), ("response", pa.string())])
+    paths = {name: out / f"{path.stem}-{name}.arrow" for name in ("canonical", "dataset")}
+    sinks = {name: pa.OSFile(str(p), "wb") for name, p in paths.items()}
+    writers: dict = {name: pa.ipc.new_stream(sink, schema) for name, sink in sinks.items()}
+    writers["seen"], kept, tail = set(), 0, b""
+    digest = hashlib.sha256()  # the manifest's input hash
+    with open(path, "rb") as fh:
+        while chunk := fh.read(16 << 20):
+            digest.update(chunk)
+            cut = chunk.rfind(b"\n") + 1
+            block, tail = tail + chunk[:cut], chunk[cut:]
+            kept += _floor_block(block, writers) if block else 0
+    kept += _floor_block(tail, writers) if tail.strip() else 0
+    for name in paths:
+        writers[name].close()
+        sinks[name].close()
+        with open(paths[name], "rb") as fh:  # the manifest's output hashes
+            hashlib.file_digest(fh, "sha256")
+    return kept
+
+
+def run_floor(paths: list[Path], out: Path) -> int:
+    """A lower bound on any engine with curator's guarantees: only the work they cannot skip, each step with
+    the fastest library call, one process per file on every core, blocks of 16 MB, and less of it than the guarantees need:
+    read and parse the JSON (as bare HF does), sha256 the input file, NFC, one sha256 per row over its text
+    (the sample id), one sha1 per row over its response as read (duplicates within a file: no folding), an uncompressed
+    Arrow copy of every row (what resume reads) and of the kept rows (the dataset), sha256 of both. No ledger,
+    statistics, scores, shard reduce, folding or canonical JSON literals."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(len(paths), os.cpu_count() or 1)) as pool:
+        return sum(pool.map(_floor_file, paths, [out] * len(paths)))
+
+
 def child(system: str, data: Path, out: Path) -> None:
     paths = sorted(data.glob("part-*.jsonl"))
     t0 = time.perf_counter()
@@ -191,6 +270,8 @@ def child(system: str, data: Path, out: Path) -> None:
         kept = run_hf(paths, out, system == "hf-equal")
     elif system in ("datatrove", "datatrove-equal"):
         kept = run_datatrove(paths, out, system == "datatrove-equal")
+    elif system == "floor":
+        kept = run_floor(paths, out)
     else:
         kept = run_pyarrow(paths, out)
     print(json.dumps({"seconds": time.perf_counter() - t0, "kept": kept, "finalize_at": finalize_at, "phases": phases}))
@@ -249,12 +330,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, nargs="+", default=[300_000, 1_000_000])
     ap.add_argument("--rounds", type=int, default=2, help="best of this many runs per system, interleaved")
-    ap.add_argument("--systems", nargs="+", default=[*BARE, *EQUAL], choices=[*BARE, *EQUAL])
+    ap.add_argument("--systems", nargs="+", default=[*BARE, *EQUAL], choices=[*BARE, *EQUAL, *FLOOR])
     ap.add_argument("--fixed-cost", action="store_true", help="time a 1-row model-free run (and nothing else)")
     ap.add_argument("--files", type=int, default=2, help="input files the rows are split over (1: one big file)")
     ap.add_argument("--layout", choices=LAYOUTS, default="prompt_response",
                     help="rows as prompt/response columns or as two-turn conversations (curator and hf only)")
-    ap.add_argument("--child", choices=[*BARE, *EQUAL], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=[*BARE, *EQUAL, *FLOOR], help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
