@@ -8,6 +8,7 @@ then added samples in the order their stages emitted them (so a rebalanced mix k
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -51,7 +52,10 @@ from curator.plan import Plan, PlannedStage
 from curator.result import RunResult
 from curator.run_files import file_sizes, remove_unlisted
 from curator.rundir import RunDir, shard_name
+from curator.samples import CANONICAL
 from curator.stage import FLAG_COLUMN
+
+LOG = logging.getLogger("curator.finalize")
 
 
 def finalize(plan: Plan, ingested: Ingested, executor: dict, started: float, timings: dict[str, float]) -> RunResult:
@@ -203,6 +207,11 @@ class DatasetParts:
             extra = extra.append_column("_stage_rank", rank)
             self.extra = extra.take(pc.sort_indices(extra, [("_stage_rank", "ascending"), ("_order", "ascending")]))
         schemas = [pq.ParquetFile(self.rundir.input_shard(shard)).schema_arrow for shard, _ in kept]
+        self.renamed = input_renames(schemas, self.extra.column_names if self.extra is not None else [])
+        for name, new in self.renamed.items():
+            LOG.warning("dataset/: the input column '%s' is written as '%s': the rows an augment stage added have a "
+                        "column '%s' of their own", name, new, name)
+        schemas = [_renamed(schema, self.renamed) for schema in schemas]
         schemas += [_score_schema(plan, stage_id, columns) for stage_id, columns in self.scores.items() if kept]
         if self.extra is not None:
             schemas.append(self.extra.schema)
@@ -240,13 +249,14 @@ class DatasetParts:
         covers the whole shard) with their score columns, in ``self.schema``."""
         path = self.rundir.input_shard(shard)
         pf = pq.ParquetFile(path)
-        columns = [n for n in pf.schema_arrow.names if n in set(self.schema.names)]
+        columns = [n for n in pf.schema_arrow.names if self.renamed.get(n, n) in set(self.schema.names)]
         if len(mask) == 0:  # an empty file reads as one empty chunk, which is a (0-row) batch of its own
-            return [self._promote(read_parquet(path, columns))]
+            return [self._promote(_renamed(read_parquet(path, columns), self.renamed))]
         start = sum(pf.metadata.row_group(i).num_rows for i in range(group))
         out = []
         for batch in pf.read_row_group(group, columns=columns).to_batches(max_chunksize=READ_BATCH_ROWS):
-            part = pa.Table.from_batches([batch]).filter(pa.array(mask[start:start + batch.num_rows]))
+            part = _renamed(pa.Table.from_batches([batch]), self.renamed).filter(
+                pa.array(mask[start:start + batch.num_rows]))
             start += batch.num_rows
             out.append(self._promote(_with_scores(part, self.plan, shard, self.scores) if self.scores else part))
         return out
@@ -276,6 +286,30 @@ class DatasetParts:
                     yield batch
                 else:
                     pending.append(batch)
+
+
+def input_renames(schemas: list[pa.Schema], added_columns: list[str]) -> dict[str, str]:
+    """The inputs' pass-through columns that added rows also have (an augment stage's provenance: ``parent_id``,
+    ``seed``, ...) -> the name the input's values take in the dataset: ``input_<name>`` (more ``input_`` if taken),
+    so neither side's values are read as the other's."""
+    passed = {n for schema in schemas for n in schema.names if n not in CANONICAL and not n.startswith("_")}
+    taken, out = passed | set(added_columns), {}
+    for name in sorted(passed & set(added_columns)):
+        new = f"input_{name}"
+        while new in taken:
+            new = f"input_{new}"
+        taken.add(new)
+        out[name] = new
+    return out
+
+
+def _renamed(value: pa.Schema | pa.Table, names: dict[str, str]) -> pa.Schema | pa.Table:
+    """``value`` with its columns renamed by ``names`` (the others kept)."""
+    if not names:
+        return value
+    if isinstance(value, pa.Schema):
+        return pa.schema([f.with_name(names.get(f.name, f.name)) for f in value], metadata=value.metadata)
+    return value.rename_columns([names.get(n, n) for n in value.column_names])
 
 
 def _chunk_slices(table: pa.Table, max_rows: int) -> Iterator[pa.RecordBatch]:
