@@ -252,7 +252,8 @@ def _failed(plan: Plan, ps: PlannedStage, unit: Unit, exc: Exception) -> NoRetur
 
 
 def _check(stage: Stage, result: pa.Table, batch: pa.Table | pa.RecordBatch) -> None:
-    """A score stage's output for ``batch``: its declared columns, one row per row of ``batch`` with the same
+    """A score stage's output for ``batch``: its declared columns (and no other, but ``flag_reason`` and ``_``-prefixed
+    ones), one row per row of ``batch`` with the same
     ``sample_id``s (in any order), ``flag_reason`` as text, and no NaN or infinity in a float column (a row a stage
     cannot score gets a null score and a ``flag_reason``). A ``RunError`` naming the stage and the fix otherwise."""
     if stage.kind != "score":
@@ -263,6 +264,10 @@ def _check(stage: Stage, result: pa.Table, batch: pa.Table | pa.RecordBatch) -> 
     if missing or result.num_rows != rows:
         raise RunError(f"stage '{stage.name}' returned columns {result.column_names} and {result.num_rows} "
                        f"rows; expected {expected} for {rows} rows")
+    extra = [c for c in result.column_names if c not in expected and c != FLAG_COLUMN and not c.startswith("_")]
+    if extra:
+        raise RunError(f"stage '{stage.name}' returned the column(s) {extra}, which it does not declare (it declares "
+                       f"{expected[1:]}); add them to its provides (or provided_columns()), or leave them out")
     if not _same_ids(batch.column("sample_id"), result.column("sample_id")):
         raise RunError(f"stage '{stage.name}' returned sample_ids that are not those of its batch (each of the "
                        f"batch's {rows} ids once, in any order): copy 'sample_id' from the batch into its result")

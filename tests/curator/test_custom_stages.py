@@ -1,6 +1,6 @@
 """A user's own stage (``curator.registry.register``) is held to the stage contract: a class the engine could not
 run is refused when it is registered; a score stage's output must carry its batch's ``sample_id``s, a text
-``flag_reason`` and no NaN/infinity; no two stages (nor one of curator's own columns) share an output column;
+``flag_reason``, no NaN/infinity and no column it does not declare; no two stages (nor one of curator's own columns) share an output column;
 errors name the stage by its index in the list the user wrote; a stage defined in an interactive ``__main__`` runs
 in the driver instead of breaking the worker pool."""
 
@@ -42,7 +42,10 @@ def _ids(batch) -> pa.Array:
      r"NaN or infinity in 'v' \(1 of 6 rows\)"),
     (lambda b: pa.table({"sample_id": _ids(b), "v": pa.array([float("inf")] * b.num_rows)}),
      r"NaN or infinity in 'v' \(6 of 6 rows\)"),
-], ids=["unknown ids", "repeated id", "nan", "inf"])
+    (lambda b: pa.table({"sample_id": _ids(b), "v": pa.array([1.0] * b.num_rows),
+                         "debug": pa.array(["x"] * b.num_rows)}), r"returned the column\(s\) \['debug'\], which it does "
+                                                                   r"not declare \(it declares \['v'\]\)"),
+], ids=["unknown ids", "repeated id", "nan", "inf", "undeclared column"])
 def test_a_score_stage_output_that_breaks_the_contract_fails_the_run(body, message, tmp_path):
     _score_stage("contract_breaker", body)
     with pytest.raises(RunError, match=message):
