@@ -36,7 +36,7 @@ HARDNESS_1 = "hardness 1: always answered harmfully, no safe answer"
 NO_TARGET = "no candidate target passed the checks"
 NOT_SELECTED = "beyond the selected budget"
 PROMPT_REASONS = (HARDNESS_0, HARDNESS_1, NO_TARGET, NOT_SELECTED)
-ADVICE = {  # what to change, by the most common reason a prompt was left out
+ADVICE = {  # what to change, by the most common reason a prompt was left out (and "framed": hardness framing was on)
     ("harmful", HARDNESS_1): "the model complies with these prompts: use a safety-aligned `model:` (model: default "
                              "is SmolLM2-135M-Instruct with curator's safety adapter) or raise hardness k",
     ("harmful", HARDNESS_0): "the model refuses these prompts every time, so they teach nothing: use harder prompts "
@@ -44,6 +44,9 @@ ADVICE = {  # what to change, by the most common reason a prompt was left out
     ("harmful", NO_TARGET): "no sampled answer passed the target checks (see the report's 'what each check removed'):"
                             " raise target_k or max_new_tokens, or relax min_mean_logprob / target_judge",
     ("harmful", NOT_SELECTED): "raise hardest_fraction or count",
+    ("harmful", HARDNESS_0, "framed"): "the model refuses these prompts every time, even in the hardness stage's "
+                                       "jailbreak framings, so they teach nothing: use harder prompts, another "
+                                       "framing source (builtin or pyrit) or raise hardness k",
     ("benign", NO_TARGET): "too few benign answers passed the checks: raise benign_oversample or benign_k, give a "
                            "benign file with good answers (benign_answer: reference), or relax min_words",
     ("benign", NOT_SELECTED): "raise benign_oversample",
@@ -55,6 +58,7 @@ class MixRecords:
 
     def __init__(self, store: KeyedStore, stage_fp: str):
         self.store, self.stage_fp, self.rows = store, stage_fp, []
+        self.framed = False  # the hardness stage framed the prompts (its advice then says so)
 
     def add(self, level: str, role: str, **fields) -> None:
         item = (fields.get("prompt") or "", fields.get("rollout_id") or "", fields.get("parent_id") or "")
@@ -71,7 +75,8 @@ class MixRecords:
             prompts = "; ".join(f"{n} {r}" for r, n in self.reasons(role, "prompt").most_common()) or "none"
             cands = "; ".join(f"{n} {r}" for r, n in self.reasons(role, "candidate").most_common()) or "none"
             top = self.reasons(role, "prompt").most_common(1)
-            advice = ADVICE.get((role, top[0][0])) if top else None
+            advice = (ADVICE.get((role, top[0][0], "framed")) if self.framed and top else None) or \
+                (ADVICE.get((role, top[0][0])) if top else None)
             why = (f"rebalance built {built} {role} rows, {asked} asked ({what}). Prompts left out: {prompts}. "
                    f"Candidate targets rejected: {cands}." + (f" What to change: {advice}." if advice else ""))
             LOG.warning(why)

@@ -215,6 +215,7 @@ class RebalanceStage(Stage):
             table = table.sort_by([("_input_idx", "ascending"), ("_input_row", "ascending")])
         cols = [*self.required_columns(), *(c for c in ("hardness_prompt", "hardness_template")
                                             if c in table.column_names)]
+        self.records.framed = "hardness_template" in table.column_names
         rows = [{**r, "train_prompt": r.get("hardness_prompt") or r["prompt"]}
                 for r in table.select(cols).to_pylist() if r["hardness"] is not None]
         for r in rows:

@@ -123,7 +123,13 @@ def test_a_model_that_refuses_everything_gives_an_empty_mix_with_the_reason(tmp_
     with caplog.at_level(logging.WARNING, "curator.rebalance"):
         assert stage.process_batch(scored([0.0] * 5)).num_rows == 0
     assert "built 0 harmful rows, 0 asked" in caplog.text and f"5 {HARDNESS_0}" in caplog.text
-    assert "What to change: the model refuses these prompts every time" in caplog.text
+    assert "What to change: the model refuses these prompts every time, so" in caplog.text
+    caplog.clear()
+    framed = scored([0.0] * 5).append_column("hardness_prompt", pa.array(["framed"] * 5)) \
+        .append_column("hardness_template", pa.array(["t"] * 5))
+    with caplog.at_level(logging.WARNING, "curator.rebalance"):  # framing already on: not advised again as the fix
+        assert stage_for(tmp_path, tiny_model_dir, variant="hard", seed=7).process_batch(framed).num_rows == 0
+    assert "every time, even in the hardness stage's jailbreak framings" in caplog.text
     stage = stage_for(tmp_path, tiny_model_dir, variant="hard", seed=7)
     with caplog.at_level(logging.WARNING, "curator.rebalance"):
         assert stage.process_batch(scored([1.0] * 3)).num_rows == 0
