@@ -29,16 +29,18 @@ def run(recipe, run_dir, *, inputs=None, workers=None, executor=None, quiet=Fals
     return _run(recipe, run_dir, inputs=inputs, workers=workers, executor=executor, quiet=quiet, wait=wait)
 
 
-def apply(data, *, stages=None, recipe=None, run_dir=None, input=None, workers=None, quiet=True, wait=0.0):
+def apply(data, *, stages=None, recipe=None, run_dir=None, input=None, format=None, workers=None, quiet=True,
+          wait=0.0):
     """Run ``stages`` (names or ``{use, with}`` mappings) or a ``recipe`` on ``data`` (a ``datasets.Dataset``, a
     ``pyarrow.Table`` or a pandas ``DataFrame``) and return a ``datasets.Dataset``: every input row in input order
     with ``sample_id``, the score columns, ``status`` (kept, dropped, flagged, quarantined, probe) and
-    ``status_reason``. ``input``: the recipe input the data replaces; ``run_dir``: default a new temporary
+    ``status_reason``. ``input``: the recipe input the data replaces; ``format``: its layout (``messages``, ...)
+    when its columns fit several or none; ``run_dir``: default a new temporary
     directory; ``wait``: seconds to wait for another run of ``run_dir``. See ``curator.api.apply``."""
     from curator.api import apply as _apply  # start-up time: `import curator` stays light
 
-    return _apply(data, stages=stages, recipe=recipe, run_dir=run_dir, input=input, workers=workers, quiet=quiet,
-                  wait=wait)
+    return _apply(data, stages=stages, recipe=recipe, run_dir=run_dir, input=input, format=format, workers=workers,
+                  quiet=quiet, wait=wait)
 
 
 def load_recipe(source, base_dir=None):

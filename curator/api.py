@@ -21,12 +21,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curator.errors import RecipeError
+from curator.errors import CuratorError, RecipeError
 from curator.inputs import input_name
 from curator.pipeline import run
 from curator.plan import score_columns
 from curator.query import connect
-from curator.recipe import Recipe, load_recipe
+from curator.recipe import FORMAT_NAMES, Recipe, load_recipe
 from curator.rundir import RunDir
 from curator.samples import CANONICAL, FORMATS, check_column_names
 
@@ -101,7 +101,7 @@ def _plain(value):
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
-def _recipe(stages: list | None, recipe) -> Recipe:
+def _recipe(stages: list | None, recipe, fmt: str | None) -> Recipe:
     if (stages is None) == (recipe is None):
         raise RecipeError("curator.apply: give either stages=[...] or recipe=... (a path, YAML text, dict or Recipe)")
     if stages is not None and not isinstance(stages, (list, tuple)):
@@ -110,15 +110,18 @@ def _recipe(stages: list | None, recipe) -> Recipe:
     if recipe is not None:
         return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     items = [{"use": s} if isinstance(s, str) else s for s in stages]
-    return load_recipe({"curator": 1, "name": "apply", "inputs": [{"path": "data.parquet", "name": "data"}],
+    return load_recipe({"curator": 1, "name": "apply", "inputs": [{"path": "data.parquet", "name": "data",
+                                                                   **({"format": fmt} if fmt else {})}],
                         "shards": 1, "stages": items})
 
 
 def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path | None = None,
-          input: str | None = None, workers: int | None = None, quiet: bool = True, wait: float = 0.0):
+          input: str | None = None, format: str | None = None, workers: int | None = None, quiet: bool = True,
+          wait: float = 0.0):
     """Run ``stages`` (stage names or ``{use, with}`` mappings) or ``recipe`` on ``data``; return a
     ``datasets.Dataset`` (see the module docstring). ``input`` names the recipe input the data replaces (needed
-    when the recipe has several, e.g. ``input="my_sft"`` keeps ``builtin:advbench``). The run directory is a new
+    when the recipe has several, e.g. ``input="my_sft"`` keeps ``builtin:advbench``); ``format`` sets its layout
+    (``messages``, ``prompt_response``, ...) when its columns fit several or none. The run directory is a new
     temporary directory unless ``run_dir`` is given (logged at INFO level); ``wait``: seconds for another run using
     it to finish; ``workers`` (an int >= 1) overrides the recipe's. A temporary run directory is removed once the
     result is built (kept when the run fails)."""
@@ -126,8 +129,10 @@ def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path 
 
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise RecipeError(f"curator.apply: workers={workers!r}; expected a whole number >= 1 (or None: the recipe's)")
+    if format is not None and format not in FORMAT_NAMES:
+        raise RecipeError(f"curator.apply: format={format!r}; expected one of {', '.join(FORMAT_NAMES)}")
     table = to_table(data)
-    rec = _recipe(stages, recipe)
+    rec = _recipe(stages, recipe, format)
     names = [input_name(i) for i in rec.inputs]
     if input is None and len(names) > 1:
         raise RecipeError(f"curator.apply: recipe '{rec.name}' has {len(names)} inputs ({', '.join(names)}); pass "
@@ -140,8 +145,9 @@ def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path 
     RunDir(root.resolve()).check_is_run_dir()
     root.mkdir(parents=True, exist_ok=True)
     (root / ".lock").touch()  # a run directory from now on (its data file goes under cache/)
-    rec = dataclasses.replace(rec, inputs=tuple(dataclasses.replace(i, limit=None, sample=None)
-                                                if input_name(i) == target else i for i in rec.inputs))
+    rec = dataclasses.replace(rec, inputs=tuple(
+        dataclasses.replace(i, limit=None, sample=None, format=format or i.format) if input_name(i) == target else i
+        for i in rec.inputs))
     source = root / "cache" / "apply" / "data.parquet"
 
     def write_data(_root: Path) -> None:  # under the run directory's lock: another apply cannot swap it
@@ -150,8 +156,15 @@ def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path 
         pq.write_table(table.drop_columns([c for c in table.column_names if c in replaced]), source)
 
     annotated: list[pa.Table] = []
-    result = run(rec, root, inputs=[f"{target}={source}"], workers=workers, quiet=quiet, wait=wait,
-                 prepare=write_data, on_finish=lambda r: annotated.append(annotate(table, r.run_dir, names.index(target))))
+    try:
+        result = run(rec, root, inputs=[f"{target}={source}"], workers=workers, quiet=quiet, wait=wait, prepare=write_data,
+                     on_finish=lambda r: annotated.append(annotate(table, r.run_dir, names.index(target))))
+    except CuratorError as exc:  # about the data: name it as the caller knows it, not by its file in the run directory
+        if str(source) not in str(exc):
+            raise
+        message = str(exc).replace(f"--input {target}={source}: ", "").replace(str(source), "the data given to apply")
+        raise type(exc)(message.replace("Set `format:` on this input in the recipe.",
+                                        "Pass format= to curator.apply.")) from None
     if run_dir is None:  # nobody can name it: the result is in memory (a failed run's directory stays, for its errors)
         shutil.rmtree(root, ignore_errors=True)
     else:

@@ -98,10 +98,25 @@ def test_two_applies_on_one_run_dir_do_not_mix_their_data(tmp_path):
     ({"workers": "2"}, r"workers='2'; expected a whole number >= 1"),
     ({"workers": 0}, r"workers=0; expected a whole number >= 1"),
     ({"stages": "quality"}, r"stages= takes a list .* got 'quality' \(write stages=\['quality'\] for one stage\)"),
+    ({"format": "chat"}, r"format='chat'; expected one of auto, alpaca, .*messages"),
 ])
 def test_apply_refuses_bad_arguments_clearly(kwargs, message):
     with pytest.raises(RecipeError, match=message):
         curator.apply(pa.Table.from_pylist(ROWS), **{"stages": ["quality"], **kwargs})
+
+
+def test_data_whose_columns_fit_two_layouts_is_read_with_format(tmp_path):
+    chat = [{"role": "user", "content": "How do I boil an egg?"}, {"role": "assistant", "content": "Simmer it 9 min."}]
+    table = pa.table({"prompt": ["stale"], "response": ["stale"], "messages": [chat]})
+    with pytest.raises(curator.errors.InputError) as err:  # named as the caller knows the data, with the fix
+        curator.apply(table, stages=["quality"])
+    assert str(err.value).startswith("the data given to apply: the column layout ['messages', 'prompt', 'response'] "
+                                     "is ambiguous") and str(err.value).endswith("Pass format= to curator.apply.")
+    assert "data.parquet" not in str(err.value)
+    out = curator.apply(table, stages=["quality"], format="messages").to_list()
+    assert out[0]["char_len"] == len("How do I boil an egg?") + len("Simmer it 9 min.") and out[0]["status"] == "kept"
+    recipe = {"curator": 1, "name": "r", "inputs": [{"path": "x.jsonl"}], "stages": [{"use": "quality"}]}
+    assert curator.apply(table, recipe=recipe, format="prompt_response").to_list()[0]["char_len"] == 10
 
 
 def test_apply_names_what_to_do_with_streamed_and_split_datasets():
