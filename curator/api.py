@@ -158,7 +158,7 @@ def apply(data, *, stages: list | None = None, recipe=None, run_dir: str | Path 
     annotated: list[pa.Table] = []
     try:
         result = run(rec, root, inputs=[f"{target}={source}"], workers=workers, quiet=quiet, wait=wait, prepare=write_data,
-                     on_finish=lambda r: annotated.append(annotate(table, r.run_dir, names.index(target))))
+                     on_finish=lambda r: annotated.append(annotate(table, r.run_dir, _input_index(r, target))))
     except CuratorError as exc:  # about the data: name it as the caller knows it, not by its file in the run directory
         if str(source) not in str(exc):
             raise
@@ -177,6 +177,11 @@ def _curator_columns(rec: Recipe, root: Path) -> set[str]:
     names are not run: curator's replace them, e.g. when a scored result is applied again). Canonical columns are
     never among them (a stage writing one is a recipe error of its own: ``plan.check_columns``)."""
     return {*(c for c in score_columns(rec, root) if c not in CANONICAL), *ADDED_COLUMNS}
+
+
+def _input_index(result, name: str) -> int:
+    """The run's input position of the input called ``name`` (inputs before it may have named several files)."""
+    return next(i for i, entry in enumerate(result.manifest["inputs"]) if entry["name"] == name)
 
 
 def annotate(table: pa.Table, run_dir: Path, input_idx: int = 0) -> pa.Table:

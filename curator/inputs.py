@@ -4,7 +4,7 @@ input's split/config/revision become.
 An input's name is its ``name:`` if set, else the built-in name of a named source (``builtin:advbench`` ->
 ``advbench``, ``dataset:org/set`` -> ``set``), else the file's stem (``data/my_sft.jsonl`` -> ``my_sft``,
 ``data/web.jsonl.zst`` -> ``web``,
-``s3://bucket/a.parquet`` -> ``a``). ``NAME=PATH`` replaces the input called NAME, and a bare ``PATH`` the input
+``s3://bucket/a.parquet`` -> ``a``; a pattern: its directory, ``data/*.jsonl`` -> ``data``, see ``curator.input_files``). ``NAME=PATH`` replaces the input called NAME, and a bare ``PATH`` the input
 of a recipe that has exactly one; either way the replacement keeps that input's name, ``source`` label (its
 ``source:``, else its name: stages that select rows by source still see them), ``format`` (a layout, which a
 file's extension does not tell) and how much of it is read (``limit``, ``sample``, ``sample_seed``). A
@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlencode
 
 from curator.errors import RecipeError
+from curator.input_files import is_pattern, pattern_name
 from curator.readers import input_stem
 from curator.sources import source_scheme
 
@@ -40,6 +41,8 @@ def input_name(spec) -> str:
     if spec.name:
         return spec.name
     path = str(spec.path)
+    if is_pattern(path):
+        return pattern_name(path)
     scheme = source_scheme(path)
     rest = path.split(":", 1)[1] if scheme else path
     last = rest.rstrip("/").rsplit("/", 1)[-1] or rest

@@ -7,6 +7,7 @@ units, so a killed run resumes and ends byte-identical to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from curator.executors.local import LocalExecutor
 from curator.executors.ray import RayExecutor
 from curator.finalize import finalize
 from curator.ingest import run_ingest
+from curator.input_files import expand_inputs
 from curator.inputs import override_inputs
 from curator.io import atomic_path, bytes_on_disk, file_states, sha256_path, write_json
 from curator.plan import InputFile, Plan, output_scores_problem, plan_ingest, plan_stages, score_columns
@@ -44,6 +46,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
     before anything is written, so a run that stops part-way leaves a directory that reads as not finished."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     recipe, extra_roots = override_inputs(recipe, inputs)
+    recipe = expand_inputs(recipe, extra_roots)
     rundir = RunDir(Path(run_dir).resolve())
     _check_output_scores(recipe, rundir)
     _check_device(recipe, executor or recipe.executor.kind)
@@ -64,7 +67,7 @@ def run(recipe: Recipe | str | Path | dict, run_dir: str | Path, *, inputs: list
             if warm_up:
                 exe.warm_up(bytes_on_disk(paths))  # the workers start while the inputs are hashed
             states = [file_states(p) for p in paths]
-            with ThreadPoolExecutor(len(paths) or 1) as pool:  # hashlib releases the GIL on large reads
+            with ThreadPoolExecutor(min(len(paths), 4 * (os.cpu_count() or 1)) or 1) as pool:  # hashlib releases the GIL
                 files = [InputFile(p, h) for p, h in zip(paths, pool.map(sha256_path, paths))]
             plan = plan_ingest(recipe, rundir, files, quiet)
             _record_plan(plan)

@@ -46,6 +46,8 @@ from curator.sources import load_source, source_scheme
 READ_KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "arrow", "hf")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}  # of text inputs: Arrow's codecs
 TEXT_KINDS = ("jsonl", "json", "csv", "tsv")
+FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+              ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
 _LONE_CR = re.compile(rb"\r(?!\n)")  # a line end of its own (``_line_ends``)
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as ``surrogateescape`` decodes them
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which a text input may start with
@@ -87,8 +89,7 @@ def detect_kind(path: Path) -> str:
         raise InputError(f"{path}: a directory that is not a `datasets.save_to_disk` dataset")
     codec = _codec(path)
     suffix = (Path(path.stem) if codec else path).suffix.lower()
-    kinds = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-             ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
+    kinds = FILE_KINDS
     if suffix not in kinds:
         raise InputError(f"{path}: cannot tell the file type from '{suffix}'; use one of {sorted(kinds)}, "
                          f"text ones optionally compressed ({', '.join(COMPRESSIONS)})")
@@ -127,6 +128,16 @@ def _dataset_dict(path: Path) -> str:
 
 def _codec(path: Path) -> str | None:
     return COMPRESSIONS.get(path.suffix.lower())
+
+
+def is_data_file(path: Path) -> bool:
+    """A file whose name says it is an input curator reads (``FILE_KINDS``, text ones optionally compressed)."""
+    return (Path(path.stem) if _codec(path) else path).suffix.lower() in FILE_KINDS
+
+
+def is_dataset_dir(path: Path) -> bool:
+    """A ``datasets`` ``save_to_disk`` directory (a ``Dataset`` or a ``DatasetDict``)."""
+    return any((path / name).exists() for name in ("state.json", "dataset_info.json", "dataset_dict.json"))
 
 
 def input_stem(path: Path) -> str:

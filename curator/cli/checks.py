@@ -20,7 +20,8 @@ def validate(recipes, inputs, as_json):
     """Check RECIPES: every problem with its location, then a dry run of each stage's column needs, the
     decide rules and the gate SQL against the columns the inputs and stages declare. Exit 2 on any error; an
     input file that does not exist (a recipe's placeholder) is a warning."""
-    from curator.errors import RecipeError  # start-up time: each command imports only what it uses
+    from curator.errors import InputError, RecipeError  # start-up time: only what the command uses
+    from curator.input_files import expand_inputs  # start-up time: each command imports only what it uses
     from curator.inputs import override_inputs  # start-up time: each command imports only what it uses
     from curator.recipe import load_recipe  # start-up time: each command imports only what it uses
     from curator.validate import dry_run  # start-up time: each command imports only what it uses
@@ -30,8 +31,13 @@ def validate(recipes, inputs, as_json):
         entry = {"recipe": path, "ok": False, "errors": [], "warnings": []}
         try:
             rec, roots = override_inputs(load_recipe(path), list(inputs) or None)
+            try:
+                rec = expand_inputs(rec, roots)
+            except InputError as exc:  # a pattern or folder with no data file yet: like a missing input, a warning
+                entry["warnings"].append(str(exc))
             rec.input_paths(roots)
-            entry["errors"], entry["warnings"] = dry_run(rec, roots)
+            errors, warnings = dry_run(rec, roots)
+            entry["errors"], entry["warnings"] = errors, entry["warnings"] + warnings
             entry.update(ok=not entry["errors"], stages=len(rec.stages), sha256=rec.sha256())
         except RecipeError as exc:
             entry["errors"] = [str(exc)]
