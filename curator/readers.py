@@ -48,6 +48,7 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}  
 TEXT_KINDS = ("jsonl", "json", "csv", "tsv")
 FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
               ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 _LONE_CR = re.compile(rb"\r(?!\n)")  # a line end of its own (``_line_ends``)
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as ``surrogateescape`` decodes them
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which a text input may start with
@@ -106,8 +107,9 @@ def detect_kind(path: Path) -> str:
 def _json_text_kind(path: str, size: int, mtime_ns: int) -> str | None:
     """What a ``.json``/``.jsonl`` file holds, by its first line that is not blank (``size`` and ``mtime_ns`` key
     the cache): ``jsonl`` if it is a JSON object (JSON Lines, which ``.json`` files often hold), ``json`` if it is
-    a JSON array or the start of one (``[`` on a line of its own: a pretty-printed array); None if it tells
-    nothing (the file's name decides)."""
+    a JSON array or the start of one (``[`` on a line of its own: a pretty-printed array) or ``{`` on a line of its
+    own (pretty-printed objects one after another, as ``jq`` writes them); None if it tells nothing (the file's
+    name decides)."""
     try:
         first = next((t for line in input_lines(Path(path)) if (t := line.removeprefix(BOM).strip())), b"")
     except Exception:  # noqa: BLE001 (a file that cannot be decompressed: its reader says what is wrong)
@@ -115,7 +117,7 @@ def _json_text_kind(path: str, size: int, mtime_ns: int) -> str | None:
     try:
         value = json.loads(first)
     except ValueError:
-        return "json" if first.startswith(b"[") else None
+        return "json" if first.startswith(b"[") or first == b"{" else None
     return "jsonl" if isinstance(value, dict) else "json" if isinstance(value, list) else None
 
 
@@ -726,15 +728,30 @@ def _mixed(values: list) -> pa.Array:
     return pa.array(out, pa.string())
 
 
+def _json_values(text: str) -> object:
+    """The JSON value ``text`` holds, or the list of the objects it holds one after another (``{...} {...}``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if not exc.msg.startswith("Extra data") or not text.lstrip().startswith("{"):
+            raise
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while (at := _JSON_SPACE.match(text, at).end()) < len(text):
+        value, at = decoder.raw_decode(text, at)
+        values.append(value)
+    return values
+
+
 def _read_json_array(path: Path) -> tuple[pa.Table, list[BadRow]]:
+    """The rows of a JSON array of objects, or of JSON objects one after another (a row each)."""
     try:
         with open_input(path) as fh:
             text = fh.read().decode("utf-8-sig")
-        data = json.loads(text)
+        data = _json_values(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not valid UTF-8 JSON ({exc}); use JSONL for row-level error recovery") from None
     if not isinstance(data, list):
-        raise InputError(f"{path}: expected a JSON array of objects")
+        raise InputError(f"{path}: expected a JSON array of objects, or JSON objects one after another")
     escapes = "\\ud" in text.lower()  # a lone surrogate is possible
     good, bad = [], []
     for i, obj in enumerate(data):

@@ -111,6 +111,8 @@ def test_a_quarantined_value_of_another_json_type_is_shown_as_the_file_held_it(t
     ("lines.json.gz", None),
     ("pretty.jsonl", json.dumps([{"prompt": "a", "response": "r"}, {"prompt": "b", "response": "r"}], indent=2).encode()),
     ("one_line_array.jsonl", json.dumps([{"prompt": "a", "response": "r"}, {"prompt": "b", "response": "r"}]).encode()),
+    ("jq.jsonl", "\n".join(json.dumps({"prompt": p, "response": "r"}, indent=2) for p in "ab").encode()),  # jq's output
+    ("jq.json", "".join(json.dumps({"prompt": p, "response": "r"}, indent=4) + "\n\n" for p in "ab").encode()),
 ])
 def test_the_content_not_the_name_says_json_lines_or_a_json_array(tmp_path, name, data):
     if data is None:
@@ -129,3 +131,10 @@ def test_a_json_file_holding_one_object_is_a_clear_error(tmp_path):
     from curator.errors import InputError
     with pytest.raises(InputError, match=r"obj.json: expected a JSON array of objects"):
         _run(tmp_path, "obj.json", json.dumps({"data": [{"prompt": "a"}]}, indent=2).encode())
+
+
+def test_pretty_printed_objects_with_a_broken_one_are_an_error_naming_its_line(tmp_path):
+    from curator.errors import InputError
+    data = (json.dumps({"prompt": "a", "response": "r"}, indent=2) + '\n{\n  "prompt": "b",\n}\n').encode()
+    with pytest.raises(InputError, match=r"jq.jsonl: not valid UTF-8 JSON \(.*line 7 column 1"):
+        _run(tmp_path, "jq.jsonl", data)
