@@ -28,17 +28,20 @@ from curator.errors import NOT_WRITABLE, CuratorError
               help="With --recipe: run directory (default: runs/gate-<recipe name>); reuses finished work.")
 @click.option("--workers", type=WORKERS, default=None, help="With --recipe: override executor.workers.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no JSON; failing rules on stderr.")
+@click.option("--verify", "check_files", is_flag=True,
+              help="First re-hash the run's files against its manifest (as `curator verify`): a changed file exits 2 "
+                   "instead of being gated (without it, files of the recorded sizes are trusted).")
 @friendly
-def gate(paths, rules, recipe, run_dir, workers, quiet):
+def gate(paths, rules, recipe, run_dir, workers, quiet, check_files):
     """Evaluate gate rules on RUN_DIR (or run --recipe on DATA... first); print the JSON verdict.
     Exit 0 pass, 1 a rule failed, 2 any other error.
 
     \b
-    curator gate RUN_DIR [--rules FILE]
+    curator gate RUN_DIR [--rules FILE] [--verify]
     curator gate --recipe RECIPE [DATA...] [--run-dir DIR]
     """
     try:
-        verdict = _verdict(paths, rules, recipe, run_dir, workers, quiet)
+        verdict = _verdict(paths, rules, recipe, run_dir, workers, quiet, check_files)
     except CuratorError as exc:
         exc.exit_code = 2  # a recipe, input or run error (RunError is 1 elsewhere): 1 is kept for failed rules
         raise
@@ -57,10 +60,21 @@ def gate(paths, rules, recipe, run_dir, workers, quiet):
     sys.exit(0 if verdict["passed"] else 1)
 
 
-def _verdict(paths, rules, recipe, run_dir, workers, quiet) -> dict:
-    """The verdict of the rules on the run directory PATHS names, or on the run of ``recipe`` (made first)."""
+def _verdict(paths, rules, recipe, run_dir, workers, quiet, check_files) -> dict:
+    """The verdict of the rules on the run directory PATHS names, or on the run of ``recipe`` (made first);
+    ``check_files``: after its files are checked against its manifest."""
     from curator.gate import evaluate, parse_rules  # start-up time: each command imports only what it uses
     from curator.recipe import load_recipe  # start-up time: each command imports only what it uses
+
+    def checked(root: Path) -> Path:
+        from curator.errors import DamagedRunError  # start-up time: each command imports only what it uses
+        from curator.manifest import verify  # start-up time: each command imports only what it uses
+
+        problems = verify(root) if check_files else []
+        if problems:
+            raise DamagedRunError(f"{root}: not gated: {len(problems)} file(s) differ from the manifest, e.g. "
+                                  f"{problems[0]} (see them all with: curator verify {root})")
+        return root
 
     if not recipe:
         for given, option in ((run_dir, "-o/--run-dir"), (workers, "--workers")):
@@ -69,14 +83,15 @@ def _verdict(paths, rules, recipe, run_dir, workers, quiet) -> dict:
                                        "to gate a finished run, give its directory alone: curator gate RUN_DIR")
         if len(paths) != 1:
             raise click.UsageError("give exactly one RUN_DIR (or --recipe RECIPE DATA... to run first)")
-        return evaluate(RunDirParam(finished=True).convert(paths[0], None, click.get_current_context()), rules)
+        return evaluate(checked(Path(RunDirParam(finished=True).convert(paths[0], None, click.get_current_context()))),
+                        rules)
     from curator.pipeline import run as run_recipe  # start-up time: each command imports only what it uses
 
     rec = load_recipe(recipe)
     root = Path(run_dir or Path("runs") / f"gate-{rec.name}")
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the verdict
         run_recipe(rec, root, inputs=list(paths) or None, workers=workers, quiet=quiet)
-    return evaluate(root, rules or parse_rules([vars(g) for g in rec.gate], f"{recipe}: gate") or None)
+    return evaluate(checked(root), rules or parse_rules([vars(g) for g in rec.gate], f"{recipe}: gate") or None)
 
 
 @click.command()

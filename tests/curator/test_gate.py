@@ -232,3 +232,15 @@ def test_rules_skip_the_rows_a_score_does_not_cover_and_fail_when_it_covers_none
     assert rules["every_row"]["passed"] and rules["every_row"]["value"] == 0
     assert not rules["some_rows"]["passed"] and rules["some_rows"]["value"] == high
     assert not rules["none_scored"]["passed"] and "NULL counts as a failure" in rules["none_scored"]["note"]
+
+
+def test_verify_refuses_to_gate_a_run_whose_files_changed(run_copy):
+    clean = CliRunner().invoke(gate, [str(run_copy), "--verify", "-q"])
+    assert clean.exit_code == CliRunner().invoke(gate, [str(run_copy), "-q"]).exit_code == 1  # n_quarantined fails
+    data = next((run_copy / "dataset").glob("*.arrow"))
+    raw = data.read_bytes()
+    data.write_bytes(raw.replace(b"Question", b"Questiom", 1))  # same size, still readable: only a hash tells
+    assert CliRunner().invoke(gate, [str(run_copy), "-q"]).exit_code == 1  # gated as if nothing changed
+    res = CliRunner().invoke(gate, [str(run_copy), "--verify", "-q"])
+    assert res.exit_code == 2 and "not gated: 1 file(s) differ from the manifest" in res.output
+    assert "dataset/" in res.output and f"curator verify {run_copy}" in res.output
