@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.errors import InputError
+from curator.features import carried, with_carried
 from curator.inputs import input_name
 from curator.parallel import map_ordered
 from curator.plan import InputPart
@@ -44,8 +45,9 @@ QUARANTINE_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class Canonical:
-    """A block's canonical samples (``sample_id`` first, ``_input_idx`` and ``_input_row`` last; None when
-    the block had no parsed rows) and its quarantine rows (``QUARANTINE_SCHEMA``)."""
+    """A block's canonical samples (``sample_id`` first, ``_input_idx`` and ``_input_row`` last, the input's
+    features in the schema metadata: ``curator.features``; None when the block had no parsed rows) and its
+    quarantine rows (``QUARANTINE_SCHEMA``)."""
 
     good: pa.Table | None
     quarantine: pa.Table
@@ -134,8 +136,11 @@ class InputCanonicaliser:
                 raise InputError(f"{self.path}: no columns")
             label = self.spec.source or input_name(self.spec)  # what ``--input NAME=`` keeps, too
             canon = adapt(table, fmt, label, str(self.path), keep_column=self.spec.source is None)
+            features = carried(canon.schema)  # the input's features, which the normaliser need not keep
             canon = self.normalizer.process_batch(canon)
             canon = pa.table({"sample_id": sample_ids(canon), **{n: canon.column(n) for n in canon.column_names}})
+            if features:
+                canon = canon.replace_schema_metadata(with_carried(canon.schema, features).metadata)
             canon = canon.append_column("_input_idx", pa.repeat(pa.scalar(self.idx, pa.int32()), canon.num_rows))
             canon = canon.append_column("_input_row", block.rows.cast(pa.int64()))
             bad_mask = pc.is_valid(canon.column("_bad_reason"))

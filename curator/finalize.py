@@ -26,6 +26,7 @@ from curator.database import cursor
 from curator.errors import RunError
 from curator.export import export
 from curator.faults import fault_point
+from curator.features import as_huggingface, carried
 from curator.ingest import Ingested
 from curator.io import (
     READ_BATCH_ROWS,
@@ -352,10 +353,11 @@ def _save_to_disk(table: pa.Table | DatasetParts, path: Path, fingerprint: str, 
     (whose writer spends most of its time converting features per batch), a part at a time. The metadata
     files come from ``curator.hf_layout`` for plain Arrow types (importing ``datasets`` takes about a second
     of a small run); otherwise ``datasets`` writes them (saving one row) and Arrow the rows. Empty tables and
-    features that embed external files (images, audio) go through ``datasets`` entirely."""
+    features that embed external files (images, audio) go through ``datasets`` entirely. Either way the
+    features the inputs declared (``curator.features``) are declared where the columns' types still store them."""
     from curator.hf_layout import DATA_FILE, layout, write_metadata
 
-    described = None if use_datasets or table.num_rows == 0 else layout(table.schema)
+    described = None if use_datasets or table.num_rows == 0 else layout(table.schema, carried(table.schema))
     if described is not None:
         schema, features = described
         path.mkdir(parents=True)
@@ -369,9 +371,9 @@ def _save_to_disk(table: pa.Table | DatasetParts, path: Path, fingerprint: str, 
 
         datasets.disable_progress_bars()
         first = table.slice(0, 1) if isinstance(table, pa.Table) else table.first_row()
-        head = Dataset(InMemoryTable(first), fingerprint=fingerprint)
+        head = Dataset(InMemoryTable(as_huggingface(first)), fingerprint=fingerprint)
         if table.num_rows == 0 or require_storage_embed(head.features):
-            whole = table if isinstance(table, pa.Table) else table.whole()
+            whole = as_huggingface(table if isinstance(table, pa.Table) else table.whole())
             # one (empty) data file for no rows: `datasets` writes none, and then cannot load the directory
             Dataset(InMemoryTable(whole), fingerprint=fingerprint).save_to_disk(
                 str(path), num_shards=1 if whole.num_rows == 0 else None)

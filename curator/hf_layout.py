@@ -1,8 +1,9 @@
 """The metadata ``datasets.Dataset.save_to_disk`` writes for a one-file, unformatted data set, without
 importing ``datasets`` (about a second of start-up): ``dataset_info.json``, ``state.json`` and the data file's
 Arrow schema with its ``huggingface`` features. Only plain Arrow types (no extension types, no HF metadata
-already on the schema) are described here; anything else returns None and goes through ``datasets``.
-tests/curator/test_hf_layout.py checks the files against ``datasets`` itself."""
+already on the schema) are described here, and of the features an input declared (``curator.features``) those
+that are JSON over such types (``ClassLabel``, ``Translation``, lists and dicts of them); anything else returns
+None and goes through ``datasets``. tests/curator/test_hf_layout.py checks the files against ``datasets`` itself."""
 
 from __future__ import annotations
 
@@ -41,15 +42,46 @@ def _feature(t: pa.DataType) -> tuple[dict, pa.DataType]:
     raise _Unsupported
 
 
-def layout(schema: pa.Schema) -> tuple[pa.Schema, dict] | None:
-    """(the data file's schema, the features) for a table of ``schema``, or None if only ``datasets`` can tell."""
+def plain(t: pa.DataType) -> dict | None:
+    """The feature ``datasets`` gives a column of Arrow type ``t`` that declares none (None: only it can tell)."""
+    try:
+        return _feature(t)[0]
+    except _Unsupported:
+        return None
+
+
+def _stored_as(feature: dict) -> dict:
+    """The plain feature of the Arrow type ``datasets`` stores ``feature`` (as it serialises it) in; raises
+    ``_Unsupported`` for the kinds only ``datasets`` knows (images, arrays, legacy ``Sequence``, other keys)."""
+    if not isinstance(feature, dict):
+        raise _Unsupported
+    kind, keys = feature.get("_type"), set(feature)
+    if kind is None:
+        return {name: _stored_as(sub) for name, sub in feature.items()}
+    if kind == "Value" and keys == {"dtype", "_type"} and feature["dtype"] in _VALUES.values():
+        return feature
+    if kind == "ClassLabel" and keys == {"names", "_type"}:
+        return {"dtype": "int64", "_type": "Value"}
+    if kind in ("List", "LargeList") and keys == {"feature", "_type"}:
+        return {"feature": _stored_as(feature["feature"]), "_type": kind}
+    if kind == "Translation" and keys == {"languages", "_type"}:
+        return {lang: {"dtype": "string", "_type": "Value"} for lang in sorted(feature["languages"])}
+    raise _Unsupported
+
+
+def layout(schema: pa.Schema, declared: dict[str, dict] | None = None) -> tuple[pa.Schema, dict] | None:
+    """(the data file's schema, the features) for a table of ``schema``, or None if only ``datasets`` can tell.
+    ``declared``: features by column that replace the plain ones where the column's Arrow type stores them."""
     if b"huggingface" in (schema.metadata or {}) or len(set(schema.names)) != len(schema.names):
         return None
     try:
         described = [(f.name, _feature(f.type)) for f in schema]
+        features = {name: d for name, (d, _) in described}
+        for name, feature in (declared or {}).items():
+            if name in features and json.dumps(_stored_as(feature)) == json.dumps(features[name]):
+                features[name] = feature
     except _Unsupported:
         return None
-    features = {name: d for name, (d, _) in described}
     arrow = pa.schema([pa.field(name, a) for name, (_, a) in described])
     return arrow.with_metadata({"huggingface": json.dumps({"info": {"features": features}})}), features
 

@@ -15,6 +15,7 @@ happens to bad rows and duplicates.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from curator.canonical import QUARANTINE_SCHEMA, Canonical, InputCanonicaliser
 from curator.errors import InputError, storage_error
 from curator.executors import Executor
 from curator.faults import fault_point
+from curator.features import KEY, merged, with_carried
 from curator.io import ParquetSink, atomic_path, file_record
 from curator.ledger import LEDGER_SCHEMA, probe_mask
 from curator.parallel import map_ordered
@@ -39,6 +41,7 @@ from curator.rundir import RunDir
 from curator.samples import CANONICAL_SCHEMA, later_repeats, own_ids, resolve_format, shard_indices
 from curator.stage import IngestParams, Stage
 
+log = logging.getLogger("curator")
 NO_ROWS_SCHEMA = CANONICAL_SCHEMA.append(pa.field("_input_idx", pa.int32())).append(
     pa.field("_input_row", pa.int64()))  # of the input shards when no input has a good row
 
@@ -81,7 +84,7 @@ def run_ingest(plan: Plan, exe: Executor) -> Ingested:
         t0 = time.time()
         read_inputs(plan, exe)
         sources = input_sources(plan)
-        schema = part_schema(rundir, fp, sources)
+        schema = part_schema(rundir, fp, sources, report=True)
         exe.map(plan, [u for u in units if not rundir.verify_done(fp, u.name, "ingest")], "ingest: shards")
         done = [rundir.read_done(fp, u.name) for u in units]
         shards = {u.index: d["counts"] for u, d in zip(units, done)}
@@ -310,18 +313,25 @@ def remove_parts(rundir: RunDir, fp: str) -> None:
     shutil.rmtree(rundir.cache(fp) / "ingest", ignore_errors=True)
 
 
-def part_schema(rundir: RunDir, fp: str, sources: list[list[str]]) -> pa.Schema:
-    """The canonical table's schema over all inputs (pass-through columns promoted to one type); an
-    ``InputError`` naming the column and two inputs if they hold it in types that do not promote to one."""
+def part_schema(rundir: RunDir, fp: str, sources: list[list[str]], report: bool = False) -> pa.Schema:
+    """The canonical table's schema over all inputs (pass-through columns promoted to one type, carrying the
+    features the inputs agree on: ``curator.features``; ``report``: log why one is not); an ``InputError`` naming
+    the column and two inputs if they hold it in types that do not promote to one."""
     schemas = {name: ipc.open_file(pa.OSFile(str(p))).schema for names in sources for name in names
                if (p := _part(rundir, fp, name, "good")).exists()}
     if not schemas:  # no input row was read: the shards are written empty, in the canonical columns
         return NO_ROWS_SCHEMA
     try:
-        return pa.unify_schemas(list(schemas.values()), promote_options="permissive")
+        unified = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(_type_conflict(rundir, fp, schemas) or f"inputs: columns of incompatible types ({exc}); "
                          "rename or cast the conflicting pass-through column") from None
+    if not any(KEY in (schema.metadata or {}) for schema in schemas.values()):
+        return unified
+    features, reasons = merged([(rundir.read_done(fp, name)["uri"], schema) for name, schema in schemas.items()])
+    for reason in reasons if report else ():
+        log.warning("inputs: %s", reason)
+    return with_carried(unified, features)
 
 
 def _type_conflict(rundir: RunDir, fp: str, schemas: dict[str, pa.Schema]) -> str | None:

@@ -7,7 +7,8 @@ Column names must be unique and none of the engine's own (``ENGINE_COLUMNS``). N
 curator's columns pass through renamed: one named like a canonical column that its layout does not read (its own
 ``sample_id``; a ``messages`` column in a prompt/response file) as ``input_<name>``, and one starting with ``_``
 (curator's columns that no output keeps; ``_id`` of a database export) as ``input<name>`` (``input_id``). A pandas
-index stored in the file (``__index_level_N__``) is not data and is not kept.
+index stored in the file (``__index_level_N__``) is not data and is not kept. The ``datasets`` features an input
+declares for the columns passing through unchanged ride along in the schema metadata (``curator.features``).
 Adapters never raise on a bad row: they return a per-row ``_bad_reason`` (null when fine),
 and the ingest step quarantines those rows. In a layout with a prompt (``PROMPT_COLUMN``), a null or absent
 prompt makes a row bad (``missing prompt``; alpaca's ``input`` and dolly's ``context`` never stand in for it).
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.errors import InputError
+from curator.features import input_features
 from curator.hf_layout import layout
 from curator.readers import FILE_ROW, MIXED_TAG
 from curator.strings import from_buffers, hex_digests, rows_of, text_buffers
@@ -316,10 +318,15 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool 
     source_arr = _source_labels(table, source, n, keep_column)
     bad = pc.coalesce(*reasons) if reasons else pa.nulls(n, pa.string())
     out = pa.table({"prompt": prompt, "response": response, "messages": messages, "source": source_arr})
+    passed = {}  # the columns passed through unchanged, by their new name: they keep the features declared
     for name in rest.column_names:
-        out = out.append_column(renamed.get(name, name), _pass_through(rest.column(name), name, where))
+        column = _pass_through(rest.column(name), name, where)
+        out = out.append_column(renamed.get(name, name), column)
+        if column.type == rest.column(name).type:
+            passed[name] = renamed.get(name, name)
     out = out.append_column("_bad_reason", bad)
-    return out.replace_schema_metadata(PROMPTS_ONLY) if fmt == "prompts" else out
+    meta = {**(PROMPTS_ONLY if fmt == "prompts" else {}), **input_features(table.schema, passed)}
+    return out.replace_schema_metadata(meta) if meta else out
 
 
 def _renamed(names: list[str], read: set[str], where: str) -> dict[str, str]:

@@ -38,3 +38,24 @@ def test_types_it_cannot_describe_are_left_to_datasets():
     for t in (pa.timestamp("s"), pa.dictionary(pa.int8(), pa.string()), pa.list_(pa.int8(), 3), pa.decimal128(5, 2)):
         assert hf_layout.layout(pa.schema([("x", t)])) is None
     assert hf_layout.layout(pa.schema([("x", pa.string())], metadata={"huggingface": "{}"})) is None
+
+
+def test_declared_features_are_written_as_datasets_writes_them(tmp_path):
+    """Features an input declared (``curator.features``): those over plain types as ``datasets`` writes them,
+    one the column's type no longer stores left out (``s``), other kinds left to ``datasets``."""
+    from curator.features import with_carried
+
+    table = pa.table({"label": [0, 1], "tags": pa.array([[0], []], pa.list_(pa.field("element", pa.int64()))),
+                      "tr": pa.array([{"en": "a", "fr": "b"}] * 2, pa.struct([("en", pa.string()), ("fr", pa.string())])),
+                      "s": ["x", "y"]})
+    features = {"label": {"names": ["neg", "pos"], "_type": "ClassLabel"},
+                "tags": {"feature": {"names": ["a"], "_type": "ClassLabel"}, "_type": "List"},
+                "tr": {"languages": ["fr", "en"], "_type": "Translation"}, "s": {"names": ["x"], "_type": "ClassLabel"}}
+    table = table.replace_schema_metadata(with_carried(table.schema, features).metadata)
+    assert hf_layout.layout(table.schema, features)[1] == {**features, "s": {"dtype": "string", "_type": "Value"}}
+    _save_to_disk(table, tmp_path / "ours", "fp123")
+    _save_to_disk(table, tmp_path / "datasets", "fp123", use_datasets=True)
+    for f in ("dataset_info.json", "state.json", hf_layout.DATA_FILE):
+        assert (tmp_path / "ours" / f).read_bytes() == (tmp_path / "datasets" / f).read_bytes(), f
+    image = pa.schema([("img", pa.struct([("bytes", pa.binary()), ("path", pa.string())]))])
+    assert hf_layout.layout(image, {"img": {"_type": "Image"}}) is None
