@@ -26,7 +26,7 @@ from curator.database import cursor
 from curator.errors import RunError
 from curator.export import export
 from curator.faults import fault_point
-from curator.features import as_huggingface, carried
+from curator.features import as_huggingface, carried, with_carried
 from curator.ingest import Ingested
 from curator.io import (
     READ_BATCH_ROWS,
@@ -309,7 +309,9 @@ def _renamed(value: pa.Schema | pa.Table, names: dict[str, str]) -> pa.Schema | 
     if not names:
         return value
     if isinstance(value, pa.Schema):
-        return pa.schema([f.with_name(names.get(f.name, f.name)) for f in value], metadata=value.metadata)
+        schema = pa.schema([f.with_name(names.get(f.name, f.name)) for f in value], metadata=value.metadata)
+        features = carried(value)  # the inputs' declared features follow their columns
+        return with_carried(schema, {names.get(k, k): v for k, v in features.items()}) if features else schema
     return value.rename_columns([names.get(n, n) for n in value.column_names])
 
 

@@ -46,3 +46,18 @@ def test_no_rename_without_a_clash():
     assert input_renames([schema], []) == {}
     assert input_renames([schema], ["prompt", "response", "source", "parent_id"]) == {}
     assert input_renames([schema], ["topic"]) == {"topic": "input_topic"}
+
+
+def test_a_renamed_input_column_keeps_the_features_its_input_declared(tmp_path):
+    register(ToyAugment)
+    rows = [{"prompt": f"question {i}?", "response": f"answer number {i}.", "seed": i % 2} for i in range(4)]
+    features = datasets.Features({"prompt": datasets.Value("string"), "response": datasets.Value("string"),
+                                  "seed": datasets.ClassLabel(names=["low", "high"])})
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(tmp_path / "data.parquet"))
+    recipe = write_recipe(tmp_path, ["data.parquet"], [{"use": "normalize"}, {"use": "test.toy_augment"}], shards=2)
+    run(recipe, tmp_path / "run", quiet=True)
+    ds = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
+    assert ds.features["input_seed"] == datasets.ClassLabel(names=["low", "high"])
+    assert ds.features["seed"] == datasets.Value("int64")  # the added rows' own column
+    assert sorted(ds.features["input_seed"].int2str(v) for v in ds["input_seed"] if v is not None) == \
+        ["high", "high", "low", "low"]
