@@ -1,6 +1,8 @@
 """``quality``: length and format statistics, and duplicate marking on normalised text.
 
 Columns: ``char_len`` (prompt + response characters: Unicode code points), ``prompt_chars``, ``response_chars``,
+``total_chars`` (of a conversation, the characters of every turn, system turns included: what a trainer's context
+must hold; else ``char_len``),
 ``word_count`` (whitespace-separated words of prompt + response; a script written without spaces, such as
 Chinese, Japanese or Thai, counts a run of it as one word), ``line_count`` (lines of the response, as
 ``str.splitlines`` counts ``\n``, ``\r\n`` and ``\r`` breaks: a final line break ends a line, it does not start
@@ -9,7 +11,7 @@ one), ``has_list`` (a bulleted or numbered line), ``has_code`` (a fenced block: 
 such as ``2024-01-15`` also meet), ``norm_hash`` (sha1 of the folded prompt and response, or of every turn of a
 conversation, so conversations that end alike are not duplicates) and ``is_duplicate`` (an earlier row, in input
 order, has the same ``norm_hash``). Of a conversation, the lengths, counts and ``has_*`` read the final exchange
-(its last prompt and response); ``norm_hash`` reads every turn.
+(its last prompt and response); ``total_chars`` and ``norm_hash`` read every turn.
 
 Folded text: lower-cased, every whitespace run one space, none at the ends of a part (the prompt, the response, a
 turn), parts kept apart (``Say: hello`` / ``world`` and ``Say:`` / ``hello world`` differ). Global scope so
@@ -97,19 +99,27 @@ def row_stats(table: pa.Table) -> pa.Table:
     text = pc.binary_join_element_wise(prompt, response, SEP)
     p_len, r_len = pc.utf8_length(prompt), pc.utf8_length(response)
     norm_hash, word_count = _normalised(text)
+    char_len = pc.add(p_len, r_len).cast(pa.int64())
+    total_chars = char_len
     if "messages" in table.column_names and table.column("messages").null_count < table.num_rows:
         messages = table.column("messages").combine_chunks()
         exchange = np.where(pc.is_valid(table.column("response")).to_numpy(zero_copy_only=False), 2, 1)
-        longer = np.diff(turn_offsets(messages)) > exchange  # turns before the last user turn (and its answer)
+        offsets = turn_offsets(messages)
+        longer = np.diff(offsets) > exchange  # turns before the last user turn (and its answer)
         if longer.any():
             mask = pa.array(longer)
             whole = conversation_text(messages.filter(mask), SEP)
             norm_hash = pc.replace_with_mask(norm_hash, mask, _normalised(whole)[0])
+            turn_chars = pc.fill_null(pc.utf8_length(pc.struct_field(pc.list_flatten(messages), "content")), 0)
+            sums = np.add.reduceat(np.append(turn_chars.to_numpy().astype(np.int64), 0), offsets[:-1])
+            sums[offsets[:-1] == offsets[1:]] = 0  # (reduceat gives the next value for an empty row)
+            total_chars = pc.replace_with_mask(char_len, mask, pa.array(sums[longer], pa.int64()))
     return pa.table({
         "sample_id": table.column("sample_id"),
-        "char_len": pc.add(p_len, r_len).cast(pa.int64()),
+        "char_len": char_len,
         "prompt_chars": p_len.cast(pa.int64()),
         "response_chars": r_len.cast(pa.int64()),
+        "total_chars": total_chars,
         "word_count": word_count,
         "line_count": _line_count(response),
         "has_list": pc.match_substring_regex(response, LIST_LINE),
@@ -135,10 +145,11 @@ class QualityStage(Stage):
     scope = "global"
     map_reduce = True  # per-row statistics per shard on the workers; duplicates once, globally
     reduce_columns = ("_norm_key", "_position")  # 16 bytes a row: norm_hash and input position as integers
-    version = 3  # 2: a conversation's norm_hash covers every turn; 3: folded parts, word/line counts, fences
+    version = 4  # 2: a conversation's norm_hash covers every turn; 3: folded parts, word/line counts, fences;
+    # 4: total_chars
     Params = QualityParams
     requires = ("sample_id", "prompt", "response", "messages")
-    provides = ("char_len", "prompt_chars", "response_chars", "word_count", "line_count", "has_list",
+    provides = ("char_len", "prompt_chars", "response_chars", "total_chars", "word_count", "line_count", "has_list",
                 "has_code", "has_math", "norm_hash", "is_duplicate")
 
     def resources(self) -> Resources:

@@ -96,6 +96,19 @@ def test_conversations_that_only_end_alike_are_not_duplicates():
     out = QualityStage(QualityParams(), StageContext(Path("."), Path("."))).process_batch(table)
     assert out.column("is_duplicate").to_pylist() == [False, False, True, False, True]  # the last: same as the 4th
     assert out.column("char_len").to_pylist() == [22] * 5  # still prompt + response
+    assert out.column("total_chars").to_pylist() == [34, 32, 37, 22, 22]  # every turn: what a context must hold
+
+
+def test_total_chars_counts_every_turn_of_a_long_conversation():
+    from curator.samples import MESSAGE_TYPE
+
+    long = [{"role": "user", "content": "x" * 5000}, {"role": "assistant", "content": "y" * 5000},
+            {"role": "user", "content": "Thanks!"}, {"role": "assistant", "content": "Bye."}]
+    table = pa.table({"sample_id": ["a", "b", "c"], "prompt": ["Thanks!", "p", "Hi"], "response": ["Bye.", "r", None],
+                      "messages": pa.array([long, None, [{"role": "user", "content": "Hi"}]], MESSAGE_TYPE)})
+    out = row_stats(table)
+    assert out.column("char_len").to_pylist() == [11, 2, 2]  # the final exchange: a length rule would keep row a
+    assert out.column("total_chars").to_pylist() == [10011, 2, 2]
 
 
 def test_a_one_turn_prompt_hashes_like_the_same_prompt_in_a_prompt_column():
