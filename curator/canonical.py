@@ -33,7 +33,7 @@ from curator.readers import (
     rows_end,
 )
 from curator.recipe import InputSpec
-from curator.samples import adapt, resolve_format, sample_ids
+from curator.samples import adapt, preference_ids, resolve_format, sample_ids
 from curator.stage import Stage
 
 RAW_LIMIT = 65536  # characters of a quarantined row's raw text kept in quarantine/
@@ -134,11 +134,15 @@ class InputCanonicaliser:
         if table.num_rows:
             if not table.column_names:
                 raise InputError(f"{self.path}: no columns")
+            fmt = resolve_format(table, fmt, str(self.path)) if fmt == "auto" else fmt
             label = self.spec.source or input_name(self.spec)  # what ``--input NAME=`` keeps, too
             canon = adapt(table, fmt, label, str(self.path), keep_column=self.spec.source is None)
             features = carried(canon.schema)  # the input's features, which the normaliser need not keep
             canon = self.normalizer.process_batch(canon)
-            canon = pa.table({"sample_id": sample_ids(canon), **{n: canon.column(n) for n in canon.column_names}})
+            ids = sample_ids(canon)
+            if fmt == "preference":  # a pair is its prompt, chosen and rejected answers
+                ids = preference_ids(ids, canon.column("rejected").combine_chunks())
+            canon = pa.table({"sample_id": ids, **{n: canon.column(n) for n in canon.column_names}})
             if features:
                 canon = canon.replace_schema_metadata(with_carried(canon.schema, features).metadata)
             canon = canon.append_column("_input_idx", pa.repeat(pa.scalar(self.idx, pa.int32()), canon.num_rows))

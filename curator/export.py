@@ -7,7 +7,9 @@
 - ``prompt_completion``: TRL's ``prompt`` / ``completion``; conversational (lists of messages: every turn
   before the final assistant turn, and that turn) or, with ``conversational: false``, plain strings
   (single-turn rows only);
-- ``text``: ``text`` = the document (pre-training; rows without a prompt only).
+- ``text``: ``text`` = the document (pre-training; rows without a prompt only);
+- ``preference``: TRL's ``prompt`` / ``chosen`` / ``rejected`` strings (DPO; rows read in the ``preference``
+  layout, whose ``chosen`` answer is their response).
 
 Next to the training columns the other formats keep ``sample_id``, ``source``, ``parent_id`` and
 ``rebalance_role`` (null where a row has none); every format adds the score columns listed in ``scores``
@@ -30,13 +32,13 @@ from curator.errors import RecipeError
 from curator.samples import MESSAGE_TYPE
 from curator.turns import lists, turn_offsets
 
-FORMATS = ("table", "arrow", "messages", "prompt_completion", "text")
+FORMATS = ("table", "arrow", "messages", "prompt_completion", "text", "preference")
 PROVENANCE = ("sample_id", "source", "parent_id", "rebalance_role")
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    format: Literal["table", "arrow", "messages", "prompt_completion", "text"] = "table"
+    format: Literal["table", "arrow", "messages", "prompt_completion", "text", "preference"] = "table"
     scores: tuple[str, ...] = ()  # score columns kept next to the training columns
     conversational: bool = True  # prompt_completion: lists of messages (True) or plain strings
     flagged: Literal["keep", "drop"] = "keep"  # flagged rows in dataset/ (to look at; trained on) or left out
@@ -108,6 +110,12 @@ def training_columns(table: pa.Table, spec: OutputSpec) -> dict[str, pa.Array]:
     _require(pc.or_(has_msgs, pc.is_valid(prompt)), "documents without a prompt", fmt, "text")
     if fmt == "messages":
         return {"messages": pc.if_else(has_msgs, msgs, _turns(["user", "assistant"], [prompt, response]))}
+    if fmt == "preference":
+        rejected = _column(table, "rejected", pa.string())
+        _require(pc.and_(pc.is_valid(rejected), pc.is_valid(response)), "not preference pairs (no rejected answer)",
+                 fmt, "table")
+        _require(_single_turn(msgs), "multi-turn conversations", fmt, "messages")
+        return {"prompt": prompt, "chosen": response, "rejected": rejected}
     if spec.conversational:
         head, last = _split_messages(msgs.filter(has_msgs))
         where = pc.indices_nonzero(has_msgs)

@@ -12,6 +12,9 @@ declares for the columns passing through unchanged ride along in the schema meta
 Adapters never raise on a bad row: they return a per-row ``_bad_reason`` (null when fine),
 and the ingest step quarantines those rows. In a layout with a prompt (``PROMPT_COLUMN``), a null or absent
 prompt makes a row bad (``missing prompt``; alpaca's ``input`` and dolly's ``context`` never stand in for it).
+The ``preference`` layout (``prompt``, ``chosen``, ``rejected`` strings: TRL's DPO rows) reads ``chosen`` as the
+response (what training moves the model toward) and passes ``rejected`` through; its rows' ids also hash
+``rejected`` (``preference_ids``), so pairs that differ only there are not duplicates.
 The ``prompts`` layout (a ``prompt`` column alone, or
 ``messages`` whose last turn is the user's) holds prompts without responses, read as probe rows for
 stages such as ``hardness``; its adapted table carries ``PROMPTS_ONLY`` in its schema metadata, so
@@ -71,11 +74,14 @@ FORMATS: dict[str, Format] = {
     "sharegpt": Format("sharegpt", ("conversations",)),
     "text": Format("text", ("text",)),
     "prompts": Format("prompts", ("prompt",)),  # or ``messages`` ending with a user turn
+    "preference": Format("preference", ("prompt", "chosen", "rejected")),  # TRL's DPO rows: response = chosen
 }
 FORMAT_NAMES = ("auto", *FORMATS)
 PROMPTS_ONLY = {b"curator.layout": b"prompts"}
 PROMPT_COLUMN = {"alpaca": "instruction", "dolly": "instruction", "prompt_response": "prompt",
-                 "prompt_completion": "prompt", "prompts": "prompt"}  # the column a layout's prompt must have
+                 "prompt_completion": "prompt", "prompts": "prompt", "preference": "prompt"}  # the column a layout's
+# prompt must have
+PASSED = {"preference": ("rejected",)}  # columns that identify a layout but pass through (the rejected answer)
 RESERVED = ("_bad_reason", "_input_idx", "_input_row")  # what the engine adds to every canonical row
 ENGINE_COLUMNS = (*RESERVED, FILE_ROW)  # ... and what the readers number rows in
 
@@ -298,6 +304,9 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool 
         prompt, response = text("prompt"), text("response")
     elif fmt == "prompt_completion":
         prompt, response = text("prompt"), text("completion")
+    elif fmt == "preference":
+        prompt, response = text("prompt"), text("chosen")
+        text("rejected")  # only its type is checked: it passes through
     elif fmt == "text":
         prompt, response = pa.nulls(n, pa.string()), text("text")
     elif fmt == "prompts" and not prompt_messages:
@@ -310,7 +319,7 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool 
         reasons.append(why)
     if fmt in PROMPT_COLUMN and not prompt_messages:  # after the type reasons: a wrong type is named as such
         reasons.append(_missing_prompt(table, PROMPT_COLUMN[fmt]))
-    read = {*spec.required, *spec.optional, *(["messages"] if prompt_messages else [])}
+    read = {*spec.required, *spec.optional, *(["messages"] if prompt_messages else [])} - set(PASSED.get(fmt, ()))
     renamed = _renamed(table.column_names, read, where)
     mapped = dict.fromkeys((*read, *CANONICAL))
     rest = table.drop_columns([c for c in table.column_names
@@ -480,6 +489,11 @@ def sample_ids(table: pa.Table) -> pa.Array:
         p, r, m = (col.take(rows).to_pylist() for col in (prompt, response, messages))
         ids = pc.replace_with_mask(ids, slow, pa.array([_id_of(*args) for args in zip(p, r, m)], pa.string()))
     return ids
+
+
+def preference_ids(ids: pa.Array, rejected: pa.Array) -> pa.Array:
+    """Ids of preference rows: the sha256 (hex) of ``"<content id>\\x00<rejected>"`` (an empty string for a null)."""
+    return hex_digests(pc.binary_join_element_wise(ids, pc.fill_null(rejected.cast(pa.string()), ""), "\x00"))
 
 
 def own_ids(ids: pa.Array, input_idx: pa.Array, input_row: pa.Array) -> pa.Array:

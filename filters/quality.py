@@ -9,7 +9,7 @@ Chinese, Japanese or Thai, counts a run of it as one word), ``line_count`` (line
 one), ``has_list`` (a bulleted or numbered line), ``has_code`` (a fenced block: a line opening with three backticks or
 ``~~~``), ``has_math`` (digits joined by an arithmetic operator on one line: a loose proxy that dates and ranges
 such as ``2024-01-15`` also meet), ``norm_hash`` (sha1 of the folded prompt and response, or of every turn of a
-conversation, so conversations that end alike are not duplicates) and ``is_duplicate`` (an earlier row, in input
+conversation, so conversations that end alike are not duplicates; with a preference pair's ``rejected`` answer) and ``is_duplicate`` (an earlier row, in input
 order, has the same ``norm_hash``). Of a conversation, the lengths, counts and ``has_*`` read the final exchange
 (its last prompt and response); ``total_chars`` and ``norm_hash`` read every turn.
 
@@ -99,6 +99,9 @@ def row_stats(table: pa.Table) -> pa.Table:
     text = pc.binary_join_element_wise(prompt, response, SEP)
     p_len, r_len = pc.utf8_length(prompt), pc.utf8_length(response)
     norm_hash, word_count = _normalised(text)
+    if "rejected" in table.column_names:  # a preference pair: its rejected answer is part of what repeats
+        rejected = pc.fill_null(table.column("rejected").combine_chunks().cast(pa.string()), "")
+        norm_hash = _normalised(pc.binary_join_element_wise(text, rejected, SEP))[0]
     char_len = pc.add(p_len, r_len).cast(pa.int64())
     total_chars = char_len
     if "messages" in table.column_names and table.column("messages").null_count < table.num_rows:
@@ -132,7 +135,7 @@ def row_stats(table: pa.Table) -> pa.Table:
 def _sliced_row_stats(table: pa.Table) -> pa.Table:
     """``row_stats`` over slices of about ``SLICE_BYTES`` of text (same result, one chunk per column): a
     bounded working set whatever the batch size."""
-    size = sum(table.column(c).nbytes for c in ("prompt", "response", "messages") if c in table.column_names)
+    size = sum(table.column(c).nbytes for c in ("prompt", "response", "messages", "rejected") if c in table.column_names)
     step = max(1, table.num_rows * SLICE_BYTES // max(1, size))
     if table.num_rows <= step:
         return row_stats(table)
@@ -156,7 +159,7 @@ class QualityStage(Stage):
         return Resources(batch_size=1 << 40)  # one batch: duplicates need the whole set
 
     def view_columns(self, available: list[str]) -> list[str]:
-        return [c for c in available if c in self.requires]
+        return [c for c in available if c in self.requires or c == "rejected"]
 
     def process_batch(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
@@ -168,7 +171,7 @@ class QualityStage(Stage):
     def map_shard(self, view: pa.Table) -> pa.Table:
         """Row statistics, plus what orders duplicates: ``_norm_key`` (``norm_hash`` as an integer) and
         ``_position`` (input index << 40 | input row), if the view has the input position."""
-        stats = _sliced_row_stats(view.select([c for c in self.requires if c in view.column_names]))
+        stats = _sliced_row_stats(view.select(self.view_columns(view.column_names)))
         stats = stats.append_column("_norm_key", hex_to_uint64(stats.column("norm_hash")))
         if all(c in view.column_names for c in POSITION):
             idx, row = (pc.cast(view.column(c), pa.int64()) for c in POSITION)

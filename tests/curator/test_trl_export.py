@@ -1,6 +1,7 @@
 """A real trainer reads the export: TRL's SFTTrainer trains 2 steps on the demo recipe's output format
 (the slow demo test trains on the demo's own dataset with ``train_two_steps``)."""
 
+import copy
 import math
 from pathlib import Path
 
@@ -46,3 +47,23 @@ def train_two_steps(ds: datasets.Dataset, out_dir: Path) -> None:
     out = trainer.train()
     assert out.global_step == 2 and math.isfinite(out.training_loss)
     assert any((a != b).any() for a, b in zip(before, model.parameters()))  # the weights moved
+
+
+def test_dpo_trainer_trains_on_the_preference_output(tmp_path, one_torch_thread):
+    from trl import DPOConfig, DPOTrainer
+
+    write_jsonl(tmp_path / "dpo.jsonl", [{"prompt": f"Question {i}?", "chosen": f"A careful answer {i}.",
+                                          "rejected": f"No {i}."} for i in range(6)])
+    rec = write_recipe(tmp_path, ["dpo.jsonl"], [{"use": "normalize"}, {"use": "quality"}], shards=2,
+                       output={"format": "preference"})
+    run(rec, tmp_path / "run", quiet=True)
+    ds = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
+    model, tok = tiny_model()
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=2, per_device_train_batch_size=3, learning_rate=1e-3,
+                     logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, max_length=64, seed=0)
+    ref = copy.deepcopy(model)  # (a tiny model has no hub name to load the reference from)
+    trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok)
+    before = [p.detach().clone() for p in model.parameters()]
+    out = trainer.train()
+    assert out.global_step == 2 and math.isfinite(out.training_loss)
+    assert any((a != b).any() for a, b in zip(before, model.parameters()))

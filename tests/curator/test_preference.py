@@ -1,0 +1,54 @@
+"""Preference data (TRL's DPO rows: ``prompt``, ``chosen``, ``rejected``) is read, scored on its chosen answer and
+written back as preference pairs; it used to be read as prompts alone, so its dataset came out empty."""
+
+from __future__ import annotations
+
+import datasets
+import pytest
+
+from curator.errors import RecipeError
+from curator.pipeline import run
+from tests.support import write_jsonl, write_recipe
+
+PAIRS = [
+    {"prompt": "How do I bake bread?", "chosen": "Mix flour, water and yeast, knead, rise, bake.", "rejected": "No."},
+    {"prompt": "Say hi", "chosen": "Hello!", "rejected": "Go away."},
+    {"prompt": "Say hi", "chosen": "Hello!", "rejected": "Whatever."},  # another pair for the same answer
+    {"prompt": "Say hi", "chosen": "Hello!", "rejected": "Go away."},  # an exact copy of the second
+    {"prompt": "Say hi", "chosen": "Hello!", "rejected": ["not", "text"]},
+]
+STAGES = [{"use": "normalize"}, {"use": "quality"}, {"use": "decide", "with": {"drop_if": ["is_duplicate"]}}]
+
+
+def _run(tmp_path, output=None, rows=PAIRS):
+    write_jsonl(tmp_path / "dpo.jsonl", rows)
+    extra = {"output": output} if output else {}
+    result = run(write_recipe(tmp_path, ["dpo.jsonl"], STAGES, shards=2, **extra), tmp_path / "run", quiet=True)
+    return result, datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
+
+
+def test_preference_rows_are_scored_on_their_chosen_answer_and_keep_the_rejected_one(tmp_path):
+    result, ds = _run(tmp_path)
+    assert result.counts == {"rows_in": 5, "kept": 3, "dropped": 1, "flagged": 0, "quarantined": 1, "probe": 0,
+                             "added": 0}
+    rows = sorted(ds.to_list(), key=lambda r: r["rejected"])
+    assert [(r["prompt"], r["response"], r["rejected"]) for r in rows] == [
+        ("Say hi", "Hello!", "Go away."), ("How do I bake bread?", PAIRS[0]["chosen"], "No."),
+        ("Say hi", "Hello!", "Whatever.")]
+    assert len({r["sample_id"] for r in rows}) == 3  # pairs that differ only in their rejected answer differ
+
+
+def test_the_preference_output_is_what_trls_dpo_trainer_reads(tmp_path):
+    _, ds = _run(tmp_path, output={"format": "preference", "scores": ["char_len"]})
+    assert set(ds.column_names) == {"prompt", "chosen", "rejected", "sample_id", "source", "parent_id",
+                                    "rebalance_role", "char_len"}
+    assert sorted(ds["rejected"]) == ["Go away.", "No.", "Whatever."]
+    assert all(isinstance(v, str) for v in ds["chosen"])
+
+
+def test_rows_that_are_not_pairs_cannot_be_written_as_preference(tmp_path):
+    write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "q", "response": "a"}])
+    write_jsonl(tmp_path / "dpo.jsonl", PAIRS[:2])
+    recipe = write_recipe(tmp_path, ["sft.jsonl", "dpo.jsonl"], STAGES, output={"format": "preference"})
+    with pytest.raises(RecipeError, match=r"output format 'preference': 1 dataset row\(s\) are not preference pairs"):
+        run(recipe, tmp_path / "run", quiet=True)
