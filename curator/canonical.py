@@ -24,7 +24,6 @@ from curator.inputs import input_name
 from curator.parallel import map_ordered
 from curator.plan import InputPart
 from curator.readers import (
-    MIXED_TAG,
     Block,
     Restart,
     part_blocks,
@@ -33,7 +32,7 @@ from curator.readers import (
     rows_end,
 )
 from curator.recipe import InputSpec
-from curator.samples import adapt, preference_ids, resolve_format, sample_ids
+from curator.samples import adapt, as_read, preference_ids, resolve_format, sample_ids
 from curator.stage import Stage
 
 RAW_LIMIT = 65536  # characters of a quarantined row's raw text kept in quarantine/
@@ -60,8 +59,7 @@ def _raw_id(raw: str) -> str:
 def _as_read(row: dict) -> dict:
     """A parsed row as the file held it: values the reader kept as tagged JSON text (a column of mixed types)
     back to their JSON values."""
-    return {k: json.loads(v.split(":", 2)[2]) if isinstance(v, str) and v.startswith(MIXED_TAG) else v
-            for k, v in row.items()}
+    return {k: as_read(v) for k, v in row.items()}
 
 
 def quarantine_rows(idx: int, rows: list[tuple[int, str, str]]) -> pa.Table:

@@ -8,8 +8,9 @@
   before the final assistant turn, and that turn) or, with ``conversational: false``, plain strings
   (single-turn rows only);
 - ``text``: ``text`` = the document (pre-training; rows without a prompt only);
-- ``preference``: TRL's ``prompt`` / ``chosen`` / ``rejected`` strings (DPO; rows read in the ``preference``
-  layout, whose ``chosen`` answer is their response).
+- ``preference``: TRL's ``prompt`` / ``chosen`` / ``rejected`` (DPO; rows read in the ``preference`` layout):
+  strings, or for conversational pairs the turns before the chosen answer, [the chosen final turn] and [the
+  rejected final turn].
 
 Next to the training columns the other formats keep ``sample_id``, ``source``, ``parent_id`` and
 ``rebalance_role`` (null where a row has none); every format adds the score columns listed in ``scores``
@@ -21,6 +22,7 @@ stays ``flagged``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.errors import RecipeError
-from curator.samples import MESSAGE_TYPE
+from curator.samples import MESSAGE_TYPE, as_read
 from curator.turns import lists, turn_offsets
 
 FORMATS = ("table", "arrow", "messages", "prompt_completion", "text", "preference")
@@ -111,11 +113,15 @@ def training_columns(table: pa.Table, spec: OutputSpec) -> dict[str, pa.Array]:
     if fmt == "messages":
         return {"messages": pc.if_else(has_msgs, msgs, _turns(["user", "assistant"], [prompt, response]))}
     if fmt == "preference":
-        rejected = _column(table, "rejected", pa.string())
+        rejected = table.column("rejected").combine_chunks() if "rejected" in table.column_names \
+            else pa.nulls(table.num_rows, pa.string())
         _require(pc.and_(pc.is_valid(rejected), pc.is_valid(response)), "not preference pairs (no rejected answer)",
                  fmt, "table")
-        _require(_single_turn(msgs), "multi-turn conversations", fmt, "messages")
-        return {"prompt": prompt, "chosen": response, "rejected": rejected}
+        if not pc.any(has_msgs).as_py():
+            return {"prompt": prompt, "chosen": response, "rejected": rejected.cast(pa.string())}
+        _require(has_msgs, "plain-string pairs among conversational ones", fmt, "table")
+        head, last = _split_messages(msgs)  # TRL's conversational pairs: the turns before, the chosen final turn
+        return {"prompt": head, "chosen": last, "rejected": _final_turns(rejected)}
     if spec.conversational:
         head, last = _split_messages(msgs.filter(has_msgs))
         where = pc.indices_nonzero(has_msgs)
@@ -123,6 +129,22 @@ def training_columns(table: pa.Table, spec: OutputSpec) -> dict[str, pa.Array]:
         return {"prompt": _replace_rows(conv_p, where, head), "completion": _replace_rows(conv_c, where, last)}
     _require(_single_turn(msgs), "multi-turn conversations", fmt, "messages")
     return {"prompt": prompt, "completion": response}
+
+
+def _final_turns(answers: pa.Array) -> pa.Array:
+    """Per row, [its final turn] of a column of conversations: lists of turns, or their JSON text (what a column of
+    mixed types passes through as); any other string is [an assistant turn of it]."""
+    rows = []
+    for v in map(as_read, answers.to_pylist()):
+        if isinstance(v, str) and v.startswith("["):
+            try:
+                turns = json.loads(v)
+                v = turns if turns and all(isinstance(t, dict) and "content" in t for t in turns) else v
+            except ValueError:
+                pass
+        rows.append([{"role": "assistant", "content": v}] if isinstance(v, str) else
+                    [{"role": v[-1].get("role"), "content": v[-1].get("content")}])
+    return pa.array(rows, MESSAGE_TYPE)
 
 
 def _replace_rows(base: pa.Array, rows: pa.Array, values: pa.Array) -> pa.Array:

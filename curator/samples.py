@@ -304,9 +304,13 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool 
         prompt, response = text("prompt"), text("response")
     elif fmt == "prompt_completion":
         prompt, response = text("prompt"), text("completion")
-    elif fmt == "preference":
+    elif fmt == "preference" and _holds_text(table, "chosen"):
         prompt, response = text("prompt"), text("chosen")
         text("rejected")  # only its type is checked: it passes through
+    elif fmt == "preference":  # conversational pairs: the prompt's turns (or the chosen one's own) and the chosen turns
+        turns = pa.table({"messages": pa.array(_preference_conversations(table), pa.string())})
+        messages, prompt, response, why = _messages(turns, "messages", sharegpt=False)
+        reasons.append(why)
     elif fmt == "text":
         prompt, response = pa.nulls(n, pa.string()), text("text")
     elif fmt == "prompts" and not prompt_messages:
@@ -491,9 +495,49 @@ def sample_ids(table: pa.Table) -> pa.Array:
     return ids
 
 
+def _holds_text(table: pa.Table, col: str) -> bool:
+    """Column ``col`` holds strings only (no value of another JSON type, which the readers tag)."""
+    kind = table.schema.field(col).type
+    if pa.types.is_null(kind):
+        return True
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return False
+    return not pc.any(pc.starts_with(table.column(col).cast(pa.string()), MIXED_TAG)).as_py()
+
+
+def as_read(value: object) -> object:
+    """A value as the file held it (the readers keep a value of another JSON type in a text column as tagged JSON)."""
+    return json.loads(value.split(":", 2)[2]) if isinstance(value, str) and value.startswith(MIXED_TAG) else value
+
+
+def _preference_conversations(table: pa.Table) -> list[str | None]:
+    """Per preference row, as JSON text: its prompt (a string as a user turn, or its turns) then its chosen turns
+    (a string as an assistant turn); chosen turns that open with their own user or system turn are the whole
+    conversation (UltraFeedback's layout). Whatever is not a list of turns is left for ``_parse_turns`` to word."""
+    out = []
+    for p, c in zip(table.column("prompt").to_pylist(), table.column("chosen").to_pylist()):
+        p, c = as_read(p), as_read(c)
+        c = [{"role": "assistant", "content": c}] if isinstance(c, str) else c
+        if isinstance(c, list) and not (c and isinstance(c[0], dict) and c[0].get("role") in ("user", "system")):
+            c = (p if isinstance(p, list) else [{"role": "user", "content": p}] if p is not None else []) + c
+        out.append(None if c is None else json.dumps(c, ensure_ascii=False, default=str))
+    return out
+
+
+def preference_text(rejected: pa.Array) -> pa.Array:
+    """A preference row's rejected answer as text: a string as it is, a conversation's turns joined by NUL ("" for
+    a null)."""
+    if isinstance(rejected, pa.ChunkedArray):
+        rejected = rejected.combine_chunks()
+    if pa.types.is_string(rejected.type) or pa.types.is_large_string(rejected.type) or pa.types.is_null(rejected.type):
+        return pc.fill_null(rejected.cast(pa.string()), "")
+    return pa.array(["\x00".join(str(t.get("content")) if isinstance(t, dict) else str(t) for t in v) if v else ""
+                     for v in map(as_read, rejected.to_pylist())], pa.string())
+
+
 def preference_ids(ids: pa.Array, rejected: pa.Array) -> pa.Array:
-    """Ids of preference rows: the sha256 (hex) of ``"<content id>\\x00<rejected>"`` (an empty string for a null)."""
-    return hex_digests(pc.binary_join_element_wise(ids, pc.fill_null(rejected.cast(pa.string()), ""), "\x00"))
+    """Ids of preference rows: the sha256 (hex) of ``"<content id>\\x00<rejected>"`` (``preference_text``)."""
+    return hex_digests(pc.binary_join_element_wise(ids, preference_text(rejected), "\x00"))
 
 
 def own_ids(ids: pa.Array, input_idx: pa.Array, input_row: pa.Array) -> pa.Array:

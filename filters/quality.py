@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curator.samples import preference_text
 from curator.stage import Resources, Stage
 from curator.strings import (
     buffers,
@@ -100,8 +101,7 @@ def row_stats(table: pa.Table) -> pa.Table:
     p_len, r_len = pc.utf8_length(prompt), pc.utf8_length(response)
     norm_hash, word_count = _normalised(text)
     if "rejected" in table.column_names:  # a preference pair: its rejected answer is part of what repeats
-        rejected = pc.fill_null(table.column("rejected").combine_chunks().cast(pa.string()), "")
-        norm_hash = _normalised(pc.binary_join_element_wise(text, rejected, SEP))[0]
+        norm_hash = _normalised(pc.binary_join_element_wise(text, preference_text(table.column("rejected")), SEP))[0]
     char_len = pc.add(p_len, r_len).cast(pa.int64())
     total_chars = char_len
     if "messages" in table.column_names and table.column("messages").null_count < table.num_rows:

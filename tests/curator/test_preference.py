@@ -52,3 +52,37 @@ def test_rows_that_are_not_pairs_cannot_be_written_as_preference(tmp_path):
     recipe = write_recipe(tmp_path, ["sft.jsonl", "dpo.jsonl"], STAGES, output={"format": "preference"})
     with pytest.raises(RecipeError, match=r"output format 'preference': 1 dataset row\(s\) are not preference pairs"):
         run(recipe, tmp_path / "run", quiet=True)
+
+
+def test_conversational_pairs_in_trl_and_ultrafeedback_layouts(tmp_path):
+    user = {"role": "user", "content": "Say hi"}
+    rows = [
+        {"prompt": [user], "chosen": [{"role": "assistant", "content": "Hello!"}],  # TRL conversational
+         "rejected": [{"role": "assistant", "content": "Go away."}]},
+        {"prompt": "Say hi", "chosen": [user, {"role": "assistant", "content": "Hi there!"}],  # UltraFeedback
+         "rejected": [user, {"role": "assistant", "content": "No."}]},
+        {"prompt": "Say hi", "chosen": [user, {"role": "assistant", "content": "Hi there!"}],
+         "rejected": [user, {"role": "assistant", "content": "Whatever."}]},
+    ]
+    result, ds = _run(tmp_path, rows=rows)
+    assert result.counts["kept"] == 3 and result.counts["quarantined"] == 0
+    assert sorted(ds["response"]) == ["Hello!", "Hi there!", "Hi there!"] and set(ds["prompt"]) == {"Say hi"}
+    (tmp_path / "run").rename(tmp_path / "table")
+    _, out = _run(tmp_path, output={"format": "preference"}, rows=rows)
+    pairs = sorted((r["prompt"][-1]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in out)
+    assert pairs == [("Say hi", "Hello!", "Go away."), ("Say hi", "Hi there!", "No."),
+                     ("Say hi", "Hi there!", "Whatever.")]
+    assert all(r["chosen"][0]["role"] == r["rejected"][0]["role"] == "assistant" for r in out)
+
+
+def test_a_file_mixing_string_and_conversational_pairs_is_read_row_by_row(tmp_path):
+    user = {"role": "user", "content": "Say hi"}
+    rows = [{"prompt": "Say hi", "chosen": "Hello!", "rejected": "Go away."},
+            {"prompt": [user], "chosen": [{"role": "assistant", "content": "Hey!"}],
+             "rejected": [{"role": "assistant", "content": "No."}]}]
+    result, ds = _run(tmp_path, rows=rows)  # JSONL keeps the lists of a mixed column as tagged text
+    assert result.counts["kept"] == 2 and sorted(ds["response"]) == ["Hello!", "Hey!"]
+    assert set(ds["prompt"]) == {"Say hi"}
+    (tmp_path / "run").rename(tmp_path / "table")
+    _, out = _run(tmp_path, output={"format": "preference"}, rows=rows)
+    assert sorted(r["rejected"][0]["content"] for r in out) == ["Go away.", "No."]
