@@ -148,9 +148,11 @@ def load_yaml(text: str, where: str) -> Any:
         raise RecipeError(f"{where}: not valid YAML: {exc}") from None
 
 
-def load_recipe(source: str | Path | dict, base_dir: Path | None = None) -> Recipe:
+def load_recipe(source: str | Path | dict, base_dir: str | Path | None = None) -> Recipe:
     """Parse and validate a recipe from a path, a YAML string (several lines, or one flow mapping ``{...}``) or a
-    dict."""
+    dict; ``base_dir`` (a path or a string) is where a YAML string's or a dict's relative paths start (default: the
+    working directory)."""
+    base_dir = Path(base_dir) if base_dir is not None else None
     if isinstance(source, dict):
         raw, text, where, base = source, yaml.safe_dump(source, sort_keys=False), "recipe", base_dir or Path.cwd()
     else:

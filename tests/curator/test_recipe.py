@@ -99,3 +99,10 @@ def test_exactly_one_registered_stage_runs_at_ingest(monkeypatch):
     monkeypatch.setattr(registry, "_LOCAL", {"normalize": NotIngest})
     with pytest.raises(RecipeError, match=r"must have kind 'ingest'.*found none"):
         registry.ingest_stage()
+
+
+def test_base_dir_may_be_a_string(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    rec = load_recipe({"curator": 1, "name": "s", "inputs": [{"path": "d.jsonl"}], "stages": [{"use": "normalize"}]},
+                      base_dir=str(tmp_path))
+    assert rec.base_dir == tmp_path and rec.input_paths() == [tmp_path / "d.jsonl"]
