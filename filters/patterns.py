@@ -1,7 +1,8 @@
 """``patterns``: count regular-expression matches per row (PII, URLs, code, anything named).
 
 Columns ``pat_<name>`` (int64) = number of non-overlapping matches of pattern ``<name>`` in
-prompt + response, or in every turn of a conversation (RE2 syntax, Arrow kernels; texts joined by newlines).
+prompt + response, or in every turn of a conversation, and in a preference pair's ``rejected`` answer (RE2 syntax,
+Arrow kernels; texts joined by newlines).
 The defaults (``DEFAULT_PATTERNS``) find e-mail addresses (not image names like ``logo@2x.png`` nor SSH remotes like
 ``git@host:repo``: ``NOT_DEFAULT``), http(s)/ftp URLs, phone numbers written in digit groups (a card number in
 groups of four also looks like one; dates, ISBNs and bare integers do not) and IPv4 addresses (a version such as
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curator.samples import preference_text
 from curator.stage import Stage
 from curator.turns import conversation_text
 
@@ -60,7 +62,8 @@ class PatternsParams:
 class PatternsStage(Stage):
     name = "patterns"
     kind = "score"
-    version = 3  # 2: every turn of a conversation is searched; 3: stricter default email, url, phone, ipv4
+    version = 4  # 2: every turn of a conversation is searched; 3: stricter default email, url, phone, ipv4;
+    # 4: a preference pair's rejected answer too
     Params = PatternsParams
     requires = ("sample_id", "prompt", "response", "messages")
 
@@ -72,6 +75,8 @@ class PatternsStage(Stage):
                                            pc.fill_null(batch.column("response"), ""), "\n")
         if "messages" in batch.schema.names and batch.column("messages").null_count < batch.num_rows:
             text = pc.coalesce(conversation_text(batch.column("messages"), "\n"), text)
+        if "rejected" in batch.schema.names:  # a preference pair's rejected answer is training text too
+            text = pc.binary_join_element_wise(text, preference_text(batch.column("rejected")), "\n")
         cols = {"sample_id": batch.column("sample_id")}
         for name, regex in self.params.patterns.items():
             count = pc.count_substring_regex(text, regex)

@@ -86,3 +86,12 @@ def test_a_file_mixing_string_and_conversational_pairs_is_read_row_by_row(tmp_pa
     (tmp_path / "run").rename(tmp_path / "table")
     _, out = _run(tmp_path, output={"format": "preference"}, rows=rows)
     assert sorted(r["rejected"][0]["content"] for r in out) == ["Go away.", "No."]
+
+
+def test_pii_in_a_rejected_answer_is_counted(tmp_path):
+    rows = [{"prompt": "Contact?", "chosen": "I can't share that.", "rejected": "Mail jane.doe@example.com now."},
+            {"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}]
+    write_jsonl(tmp_path / "dpo.jsonl", rows)
+    stages = [{"use": "normalize"}, {"use": "patterns"}, {"use": "decide", "with": {"drop_if": ["pat_email > 0"]}}]
+    run(write_recipe(tmp_path, ["dpo.jsonl"], stages), tmp_path / "run", quiet=True)
+    assert datasets.load_from_disk(str(tmp_path / "run" / "dataset"))["prompt"] == ["Hi"]
