@@ -5,7 +5,8 @@ Canonical columns: ``sample_id``, ``prompt``, ``response``, ``messages`` (list o
 ``map`` as a list of ``{key, value}`` structs; a type ``datasets`` cannot represent is an ``InputError``).
 Column names must be unique and none of the engine's own (``ENGINE_COLUMNS``). Names that would clash with
 curator's columns pass through renamed: one named like a canonical column that its layout does not read (its own
-``sample_id``; a ``messages`` column in a prompt/response file) as ``input_<name>``, and one starting with ``_``
+``sample_id``; a ``messages`` column in a prompt/response file; ``rejected`` outside the preference layout) as
+``input_<name>``, and one starting with ``_``
 (curator's columns that no output keeps; ``_id`` of a database export) as ``input<name>`` (``input_id``). A pandas
 index stored in the file (``__index_level_N__``) is not data and is not kept. The ``datasets`` features an input
 declares for the columns passing through unchanged ride along in the schema metadata (``curator.features``).
@@ -87,8 +88,9 @@ ENGINE_COLUMNS = (*RESERVED, FILE_ROW)  # ... and what the readers number rows i
 
 
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # pandas' row index stored in a Parquet/Arrow file: not data
-UNREAD_CANONICAL = ("sample_id", "prompt", "response", "messages")  # input columns of these names that its layout
-# does not read are kept as ``input_<name>`` (curator writes its own ``sample_id``, ``prompt``, ...)
+UNREAD_CANONICAL = ("sample_id", "prompt", "response", "messages", "rejected")  # input columns of these names that
+# its layout does not read are kept as ``input_<name>`` (curator writes its own ``sample_id``, ``prompt``, ...; a
+# ``rejected`` column is a preference pair's rejected answer, which stages read, only in the preference layout)
 
 
 def check_column_names(names: list[str], where: str) -> None:
@@ -324,7 +326,7 @@ def adapt(table: pa.Table, fmt: str, source: str, where: str, keep_column: bool 
     if fmt in PROMPT_COLUMN and not prompt_messages:  # after the type reasons: a wrong type is named as such
         reasons.append(_missing_prompt(table, PROMPT_COLUMN[fmt]))
     read = {*spec.required, *spec.optional, *(["messages"] if prompt_messages else [])} - set(PASSED.get(fmt, ()))
-    renamed = _renamed(table.column_names, read, where)
+    renamed = _renamed(table.column_names, read | set(PASSED.get(fmt, ())), where)
     mapped = dict.fromkeys((*read, *CANONICAL))
     rest = table.drop_columns([c for c in table.column_names
                                if c in mapped and c not in renamed or PANDAS_INDEX.fullmatch(c)])

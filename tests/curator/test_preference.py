@@ -95,3 +95,13 @@ def test_pii_in_a_rejected_answer_is_counted(tmp_path):
     stages = [{"use": "normalize"}, {"use": "patterns"}, {"use": "decide", "with": {"drop_if": ["pat_email > 0"]}}]
     run(write_recipe(tmp_path, ["dpo.jsonl"], stages), tmp_path / "run", quiet=True)
     assert datasets.load_from_disk(str(tmp_path / "run" / "dataset"))["prompt"] == ["Hi"]
+
+
+def test_a_rejected_column_outside_preference_data_is_kept_as_input_rejected(tmp_path):
+    rows = [{"prompt": "q", "response": "a", "rejected": True}, {"prompt": "q", "response": "a", "rejected": False}]
+    write_jsonl(tmp_path / "sft.jsonl", rows)  # a moderation flag, say: not an answer the stages should read
+    stages = [{"use": "normalize"}, {"use": "quality"}, {"use": "patterns"}]
+    result = run(write_recipe(tmp_path, ["sft.jsonl"], stages), tmp_path / "run", quiet=True)
+    ds = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
+    assert "rejected" not in ds.column_names and ds["input_rejected"] == [True]
+    assert result.counts["dropped"] == 1  # the second row is an exact copy of the first's prompt and response
