@@ -66,7 +66,9 @@ def test_an_unreadable_done_marker_is_redone(finished, name, text, tmp_path, cap
     d, recipe, ref = finished
     out = tmp_path / "run"
     shutil.copytree(ref.run_dir, out)
-    marker = next((out / "markers").glob(f"*/{name}.done"))
+    markers = sorted((out / "markers").glob(f"*/{name}.done"))
+    # a shard's: ingest's unit (a map-reduce stage's map markers are not read once its reduce is done)
+    marker = next(m for m in markers if name != "shard-00002" or '"counts"' in m.read_text())
     marker.write_text(text)
     with caplog.at_level(logging.WARNING, logger="curator"):
         res = run(recipe, out, quiet=True)

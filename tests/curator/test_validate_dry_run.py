@@ -126,7 +126,7 @@ def test_two_stages_writing_the_same_columns_is_one_error(tmp_path):
     out = _validate(tmp_path, [*QUALITY, {"use": "quality", "id": "q2"}])
     assert not out["ok"]
     assert [e for e in out["errors"] if "writes the column" in e] == [
-        "stages[2] (q2): it writes the column 'char_len' (and 9 more of its columns), which stage 'quality' writes "
+        "stages[2] (q2): it writes the column 'char_len' (and 10 more of its columns), which stage 'quality' writes "
         "too, so rules and the scores view would read only the first; give one of them other column names, or drop "
         "one stage"]
 
