@@ -6,8 +6,9 @@ Every file becomes an input of its own (its rows' ``input_idx``, its sha256 in t
 keeps the recipe input's name (the pattern's directory: ``data/*.jsonl`` -> ``data``; or its ``name:``), so
 ``--input data=...`` and ``source`` labels treat them as one input, and its ``format``, ``source``, ``limit`` and
 ``sample`` (``limit`` and ``sample`` count rows of each file). A directory is searched recursively; names starting
-with ``.`` or ``_`` (``_SUCCESS``, ``.DS_Store``, hidden folders) and files of other types are skipped. A pattern or
-a directory that names no data file is an ``InputError``.
+with ``.`` or ``_`` (``_SUCCESS``, ``.DS_Store``, hidden folders) and files of other types are skipped; a
+``save_to_disk`` directory inside it (or matched by the pattern) is one input, not its own files. A pattern or a
+directory that names no data file is an ``InputError``.
 """
 
 from __future__ import annotations
@@ -64,20 +65,40 @@ def _files(path: str, base_dir: Path, extra_roots: tuple[Path, ...], where: str)
         fixed = _fixed_parts(path)
         root = resolve_input(str(PurePosixPath(*fixed)) if fixed else ".", base_dir, extra_roots, where)
         rest = str(PurePosixPath(*PurePosixPath(str(path).replace("\\", "/")).parts[len(fixed):]))
-        found = sorted(p for p in root.glob(rest) if p.is_file() and is_data_file(p) and not _hidden(p, root))
+        found = [p for p in sorted(root.glob(rest)) if not _hidden(p, root) and not _in_dataset_dir(p, root)
+                 and (p.is_file() and is_data_file(p) or p.is_dir() and is_dataset_dir(p))]
         what = f"the pattern '{path}'"
     else:
         root = (base_dir / path).resolve()
         if not root.is_dir() or is_dataset_dir(root):
             return None
         root = resolve_input(path, base_dir, extra_roots, where)
-        found = sorted(p for p in root.rglob("*") if p.is_file() and is_data_file(p) and not _hidden(p, root))
+        found = _walk(root)
         what = f"the directory {root}"
     if not found:
         raise InputError(f"{where}: {what} names no data file (one of {', '.join(sorted(FILE_KINDS))}, text ones "
                          "optionally compressed; names starting with '.' or '_' are skipped); check the path, or "
                          "give a `datasets.save_to_disk` directory or files")
     return [resolve_input(str(p), base_dir, extra_roots, where) for p in found]
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The inputs under ``folder`` in path order: its data files, and each ``save_to_disk`` directory as one input
+    (not its own files); hidden and ``_`` names and symbolic links to folders are skipped."""
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith((".", "_")):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            found += [p] if is_dataset_dir(p) else _walk(p)
+        elif p.is_file() and is_data_file(p):
+            found.append(p)
+    return found
+
+
+def _in_dataset_dir(path: Path, root: Path) -> bool:
+    """``path`` is inside a ``save_to_disk`` directory (``root`` or below it): part of that one input."""
+    return any(is_dataset_dir(d) for d in path.parents if d == root or root in d.parents)
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -106,3 +106,16 @@ def test_a_save_to_disk_directory_is_still_one_dataset(shards):
     result = run(write_recipe(shards, ["hf"], STAGES), shards / "run", quiet=True)
     assert len(result.manifest["inputs"]) == 1 and result.counts["kept"] == 3
     shutil.rmtree(shards / "hf")
+
+
+def test_save_to_disk_directories_among_the_files_are_one_input_each(shards):
+    import datasets
+
+    datasets.Dataset.from_list(_rows("hf")).save_to_disk(str(shards / "data" / "export"))
+    result = run(write_recipe(shards, ["data"], STAGES, shards=2), shards / "run", quiet=True)
+    uris = [i["uri"].rsplit("/data/", 1)[1] for i in result.manifest["inputs"]]
+    assert uris == ["export", "more/part-2.jsonl.gz", "part-0.jsonl", "part-1.jsonl", "part-3.parquet"]
+    assert result.counts["kept"] == 15  # not its state.json, dataset_info.json or Arrow file read as inputs
+    pattern = run(write_recipe(shards, ["data/*"], STAGES, shards=2), shards / "run2", quiet=True)
+    assert [i["uri"].rsplit("/data/", 1)[1] for i in pattern.manifest["inputs"]] == [
+        "export", "part-0.jsonl", "part-1.jsonl", "part-3.parquet"]
