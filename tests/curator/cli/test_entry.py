@@ -1,5 +1,5 @@
 """The ``curator`` executable leaves without the interpreter's teardown, but as a normal exit would: exit codes
-and messages unchanged, output flushed, ``atexit`` handlers run, live non-daemon threads waited for."""
+and messages unchanged, output flushed, ``atexit`` handlers run, non-daemon threads waited for until they have ended."""
 
 import subprocess
 import sys
@@ -32,3 +32,21 @@ def test_a_live_thread_is_waited_for(tmp_path):
                "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done', flush=True))).start()")
     res = _entry(tmp_path, prelude, "--version")
     assert res.returncode == 0 and res.stdout.splitlines()[-1] == "thread done"
+
+
+def test_a_thread_still_freeing_what_it_held_is_waited_for(tmp_path):
+    """A thread leaves ``threading.enumerate()`` when ``run`` returns, before its objects are freed (a process pool's
+    thread frees the pool's queues so, whose finalizers unlink semaphores): the exit waits for that too."""
+    prelude = ("import threading, time\n"
+               "class Held:\n"
+               "    def __del__(self):\n"
+               "        time.sleep(1)\n"
+               "        print('released', flush=True)\n"
+               "class Holder(threading.Thread):\n"
+               "    def __init__(self):\n"
+               "        super().__init__(target=time.sleep, args=(0.3,))\n"
+               "        self.held = Held()\n"
+               "Holder().start()\n"  # the thread holds the only reference to itself: freed as it ends
+               "time.sleep(0.6)")
+    res = _entry(tmp_path, prelude, "--version")
+    assert res.returncode == 0 and res.stdout.splitlines()[-1] == "released", res.stdout

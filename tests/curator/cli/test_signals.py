@@ -51,6 +51,25 @@ from curator.cli.entry import entry
 entry()
 """
 
+# Faults for the driver, as on a loaded machine: the main thread pauses 0.5 s after stopping the pool (its management
+# thread ends ``run`` meanwhile, and leaves ``threading.enumerate()``), and a semaphore released by a thread other
+# than the main one takes 0.5 s (that thread then frees the pool's queues, whose semaphores the resource tracker
+# watches).
+SLOW_RELEASE = """import threading, time
+from multiprocessing import synchronize
+from curator.executors import local
+release, stop = synchronize.SemLock._cleanup, local.LocalExecutor.stop
+def slow_release(name):
+    if threading.get_ident() != threading.main_thread().ident:
+        time.sleep(0.5)
+    release(name)
+def paused_stop(self):
+    stop(self)
+    time.sleep(0.5)
+synchronize.SemLock._cleanup = staticmethod(slow_release)
+local.LocalExecutor.stop = paused_stop
+"""
+
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
@@ -64,9 +83,9 @@ def work(tmp_path_factory):
     return d, json.loads(out)["digest"]
 
 
-def _driver(d: Path, run_dir: str, seconds: float) -> subprocess.Popen:
+def _driver(d: Path, run_dir: str, seconds: float, prelude: str = "") -> subprocess.Popen:
     env = {**os.environ, "SLOW_MARKS": str(d / f"marks-{run_dir}"), "SLOW_SECONDS": str(seconds)}
-    return subprocess.Popen([sys.executable, "-c", DRIVER, run_dir], cwd=d, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", prelude + DRIVER, run_dir], cwd=d, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -155,3 +174,18 @@ def test_ctrl_c_exits_130_with_one_line_and_the_rerun_resumes(work):
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
     assert json.loads(out)["digest"] == digest
+
+
+def test_ctrl_c_exit_waits_for_the_pool_thread_to_release_its_semaphores(work):
+    """Ending the process while the pool's thread releases the pool's semaphores (it has left
+    ``threading.enumerate()`` by then) made multiprocessing's resource tracker warn of leaked semaphores."""
+    d, _ = work
+    proc = _driver(d, "ctrl-c-slow-release", seconds=120, prelude=SLOW_RELEASE)
+    try:
+        kids = _busy(d, proc, "ctrl-c-slow-release")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130 and err.strip().splitlines() == [RESUME], err
+        assert _gone(kids) == []
+    finally:
+        _end(proc)
