@@ -115,8 +115,10 @@ def training_columns(table: pa.Table, spec: OutputSpec) -> dict[str, pa.Array]:
     if fmt == "preference":
         rejected = table.column("rejected").combine_chunks() if "rejected" in table.column_names \
             else pa.nulls(table.num_rows, pa.string())
-        _require(pc.and_(pc.is_valid(rejected), pc.is_valid(response)), "not preference pairs (no rejected answer)",
-                 fmt, "table")
+        answered = pc.is_valid(rejected)
+        if pa.types.is_list(rejected.type) or pa.types.is_large_list(rejected.type):
+            answered = pc.and_(answered, pc.greater(pc.fill_null(pc.list_value_length(rejected), 0), 0))
+        _require(pc.and_(answered, pc.is_valid(response)), "not preference pairs (no rejected answer)", fmt, "table")
         if not pc.any(has_msgs).as_py():
             return {"prompt": prompt, "chosen": response, "rejected": rejected.cast(pa.string())}
         _require(has_msgs, "plain-string pairs among conversational ones", fmt, "table")

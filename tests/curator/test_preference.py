@@ -105,3 +105,16 @@ def test_a_rejected_column_outside_preference_data_is_kept_as_input_rejected(tmp
     ds = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
     assert "rejected" not in ds.column_names and ds["input_rejected"] == [True]
     assert result.counts["dropped"] == 1  # the second row is an exact copy of the first's prompt and response
+
+
+def test_an_empty_rejected_conversation_is_not_a_pair():
+    import pyarrow as pa
+
+    from curator.export import OutputSpec, export
+    from curator.samples import MESSAGE_TYPE
+
+    chat = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"}]
+    rows = pa.table({"prompt": ["a", "a"], "response": ["x", "x"], "messages": pa.array([chat, chat], MESSAGE_TYPE),
+                     "rejected": pa.array([[{"role": "assistant", "content": "no"}], []], MESSAGE_TYPE)})
+    with pytest.raises(RecipeError, match=r"1 dataset row\(s\) are not preference pairs"):
+        export(rows, OutputSpec(format="preference"))
