@@ -2,15 +2,14 @@
 
 Columns: ``char_len`` (prompt + response characters: Unicode code points), ``prompt_chars``, ``response_chars``,
 ``total_chars`` (of a conversation, the characters of every turn, system turns included: what a trainer's context
-must hold; else ``char_len``),
-``word_count`` (whitespace-separated words of prompt + response; a script written without spaces, such as
-Chinese, Japanese or Thai, counts a run of it as one word), ``line_count`` (lines of the response, as
-``str.splitlines`` counts ``\n``, ``\r\n`` and ``\r`` breaks: a final line break ends a line, it does not start
-one), ``has_list`` (a bulleted or numbered line), ``has_code`` (a fenced block: a line opening with three backticks or
-``~~~``), ``has_math`` (digits joined by an arithmetic operator on one line: a loose proxy that dates and ranges
-such as ``2024-01-15`` also meet), ``norm_hash`` (sha1 of the folded prompt and response, or of every turn of a
-conversation, so conversations that end alike are not duplicates; with a preference pair's ``rejected`` answer) and ``is_duplicate`` (an earlier row, in input
-order, has the same ``norm_hash``). Of a conversation, the lengths, counts and ``has_*`` read the final exchange
+must hold; else ``char_len``), ``word_count`` (whitespace-separated words of prompt + response; a script written
+without spaces, such as Chinese, Japanese or Thai, counts a run of it as one word), ``line_count`` (lines of the
+response, as ``str.splitlines`` counts ``\n``, ``\r\n`` and ``\r`` breaks: a final line break ends a line, it does
+not start one), ``has_list`` (a bulleted or numbered line), ``has_code`` (a fenced block: a line opening with three
+backticks or ``~~~``), ``has_math`` (digits joined by an arithmetic operator on one line: a loose proxy that dates
+and ranges such as ``2024-01-15`` also meet), ``norm_hash`` (sha1 of the folded prompt and response, or of every
+turn of a conversation, so conversations that end alike are not duplicates; with a preference pair's ``rejected``
+answer) and ``is_duplicate`` (an earlier row, in input order, has the same ``norm_hash``). Of a conversation, the lengths, counts and ``has_*`` read the final exchange
 (its last prompt and response); ``total_chars`` and ``norm_hash`` read every turn.
 
 Folded text: lower-cased, every whitespace run one space, none at the ends of a part (the prompt, the response, a
