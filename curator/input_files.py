@@ -69,9 +69,10 @@ def _files(path: str, base_dir: Path, extra_roots: tuple[Path, ...], where: str)
                  and (p.is_file() and is_data_file(p) or p.is_dir() and is_dataset_dir(p))]
         what = f"the pattern '{path}'"
     else:
-        root = resolve_input(path, base_dir, extra_roots, where)
+        root = (base_dir / path).resolve()
         if not root.is_dir() or is_dataset_dir(root):
             return None
+        root = resolve_input(path, base_dir, extra_roots, where)
         found = _walk(root)
         what = f"the directory {root}"
     if not found:
