@@ -69,8 +69,8 @@ def _files(path: str, base_dir: Path, extra_roots: tuple[Path, ...], where: str)
                  and (p.is_file() and is_data_file(p) or p.is_dir() and is_dataset_dir(p))]
         what = f"the pattern '{path}'"
     else:
-        root = (base_dir / path).resolve()
-        if not root.is_dir() or is_dataset_dir(root):
+        root = (base_dir / path).resolve()  # only a folder of files is confined here; a file is, with every input,
+        if not root.is_dir() or is_dataset_dir(root):  # after the recipe's own checks (device, output scores)
             return None
         root = resolve_input(path, base_dir, extra_roots, where)
         found = _walk(root)
